@@ -1,0 +1,255 @@
+//! The backend seam: what the engine needs from a queue.
+//!
+//! A [`Backend`] receives messages, deletes them in batches, changes their visibility in
+//! batches and reads the queue's attributes. Two implementations ship with spotq:
+//! [`SqsBackend`](crate::SqsBackend) over `aws-sdk-sqs`, and the in-process
+//! [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics.
+//!
+//! Batch calls return one result per entry, in the order of the request: like SQS, a
+//! batch call can succeed as a whole (HTTP 200) while single entries fail.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::BackendError;
+
+mod sqs;
+pub use sqs::SqsBackend;
+
+/// The most messages one receive call may ask for, and the most entries in a batch call.
+pub const MAX_BATCH: usize = 10;
+/// The longest long poll SQS allows.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+/// The longest visibility timeout SQS allows, counted from the receive.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// An opaque token that identifies one receive of one message.
+///
+/// It goes stale when the message is received again: deleting or changing the
+/// visibility of a message through a stale handle fails with
+/// [`EntryErrorKind::InvalidReceiptHandle`].
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ReceiptHandle(Arc<str>);
+
+impl ReceiptHandle {
+    /// Wraps a receipt handle string as returned by the queue.
+    pub fn new(handle: impl Into<Arc<str>>) -> Self {
+        Self(handle.into())
+    }
+
+    /// The handle as the queue returned it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ReceiptHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Receipt handles are long and grant delete rights: show a short prefix only.
+        let prefix: String = self.0.chars().take(12).collect();
+        write!(f, "ReceiptHandle({prefix}…)")
+    }
+}
+
+/// A user-defined message attribute (SQS `MessageAttributes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageAttribute {
+    /// `String`, `Number`, `Binary`, or one of those with a custom suffix (`Number.int`).
+    pub data_type: String,
+    /// The value of a `String` or `Number` attribute.
+    pub string_value: Option<String>,
+    /// The value of a `Binary` attribute.
+    pub binary_value: Option<Vec<u8>>,
+}
+
+impl MessageAttribute {
+    /// A `String` attribute.
+    pub fn string(value: impl Into<String>) -> Self {
+        Self {
+            data_type: "String".to_owned(),
+            string_value: Some(value.into()),
+            binary_value: None,
+        }
+    }
+}
+
+/// One message as the queue handed it out.
+#[derive(Clone, Debug)]
+pub struct ReceivedMessage {
+    /// The queue-assigned message id; stable across receives.
+    pub message_id: String,
+    /// The handle of this receive, needed to delete the message or change its visibility.
+    pub receipt_handle: ReceiptHandle,
+    /// The message body.
+    pub body: String,
+    /// MD5 of the body, as SQS reports it (hex), where the backend provides it.
+    pub md5_of_body: Option<String>,
+    /// System attributes (`ApproximateReceiveCount`, `SentTimestamp`, `MessageGroupId`, …).
+    pub attributes: HashMap<String, String>,
+    /// User-defined message attributes.
+    pub message_attributes: HashMap<String, MessageAttribute>,
+}
+
+impl ReceivedMessage {
+    /// How many times the message has been received, this receive included
+    /// (`ApproximateReceiveCount`; 1 when the backend did not report it).
+    pub fn receive_count(&self) -> u32 {
+        self.attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(1)
+    }
+}
+
+/// What a receive call asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveRequest {
+    /// How many messages at most, 1 to [`MAX_BATCH`].
+    pub max_messages: usize,
+    /// How long to wait for a first message (long poll), at most [`MAX_WAIT`].
+    pub wait_time: Duration,
+    /// The visibility timeout of the received messages; the queue's default when `None`.
+    pub visibility_timeout: Option<Duration>,
+}
+
+/// Why one entry of a batch call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryErrorKind {
+    /// The receipt handle is stale or unknown (`ReceiptHandleIsInvalid`): the message was
+    /// received again or already deleted. Not retryable.
+    InvalidReceiptHandle,
+    /// The request was invalid for this entry, e.g. a visibility past the 12 h cap
+    /// (`InvalidParameterValue`, `MessageNotInflight`). Not retryable.
+    Rejected,
+    /// The queue failed on its side for this entry. Retryable.
+    Internal,
+}
+
+/// The failure of one entry of a batch call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct EntryError {
+    /// What the failure means for the caller.
+    pub kind: EntryErrorKind,
+    /// The queue's error code, e.g. `ReceiptHandleIsInvalid`.
+    pub code: String,
+    /// The queue's message.
+    pub message: String,
+}
+
+impl EntryError {
+    /// Whether sending the same entry again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == EntryErrorKind::Internal
+    }
+}
+
+/// The result of one entry of a batch call.
+pub type EntryResult = Result<(), EntryError>;
+
+/// One entry of a change-visibility batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VisibilityChange {
+    /// The receive to change.
+    pub receipt_handle: ReceiptHandle,
+    /// The new timeout, counted from the call; zero makes the message visible at once.
+    /// Queues count whole seconds: a fraction is rounded up.
+    pub timeout: Duration,
+}
+
+/// A queue's redrive policy: where messages go after too many receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedrivePolicy {
+    /// The dead-letter queue's ARN (or name, for the embedded queue).
+    pub dead_letter_target: String,
+    /// Receives after which the next receive moves the message to the dead-letter queue.
+    pub max_receive_count: u32,
+}
+
+/// The approximate counts and settings of a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueAttributes {
+    /// `ApproximateNumberOfMessages`: messages available for receive.
+    pub visible: u64,
+    /// `ApproximateNumberOfMessagesNotVisible`: messages received and not yet deleted.
+    pub not_visible: u64,
+    /// `ApproximateNumberOfMessagesDelayed`: messages whose delay has not passed yet.
+    pub delayed: u64,
+    /// The queue's default visibility timeout.
+    pub visibility_timeout: Duration,
+    /// The redrive policy, if the queue has one.
+    pub redrive_policy: Option<RedrivePolicy>,
+    /// Whether the queue is a FIFO queue.
+    pub fifo: bool,
+}
+
+/// What the engine needs from a queue.
+///
+/// Implementations return [`BackendError`] for a failed call as a whole and an
+/// [`EntryResult`] per entry for batch calls. They must be cheap to share: the engine
+/// holds one `Arc<dyn Backend>` across all its tasks.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs and metrics labels, e.g. the queue name.
+    fn name(&self) -> &str;
+
+    /// Receives up to `request.max_messages` messages, waiting up to `request.wait_time`
+    /// for the first one. An empty vector means the wait ran out.
+    ///
+    /// Dropping the returned future must not lose messages that were not returned.
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError>;
+
+    /// Deletes up to [`MAX_BATCH`] messages; one result per handle, in order.
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError>;
+
+    /// Changes the visibility of up to [`MAX_BATCH`] messages; one result per entry, in order.
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError>;
+
+    /// Reads the queue's approximate counts and settings.
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError>;
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Backend for Arc<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        (**self).receive(request).await
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        (**self).delete_batch(handles).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        (**self).change_visibility_batch(changes).await
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        (**self).attributes().await
+    }
+}
+
+/// Rounds a duration up to whole seconds, as queues count visibility and delays.
+pub(crate) fn whole_seconds(duration: Duration) -> u64 {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() > 0 { secs + 1 } else { secs }
+}

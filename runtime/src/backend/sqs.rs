@@ -1,0 +1,384 @@
+//! The production backend: Amazon SQS through `aws-sdk-sqs`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageSystemAttributeName, QueueAttributeName,
+};
+
+use crate::backend::{
+    Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
+    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, VisibilityChange,
+    whole_seconds,
+};
+use crate::error::BackendError;
+
+/// An SQS queue reached through `aws-sdk-sqs`.
+///
+/// [`SqsBackend::from_env`] loads the standard AWS configuration chain (environment,
+/// profile, container and instance credentials; region), which honours
+/// `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL` for a local endpoint.
+#[derive(Clone, Debug)]
+pub struct SqsBackend {
+    client: Client,
+    queue_url: String,
+    name: String,
+}
+
+impl SqsBackend {
+    /// Uses `client` for the queue at `queue_url`, without any call.
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        let queue_url = queue_url.into();
+        let name = queue_name(&queue_url).to_owned();
+        Self {
+            client,
+            queue_url,
+            name,
+        }
+    }
+
+    /// Uses `client` for `queue`, a queue URL or a queue name (resolved with
+    /// `GetQueueUrl`).
+    pub async fn connect(client: Client, queue: &str) -> Result<Self, BackendError> {
+        if queue.starts_with("https://") || queue.starts_with("http://") {
+            return Ok(Self::new(client, queue));
+        }
+        let output = client
+            .get_queue_url()
+            .queue_name(queue)
+            .send()
+            .await
+            .map_err(|error| classify("GetQueueUrl", error))?;
+        let url = output.queue_url().ok_or_else(|| BackendError::Rejected {
+            operation: "GetQueueUrl",
+            code: "MissingQueueUrl".to_owned(),
+            message: format!("no URL returned for queue {queue}"),
+        })?;
+        Ok(Self::new(client, url))
+    }
+
+    /// Loads the standard AWS configuration and connects to `queue` (URL or name).
+    pub async fn from_env(queue: &str) -> Result<Self, BackendError> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::connect(Client::new(&config), queue).await
+    }
+
+    /// The queue's URL.
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+
+    /// The SQS client, for calls spotq does not make (sending, creating queues).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl Backend for SqsBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        let mut call = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(seconds_i32(request.max_messages as u64))
+            .wait_time_seconds(seconds_i32(whole_seconds(request.wait_time)))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All");
+        if let Some(visibility) = request.visibility_timeout {
+            call = call.visibility_timeout(seconds_i32(whole_seconds(visibility)));
+        }
+        let output = call
+            .send()
+            .await
+            .map_err(|error| classify("ReceiveMessage", error))?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(received_message)
+            .collect())
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        let mut call = self.client.delete_message_batch().queue_url(&self.queue_url);
+        for (index, handle) in handles.iter().enumerate() {
+            let entry = DeleteMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(handle.as_str())
+                .build()
+                .map_err(|error| build_error("DeleteMessageBatch", error))?;
+            call = call.entries(entry);
+        }
+        let output = call
+            .send()
+            .await
+            .map_err(|error| classify("DeleteMessageBatch", error))?;
+        Ok(entry_results(handles.len(), output.failed()))
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        let mut call = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.queue_url);
+        for (index, change) in changes.iter().enumerate() {
+            let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(index.to_string())
+                .receipt_handle(change.receipt_handle.as_str())
+                .visibility_timeout(seconds_i32(whole_seconds(change.timeout)))
+                .build()
+                .map_err(|error| build_error("ChangeMessageVisibilityBatch", error))?;
+            call = call.entries(entry);
+        }
+        let output = call
+            .send()
+            .await
+            .map_err(|error| classify("ChangeMessageVisibilityBatch", error))?;
+        Ok(entry_results(changes.len(), output.failed()))
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::All)
+            .send()
+            .await
+            .map_err(|error| classify("GetQueueAttributes", error))?;
+        let attributes = output.attributes.unwrap_or_default();
+        let number = |name: QueueAttributeName| -> u64 {
+            attributes
+                .get(&name)
+                .and_then(|value| value.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(QueueAttributes {
+            visible: number(QueueAttributeName::ApproximateNumberOfMessages),
+            not_visible: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+            delayed: number(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            visibility_timeout: Duration::from_secs(number(QueueAttributeName::VisibilityTimeout)),
+            redrive_policy: attributes
+                .get(&QueueAttributeName::RedrivePolicy)
+                .and_then(|policy| parse_redrive_policy(policy)),
+            fifo: attributes
+                .get(&QueueAttributeName::FifoQueue)
+                .is_some_and(|fifo| fifo == "true"),
+        })
+    }
+}
+
+/// The last path segment of a queue URL is the queue's name.
+fn queue_name(queue_url: &str) -> &str {
+    queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)
+}
+
+fn seconds_i32(seconds: u64) -> i32 {
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+fn received_message(message: aws_sdk_sqs::types::Message) -> Option<ReceivedMessage> {
+    let (Some(message_id), Some(receipt_handle)) = (message.message_id, message.receipt_handle)
+    else {
+        tracing::warn!("SQS returned a message without id or receipt handle; skipped");
+        return None;
+    };
+    let attributes = message
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value))
+        .collect();
+    let message_attributes = message
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| {
+            let attribute = MessageAttribute {
+                data_type: value.data_type,
+                string_value: value.string_value,
+                binary_value: value.binary_value.map(|blob| blob.into_inner()),
+            };
+            (name, attribute)
+        })
+        .collect();
+    Some(ReceivedMessage {
+        message_id,
+        receipt_handle: ReceiptHandle::new(receipt_handle),
+        body: message.body.unwrap_or_default(),
+        md5_of_body: message.md5_of_body,
+        attributes,
+        message_attributes,
+    })
+}
+
+/// One result per request entry (ids are the entries' indexes), from the failed list.
+fn entry_results(len: usize, failed: &[BatchResultErrorEntry]) -> Vec<EntryResult> {
+    let mut results: Vec<EntryResult> = vec![Ok(()); len];
+    for failure in failed {
+        let Some(result) = failure
+            .id()
+            .parse::<usize>()
+            .ok()
+            .and_then(|index| results.get_mut(index))
+        else {
+            tracing::warn!(id = failure.id(), "SQS reported a failure for an unknown batch entry");
+            continue;
+        };
+        let code = failure.code();
+        let kind = if code.ends_with("ReceiptHandleIsInvalid") {
+            EntryErrorKind::InvalidReceiptHandle
+        } else if failure.sender_fault() {
+            EntryErrorKind::Rejected
+        } else {
+            EntryErrorKind::Internal
+        };
+        *result = Err(EntryError {
+            kind,
+            code: code.to_owned(),
+            message: failure.message().unwrap_or_default().to_owned(),
+        });
+    }
+    results
+}
+
+fn parse_redrive_policy(policy: &str) -> Option<RedrivePolicy> {
+    let value: serde_json::Value = serde_json::from_str(policy).ok()?;
+    let target = value.get("deadLetterTargetArn")?.as_str()?.to_owned();
+    // SQS writes maxReceiveCount as a string in some responses and a number in others.
+    let count = value.get("maxReceiveCount")?;
+    let max_receive_count = count
+        .as_u64()
+        .or_else(|| count.as_str().and_then(|count| count.parse().ok()))?;
+    Some(RedrivePolicy {
+        dead_letter_target: target,
+        max_receive_count: u32::try_from(max_receive_count).ok()?,
+    })
+}
+
+fn build_error(operation: &'static str, error: impl std::fmt::Display) -> BackendError {
+    BackendError::Rejected {
+        operation,
+        code: "InvalidRequest".to_owned(),
+        message: error.to_string(),
+    }
+}
+
+/// Error codes with which SQS (and KMS behind it) asks callers to slow down.
+const THROTTLING_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
+    "KmsThrottled",
+    "OverLimit",
+    "TooManyRequestsException",
+];
+
+/// Sorts an SDK error into throttled, transient (retry) or rejected (do not retry).
+pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> BackendError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = aws_sdk_sqs::error::DisplayErrorContext(&error).to_string();
+    match &error {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status().as_u16();
+            let code = service.err().code().unwrap_or("Unknown").to_owned();
+            let short = code.rsplit('.').next().unwrap_or(&code);
+            if THROTTLING_CODES.contains(&short) || status == 429 {
+                BackendError::Throttled { operation, message }
+            } else if status >= 500 {
+                BackendError::Transient {
+                    operation,
+                    message,
+                    source: Some(Box::new(error)),
+                }
+            } else {
+                let message = service.err().message().unwrap_or_default().to_owned();
+                BackendError::Rejected {
+                    operation,
+                    code,
+                    message,
+                }
+            }
+        }
+        SdkError::ConstructionFailure(_) => BackendError::Rejected {
+            operation,
+            code: "ConstructionFailure".to_owned(),
+            message,
+        },
+        // Timeouts, connection failures and unreadable responses.
+        _ => BackendError::Transient {
+            operation,
+            message,
+            source: Some(Box::new(error)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_name_is_the_last_url_segment() {
+        assert_eq!(queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/orders"), "orders");
+        assert_eq!(queue_name("http://127.0.0.1:5000/000000000000/jobs.fifo/"), "jobs.fifo");
+    }
+
+    #[test]
+    fn redrive_policy_accepts_string_or_number_counts() {
+        let expected = RedrivePolicy {
+            dead_letter_target: "arn:aws:sqs:us-east-1:123456789012:dlq".to_owned(),
+            max_receive_count: 5,
+        };
+        for policy in [
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq","maxReceiveCount":"5"}"#,
+            r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq","maxReceiveCount":5}"#,
+        ] {
+            assert_eq!(parse_redrive_policy(policy), Some(expected.clone()));
+        }
+        assert_eq!(parse_redrive_policy("not json"), None);
+    }
+
+    #[test]
+    fn batch_failures_land_on_their_entries() {
+        let failed = [
+            BatchResultErrorEntry::builder()
+                .id("1")
+                .code("ReceiptHandleIsInvalid")
+                .sender_fault(true)
+                .build()
+                .expect("valid entry"),
+            BatchResultErrorEntry::builder()
+                .id("2")
+                .code("InternalError")
+                .sender_fault(false)
+                .build()
+                .expect("valid entry"),
+        ];
+        let results = entry_results(3, &failed);
+        assert!(results[0].is_ok());
+        let kinds: Vec<_> = results[1..]
+            .iter()
+            .map(|result| result.as_ref().expect_err("failed entry").kind)
+            .collect();
+        assert_eq!(kinds, [EntryErrorKind::InvalidReceiptHandle, EntryErrorKind::Internal]);
+    }
+}

@@ -1,0 +1,66 @@
+//! The engine: pollers that receive only what they can start, one task per message, and
+//! a settle loop that batches deletes and visibility changes.
+//!
+//! Permits bound the handlers in flight. A poller first takes one permit (waiting if all
+//! are in use), then as many more as are free, up to the batch size, and asks the queue
+//! for that many messages: a message is never received that cannot start at once, so no
+//! received message waits while its visibility clock runs. Each message runs in its own
+//! task, which owns the message's fate: delete, retry, heartbeat, release.
+
+mod dispatch;
+mod poller;
+pub(crate) mod settle;
+pub(crate) mod stats;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, MAX_VISIBILITY};
+use crate::config::{Resolved, WorkerConfig};
+use crate::engine::settle::Settler;
+use crate::engine::stats::Counters;
+
+pub(crate) use dispatch::process;
+pub(crate) use poller::poll;
+
+/// How far under the 12 h visibility cap (counted from the receive) heartbeats and
+/// retries stay, so a call in flight never crosses it.
+const CAP_MARGIN: Duration = Duration::from_secs(60);
+
+/// What every task of one worker shares.
+#[derive(Debug)]
+pub(crate) struct Shared<H> {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) handler: H,
+    pub(crate) config: WorkerConfig,
+    pub(crate) resolved: Resolved,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) settler: Settler,
+    pub(crate) permits: Arc<Semaphore>,
+    /// Message tasks; waited on at shutdown.
+    pub(crate) messages: TaskTracker,
+    /// Cancelled when shutdown begins: pollers stop and drop any long poll in progress.
+    pub(crate) stop_receiving: CancellationToken,
+    /// Cancelled at the shutdown deadline: running handlers are dropped and their
+    /// messages released.
+    pub(crate) cancel_handlers: CancellationToken,
+    /// Set when shutdown begins.
+    pub(crate) deadline: Arc<OnceLock<Instant>>,
+}
+
+impl<H> Shared<H> {
+    /// How long a message received at `received_at` may still be kept invisible from
+    /// `now`: under the 12 h cap, and not past the shutdown deadline once there is one.
+    pub(crate) fn visibility_room(&self, received_at: Instant, now: Instant) -> Duration {
+        let cap = (received_at + MAX_VISIBILITY - CAP_MARGIN).saturating_duration_since(now);
+        match self.deadline.get() {
+            Some(deadline) => cap.min(deadline.saturating_duration_since(now)),
+            None => cap,
+        }
+    }
+}

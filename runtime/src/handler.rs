@@ -1,0 +1,88 @@
+//! Handlers and their outcomes.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::{BoxError, HandlerError};
+use crate::message::Message;
+
+/// What the worker does with a message once its handler returns.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The message is done: delete it.
+    Ack,
+    /// Make the message visible again after this delay (whole seconds, at most 12 h from
+    /// the receive), without counting it as a failure.
+    RetryAfter(Duration),
+    /// The handler failed: retry per the worker's [`RetryPolicy`](crate::RetryPolicy);
+    /// after the queue's `maxReceiveCount` the queue's redrive policy moves the message to
+    /// its dead-letter queue.
+    Fail(HandlerError),
+}
+
+impl Outcome {
+    /// A failure from any error.
+    pub fn fail(error: impl Into<BoxError>) -> Self {
+        Self::Fail(HandlerError::failed(error))
+    }
+}
+
+/// Values a handler may return: [`Outcome`], `()`, `Result<(), E>` or
+/// `Result<Outcome, E>`, where `E` converts into a boxed error.
+pub trait IntoOutcome {
+    /// The outcome this value stands for.
+    fn into_outcome(self) -> Outcome;
+}
+
+impl IntoOutcome for Outcome {
+    fn into_outcome(self) -> Outcome {
+        self
+    }
+}
+
+impl IntoOutcome for () {
+    fn into_outcome(self) -> Outcome {
+        Outcome::Ack
+    }
+}
+
+impl<E: Into<BoxError>> IntoOutcome for Result<(), E> {
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Ok(()) => Outcome::Ack,
+            Err(error) => Outcome::fail(error),
+        }
+    }
+}
+
+impl<E: Into<BoxError>> IntoOutcome for Result<Outcome, E> {
+    fn into_outcome(self) -> Outcome {
+        self.unwrap_or_else(Outcome::fail)
+    }
+}
+
+/// Processes one message at a time; the worker runs many calls concurrently.
+///
+/// Any `Fn(Message) -> impl Future<Output = R>` is a handler, where `R` is an
+/// [`IntoOutcome`] (`()`, `Result<(), E>`, [`Outcome`], …).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a spotq handler",
+    note = "a handler is an `async fn(spotq::Message) -> R` (or a closure returning a future) \
+            that is `Send + Sync + 'static`, whose future is `Send`, and whose `R` is `()`, \
+            `spotq::Outcome`, `Result<(), E>` or `Result<spotq::Outcome, E>` with `E: Into<BoxError>`"
+)]
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one message.
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send;
+}
+
+impl<F, Fut, R> Handler for F
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send,
+    R: IntoOutcome,
+{
+    async fn handle(&self, message: Message) -> Outcome {
+        self(message).await.into_outcome()
+    }
+}

@@ -1,0 +1,244 @@
+//! The public face of the engine: [`Worker`] and its builder.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, sleep, timeout_at};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, QueueAttributes};
+use crate::backoff::{Backoff, CALL_RETRY};
+use crate::config::{Heartbeat, RetryPolicy, WorkerConfig};
+use crate::engine::stats::{Counters, RunReport};
+use crate::engine::{Shared, poll, settle};
+use crate::error::{BackendError, Error};
+use crate::handler::Handler;
+
+/// Attempts at reading the queue's attributes before the worker gives up starting.
+const PREFLIGHT_ATTEMPTS: u32 = 5;
+
+/// A queue consumer: pollers, a handler, and the settings that bind them.
+///
+/// Build one with [`Worker::builder`], then [`run_until`](Worker::run_until) a shutdown
+/// future resolves.
+#[derive(Debug)]
+pub struct Worker<H> {
+    backend: Arc<dyn Backend>,
+    config: WorkerConfig,
+    handler: H,
+}
+
+/// Builds a [`Worker`]: settings first, the handler last.
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `.handler(…)` and a run"]
+pub struct WorkerBuilder {
+    backend: Arc<dyn Backend>,
+    config: WorkerConfig,
+}
+
+impl Worker<()> {
+    /// Starts building a worker for a queue.
+    pub fn builder(backend: impl Backend) -> WorkerBuilder {
+        WorkerBuilder {
+            backend: Arc::new(backend),
+            config: WorkerConfig::default(),
+        }
+    }
+}
+
+impl WorkerBuilder {
+    /// Replaces every setting at once.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Handlers running at once (default 16).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.config.concurrency = concurrency;
+        self
+    }
+
+    /// Receive loops (default: one per 10 permits, at most 16).
+    pub fn pollers(mut self, pollers: usize) -> Self {
+        self.config.pollers = Some(pollers);
+        self
+    }
+
+    /// Messages asked for per receive, 1 to 10 (default 10).
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.config.batch_size = batch_size;
+        self
+    }
+
+    /// Long-poll wait, at most 20 s (default 20 s).
+    pub fn wait_time(mut self, wait_time: Duration) -> Self {
+        self.config.wait_time = wait_time;
+        self
+    }
+
+    /// Visibility timeout asked for on receive, 1 s to 12 h (default: the queue's).
+    pub fn visibility_timeout(mut self, visibility_timeout: Duration) -> Self {
+        self.config.visibility_timeout = Some(visibility_timeout);
+        self
+    }
+
+    /// Time after which a running handler counts as failed (default: none).
+    pub fn handler_timeout(mut self, handler_timeout: Duration) -> Self {
+        self.config.handler_timeout = Some(handler_timeout);
+        self
+    }
+
+    /// How long-running handlers keep their messages invisible (default: every half
+    /// visibility timeout).
+    pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.config.heartbeat = heartbeat;
+        self
+    }
+
+    /// What happens to a message whose handler failed.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.config.retry = retry;
+        self
+    }
+
+    /// Retry failed messages after a jittered exponential backoff from `base` to `max`
+    /// (default 1 s to 5 min).
+    pub fn retry_backoff(self, base: Duration, max: Duration) -> Self {
+        self.retry(RetryPolicy::Backoff(Backoff::new(base, max)))
+    }
+
+    /// How long a partial batch of deletes or visibility changes waits (default 5 ms).
+    pub fn flush_interval(mut self, flush_interval: Duration) -> Self {
+        self.config.flush_interval = flush_interval;
+        self
+    }
+
+    /// The task's stop timeout: time from SIGTERM to SIGKILL (default 30 s, at most 120 s).
+    pub fn stop_timeout(mut self, stop_timeout: Duration) -> Self {
+        self.config.stop_timeout = stop_timeout;
+        self
+    }
+
+    /// How long running handlers may go on once shutdown begins (default: stop timeout
+    /// less 5 s).
+    pub fn shutdown_grace(mut self, shutdown_grace: Duration) -> Self {
+        self.config.shutdown_grace = Some(shutdown_grace);
+        self
+    }
+
+    /// Sets the handler and finishes the worker.
+    pub fn handler<H: Handler>(self, handler: H) -> Worker<H> {
+        Worker {
+            backend: self.backend,
+            config: self.config,
+            handler,
+        }
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// The worker's settings.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Runs the worker until `shutdown` resolves, then shuts down:
+    ///
+    /// 1. stops receiving at once, cancelling a long poll in progress;
+    /// 2. lets running handlers go on until the grace period ends, extending their
+    ///    messages' visibility only up to that deadline;
+    /// 3. then cancels the handlers still running and releases their messages
+    ///    (visibility 0) so another worker receives them at once;
+    /// 4. sends every pending delete and visibility change, and returns.
+    ///
+    /// Settings are checked before any queue call; a queue that cannot be read at start
+    /// (missing, access denied) is an error. After the start, queue errors are retried
+    /// with backoff and never end the run.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<RunReport, Error> {
+        let started = Instant::now();
+        self.config.validate()?;
+        let attributes = preflight(&*self.backend).await?;
+        let resolved = self.config.resolve(attributes.visibility_timeout)?;
+        let counters = Arc::new(Counters::default());
+        let (settler, settle_task) = settle::spawn(
+            Arc::clone(&self.backend),
+            Arc::clone(&counters),
+            self.config.flush_interval,
+        );
+        let shared = Arc::new(Shared {
+            backend: self.backend,
+            handler: self.handler,
+            permits: Arc::new(Semaphore::new(self.config.concurrency)),
+            config: self.config,
+            resolved,
+            counters: Arc::clone(&counters),
+            settler,
+            messages: TaskTracker::new(),
+            stop_receiving: CancellationToken::new(),
+            cancel_handlers: CancellationToken::new(),
+            deadline: Arc::new(OnceLock::new()),
+        });
+        tracing::info!(
+            queue = shared.backend.name(),
+            concurrency = shared.config.concurrency,
+            pollers = resolved.pollers,
+            visibility = ?resolved.visibility,
+            "worker started"
+        );
+        let pollers = TaskTracker::new();
+        for _ in 0..resolved.pollers {
+            pollers.spawn(poll(Arc::clone(&shared)));
+        }
+        pollers.close();
+
+        shutdown.await;
+        let deadline = Instant::now() + resolved.grace;
+        let _ = shared.deadline.set(deadline);
+        shared.stop_receiving.cancel();
+        pollers.wait().await;
+        tracing::info!(
+            in_flight = shared.messages.len(),
+            grace = ?resolved.grace,
+            "shutdown: receiving stopped, waiting for running handlers"
+        );
+        shared.messages.close();
+        if timeout_at(deadline, shared.messages.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = shared.messages.len(),
+                "shutdown: grace period over, releasing the messages of running handlers"
+            );
+            shared.cancel_handlers.cancel();
+            shared.messages.wait().await;
+        }
+        // Every task that could settle a message has ended: dropping the last `Settler`
+        // lets the settle loop send what is pending and end.
+        drop(shared);
+        if let Err(error) = settle_task.await {
+            tracing::error!(%error, "settle loop failed");
+        }
+        let report = counters.report(started.elapsed());
+        tracing::info!(?report, "worker stopped");
+        Ok(report)
+    }
+}
+
+/// Reads the queue's attributes: the worker learns the default visibility timeout, and a
+/// queue that does not exist or cannot be read fails the start.
+async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendError> {
+    let mut attempt = 1;
+    loop {
+        match backend.attributes().await {
+            Ok(attributes) => return Ok(attributes),
+            Err(error) if error.is_retryable() && attempt < PREFLIGHT_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "reading queue attributes failed; retrying");
+                sleep(CALL_RETRY.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
