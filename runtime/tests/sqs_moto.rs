@@ -1,0 +1,329 @@
+//! Protocol tests: the engine and the SQS backend through the real `aws-sdk-sqs` client
+//! against moto server on loopback. `scripts/test` starts moto and points the standard
+//! AWS configuration chain at it (`AWS_ENDPOINT_URL`), as a worker would be configured.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, VisibilityChange};
+use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use tokio::time::{Instant, sleep, timeout};
+
+/// The moto endpoint, checked to be the one the AWS SDK will use.
+fn moto_endpoint() -> String {
+    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT")
+        .expect("SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto");
+    let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
+    assert_eq!(
+        sdk_endpoint, endpoint,
+        "AWS_ENDPOINT_URL must point at moto, or these tests would reach a real account"
+    );
+    endpoint
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Creates a queue through the SDK and connects to it by name, the way a worker does.
+async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)]) -> SqsBackend {
+    moto_endpoint();
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let mut create = client.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        create = create.attributes(key.clone(), value);
+    }
+    create.send().await.expect("create queue");
+    SqsBackend::from_env(name).await.expect("connect by name")
+}
+
+async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
+    let bodies: Vec<String> = bodies.into_iter().collect();
+    for chunk in bodies.chunks(10) {
+        let mut batch = queue.client().send_message_batch().queue_url(queue.queue_url());
+        for (index, body) in chunk.iter().enumerate() {
+            let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message_body(body)
+                .build()
+                .expect("entry");
+            batch = batch.entries(entry);
+        }
+        let output = batch.send().await.expect("send batch");
+        assert!(output.failed().is_empty(), "{:?}", output.failed());
+    }
+}
+
+/// Resolves once `done` reports true, polling; panics after `limit`.
+async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
+    let attributes = queue.attributes().await.expect("attributes");
+    (attributes.visible, attributes.not_visible, attributes.delayed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_and_deletes_every_message() {
+    let queue = create_queue(&unique("all"), &[]).await;
+    send(&queue, (0..60).map(|n| format!("job-{n}"))).await;
+    assert_eq!(counts(&queue).await, (60, 0, 0));
+
+    let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
+    let handler_seen = Arc::clone(&seen);
+    let done = Arc::clone(&seen);
+    let report = Worker::builder(queue.clone())
+        .concurrency(20)
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&handler_seen);
+            async move {
+                *seen.lock().expect("lock").entry(message.body().to_owned()).or_default() += 1;
+                Ok::<(), std::io::Error>(())
+            }
+        })
+        .run_until(until(Duration::from_secs(30), move || done.lock().expect("lock").len() == 60))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(report.received, 60);
+    assert_eq!(report.deleted, 60);
+    assert_eq!(report.delete_failed, 0);
+    assert!(seen.lock().expect("lock").values().all(|count| *count == 1));
+    assert_eq!(counts(&queue).await, (0, 0, 0), "every message deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_retried_after_the_backoff_not_the_visibility_timeout() {
+    let queue = create_queue(
+        &unique("retry"),
+        &[(QueueAttributeName::VisibilityTimeout, "60".to_owned())],
+    )
+    .await;
+    send(&queue, ["flaky".to_owned()]).await;
+
+    let attempts = Arc::new(AtomicU32::new(0));
+    let handler_attempts = Arc::clone(&attempts);
+    let succeeded = Arc::new(AtomicU32::new(0));
+    let handler_succeeded = Arc::clone(&succeeded);
+    let started = Instant::now();
+    let report = Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let attempts = Arc::clone(&handler_attempts);
+            let succeeded = Arc::clone(&handler_succeeded);
+            async move {
+                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
+                assert_eq!(message.receive_count(), attempt);
+                if attempt == 1 {
+                    return Outcome::fail("first attempt fails");
+                }
+                succeeded.fetch_add(1, Ordering::SeqCst);
+                Outcome::Ack
+            }
+        })
+        .run_until(until(Duration::from_secs(20), {
+            let succeeded = Arc::clone(&succeeded);
+            move || succeeded.load(Ordering::SeqCst) == 1
+        }))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert!(started.elapsed() < Duration::from_secs(20), "retried long before the 60 s timeout");
+    assert_eq!((report.failed, report.retried, report.deleted), (1, 1, 1));
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_long_handler_s_message_invisible() {
+    let queue = create_queue(
+        &unique("heartbeat"),
+        &[(QueueAttributeName::VisibilityTimeout, "2".to_owned())],
+    )
+    .await;
+    send(&queue, ["slow".to_owned()]).await;
+
+    let runs = Arc::new(AtomicU32::new(0));
+    let done = Arc::new(AtomicU32::new(0));
+    let (handler_runs, handler_done) = (Arc::clone(&runs), Arc::clone(&done));
+    // Two pollers: without heartbeats the second would receive the message again once
+    // its 2 s visibility lapsed, while the first handler still runs.
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .pollers(2)
+        .wait_time(Duration::from_secs(1))
+        .heartbeat(Heartbeat::Every(Duration::from_secs(1)))
+        .handler(move |_message: Message| {
+            let (runs, done) = (Arc::clone(&handler_runs), Arc::clone(&handler_done));
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                sleep(Duration::from_secs(6)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .run_until({
+            let done = Arc::clone(&done);
+            async move {
+                until(Duration::from_secs(20), move || done.load(Ordering::SeqCst) == 1).await;
+                // Give a lapsed message the chance to be received again before stopping.
+                sleep(Duration::from_secs(3)).await;
+            }
+        })
+        .await
+        .expect("worker runs");
+
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the message was never received twice");
+    assert!(report.heartbeats >= 4, "heartbeats: {}", report.heartbeats);
+    assert_eq!(report.deleted, 1);
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_reaches_the_dead_letter_queue() {
+    let dlq = create_queue(&unique("dlq"), &[]).await;
+    let dlq_arn = dlq
+        .client()
+        .get_queue_attributes()
+        .queue_url(dlq.queue_url())
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("dlq attributes")
+        .attributes()
+        .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("dlq arn");
+    let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
+    let queue = create_queue(&unique("poison"), &[(QueueAttributeName::RedrivePolicy, policy)]).await;
+    let attributes = queue.attributes().await.expect("attributes");
+    assert_eq!(attributes.redrive_policy.map(|policy| policy.max_receive_count), Some(2));
+    send(&queue, ["{not json".to_owned()]).await;
+
+    let attempts = Arc::new(AtomicU32::new(0));
+    let handler_attempts = Arc::clone(&attempts);
+    let report = Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let attempts = Arc::clone(&handler_attempts);
+            async move {
+                attempts.fetch_add(1, Ordering::SeqCst);
+                serde_json::from_str::<serde_json::Value>(message.body()).map(|_| ())
+            }
+        })
+        .run_until({
+            let dlq = dlq.clone();
+            async move {
+                let start = Instant::now();
+                while counts(&dlq).await.0 == 0 {
+                    assert!(start.elapsed() < Duration::from_secs(30), "never dead-lettered");
+                    sleep(Duration::from_millis(200)).await;
+                }
+            }
+        })
+        .await
+        .expect("worker runs");
+
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "handled maxReceiveCount times");
+    assert_eq!(report.failed, 2);
+    assert_eq!(report.deleted, 0);
+    assert_eq!(counts(&dlq).await.0, 1);
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_calls_report_each_entry() {
+    let queue = create_queue(
+        &unique("entries"),
+        &[(QueueAttributeName::VisibilityTimeout, "30".to_owned())],
+    )
+    .await;
+    send(&queue, ["a".to_owned(), "b".to_owned()]).await;
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::from_secs(1),
+        visibility_timeout: None,
+    };
+    let mut received = Vec::new();
+    while received.len() < 2 {
+        received.extend(queue.receive(request).await.expect("receive"));
+    }
+    assert_eq!(received[0].receive_count(), 1);
+    assert!(received[0].attributes.contains_key("SentTimestamp"));
+
+    // Release the first message and receive it again: its first handle goes stale.
+    let stale = received[0].receipt_handle.clone();
+    let release = VisibilityChange { receipt_handle: stale.clone(), timeout: Duration::ZERO };
+    assert_eq!(queue.change_visibility_batch(&[release]).await.expect("release"), vec![Ok(())]);
+    let again = queue.receive(request).await.expect("receive again");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message_id, received[0].message_id);
+    assert_eq!(again[0].receive_count(), 2);
+
+    let results = queue
+        .delete_batch(&[
+            again[0].receipt_handle.clone(),
+            spotq::ReceiptHandle::new("not-a-receipt-handle"),
+            received[1].receipt_handle.clone(),
+        ])
+        .await
+        .expect("delete batch");
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    let error = results[1].as_ref().expect_err("bogus handle fails alone");
+    assert_eq!(error.kind, EntryErrorKind::InvalidReceiptHandle, "{error:?}");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_fails_the_start_with_a_typed_error() {
+    moto_endpoint();
+    let error = SqsBackend::from_env(&unique("missing")).await.expect_err("no such queue");
+    assert!(matches!(error, BackendError::Rejected { .. }), "{error:?}");
+    assert!(!error.is_retryable());
+
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let url = format!("{}/000000000000/{}", moto_endpoint(), unique("missing"));
+    let worker = Worker::builder(SqsBackend::new(client, url)).handler(|_: Message| async {});
+    let result = timeout(Duration::from_secs(20), worker.run_until(std::future::pending())).await;
+    match result.expect("fails fast, not stuck") {
+        Err(Error::Backend(BackendError::Rejected { operation, .. })) => {
+            assert_eq!(operation, "GetQueueAttributes");
+        }
+        other => panic!("expected a rejected GetQueueAttributes, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_and_in_flight_messages_are_counted() {
+    let queue = create_queue(&unique("counts"), &[]).await;
+    send(&queue, ["now-1".to_owned(), "now-2".to_owned()]).await;
+    queue
+        .client()
+        .send_message()
+        .queue_url(queue.queue_url())
+        .message_body("later")
+        .delay_seconds(60)
+        .send()
+        .await
+        .expect("send delayed");
+    let request = ReceiveRequest {
+        max_messages: 1,
+        wait_time: Duration::ZERO,
+        visibility_timeout: Some(Duration::from_secs(30)),
+    };
+    assert_eq!(queue.receive(request).await.expect("receive").len(), 1);
+    assert_eq!(counts(&queue).await, (1, 1, 1));
+}
