@@ -65,7 +65,10 @@ mod tests {
         let backoff = Backoff::new(Duration::from_secs(4), Duration::from_secs(60));
         for _ in 0..1000 {
             let delay = backoff.delay(2);
-            assert!(delay >= Duration::from_secs(4) && delay <= Duration::from_secs(8), "{delay:?}");
+            assert!(
+                delay >= Duration::from_secs(4) && delay <= Duration::from_secs(8),
+                "{delay:?}"
+            );
         }
     }
 }

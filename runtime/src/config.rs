@@ -25,7 +25,10 @@ pub enum RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self::Backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(300)))
+        Self::Backoff(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        ))
     }
 }
 
@@ -63,8 +66,9 @@ pub struct WorkerConfig {
     pub heartbeat: Heartbeat,
     /// What happens to a message whose handler failed.
     pub retry: RetryPolicy,
-    /// How long a partial batch of deletes or visibility changes waits for more entries.
-    /// At most 1 s. Default 5 ms.
+    /// How long a partial batch waits to fill: deletes and visibility changes waiting for
+    /// more entries, and, while every permit is in use, a poller waiting for more permits
+    /// to come back before it receives. At most 1 s. Default 5 ms.
     pub flush_interval: Duration,
     /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), at most 120 s.
     /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
@@ -96,16 +100,20 @@ impl WorkerConfig {
     /// Checks every setting that does not depend on the queue.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.concurrency == 0 {
-            return Err(ConfigError::new("concurrency", self.concurrency, "at least 1"));
+            return Err(ConfigError::new(
+                "concurrency",
+                self.concurrency,
+                "at least 1",
+            ));
         }
-        if let Some(pollers) = self.pollers {
-            if pollers == 0 || pollers > self.concurrency {
-                return Err(ConfigError::new(
-                    "pollers",
-                    pollers,
-                    format!("1 to concurrency ({})", self.concurrency),
-                ));
-            }
+        if let Some(pollers) = self.pollers
+            && (pollers == 0 || pollers > self.concurrency)
+        {
+            return Err(ConfigError::new(
+                "pollers",
+                pollers,
+                format!("1 to concurrency ({})", self.concurrency),
+            ));
         }
         if !(1..=MAX_BATCH).contains(&self.batch_size) {
             return Err(ConfigError::new("batch_size", self.batch_size, "1 to 10"));
@@ -116,19 +124,27 @@ impl WorkerConfig {
         if let Some(visibility) = self.visibility_timeout {
             check_visibility("visibility_timeout", visibility)?;
         }
-        if let Some(timeout) = self.handler_timeout {
-            if timeout.is_zero() || timeout > MAX_VISIBILITY {
-                return Err(ConfigError::new("handler_timeout", timeout, "above 0 s, at most 12 h"));
-            }
+        if let Some(timeout) = self.handler_timeout
+            && (timeout.is_zero() || timeout > MAX_VISIBILITY)
+        {
+            return Err(ConfigError::new(
+                "handler_timeout",
+                timeout,
+                "above 0 s, at most 12 h",
+            ));
         }
-        if let Heartbeat::Every(interval) = self.heartbeat {
-            if interval.is_zero() {
-                return Err(ConfigError::new("heartbeat", interval, "above 0 s"));
-            }
+        if let Heartbeat::Every(interval) = self.heartbeat
+            && interval.is_zero()
+        {
+            return Err(ConfigError::new("heartbeat", interval, "above 0 s"));
         }
         if let RetryPolicy::Backoff(backoff) = self.retry {
             if backoff.max > MAX_VISIBILITY {
-                return Err(ConfigError::new("retry_backoff.max", backoff.max, "at most 12 h"));
+                return Err(ConfigError::new(
+                    "retry_backoff.max",
+                    backoff.max,
+                    "at most 12 h",
+                ));
             }
             if backoff.base > backoff.max {
                 return Err(ConfigError::new(
@@ -139,19 +155,30 @@ impl WorkerConfig {
             }
         }
         if self.flush_interval > Duration::from_secs(1) {
-            return Err(ConfigError::new("flush_interval", self.flush_interval, "at most 1 s"));
+            return Err(ConfigError::new(
+                "flush_interval",
+                self.flush_interval,
+                "at most 1 s",
+            ));
         }
         if self.stop_timeout.is_zero() || self.stop_timeout > MAX_STOP_TIMEOUT {
-            return Err(ConfigError::new("stop_timeout", self.stop_timeout, "above 0 s, at most 120 s"));
+            return Err(ConfigError::new(
+                "stop_timeout",
+                self.stop_timeout,
+                "above 0 s, at most 120 s",
+            ));
         }
-        if let Some(grace) = self.shutdown_grace {
-            if grace >= self.stop_timeout {
-                return Err(ConfigError::new(
-                    "shutdown_grace",
-                    grace,
-                    format!("below stop_timeout ({:?}), leaving time to release messages", self.stop_timeout),
-                ));
-            }
+        if let Some(grace) = self.shutdown_grace
+            && grace >= self.stop_timeout
+        {
+            return Err(ConfigError::new(
+                "shutdown_grace",
+                grace,
+                format!(
+                    "below stop_timeout ({:?}), leaving time to release messages",
+                    self.stop_timeout
+                ),
+            ));
         }
         Ok(())
     }
@@ -178,17 +205,17 @@ impl WorkerConfig {
                 ));
             }
         };
-        if let (Some(timeout), None) = (self.handler_timeout, heartbeat) {
-            if timeout >= visibility {
-                return Err(ConfigError::new(
-                    "handler_timeout",
-                    timeout,
-                    format!(
-                        "below the visibility timeout ({visibility:?}) when heartbeats are off, \
-                         or the message is received again while its handler still runs"
-                    ),
-                ));
-            }
+        if let (Some(timeout), None) = (self.handler_timeout, heartbeat)
+            && timeout >= visibility
+        {
+            return Err(ConfigError::new(
+                "handler_timeout",
+                timeout,
+                format!(
+                    "below the visibility timeout ({visibility:?}) when heartbeats are off, \
+                     or the message is received again while its handler still runs"
+                ),
+            ));
         }
         let pollers = self
             .pollers
@@ -247,28 +274,100 @@ mod tests {
     fn each_out_of_range_setting_is_named() {
         let base = WorkerConfig::default;
         let cases = [
-            (WorkerConfig { concurrency: 0, ..base() }, "concurrency"),
-            (WorkerConfig { pollers: Some(0), ..base() }, "pollers"),
-            (WorkerConfig { batch_size: 0, ..base() }, "batch_size"),
-            (WorkerConfig { batch_size: 11, ..base() }, "batch_size"),
-            (WorkerConfig { wait_time: Duration::from_secs(21), ..base() }, "wait_time"),
-            (
-                WorkerConfig { visibility_timeout: Some(MAX_VISIBILITY + Duration::from_secs(1)), ..base() },
-                "visibility_timeout",
-            ),
-            (WorkerConfig { visibility_timeout: Some(Duration::ZERO), ..base() }, "visibility_timeout"),
-            (WorkerConfig { handler_timeout: Some(Duration::ZERO), ..base() }, "handler_timeout"),
-            (WorkerConfig { heartbeat: Heartbeat::Every(Duration::ZERO), ..base() }, "heartbeat"),
             (
                 WorkerConfig {
-                    retry: RetryPolicy::Backoff(Backoff::new(Duration::from_secs(10), Duration::from_secs(1))),
+                    concurrency: 0,
+                    ..base()
+                },
+                "concurrency",
+            ),
+            (
+                WorkerConfig {
+                    pollers: Some(0),
+                    ..base()
+                },
+                "pollers",
+            ),
+            (
+                WorkerConfig {
+                    batch_size: 0,
+                    ..base()
+                },
+                "batch_size",
+            ),
+            (
+                WorkerConfig {
+                    batch_size: 11,
+                    ..base()
+                },
+                "batch_size",
+            ),
+            (
+                WorkerConfig {
+                    wait_time: Duration::from_secs(21),
+                    ..base()
+                },
+                "wait_time",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(MAX_VISIBILITY + Duration::from_secs(1)),
+                    ..base()
+                },
+                "visibility_timeout",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(Duration::ZERO),
+                    ..base()
+                },
+                "visibility_timeout",
+            ),
+            (
+                WorkerConfig {
+                    handler_timeout: Some(Duration::ZERO),
+                    ..base()
+                },
+                "handler_timeout",
+            ),
+            (
+                WorkerConfig {
+                    heartbeat: Heartbeat::Every(Duration::ZERO),
+                    ..base()
+                },
+                "heartbeat",
+            ),
+            (
+                WorkerConfig {
+                    retry: RetryPolicy::Backoff(Backoff::new(
+                        Duration::from_secs(10),
+                        Duration::from_secs(1),
+                    )),
                     ..base()
                 },
                 "retry_backoff.base",
             ),
-            (WorkerConfig { flush_interval: Duration::from_secs(2), ..base() }, "flush_interval"),
-            (WorkerConfig { stop_timeout: Duration::from_secs(121), ..base() }, "stop_timeout"),
-            (WorkerConfig { shutdown_grace: Some(Duration::from_secs(30)), ..base() }, "shutdown_grace"),
+            (
+                WorkerConfig {
+                    flush_interval: Duration::from_secs(2),
+                    ..base()
+                },
+                "flush_interval",
+            ),
+            (
+                WorkerConfig {
+                    stop_timeout: Duration::from_secs(121),
+                    ..base()
+                },
+                "stop_timeout",
+            ),
+            (
+                WorkerConfig {
+                    shutdown_grace: Some(Duration::from_secs(30)),
+                    ..base()
+                },
+                "shutdown_grace",
+            ),
         ];
         for (config, setting) in cases {
             assert_eq!(setting_of(config), setting);
@@ -282,9 +381,14 @@ mod tests {
             heartbeat: Heartbeat::Every(Duration::from_secs(10)),
             ..WorkerConfig::default()
         };
-        let error = config.resolve(Duration::from_secs(30)).expect_err("heartbeat too long");
+        let error = config
+            .resolve(Duration::from_secs(30))
+            .expect_err("heartbeat too long");
         assert_eq!(error.setting, "heartbeat");
-        assert!(error.to_string().contains("below the visibility timeout"), "{error}");
+        assert!(
+            error.to_string().contains("below the visibility timeout"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -294,9 +398,14 @@ mod tests {
             heartbeat: Heartbeat::Off,
             ..WorkerConfig::default()
         };
-        let error = config.resolve(Duration::from_secs(30)).expect_err("timeout too long");
+        let error = config
+            .resolve(Duration::from_secs(30))
+            .expect_err("timeout too long");
         assert_eq!(error.setting, "handler_timeout");
-        let with_heartbeat = WorkerConfig { heartbeat: Heartbeat::Auto, ..config };
+        let with_heartbeat = WorkerConfig {
+            heartbeat: Heartbeat::Auto,
+            ..config
+        };
         assert!(with_heartbeat.resolve(Duration::from_secs(30)).is_ok());
     }
 }

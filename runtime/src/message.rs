@@ -1,12 +1,13 @@
 //! The message a handler receives, and its context.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::backend::{MessageAttribute, ReceivedMessage};
+use crate::engine::Shutdown;
 
 /// One received message, as a handler sees it.
 #[derive(Debug)]
@@ -64,20 +65,14 @@ impl Message {
 /// What a handler can learn about the worker around it.
 #[derive(Clone, Debug)]
 pub struct Context {
-    cancel: CancellationToken,
-    deadline: Arc<OnceLock<Instant>>,
+    shutdown: Arc<Shutdown>,
     received_at: Instant,
 }
 
 impl Context {
-    pub(crate) fn new(
-        cancel: CancellationToken,
-        deadline: Arc<OnceLock<Instant>>,
-        received_at: Instant,
-    ) -> Self {
+    pub(crate) fn new(shutdown: Arc<Shutdown>, received_at: Instant) -> Self {
         Self {
-            cancel,
-            deadline,
+            shutdown,
             received_at,
         }
     }
@@ -85,17 +80,17 @@ impl Context {
     /// Resolves when the worker gives up on running handlers (the shutdown grace period
     /// ran out). The handler's future is dropped right after and its message released.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.cancel.cancelled()
+        self.shutdown.cancel_handlers.cancelled()
     }
 
     /// Whether [`cancelled`](Self::cancelled) has fired.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
+        self.shutdown.cancel_handlers.is_cancelled()
     }
 
     /// The instant the worker will cancel running handlers, once shutdown has begun.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline.get().copied()
+        self.shutdown.deadline.get().copied()
     }
 
     /// When the message was received.

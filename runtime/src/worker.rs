@@ -1,7 +1,7 @@
 //! The public face of the engine: [`Worker`] and its builder.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -12,8 +12,9 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::config::{Heartbeat, RetryPolicy, WorkerConfig};
+use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
-use crate::engine::{Shared, poll, settle};
+use crate::engine::{Shared, poll};
 use crate::error::{BackendError, Error};
 use crate::handler::Handler;
 
@@ -164,7 +165,7 @@ impl<H: Handler> Worker<H> {
         let attributes = preflight(&*self.backend).await?;
         let resolved = self.config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());
-        let (settler, settle_task) = settle::spawn(
+        let settler = Settler::start(
             Arc::clone(&self.backend),
             Arc::clone(&counters),
             self.config.flush_interval,
@@ -173,14 +174,14 @@ impl<H: Handler> Worker<H> {
             backend: self.backend,
             handler: self.handler,
             permits: Arc::new(Semaphore::new(self.config.concurrency)),
+            permit_turn: tokio::sync::Mutex::new(()),
             config: self.config,
             resolved,
             counters: Arc::clone(&counters),
-            settler,
+            settler: Arc::clone(&settler),
             messages: TaskTracker::new(),
             stop_receiving: CancellationToken::new(),
-            cancel_handlers: CancellationToken::new(),
-            deadline: Arc::new(OnceLock::new()),
+            shutdown: Arc::default(),
         });
         tracing::info!(
             queue = shared.backend.name(),
@@ -197,7 +198,7 @@ impl<H: Handler> Worker<H> {
 
         shutdown.await;
         let deadline = Instant::now() + resolved.grace;
-        let _ = shared.deadline.set(deadline);
+        let _ = shared.shutdown.deadline.set(deadline);
         shared.stop_receiving.cancel();
         pollers.wait().await;
         tracing::info!(
@@ -211,15 +212,12 @@ impl<H: Handler> Worker<H> {
                 in_flight = shared.messages.len(),
                 "shutdown: grace period over, releasing the messages of running handlers"
             );
-            shared.cancel_handlers.cancel();
+            shared.shutdown.cancel_handlers.cancel();
             shared.messages.wait().await;
         }
-        // Every task that could settle a message has ended: dropping the last `Settler`
-        // lets the settle loop send what is pending and end.
+        // Every task that could settle a message has ended.
         drop(shared);
-        if let Err(error) = settle_task.await {
-            tracing::error!(%error, "settle loop failed");
-        }
+        settler.close().await;
         let report = counters.report(started.elapsed());
         tracing::info!(?report, "worker stopped");
         Ok(report)

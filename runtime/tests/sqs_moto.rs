@@ -14,8 +14,9 @@ use tokio::time::{Instant, sleep, timeout};
 
 /// The moto endpoint, checked to be the one the AWS SDK will use.
 fn moto_endpoint() -> String {
-    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT")
-        .expect("SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto");
+    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT").expect(
+        "SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto",
+    );
     let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .unwrap_or_default();
@@ -46,7 +47,10 @@ async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)]) -
 async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
     let bodies: Vec<String> = bodies.into_iter().collect();
     for chunk in bodies.chunks(10) {
-        let mut batch = queue.client().send_message_batch().queue_url(queue.queue_url());
+        let mut batch = queue
+            .client()
+            .send_message_batch()
+            .queue_url(queue.queue_url());
         for (index, body) in chunk.iter().enumerate() {
             let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                 .id(index.to_string())
@@ -64,14 +68,21 @@ async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
 async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         sleep(Duration::from_millis(20)).await;
     }
 }
 
 async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
     let attributes = queue.attributes().await.expect("attributes");
-    (attributes.visible, attributes.not_visible, attributes.delayed)
+    (
+        attributes.visible,
+        attributes.not_visible,
+        attributes.delayed,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,11 +100,17 @@ async fn processes_and_deletes_every_message() {
         .handler(move |message: Message| {
             let seen = Arc::clone(&handler_seen);
             async move {
-                *seen.lock().expect("lock").entry(message.body().to_owned()).or_default() += 1;
+                *seen
+                    .lock()
+                    .expect("lock")
+                    .entry(message.body().to_owned())
+                    .or_default() += 1;
                 Ok::<(), std::io::Error>(())
             }
         })
-        .run_until(until(Duration::from_secs(30), move || done.lock().expect("lock").len() == 60))
+        .run_until(until(Duration::from_secs(30), move || {
+            done.lock().expect("lock").len() == 60
+        }))
         .await
         .expect("worker runs");
 
@@ -142,7 +159,10 @@ async fn a_failure_is_retried_after_the_backoff_not_the_visibility_timeout() {
         .expect("worker runs");
 
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
-    assert!(started.elapsed() < Duration::from_secs(20), "retried long before the 60 s timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "retried long before the 60 s timeout"
+    );
     assert_eq!((report.failed, report.retried, report.deleted), (1, 1, 1));
     assert_eq!(counts(&queue).await, (0, 0, 0));
 }
@@ -177,7 +197,10 @@ async fn heartbeats_keep_a_long_handler_s_message_invisible() {
         .run_until({
             let done = Arc::clone(&done);
             async move {
-                until(Duration::from_secs(20), move || done.load(Ordering::SeqCst) == 1).await;
+                until(Duration::from_secs(20), move || {
+                    done.load(Ordering::SeqCst) == 1
+                })
+                .await;
                 // Give a lapsed message the chance to be received again before stopping.
                 sleep(Duration::from_secs(3)).await;
             }
@@ -185,7 +208,11 @@ async fn heartbeats_keep_a_long_handler_s_message_invisible() {
         .await
         .expect("worker runs");
 
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the message was never received twice");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the message was never received twice"
+    );
     assert!(report.heartbeats >= 4, "heartbeats: {}", report.heartbeats);
     assert_eq!(report.deleted, 1);
     assert_eq!(counts(&queue).await, (0, 0, 0));
@@ -206,9 +233,18 @@ async fn a_poison_message_reaches_the_dead_letter_queue() {
         .and_then(|attributes| attributes.get(&QueueAttributeName::QueueArn).cloned())
         .expect("dlq arn");
     let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#);
-    let queue = create_queue(&unique("poison"), &[(QueueAttributeName::RedrivePolicy, policy)]).await;
+    let queue = create_queue(
+        &unique("poison"),
+        &[(QueueAttributeName::RedrivePolicy, policy)],
+    )
+    .await;
     let attributes = queue.attributes().await.expect("attributes");
-    assert_eq!(attributes.redrive_policy.map(|policy| policy.max_receive_count), Some(2));
+    assert_eq!(
+        attributes
+            .redrive_policy
+            .map(|policy| policy.max_receive_count),
+        Some(2)
+    );
     send(&queue, ["{not json".to_owned()]).await;
 
     let attempts = Arc::new(AtomicU32::new(0));
@@ -228,7 +264,10 @@ async fn a_poison_message_reaches_the_dead_letter_queue() {
             async move {
                 let start = Instant::now();
                 while counts(&dlq).await.0 == 0 {
-                    assert!(start.elapsed() < Duration::from_secs(30), "never dead-lettered");
+                    assert!(
+                        start.elapsed() < Duration::from_secs(30),
+                        "never dead-lettered"
+                    );
                     sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -236,7 +275,11 @@ async fn a_poison_message_reaches_the_dead_letter_queue() {
         .await
         .expect("worker runs");
 
-    assert_eq!(attempts.load(Ordering::SeqCst), 2, "handled maxReceiveCount times");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "handled maxReceiveCount times"
+    );
     assert_eq!(report.failed, 2);
     assert_eq!(report.deleted, 0);
     assert_eq!(counts(&dlq).await.0, 1);
@@ -265,8 +308,17 @@ async fn batch_calls_report_each_entry() {
 
     // Release the first message and receive it again: its first handle goes stale.
     let stale = received[0].receipt_handle.clone();
-    let release = VisibilityChange { receipt_handle: stale.clone(), timeout: Duration::ZERO };
-    assert_eq!(queue.change_visibility_batch(&[release]).await.expect("release"), vec![Ok(())]);
+    let release = VisibilityChange {
+        receipt_handle: stale.clone(),
+        timeout: Duration::ZERO,
+    };
+    assert_eq!(
+        queue
+            .change_visibility_batch(&[release])
+            .await
+            .expect("release"),
+        vec![Ok(())]
+    );
     let again = queue.receive(request).await.expect("receive again");
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].message_id, received[0].message_id);
@@ -282,14 +334,20 @@ async fn batch_calls_report_each_entry() {
         .expect("delete batch");
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     let error = results[1].as_ref().expect_err("bogus handle fails alone");
-    assert_eq!(error.kind, EntryErrorKind::InvalidReceiptHandle, "{error:?}");
+    assert_eq!(
+        error.kind,
+        EntryErrorKind::InvalidReceiptHandle,
+        "{error:?}"
+    );
     assert_eq!(counts(&queue).await, (0, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_fails_the_start_with_a_typed_error() {
     moto_endpoint();
-    let error = SqsBackend::from_env(&unique("missing")).await.expect_err("no such queue");
+    let error = SqsBackend::from_env(&unique("missing"))
+        .await
+        .expect_err("no such queue");
     assert!(matches!(error, BackendError::Rejected { .. }), "{error:?}");
     assert!(!error.is_retryable());
 
@@ -297,7 +355,11 @@ async fn a_missing_queue_fails_the_start_with_a_typed_error() {
     let client = aws_sdk_sqs::Client::new(&config);
     let url = format!("{}/000000000000/{}", moto_endpoint(), unique("missing"));
     let worker = Worker::builder(SqsBackend::new(client, url)).handler(|_: Message| async {});
-    let result = timeout(Duration::from_secs(20), worker.run_until(std::future::pending())).await;
+    let result = timeout(
+        Duration::from_secs(20),
+        worker.run_until(std::future::pending()),
+    )
+    .await;
     match result.expect("fails fast, not stuck") {
         Err(Error::Backend(BackendError::Rejected { operation, .. })) => {
             assert_eq!(operation, "GetQueueAttributes");

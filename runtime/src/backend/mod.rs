@@ -251,5 +251,9 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 /// Rounds a duration up to whole seconds, as queues count visibility and delays.
 pub(crate) fn whole_seconds(duration: Duration) -> u64 {
     let secs = duration.as_secs();
-    if duration.subsec_nanos() > 0 { secs + 1 } else { secs }
+    if duration.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    }
 }

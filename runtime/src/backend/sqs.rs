@@ -7,14 +7,13 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-    MessageSystemAttributeName, QueueAttributeName,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
 };
 
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
-    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, VisibilityChange,
-    whole_seconds,
+    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
 };
 use crate::error::BackendError;
 
@@ -113,7 +112,10 @@ impl Backend for SqsBackend {
         &self,
         handles: &[ReceiptHandle],
     ) -> Result<Vec<EntryResult>, BackendError> {
-        let mut call = self.client.delete_message_batch().queue_url(&self.queue_url);
+        let mut call = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.queue_url);
         for (index, handle) in handles.iter().enumerate() {
             let entry = DeleteMessageBatchRequestEntry::builder()
                 .id(index.to_string())
@@ -186,7 +188,11 @@ impl Backend for SqsBackend {
 
 /// The last path segment of a queue URL is the queue's name.
 fn queue_name(queue_url: &str) -> &str {
-    queue_url.trim_end_matches('/').rsplit('/').next().unwrap_or(queue_url)
+    queue_url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(queue_url)
 }
 
 fn seconds_i32(seconds: u64) -> i32 {
@@ -238,7 +244,10 @@ fn entry_results(len: usize, failed: &[BatchResultErrorEntry]) -> Vec<EntryResul
             .ok()
             .and_then(|index| results.get_mut(index))
         else {
-            tracing::warn!(id = failure.id(), "SQS reported a failure for an unknown batch entry");
+            tracing::warn!(
+                id = failure.id(),
+                "SQS reported a failure for an unknown batch entry"
+            );
             continue;
         };
         let code = failure.code();
@@ -338,8 +347,14 @@ mod tests {
 
     #[test]
     fn queue_name_is_the_last_url_segment() {
-        assert_eq!(queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/orders"), "orders");
-        assert_eq!(queue_name("http://127.0.0.1:5000/000000000000/jobs.fifo/"), "jobs.fifo");
+        assert_eq!(
+            queue_name("https://sqs.eu-west-1.amazonaws.com/123456789012/orders"),
+            "orders"
+        );
+        assert_eq!(
+            queue_name("http://127.0.0.1:5000/000000000000/jobs.fifo/"),
+            "jobs.fifo"
+        );
     }
 
     #[test]
@@ -379,6 +394,12 @@ mod tests {
             .iter()
             .map(|result| result.as_ref().expect_err("failed entry").kind)
             .collect();
-        assert_eq!(kinds, [EntryErrorKind::InvalidReceiptHandle, EntryErrorKind::Internal]);
+        assert_eq!(
+            kinds,
+            [
+                EntryErrorKind::InvalidReceiptHandle,
+                EntryErrorKind::Internal
+            ]
+        );
     }
 }

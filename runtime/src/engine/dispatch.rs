@@ -2,22 +2,25 @@
 //! settle it by the outcome.
 
 use std::any::Any;
+use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 
-use crate::backend::ReceivedMessage;
+use crate::backend::ReceiptHandle;
 use crate::config::RetryPolicy;
 use crate::engine::Shared;
 use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
 use crate::error::HandlerError;
 use crate::handler::{Handler, Outcome};
-use crate::message::{Context, Message};
+use crate::message::Message;
 
 /// How a handler's run ended.
 enum Ending {
@@ -30,19 +33,14 @@ enum Ending {
 /// the handler is done.
 pub(crate) async fn process<H: Handler>(
     shared: Arc<Shared<H>>,
-    received: ReceivedMessage,
-    received_at: Instant,
+    message: Message,
     permit: OwnedSemaphorePermit,
 ) {
-    let receipt = received.receipt_handle.clone();
-    let receive_count = received.receive_count();
-    let message_id = received.message_id.clone();
-    let context = Context::new(
-        shared.cancel_handlers.clone(),
-        Arc::clone(&shared.deadline),
-        received_at,
-    );
-    let ending = run(&shared, Message::new(received, context), received_at).await;
+    let receipt = message.received().receipt_handle.clone();
+    let receive_count = message.receive_count();
+    let received_at = message.context().received_at();
+    let message_id = message.id().to_owned();
+    let ending = run(&shared, message, receipt.clone(), received_at).await;
     drop(permit);
 
     let counters = &shared.counters;
@@ -50,7 +48,9 @@ pub(crate) async fn process<H: Handler>(
         Ending::Cancelled => {
             // Handed back at once so another task can take it.
             Counters::add(&counters.released, 1);
-            shared.settler.change(receipt, Duration::ZERO, ChangeKind::Release);
+            shared
+                .settler
+                .change(receipt, Duration::ZERO, ChangeKind::Release);
             return;
         }
         Ending::Returned(outcome) => outcome,
@@ -85,16 +85,37 @@ pub(crate) async fn process<H: Handler>(
     }
 }
 
+/// A handler's future, boxed once so it can move from the fast path to the slow one.
+type HandlerFuture<'a> = Pin<Box<dyn Future<Output = std::thread::Result<Outcome>> + Send + 'a>>;
+
 /// Runs the handler to its end, the handler timeout or the shutdown deadline, whichever
 /// comes first, extending the message's visibility on every heartbeat.
-async fn run<H: Handler>(shared: &Shared<H>, message: Message, received_at: Instant) -> Ending {
-    let receipt = message.received().receipt_handle.clone();
-    let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
-    tokio::pin!(handler);
+///
+/// A handler that finishes on its first poll never touches a timer; the others move on
+/// to [`supervise`], whose timers live in a box of their own so that the common fast
+/// path keeps every message task small.
+async fn run<H: Handler>(
+    shared: &Shared<H>,
+    message: Message,
+    receipt: ReceiptHandle,
+    received_at: Instant,
+) -> Ending {
+    let mut handler: HandlerFuture<'_> =
+        Box::pin(AssertUnwindSafe(shared.handler.handle(message)).catch_unwind());
+    match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+        Poll::Ready(result) => Ending::Returned(outcome_of(result)),
+        Poll::Pending => Box::pin(supervise(shared, handler, receipt, received_at)).await,
+    }
+}
 
+async fn supervise<H: Handler>(
+    shared: &Shared<H>,
+    mut handler: HandlerFuture<'_>,
+    receipt: ReceiptHandle,
+    received_at: Instant,
+) -> Ending {
     let heartbeat = shared.resolved.heartbeat;
     let timeout = shared.config.handler_timeout;
-    // Sleeps of handlers that finish before their first poll are never registered.
     let far = received_at + Duration::from_secs(86_400 * 365);
     let timed_out = sleep_until(timeout.map_or(far, |timeout| received_at + timeout));
     tokio::pin!(timed_out);
@@ -104,13 +125,8 @@ async fn run<H: Handler>(shared: &Shared<H>, message: Message, received_at: Inst
     loop {
         tokio::select! {
             biased;
-            result = &mut handler => {
-                return Ending::Returned(match result {
-                    Ok(outcome) => outcome,
-                    Err(panic) => Outcome::Fail(HandlerError::Panicked(panic_message(&*panic))),
-                });
-            }
-            () = shared.cancel_handlers.cancelled() => return Ending::Cancelled,
+            result = &mut handler => return Ending::Returned(outcome_of(result)),
+            () = shared.shutdown.cancel_handlers.cancelled() => return Ending::Cancelled,
             () = &mut timed_out => {
                 let timeout = timeout.unwrap_or_default();
                 return Ending::Returned(Outcome::Fail(HandlerError::TimedOut(timeout)));
@@ -130,6 +146,10 @@ async fn run<H: Handler>(shared: &Shared<H>, message: Message, received_at: Inst
             }
         }
     }
+}
+
+fn outcome_of(result: std::thread::Result<Outcome>) -> Outcome {
+    result.unwrap_or_else(|panic| Outcome::Fail(HandlerError::Panicked(panic_message(&*panic))))
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

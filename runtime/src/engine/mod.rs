@@ -40,17 +40,26 @@ pub(crate) struct Shared<H> {
     pub(crate) config: WorkerConfig,
     pub(crate) resolved: Resolved,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) settler: Settler,
+    pub(crate) settler: Arc<Settler>,
     pub(crate) permits: Arc<Semaphore>,
+    /// Held by the poller gathering permits for its next receive.
+    pub(crate) permit_turn: tokio::sync::Mutex<()>,
     /// Message tasks; waited on at shutdown.
     pub(crate) messages: TaskTracker,
     /// Cancelled when shutdown begins: pollers stop and drop any long poll in progress.
     pub(crate) stop_receiving: CancellationToken,
+    /// What handlers see of shutdown, through their [`Context`](crate::Context).
+    pub(crate) shutdown: Arc<Shutdown>,
+}
+
+/// The shutdown state handlers can observe.
+#[derive(Debug, Default)]
+pub(crate) struct Shutdown {
     /// Cancelled at the shutdown deadline: running handlers are dropped and their
     /// messages released.
     pub(crate) cancel_handlers: CancellationToken,
     /// Set when shutdown begins.
-    pub(crate) deadline: Arc<OnceLock<Instant>>,
+    pub(crate) deadline: OnceLock<Instant>,
 }
 
 impl<H> Shared<H> {
@@ -58,7 +67,7 @@ impl<H> Shared<H> {
     /// `now`: under the 12 h cap, and not past the shutdown deadline once there is one.
     pub(crate) fn visibility_room(&self, received_at: Instant, now: Instant) -> Duration {
         let cap = (received_at + MAX_VISIBILITY - CAP_MARGIN).saturating_duration_since(now);
-        match self.deadline.get() {
+        match self.shutdown.deadline.get() {
             Some(deadline) => cap.min(deadline.saturating_duration_since(now)),
             None => cap,
         }

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::backend::ReceiveRequest;
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::stats::Counters;
 use crate::engine::{Shared, process};
 use crate::handler::Handler;
+use crate::message::{Context, Message};
 
 /// Backoff between receives that came back empty at once (short polls, or a backend that
 /// does not long-poll), so an idle queue is not polled in a busy loop.
@@ -18,26 +19,58 @@ const IDLE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_se
 /// An empty receive faster than this did not wait: back off before the next.
 const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 
+/// Takes the permits for one receive: one (waiting while all are in use), then every free
+/// one up to the batch size. When that falls short because handlers hold the rest, it
+/// waits up to `flush_interval` for more to come back: under load, receives stay full
+/// batches instead of splintering into one-message calls. Pollers take turns, so
+/// returning permits fill one poller's batch rather than trickling to all of them.
+/// Returns false when receiving stops.
+async fn take_permits<H>(shared: &Shared<H>, permits: &mut Vec<OwnedSemaphorePermit>) -> bool {
+    let batch = shared.config.batch_size.min(shared.config.concurrency);
+    let _turn = tokio::select! {
+        biased;
+        () = shared.stop_receiving.cancelled() => return false,
+        turn = shared.permit_turn.lock() => turn,
+    };
+    let first = tokio::select! {
+        biased;
+        () = shared.stop_receiving.cancelled() => return false,
+        permit = Arc::clone(&shared.permits).acquire_owned() => match permit {
+            Ok(permit) => permit,
+            Err(_closed) => return false,
+        },
+    };
+    permits.push(first);
+    while permits.len() < batch {
+        match Arc::clone(&shared.permits).try_acquire_owned() {
+            Ok(permit) => permits.push(permit),
+            Err(_) => break,
+        }
+    }
+    let deadline = Instant::now() + shared.config.flush_interval;
+    while permits.len() < batch {
+        let permit = tokio::select! {
+            biased;
+            () = shared.stop_receiving.cancelled() => return false,
+            permit = timeout_at(deadline, Arc::clone(&shared.permits).acquire_owned()) => permit,
+        };
+        match permit {
+            Ok(Ok(permit)) => permits.push(permit),
+            Ok(Err(_closed)) => return false,
+            Err(_elapsed) => break,
+        }
+    }
+    true
+}
+
 /// Receives messages while permits are free, until receiving stops.
 pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
     let mut errors = 0;
     let mut idle = 0;
     let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(shared.config.batch_size);
     loop {
-        let first = tokio::select! {
-            biased;
-            () = shared.stop_receiving.cancelled() => return,
-            permit = Arc::clone(&shared.permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_closed) => return,
-            },
-        };
-        permits.push(first);
-        while permits.len() < shared.config.batch_size {
-            match Arc::clone(&shared.permits).try_acquire_owned() {
-                Ok(permit) => permits.push(permit),
-                Err(_) => break,
-            }
+        if !take_permits(&shared, &mut permits).await {
+            return;
         }
         let request = ReceiveRequest {
             max_messages: permits.len(),
@@ -70,9 +103,11 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                             tracing::error!(id = %message.message_id, "backend returned more messages than asked for");
                             continue;
                         };
+                        let context = Context::new(Arc::clone(&shared.shutdown), now);
+                        let message = Message::new(message, context);
                         shared
                             .messages
-                            .spawn(process(Arc::clone(&shared), message, now, permit));
+                            .spawn(process(Arc::clone(&shared), message, permit));
                     }
                     None
                 }

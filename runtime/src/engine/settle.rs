@@ -1,17 +1,19 @@
 //! Settling messages: deletes and visibility changes, gathered into batch calls.
 //!
-//! Message tasks send their decision to one settle loop, which gathers entries into
-//! batches of up to 10 and sends a batch when it is full or when its first entry has
-//! waited `flush_interval`. Each batch call runs in its own task, so a slow call does not
-//! hold up the next batch. Calls that fail as a whole are retried with backoff; entries
-//! that fail on their own are retried when the queue says that may help, and otherwise
-//! counted and logged.
+//! Message tasks add their decision to a pending batch (one for deletes, one for
+//! visibility changes). The task whose entry fills a batch to 10 sends it; a timer task
+//! sends a partial batch once its first entry has waited `flush_interval`. Each batch
+//! call runs in its own task, so a slow call holds up nothing else, and under load no
+//! task is woken per message. Calls that fail as a whole are retried with backoff;
+//! entries that fail on their own are sent again when the queue says that may help, and
+//! otherwise counted and logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{
@@ -32,65 +34,45 @@ pub(crate) enum ChangeKind {
     Release,
 }
 
-enum Settle {
-    Delete(ReceiptHandle),
-    Change(VisibilityChange, ChangeKind),
-}
-
-/// The sending side, held by message tasks. The settle loop ends once every `Settler`
-/// is dropped and all pending entries are sent.
-#[derive(Clone, Debug)]
+/// Gathers settle decisions into batch calls. Cheap to share behind the worker's `Arc`.
+#[derive(Debug)]
 pub(crate) struct Settler {
-    tx: mpsc::UnboundedSender<Settle>,
-}
-
-impl Settler {
-    pub(crate) fn delete(&self, handle: ReceiptHandle) {
-        self.send(Settle::Delete(handle));
-    }
-
-    pub(crate) fn change(&self, receipt_handle: ReceiptHandle, timeout: Duration, kind: ChangeKind) {
-        let change = VisibilityChange {
-            receipt_handle,
-            timeout,
-        };
-        self.send(Settle::Change(change, kind));
-    }
-
-    fn send(&self, settle: Settle) {
-        // The loop outlives every Settler (it ends when they are all dropped), so a send
-        // cannot fail while one exists.
-        if self.tx.send(settle).is_err() {
-            tracing::error!("settle loop ended early; a delete or visibility change was dropped");
-        }
-    }
-}
-
-/// Starts the settle loop; await the handle after dropping every [`Settler`].
-pub(crate) fn spawn(
     backend: Arc<dyn Backend>,
     counters: Arc<Counters>,
     flush_interval: Duration,
-) -> (Settler, tokio::task::JoinHandle<()>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(settle_loop(rx, backend, counters, flush_interval));
-    (Settler { tx }, task)
+    pending: Mutex<Pending>,
+    /// Wakes the timer task when a batch starts while it waits for one.
+    batch_started: Notify,
+    closed: CancellationToken,
+    /// Batch calls in flight, and the timer task.
+    calls: TaskTracker,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    deletes: Gathering<ReceiptHandle>,
+    changes: Gathering<(VisibilityChange, ChangeKind)>,
+    /// The timer task waits for a first entry (rather than sleeping until a due time).
+    timer_waiting: bool,
 }
 
 /// A batch being gathered, with the instant its first entry must be sent by.
-struct Pending<T> {
+#[derive(Debug)]
+struct Gathering<T> {
     entries: Vec<T>,
     due: Option<Instant>,
 }
 
-impl<T> Pending<T> {
-    fn new() -> Self {
+impl<T> Default for Gathering<T> {
+    fn default() -> Self {
         Self {
             entries: Vec::with_capacity(MAX_BATCH),
             due: None,
         }
     }
+}
 
+impl<T> Gathering<T> {
     /// Adds an entry; returns a full batch to send.
     fn push(&mut self, entry: T, flush_interval: Duration) -> Option<Vec<T>> {
         if self.entries.is_empty() {
@@ -105,69 +87,128 @@ impl<T> Pending<T> {
         std::mem::replace(&mut self.entries, Vec::with_capacity(MAX_BATCH))
     }
 
-    fn take_if_due(&mut self, now: Instant) -> Option<Vec<T>> {
-        self.due.filter(|due| *due <= now).map(|_| self.take())
+    /// Takes the batch if its due time has come (or `all`) and it has entries.
+    fn take_due(&mut self, now: Instant, all: bool) -> Option<Vec<T>> {
+        let due = self.due.is_some_and(|due| all || due <= now);
+        (due && !self.entries.is_empty()).then(|| self.take())
     }
 }
 
-async fn settle_loop(
-    mut rx: mpsc::UnboundedReceiver<Settle>,
-    backend: Arc<dyn Backend>,
-    counters: Arc<Counters>,
-    flush_interval: Duration,
-) {
-    let calls = TaskTracker::new();
-    let send = |batch: Batch| {
-        calls.spawn(batch.send(Arc::clone(&backend), Arc::clone(&counters)));
-    };
-    let mut deletes = Pending::new();
-    let mut changes = Pending::new();
-    let mut received = Vec::with_capacity(64);
-    loop {
-        let due = match (deletes.due, changes.due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+impl Settler {
+    /// Starts the timer task that sends partial batches.
+    pub(crate) fn start(
+        backend: Arc<dyn Backend>,
+        counters: Arc<Counters>,
+        flush_interval: Duration,
+    ) -> Arc<Self> {
+        let settler = Arc::new(Self {
+            backend,
+            counters,
+            flush_interval,
+            pending: Mutex::default(),
+            batch_started: Notify::new(),
+            closed: CancellationToken::new(),
+            calls: TaskTracker::new(),
+        });
+        settler.calls.spawn(Arc::clone(&settler).flush_on_time());
+        settler
+    }
+
+    /// Deletes a message (batched).
+    pub(crate) fn delete(&self, handle: ReceiptHandle) {
+        let full = {
+            let mut pending = self.lock();
+            let started = pending.deletes.entries.is_empty();
+            let full = pending.deletes.push(handle, self.flush_interval);
+            self.wake_timer(&mut pending, started);
+            full
         };
-        tokio::select! {
-            biased;
-            count = rx.recv_many(&mut received, 64) => {
-                if count == 0 {
-                    break;
-                }
-                for settle in received.drain(..) {
-                    match settle {
-                        Settle::Delete(handle) => {
-                            if let Some(batch) = deletes.push(handle, flush_interval) {
-                                send(Batch::Delete(batch));
-                            }
-                        }
-                        Settle::Change(change, kind) => {
-                            if let Some(batch) = changes.push((change, kind), flush_interval) {
-                                send(Batch::Change(batch));
-                            }
-                        }
-                    }
-                }
-            }
-            () = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+        if let Some(batch) = full {
+            self.send(Batch::Delete(batch));
+        }
+    }
+
+    /// Changes a message's visibility (batched).
+    pub(crate) fn change(
+        &self,
+        receipt_handle: ReceiptHandle,
+        timeout: Duration,
+        kind: ChangeKind,
+    ) {
+        let change = VisibilityChange {
+            receipt_handle,
+            timeout,
+        };
+        let full = {
+            let mut pending = self.lock();
+            let started = pending.changes.entries.is_empty();
+            let full = pending.changes.push((change, kind), self.flush_interval);
+            self.wake_timer(&mut pending, started);
+            full
+        };
+        if let Some(batch) = full {
+            self.send(Batch::Change(batch));
+        }
+    }
+
+    /// Sends every pending entry and waits for all batch calls to end. Call it once no
+    /// task will settle anything more.
+    pub(crate) async fn close(&self) {
+        self.closed.cancel();
+        self.calls.close();
+        self.calls.wait().await;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // The lock guards plain data and no code under it panics; a poisoned lock's data
+        // is still consistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wake_timer(&self, pending: &mut Pending, batch_started: bool) {
+        if batch_started && pending.timer_waiting {
+            pending.timer_waiting = false;
+            self.batch_started.notify_one();
+        }
+    }
+
+    fn send(&self, batch: Batch) {
+        self.calls
+            .spawn(batch.send(Arc::clone(&self.backend), Arc::clone(&self.counters)));
+    }
+
+    /// Sends partial batches when due; at close, sends whatever is left.
+    async fn flush_on_time(self: Arc<Self>) {
+        loop {
+            let closing = self.closed.is_cancelled();
+            let (deletes, changes, next_due) = {
+                let mut pending = self.lock();
                 let now = Instant::now();
-                if let Some(batch) = deletes.take_if_due(now) {
-                    send(Batch::Delete(batch));
-                }
-                if let Some(batch) = changes.take_if_due(now) {
-                    send(Batch::Change(batch));
-                }
+                let deletes = pending.deletes.take_due(now, closing);
+                let changes = pending.changes.take_due(now, closing);
+                let next_due = match (pending.deletes.due, pending.changes.due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                pending.timer_waiting = next_due.is_none();
+                (deletes, changes, next_due)
+            };
+            if let Some(batch) = deletes {
+                self.send(Batch::Delete(batch));
+            }
+            if let Some(batch) = changes {
+                self.send(Batch::Change(batch));
+            }
+            if closing {
+                return;
+            }
+            tokio::select! {
+                () = self.closed.cancelled() => {}
+                () = self.batch_started.notified(), if next_due.is_none() => {}
+                () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
             }
         }
     }
-    if !deletes.entries.is_empty() {
-        send(Batch::Delete(deletes.take()));
-    }
-    if !changes.entries.is_empty() {
-        send(Batch::Change(changes.take()));
-    }
-    calls.close();
-    calls.wait().await;
 }
 
 /// One batch call's entries.

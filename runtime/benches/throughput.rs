@@ -1,0 +1,158 @@
+//! Engine throughput and queue requests per message, against a baseline in the same run.
+//!
+//! Both runs drain the same number of messages from a fresh embedded queue with a no-op
+//! handler on a 2-thread runtime:
+//! - **bare loop**: tasks that receive 10, run the handler inline, delete the 10 in one
+//!   batch, and repeat: the least work any consumer can do per message;
+//! - **spotq engine**: a `Worker` with permits, one task per message, batched settling.
+//!
+//! Run with: `cargo bench -p spotq --bench throughput [-- MESSAGES] [--only bare|engine]`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use spotq::backend::{Backend, ReceiveRequest};
+use spotq::{EmbeddedQueue, Message, Worker};
+use tokio::sync::Notify;
+
+const ROUNDS: usize = 3;
+const BARE_TASKS: usize = 4;
+
+struct Run {
+    seconds: f64,
+    requests: u64,
+}
+
+fn filled_queue(messages: u64) -> EmbeddedQueue {
+    let queue = EmbeddedQueue::new("bench");
+    queue.send_many((0..messages).map(|n| n.to_string()));
+    queue.reset_stats();
+    queue
+}
+
+async fn bare_loop(messages: u64) -> Run {
+    let queue = filled_queue(messages);
+    let handled = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..BARE_TASKS)
+        .map(|_| {
+            let queue = queue.clone();
+            let handled = Arc::clone(&handled);
+            tokio::spawn(async move {
+                let request = ReceiveRequest {
+                    max_messages: 10,
+                    wait_time: Duration::ZERO,
+                    visibility_timeout: None,
+                };
+                loop {
+                    let batch = queue.receive(request).await.expect("receive");
+                    if batch.is_empty() {
+                        break;
+                    }
+                    let handles: Vec<_> = batch
+                        .into_iter()
+                        .map(|message| {
+                            black_box(&message.body);
+                            handled.fetch_add(1, Ordering::Relaxed);
+                            message.receipt_handle
+                        })
+                        .collect();
+                    queue.delete_batch(&handles).await.expect("delete");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("bare task");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(handled.load(Ordering::Relaxed), messages);
+    assert_eq!(queue.counts().total(), 0);
+    Run {
+        seconds,
+        requests: queue.stats().api_calls(),
+    }
+}
+
+async fn engine(messages: u64) -> Run {
+    let queue = filled_queue(messages);
+    let handled = Arc::new(AtomicU64::new(0));
+    let all_handled = Arc::new(Notify::new());
+    let (counter, done) = (Arc::clone(&handled), Arc::clone(&all_handled));
+    let started = Instant::now();
+    let report = Worker::builder(queue.clone())
+        .concurrency(512)
+        .pollers(4)
+        .handler(move |message: Message| {
+            black_box(message.body());
+            if counter.fetch_add(1, Ordering::Relaxed) + 1 == messages {
+                done.notify_one();
+            }
+            async {}
+        })
+        .run_until(async move { all_handled.notified().await })
+        .await
+        .expect("worker runs");
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(report.deleted, messages);
+    assert_eq!(queue.counts().total(), 0);
+    Run {
+        seconds,
+        requests: queue.stats().api_calls(),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let messages: u64 = args
+        .iter()
+        .find_map(|arg| arg.parse().ok())
+        .unwrap_or(500_000);
+    // `--only NAME` runs one side, for profiling.
+    let only = args
+        .iter()
+        .position(|arg| arg == "--only")
+        .and_then(|index| args.get(index + 1).cloned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    println!("{messages} messages per run, no-op handler, embedded queue, 2 worker threads");
+    println!(
+        "{:<14} {:>5} {:>10} {:>12} {:>13}",
+        "run", "round", "seconds", "msgs/s", "requests/msg"
+    );
+    let mut best = [0.0f64; 2];
+    for round in 1..=ROUNDS {
+        for (index, name) in ["bare loop", "spotq engine"].into_iter().enumerate() {
+            if only.as_deref().is_some_and(|only| !name.contains(only)) {
+                continue;
+            }
+            let run = runtime.block_on(async {
+                if index == 0 {
+                    bare_loop(messages).await
+                } else {
+                    engine(messages).await
+                }
+            });
+            let rate = messages as f64 / run.seconds;
+            best[index] = best[index].max(rate);
+            println!(
+                "{name:<14} {round:>5} {:>10.3} {rate:>12.0} {:>13.3}",
+                run.seconds,
+                run.requests as f64 / messages as f64
+            );
+        }
+    }
+    println!();
+    println!(
+        "best: bare loop {:.0} msgs/s, engine {:.0} msgs/s, engine/bare = {:.2}",
+        best[0],
+        best[1],
+        best[1] / best[0]
+    );
+}

@@ -1,0 +1,543 @@
+//! The engine on the embedded queue, under paused tokio time: what a worker promises
+//! about deletes, retries, dead letters, heartbeats, permits, batching, failures and
+//! shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use spotq::backend::{
+    Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
+    VisibilityChange,
+};
+use spotq::embedded::Operation;
+use spotq::{
+    BackendError, Backoff, EmbeddedQueue, Error, Heartbeat, Message, Outcome, RetryPolicy, Worker,
+};
+use tokio::time::{Instant, sleep};
+
+/// Resolves once the queue holds no message in any state.
+async fn drained(queue: EmbeddedQueue) {
+    while queue.counts().total() > 0 {
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records the virtual instant of every handler call, per body.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<HashMap<String, Vec<Instant>>>>);
+
+impl Calls {
+    fn record(&self, message: &Message) {
+        let mut calls = self.0.lock().expect("lock");
+        calls
+            .entry(message.body().to_owned())
+            .or_default()
+            .push(Instant::now());
+    }
+
+    fn of(&self, body: &str) -> Vec<Instant> {
+        self.0
+            .lock()
+            .expect("lock")
+            .get(body)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn counts(&self) -> Vec<usize> {
+        self.0
+            .lock()
+            .expect("lock")
+            .values()
+            .map(Vec::len)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_successful_message_is_deleted_exactly_once() {
+    let queue = EmbeddedQueue::new("once");
+    queue.send_many((0..500).map(|n| n.to_string()));
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .concurrency(32)
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                sleep(Duration::from_millis(fastrand::u64(1..50))).await;
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    let counts = calls.counts();
+    assert_eq!(counts.len(), 500);
+    assert!(
+        counts.iter().all(|count| *count == 1),
+        "a message was handled twice"
+    );
+    assert_eq!(
+        (report.received, report.succeeded, report.deleted),
+        (500, 500, 500)
+    );
+    assert_eq!(report.stale_receipts + report.delete_failed, 0);
+    let stats = queue.stats();
+    assert_eq!(stats.messages_deleted, 500);
+    assert_eq!(
+        stats.delete_batch_entries, 500,
+        "no message was deleted twice"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_then_reach_the_dead_letter_queue() {
+    let dead_letters = EmbeddedQueue::new("dlq");
+    let queue = EmbeddedQueue::builder("poison")
+        .visibility_timeout(Duration::from_secs(300))
+        .redrive(&dead_letters, 4)
+        .build()
+        .expect("queue");
+    queue.send("poison");
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let backoff = Backoff {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(30),
+        jitter: false,
+    };
+    let report = Worker::builder(queue.clone())
+        .retry(RetryPolicy::Backoff(backoff))
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                Err::<(), _>(format!("cannot handle attempt {}", message.receive_count()))
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    let attempts = calls.of("poison");
+    assert_eq!(attempts.len(), 4, "handled maxReceiveCount times");
+    let gaps: Vec<u64> = attempts
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0]).as_secs())
+        .collect();
+    assert_eq!(
+        gaps,
+        [10, 20, 30],
+        "exponential backoff, capped, far below the 300 s timeout"
+    );
+    assert_eq!((report.failed, report.retried, report.deleted), (4, 4, 0));
+    assert_eq!(dead_letters.counts().visible, 1);
+    assert_eq!(queue.stats().messages_dead_lettered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leaving_failures_to_the_visibility_timeout_changes_nothing() {
+    let queue = EmbeddedQueue::builder("timeout")
+        .visibility_timeout(Duration::from_secs(45))
+        .build()
+        .expect("queue");
+    queue.send("flaky");
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .retry(RetryPolicy::VisibilityTimeout)
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                if message.receive_count() == 1 {
+                    Outcome::fail("once")
+                } else {
+                    Outcome::Ack
+                }
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    let attempts = calls.of("flaky");
+    assert_eq!(attempts.len(), 2);
+    assert_eq!((attempts[1] - attempts[0]).as_secs(), 45);
+    assert_eq!(report.retried, 0);
+    assert_eq!(queue.stats().change_visibility_batch_calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_keep_a_handler_running_five_visibility_timeouts() {
+    let queue = EmbeddedQueue::builder("long")
+        .visibility_timeout(Duration::from_secs(10))
+        .build()
+        .expect("queue");
+    queue.send("long job");
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    // Several pollers stand ready to receive the message again should it ever lapse.
+    let report = Worker::builder(queue.clone())
+        .concurrency(8)
+        .pollers(4)
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                sleep(Duration::from_secs(50)).await;
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(calls.of("long job").len(), 1, "never received twice");
+    // A heartbeat every 5 s (half the timeout) over 50 s.
+    assert!(
+        (9..=10).contains(&report.heartbeats),
+        "heartbeats: {}",
+        report.heartbeats
+    );
+    assert_eq!(report.deleted, 1);
+    assert_eq!(report.stale_receipts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_heartbeats_a_lapsed_message_is_received_again_and_its_stale_delete_is_counted() {
+    let queue = EmbeddedQueue::builder("lapse")
+        .visibility_timeout(Duration::from_secs(10))
+        .build()
+        .expect("queue");
+    queue.send("slow");
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .pollers(2)
+        .heartbeat(Heartbeat::Off)
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                if message.receive_count() == 1 {
+                    sleep(Duration::from_secs(25)).await;
+                }
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker survives a stale receipt");
+
+    assert_eq!(calls.of("slow").len(), 2);
+    assert_eq!(
+        report.stale_receipts, 1,
+        "the first handler's delete used a stale handle"
+    );
+    assert_eq!(report.deleted, 1);
+}
+
+/// A backend that checks the engine never receives more than it can start.
+#[derive(Debug)]
+struct PermitCheck {
+    queue: EmbeddedQueue,
+    concurrency: usize,
+    held: Arc<AtomicUsize>,
+    max_held: AtomicUsize,
+    largest_request: AtomicUsize,
+}
+
+#[async_trait]
+impl Backend for PermitCheck {
+    fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        self.largest_request
+            .fetch_max(request.max_messages, Ordering::SeqCst);
+        let held = self.held.load(Ordering::SeqCst);
+        assert!(
+            held + request.max_messages <= self.concurrency,
+            "asked for {} while holding {held} of {}",
+            request.max_messages,
+            self.concurrency
+        );
+        let messages = self.queue.receive(request).await?;
+        let held = self.held.fetch_add(messages.len(), Ordering::SeqCst) + messages.len();
+        self.max_held.fetch_max(held, Ordering::SeqCst);
+        Ok(messages)
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.queue.delete_batch(handles).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.queue.change_visibility_batch(changes).await
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        self.queue.attributes().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_more_handlers_or_received_messages_than_permits() {
+    let queue = EmbeddedQueue::new("permits");
+    queue.send_many((0..300).map(|n| n.to_string()));
+    let held = Arc::new(AtomicUsize::new(0));
+    let backend = Arc::new(PermitCheck {
+        queue: queue.clone(),
+        concurrency: 7,
+        held: Arc::clone(&held),
+        max_held: AtomicUsize::new(0),
+        largest_request: AtomicUsize::new(0),
+    });
+    let running = Arc::new(AtomicUsize::new(0));
+    let max_running = Arc::new(AtomicUsize::new(0));
+    let (handler_running, handler_max) = (Arc::clone(&running), Arc::clone(&max_running));
+    Worker::builder(Arc::clone(&backend))
+        .concurrency(7)
+        .pollers(3)
+        .handler(move |_message: Message| {
+            let (running, max_running, held) = (
+                Arc::clone(&handler_running),
+                Arc::clone(&handler_max),
+                Arc::clone(&held),
+            );
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                max_running.fetch_max(now, Ordering::SeqCst);
+                sleep(Duration::from_millis(fastrand::u64(1..30))).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                // The handler is done with its message before its permit is returned.
+                held.fetch_sub(1, Ordering::SeqCst);
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(
+        max_running.load(Ordering::SeqCst),
+        7,
+        "the bound is reached, never passed"
+    );
+    assert_eq!(backend.max_held.load(Ordering::SeqCst), 7);
+    assert_eq!(
+        backend.largest_request.load(Ordering::SeqCst),
+        7,
+        "asks for min(10, free permits)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn deletes_are_batched() {
+    let queue = EmbeddedQueue::new("batched");
+    queue.send_many((0..1000).map(|n| n.to_string()));
+    let report = Worker::builder(queue.clone())
+        .concurrency(100)
+        .handler(|_message: Message| async {})
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    let stats = queue.stats();
+    assert_eq!(report.deleted, 1000);
+    assert_eq!(stats.delete_batch_entries, 1000);
+    assert!(
+        stats.delete_batch_calls <= 110,
+        "{} delete calls for 1000 messages",
+        stats.delete_batch_calls
+    );
+    let per_message = stats.api_calls() as f64 / 1000.0;
+    assert!(per_message <= 0.22, "{per_message:.3} requests per message");
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_and_timeouts_are_failures_not_crashes() {
+    let queue = EmbeddedQueue::new("faulty");
+    queue.send_many(["panic", "hang", "fine"].map(str::to_owned));
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .handler_timeout(Duration::from_secs(5))
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                let first = message.receive_count() == 1;
+                match message.body() {
+                    "panic" if first => panic!("handler bug"),
+                    "hang" if first => sleep(Duration::from_secs(3600)).await,
+                    _ => {}
+                }
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker keeps running");
+
+    assert_eq!(calls.of("panic").len(), 2);
+    assert_eq!(calls.of("hang").len(), 2);
+    let hang = calls.of("hang");
+    assert!(
+        hang[1] - hang[0] >= Duration::from_secs(5),
+        "timed out after 5 s"
+    );
+    assert!(
+        hang[1] - hang[0] < Duration::from_secs(10),
+        "then retried after the backoff"
+    );
+    assert_eq!((report.failed, report.succeeded, report.deleted), (2, 3, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_errors_are_retried_with_backoff() {
+    let queue = EmbeddedQueue::new("faults");
+    queue.send_many((0..200).map(|n| n.to_string()));
+    queue.faults().throttle_next(Operation::Receive, 3);
+    queue.faults().fail_next(Operation::Receive, 2);
+    queue.faults().fail_next(Operation::DeleteBatch, 2);
+    queue.faults().throttle_next(Operation::DeleteBatch, 1);
+    queue.faults().fail_next_entries(Operation::DeleteBatch, 5);
+    let report = Worker::builder(queue.clone())
+        .concurrency(20)
+        .handler(|_message: Message| async {})
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(report.deleted, 200);
+    assert_eq!(report.delete_failed, 0, "failed entries were sent again");
+    assert_eq!(report.received, 200, "no message was received twice");
+    assert_eq!(report.receive_errors, 5);
+    let injected = queue.faults().injected(Operation::DeleteBatch);
+    assert_eq!(
+        (injected.failed, injected.throttled, injected.failed_entries),
+        (2, 1, 5)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_queue_is_not_polled_in_a_busy_loop() {
+    let queue = EmbeddedQueue::new("idle");
+    let started = Instant::now();
+    Worker::builder(queue.clone())
+        .pollers(1)
+        .concurrency(1)
+        .wait_time(Duration::ZERO)
+        .handler(|_message: Message| async {})
+        .run_until(sleep(Duration::from_secs(60)))
+        .await
+        .expect("worker runs");
+    assert!(started.elapsed() >= Duration::from_secs(60));
+    // Empty short polls back off to one every 1 to 2 s.
+    let receives = queue.stats().receive_calls;
+    assert!(
+        receives <= 65,
+        "{receives} receives in 60 s of an empty queue"
+    );
+
+    let receives_failing = EmbeddedQueue::new("failing");
+    receives_failing
+        .faults()
+        .fail_next(Operation::Receive, u64::MAX);
+    Worker::builder(receives_failing.clone())
+        .pollers(1)
+        .concurrency(1)
+        .handler(|_message: Message| async {})
+        .run_until(sleep(Duration::from_secs(60)))
+        .await
+        .expect("worker runs");
+    let receives = receives_failing.stats().receive_calls;
+    assert!(receives <= 40, "{receives} failing receives in 60 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_short_handlers_finish_and_releases_the_rest() {
+    let queue = EmbeddedQueue::builder("shutdown")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("queue");
+    queue.send_many(["short", "long"].map(str::to_owned));
+    let deadlines = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&deadlines);
+    let started = Instant::now();
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .stop_timeout(Duration::from_secs(30))
+        .shutdown_grace(Duration::from_secs(20))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let work = if message.body() == "short" { 15 } else { 3600 };
+                sleep(Duration::from_secs(work)).await;
+                seen.lock()
+                    .expect("lock")
+                    .push(message.context().deadline());
+            }
+        })
+        .run_until(sleep(Duration::from_secs(1)))
+        .await
+        .expect("worker runs");
+
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(21) && elapsed < Duration::from_secs(22),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        (report.succeeded, report.released, report.deleted),
+        (1, 1, 1)
+    );
+    let deadline = deadlines.lock().expect("lock")[0].expect("deadline set at shutdown");
+    assert_eq!(deadline - started, Duration::from_secs(21));
+    // The released message is receivable at once, not after its 60 s timeout.
+    assert_eq!(queue.counts().visible, 1);
+    assert_eq!(queue.counts().not_visible, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_settings_fail_before_any_queue_call() {
+    let queue = EmbeddedQueue::new("config");
+    let error = Worker::builder(queue.clone())
+        .batch_size(11)
+        .handler(|_message: Message| async {})
+        .run_until(std::future::pending())
+        .await
+        .expect_err("batch size 11 is invalid");
+    let Error::Config(config) = &error else {
+        panic!("expected a config error, got {error:?}")
+    };
+    assert_eq!(config.setting, "batch_size");
+    assert!(error.to_string().contains("batch_size"), "{error}");
+    assert_eq!(queue.stats().api_calls(), 0);
+
+    // Heartbeat against the queue's own timeout: checked after reading it, before receiving.
+    let error = Worker::builder(queue.clone())
+        .heartbeat(Heartbeat::Every(Duration::from_secs(45)))
+        .handler(|_message: Message| async {})
+        .run_until(std::future::pending())
+        .await
+        .expect_err("heartbeat beyond the 30 s queue timeout");
+    assert!(
+        matches!(&error, Error::Config(config) if config.setting == "heartbeat"),
+        "{error}"
+    );
+    assert_eq!(queue.stats().receive_calls, 0);
+}
