@@ -1,4 +1,52 @@
-//! spotq: SQS queue workers for Amazon ECS Fargate Spot.
+//! SQS queue workers for Amazon ECS Fargate Spot that scale to zero.
+//!
+//! Hand an `async fn` to a [`Worker`] and get concurrent consumers that receive only what
+//! they can start, delete in batches, keep long jobs invisible with heartbeats, and on
+//! shutdown hand every message they still hold back to the queue at once.
+//!
+//! ```
+//! use std::time::Duration;
+//! use spotq::{EmbeddedQueue, Message, Outcome, Worker};
+//!
+//! async fn handle(message: Message) -> Outcome {
+//!     match message.body().parse::<u32>() {
+//!         Ok(_) => Outcome::Ack,
+//!         Err(error) => Outcome::fail(error),
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), spotq::Error> {
+//! // The embedded queue behaves like SQS; `SqsBackend::from_env("orders")` is the real one.
+//! let dead_letters = EmbeddedQueue::new("jobs-dlq");
+//! let queue = EmbeddedQueue::builder("jobs").redrive(&dead_letters, 3).build()?;
+//! queue.send_many(["1", "2", "three"]);
+//!
+//! let drained = {
+//!     let queue = queue.clone();
+//!     async move {
+//!         while queue.counts().total() > 0 {
+//!             tokio::time::sleep(Duration::from_millis(10)).await;
+//!         }
+//!     }
+//! };
+//! let report = Worker::builder(queue)
+//!     .concurrency(8)
+//!     .retry_backoff(Duration::ZERO, Duration::ZERO)
+//!     .handler(handle)
+//!     .run_until(drained)
+//!     .await?;
+//! assert_eq!(report.deleted, 2);
+//! assert_eq!(dead_letters.counts().visible, 1); // "three" failed 3 times
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - [`Worker`] and [`WorkerConfig`]: the engine and its settings, checked before the
+//!   first queue call.
+//! - [`Handler`], [`Message`], [`Context`], [`Outcome`]: what user code sees.
+//! - [`Backend`]: the queue seam, with [`SqsBackend`] (`aws-sdk-sqs`) and
+//!   [`EmbeddedQueue`] (in-process, SQS semantics, fault injection).
 
 pub mod backend;
 mod backoff;

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -12,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::config::{Heartbeat, RetryPolicy, WorkerConfig};
+use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
 use crate::engine::{Shared, poll};
@@ -173,13 +173,12 @@ impl<H: Handler> Worker<H> {
         let shared = Arc::new(Shared {
             backend: self.backend,
             handler: self.handler,
-            permits: Arc::new(Semaphore::new(self.config.concurrency)),
-            permit_turn: tokio::sync::Mutex::new(()),
+            capacity: Capacity::new(self.config.concurrency),
+            poller_turn: tokio::sync::Mutex::new(()),
             config: self.config,
             resolved,
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
-            messages: TaskTracker::new(),
             stop_receiving: CancellationToken::new(),
             shutdown: Arc::default(),
         });
@@ -202,20 +201,22 @@ impl<H: Handler> Worker<H> {
         shared.stop_receiving.cancel();
         pollers.wait().await;
         tracing::info!(
-            in_flight = shared.messages.len(),
+            in_flight = shared.capacity.in_use(),
             grace = ?resolved.grace,
             "shutdown: receiving stopped, waiting for running handlers"
         );
-        shared.messages.close();
-        if timeout_at(deadline, shared.messages.wait()).await.is_err() {
+        if timeout_at(deadline, shared.capacity.all_returned())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                in_flight = shared.messages.len(),
+                in_flight = shared.capacity.in_use(),
                 "shutdown: grace period over, releasing the messages of running handlers"
             );
             shared.shutdown.cancel_handlers.cancel();
-            shared.messages.wait().await;
+            shared.capacity.all_returned().await;
         }
-        // Every task that could settle a message has ended.
+        // Every message is settled: its slot came back after.
         drop(shared);
         settler.close().await;
         let report = counters.report(started.elapsed());

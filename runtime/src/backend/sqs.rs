@@ -345,6 +345,67 @@ where
 mod tests {
     use super::*;
 
+    use aws_sdk_sqs::error::{ConnectorError, ErrorMetadata};
+    use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+
+    fn service_error(status: u16, code: &str) -> BackendError {
+        let error =
+            ReceiveMessageError::generic(ErrorMetadata::builder().code(code).message("m").build());
+        let status = StatusCode::try_from(status).expect("status");
+        let raw = HttpResponse::new(status, SdkBody::empty());
+        classify("ReceiveMessage", SdkError::service_error(error, raw))
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retryable_and_client_errors_are_not() {
+        for code in [
+            "ThrottlingException",
+            "AWS.SimpleQueueService.RequestThrottled",
+            "KmsThrottled",
+        ] {
+            assert!(
+                matches!(service_error(400, code), BackendError::Throttled { .. }),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            service_error(429, "Whatever"),
+            BackendError::Throttled { .. }
+        ));
+        assert!(matches!(
+            service_error(500, "InternalError"),
+            BackendError::Transient { .. }
+        ));
+        assert!(matches!(
+            service_error(503, "ServiceUnavailable"),
+            BackendError::Transient { .. }
+        ));
+        let rejected = service_error(400, "AWS.SimpleQueueService.NonExistentQueue");
+        assert!(!rejected.is_retryable());
+        assert!(
+            rejected.to_string().contains("NonExistentQueue"),
+            "{rejected}"
+        );
+        assert!(!service_error(403, "AccessDenied").is_retryable());
+    }
+
+    #[test]
+    fn timeouts_and_connection_failures_are_transient() {
+        let timeout: SdkError<ReceiveMessageError, HttpResponse> =
+            SdkError::timeout_error("operation timed out");
+        assert!(matches!(
+            classify("ReceiveMessage", timeout),
+            BackendError::Transient { .. }
+        ));
+        let refused: SdkError<ReceiveMessageError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
+        let error = classify("DeleteMessageBatch", refused);
+        assert!(matches!(error, BackendError::Transient { .. }) && error.is_retryable());
+        assert_eq!(error.operation(), "DeleteMessageBatch");
+    }
+
     #[test]
     fn queue_name_is_the_last_url_segment() {
         assert_eq!(

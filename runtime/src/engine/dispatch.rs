@@ -10,12 +10,12 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 
 use crate::backend::ReceiptHandle;
 use crate::config::RetryPolicy;
 use crate::engine::Shared;
+use crate::engine::capacity::Slot;
 use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
 use crate::error::HandlerError;
@@ -29,19 +29,16 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs the handler for one message and settles the message. The permit is held until
-/// the handler is done.
-pub(crate) async fn process<H: Handler>(
-    shared: Arc<Shared<H>>,
-    message: Message,
-    permit: OwnedSemaphorePermit,
-) {
+/// Runs the handler for one message and settles the message. The message's slot goes
+/// back once the message is settled (handed to the settler), so shutdown, waiting for
+/// every slot, knows no message is left unsettled.
+pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message) {
+    let _slot = Slot(&shared.capacity);
     let receipt = message.received().receipt_handle.clone();
     let receive_count = message.receive_count();
     let received_at = message.context().received_at();
     let message_id = message.id().to_owned();
     let ending = run(&shared, message, receipt.clone(), received_at).await;
-    drop(permit);
 
     let counters = &shared.counters;
     let outcome = match ending {
@@ -85,9 +82,6 @@ pub(crate) async fn process<H: Handler>(
     }
 }
 
-/// A handler's future, boxed once so it can move from the fast path to the slow one.
-type HandlerFuture<'a> = Pin<Box<dyn Future<Output = std::thread::Result<Outcome>> + Send + 'a>>;
-
 /// Runs the handler to its end, the handler timeout or the shutdown deadline, whichever
 /// comes first, extending the message's visibility on every heartbeat.
 ///
@@ -100,20 +94,23 @@ async fn run<H: Handler>(
     receipt: ReceiptHandle,
     received_at: Instant,
 ) -> Ending {
-    let mut handler: HandlerFuture<'_> =
-        Box::pin(AssertUnwindSafe(shared.handler.handle(message)).catch_unwind());
+    let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
+    tokio::pin!(handler);
     match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
         Poll::Ready(result) => Ending::Returned(outcome_of(result)),
         Poll::Pending => Box::pin(supervise(shared, handler, receipt, received_at)).await,
     }
 }
 
-async fn supervise<H: Handler>(
+async fn supervise<H: Handler, F>(
     shared: &Shared<H>,
-    mut handler: HandlerFuture<'_>,
+    mut handler: Pin<&mut F>,
     receipt: ReceiptHandle,
     received_at: Instant,
-) -> Ending {
+) -> Ending
+where
+    F: Future<Output = std::thread::Result<Outcome>>,
+{
     let heartbeat = shared.resolved.heartbeat;
     let timeout = shared.config.handler_timeout;
     let far = received_at + Duration::from_secs(86_400 * 365);
@@ -125,7 +122,7 @@ async fn supervise<H: Handler>(
     loop {
         tokio::select! {
             biased;
-            result = &mut handler => return Ending::Returned(outcome_of(result)),
+            result = handler.as_mut() => return Ending::Returned(outcome_of(result)),
             () = shared.shutdown.cancel_handlers.cancelled() => return Ending::Cancelled,
             () = &mut timed_out => {
                 let timeout = timeout.unwrap_or_default();

@@ -7,6 +7,7 @@
 //! received message waits while its visibility clock runs. Each message runs in its own
 //! task, which owns the message's fate: delete, retry, heartbeat, release.
 
+pub(crate) mod capacity;
 mod dispatch;
 mod poller;
 pub(crate) mod settle;
@@ -15,13 +16,12 @@ pub(crate) mod stats;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, MAX_VISIBILITY};
 use crate::config::{Resolved, WorkerConfig};
+use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
 use crate::engine::stats::Counters;
 
@@ -41,11 +41,10 @@ pub(crate) struct Shared<H> {
     pub(crate) resolved: Resolved,
     pub(crate) counters: Arc<Counters>,
     pub(crate) settler: Arc<Settler>,
-    pub(crate) permits: Arc<Semaphore>,
-    /// Held by the poller gathering permits for its next receive.
-    pub(crate) permit_turn: tokio::sync::Mutex<()>,
-    /// Message tasks; waited on at shutdown.
-    pub(crate) messages: TaskTracker,
+    /// The bound on handlers in flight.
+    pub(crate) capacity: Capacity,
+    /// Held by the poller gathering slots for its next receive.
+    pub(crate) poller_turn: tokio::sync::Mutex<()>,
     /// Cancelled when shutdown begins: pollers stop and drop any long poll in progress.
     pub(crate) stop_receiving: CancellationToken,
     /// What handlers see of shutdown, through their [`Context`](crate::Context).

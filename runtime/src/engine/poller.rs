@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::backend::ReceiveRequest;
@@ -19,61 +18,52 @@ const IDLE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_se
 /// An empty receive faster than this did not wait: back off before the next.
 const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 
-/// Takes the permits for one receive: one (waiting while all are in use), then every free
+/// Takes the slots for one receive: one (waiting while all are in use), then every free
 /// one up to the batch size. When that falls short because handlers hold the rest, it
 /// waits up to `flush_interval` for more to come back: under load, receives stay full
 /// batches instead of splintering into one-message calls. Pollers take turns, so
-/// returning permits fill one poller's batch rather than trickling to all of them.
-/// Returns false when receiving stops.
-async fn take_permits<H>(shared: &Shared<H>, permits: &mut Vec<OwnedSemaphorePermit>) -> bool {
+/// returning slots fill one poller's batch rather than trickling to all of them.
+/// Returns `None` when receiving stops.
+async fn take_slots<H>(shared: &Shared<H>) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
+    let capacity = &shared.capacity;
     let _turn = tokio::select! {
         biased;
-        () = shared.stop_receiving.cancelled() => return false,
-        turn = shared.permit_turn.lock() => turn,
+        () = shared.stop_receiving.cancelled() => return None,
+        turn = shared.poller_turn.lock() => turn,
     };
-    let first = tokio::select! {
+    let mut taken = tokio::select! {
         biased;
-        () = shared.stop_receiving.cancelled() => return false,
-        permit = Arc::clone(&shared.permits).acquire_owned() => match permit {
-            Ok(permit) => permit,
-            Err(_closed) => return false,
-        },
+        () = shared.stop_receiving.cancelled() => return None,
+        taken = capacity.take(batch) => taken,
     };
-    permits.push(first);
-    while permits.len() < batch {
-        match Arc::clone(&shared.permits).try_acquire_owned() {
-            Ok(permit) => permits.push(permit),
-            Err(_) => break,
-        }
-    }
     let deadline = Instant::now() + shared.config.flush_interval;
-    while permits.len() < batch {
-        let permit = tokio::select! {
+    while taken < batch {
+        tokio::select! {
             biased;
-            () = shared.stop_receiving.cancelled() => return false,
-            permit = timeout_at(deadline, Arc::clone(&shared.permits).acquire_owned()) => permit,
-        };
-        match permit {
-            Ok(Ok(permit)) => permits.push(permit),
-            Ok(Err(_closed)) => return false,
-            Err(_elapsed) => break,
+            () = shared.stop_receiving.cancelled() => {
+                capacity.give_back(taken);
+                return None;
+            }
+            more = timeout_at(deadline, capacity.take(batch - taken)) => match more {
+                Ok(more) => taken += more,
+                Err(_elapsed) => break,
+            },
         }
     }
-    true
+    Some(taken)
 }
 
-/// Receives messages while permits are free, until receiving stops.
+/// Receives messages while slots are free, until receiving stops.
 pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
     let mut errors = 0;
     let mut idle = 0;
-    let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(shared.config.batch_size);
     loop {
-        if !take_permits(&shared, &mut permits).await {
+        let Some(slots) = take_slots(&shared).await else {
             return;
-        }
+        };
         let request = ReceiveRequest {
-            max_messages: permits.len(),
+            max_messages: slots,
             wait_time: shared.config.wait_time,
             visibility_timeout: shared.config.visibility_timeout,
         };
@@ -83,9 +73,13 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
             // Dropping the receive cancels the long poll at once. The embedded queue takes
             // messages only as it returns, so it loses none; SQS may have handed a message
             // to the abandoned request, which then waits out its visibility timeout.
-            () = shared.stop_receiving.cancelled() => return,
+            () = shared.stop_receiving.cancelled() => {
+                shared.capacity.give_back(slots);
+                return;
+            }
             received = shared.backend.receive(request) => received,
         };
+        let mut started_messages = 0;
         let pause = match received {
             Ok(messages) => {
                 errors = 0;
@@ -96,18 +90,20 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                 } else {
                     idle = 0;
                     Counters::add(&shared.counters.received, messages.len() as u64);
-                    for message in messages {
-                        // More messages than permits would be a backend bug; such a
-                        // message is left to its visibility timeout.
-                        let Some(permit) = permits.pop() else {
-                            tracing::error!(id = %message.message_id, "backend returned more messages than asked for");
-                            continue;
-                        };
+                    if messages.len() > slots {
+                        // A backend bug: the extra messages wait out their visibility.
+                        tracing::error!(
+                            asked = slots,
+                            got = messages.len(),
+                            "backend returned more messages than asked for"
+                        );
+                    }
+                    for message in messages.into_iter().take(slots) {
+                        // The message task owns its slot from here and hands it back.
+                        started_messages += 1;
                         let context = Context::new(Arc::clone(&shared.shutdown), now);
                         let message = Message::new(message, context);
-                        shared
-                            .messages
-                            .spawn(process(Arc::clone(&shared), message, permit));
+                        tokio::spawn(process(Arc::clone(&shared), message));
                     }
                     None
                 }
@@ -120,7 +116,7 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                 Some(delay)
             }
         };
-        permits.clear();
+        shared.capacity.give_back(slots - started_messages);
         if let Some(delay) = pause {
             tokio::select! {
                 () = shared.stop_receiving.cancelled() => return,

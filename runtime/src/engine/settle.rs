@@ -249,13 +249,20 @@ impl Batch {
         }
     }
 
-    fn record_success(&self, index: usize, counters: &Counters) {
+    /// Counts the entries that succeeded, `ok[i]` for entry `i`.
+    fn record_successes(&self, ok: &[bool], counters: &Counters) {
         match self {
-            Self::Delete(_) => Counters::add(&counters.deleted, 1),
+            Self::Delete(_) => {
+                let deleted = ok.iter().filter(|ok| **ok).count();
+                Counters::add(&counters.deleted, deleted as u64);
+            }
             Self::Change(entries) => {
-                if entries[index].1 == ChangeKind::Heartbeat {
-                    Counters::add(&counters.heartbeats, 1);
-                }
+                let heartbeats = entries
+                    .iter()
+                    .zip(ok)
+                    .filter(|((_, kind), ok)| **ok && *kind == ChangeKind::Heartbeat)
+                    .count();
+                Counters::add(&counters.heartbeats, heartbeats as u64);
             }
         }
     }
@@ -302,12 +309,13 @@ impl Batch {
 
     /// Counts each entry's result; returns which entries to send again.
     fn record(&self, results: &[EntryResult], last: bool, counters: &Counters) -> Vec<bool> {
+        let ok: Vec<bool> = (0..self.len())
+            .map(|index| matches!(results.get(index), Some(Ok(()))))
+            .collect();
+        self.record_successes(&ok, counters);
         (0..self.len())
             .map(|index| match results.get(index) {
-                Some(Ok(())) => {
-                    self.record_success(index, counters);
-                    false
-                }
+                Some(Ok(())) => false,
                 Some(Err(error)) if error.kind == EntryErrorKind::InvalidReceiptHandle => {
                     // The message was received again elsewhere (its visibility lapsed) or is
                     // gone: nothing to retry, but worth knowing about.

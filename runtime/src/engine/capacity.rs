@@ -1,0 +1,166 @@
+//! Permits: the bound on handlers in flight.
+//!
+//! A counter of free slots rather than a `tokio::sync::Semaphore`: pollers take several
+//! slots at once and message tasks hand theirs back with one atomic add, so the hot path
+//! takes no lock. At most one poller waits for slots at a time (pollers take turns), and
+//! shutdown waits for every slot to come back.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub(crate) struct Capacity {
+    total: usize,
+    free: AtomicUsize,
+    /// Tasks waiting in `take` or `all_returned`: a slot handed back wakes them only then,
+    /// so the hot path of a busy worker is one atomic add.
+    waiting: AtomicUsize,
+    returned: Notify,
+}
+
+impl Capacity {
+    pub(crate) fn new(total: usize) -> Self {
+        Self {
+            total,
+            free: AtomicUsize::new(total),
+            waiting: AtomicUsize::new(0),
+            returned: Notify::new(),
+        }
+    }
+
+    /// Takes up to `max` free slots without waiting; returns how many it took.
+    pub(crate) fn try_take(&self, max: usize) -> usize {
+        let mut free = self.free.load(Ordering::SeqCst);
+        loop {
+            let take = free.min(max);
+            if take == 0 {
+                return 0;
+            }
+            match self.free.compare_exchange_weak(
+                free,
+                free - take,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return take,
+                Err(actual) => free = actual,
+            }
+        }
+    }
+
+    /// Takes between 1 and `max` slots, waiting until at least one is free.
+    pub(crate) async fn take(&self, max: usize) -> usize {
+        let taken = self.try_take(max);
+        if taken > 0 {
+            return taken;
+        }
+        self.wait_until(|| self.try_take(max)).await
+    }
+
+    /// Waits until `ready` returns non-zero; re-checks after every hand-back.
+    async fn wait_until(&self, ready: impl Fn() -> usize) -> usize {
+        let _waiting = Waiting::register(&self.waiting);
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            // Registered before the check, so a slot handed back in between wakes us.
+            returned.as_mut().enable();
+            let result = ready();
+            if result > 0 {
+                return result;
+            }
+            returned.await;
+        }
+    }
+
+    /// Hands `n` slots back.
+    pub(crate) fn give_back(&self, n: usize) {
+        if n > 0 {
+            self.free.fetch_add(n, Ordering::SeqCst);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.returned.notify_one();
+            }
+        }
+    }
+
+    /// Slots taken and not handed back.
+    pub(crate) fn in_use(&self) -> usize {
+        self.total - self.free.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once every slot is back. Only one task may wait here, and only once no
+    /// poller takes slots any more.
+    pub(crate) async fn all_returned(&self) {
+        self.wait_until(|| usize::from(self.in_use() == 0)).await;
+    }
+}
+
+/// Counts a waiter for as long as it waits (also when its future is dropped).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn register(waiting: &'a AtomicUsize) -> Self {
+        // SeqCst pairs with the load in `give_back`: either the hand-back sees this
+        // waiter, or this waiter's check after registering sees the hand-back.
+        waiting.fetch_add(1, Ordering::SeqCst);
+        Self(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One message's slot, handed back when the message task is done with it.
+#[derive(Debug)]
+pub(crate) struct Slot<'a>(pub(crate) &'a Capacity);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.give_back(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn takes_no_more_than_is_free() {
+        let capacity = Capacity::new(7);
+        assert_eq!(capacity.try_take(10), 7);
+        assert_eq!(capacity.try_take(1), 0);
+        capacity.give_back(3);
+        assert_eq!(capacity.try_take(2), 2);
+        assert_eq!(capacity.in_use(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_taker_wakes_when_a_slot_comes_back() {
+        let capacity = Arc::new(Capacity::new(1));
+        assert_eq!(capacity.try_take(1), 1);
+        let waiter = tokio::spawn({
+            let capacity = Arc::clone(&capacity);
+            async move { capacity.take(5).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        drop(Slot(&capacity));
+        assert_eq!(waiter.await.expect("waiter"), 1);
+
+        let all = tokio::spawn({
+            let capacity = Arc::clone(&capacity);
+            async move { capacity.all_returned().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!all.is_finished(), "one slot is still out");
+        capacity.give_back(1);
+        all.await.expect("all returned");
+    }
+}
