@@ -82,7 +82,9 @@ where
     Fut: Future<Output = R> + Send,
     R: IntoOutcome,
 {
-    async fn handle(&self, message: Message) -> Outcome {
-        self(message).await.into_outcome()
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send {
+        // Called at once, so the wrapper holds the handler's future, not the message.
+        let future = self(message);
+        async move { future.await.into_outcome() }
     }
 }

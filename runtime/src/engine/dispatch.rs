@@ -38,7 +38,16 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
     let receive_count = message.receive_count();
     let received_at = message.context().received_at();
     let message_id = message.id().to_owned();
-    let ending = run(&shared, message, receipt.clone(), received_at).await;
+    // The handler's future is built here, not in a nested `async fn`, so the message is
+    // moved once and the task stays small.
+    let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
+    tokio::pin!(handler);
+    // A handler that finishes on its first poll never touches a timer; the others move
+    // on to `supervise`, whose timers live in a box of their own.
+    let ending = match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
+        Poll::Ready(result) => Ending::Returned(outcome_of(result)),
+        Poll::Pending => Box::pin(supervise(&shared, handler, &receipt, received_at)).await,
+    };
 
     let counters = &shared.counters;
     let outcome = match ending {
@@ -82,30 +91,13 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
     }
 }
 
-/// Runs the handler to its end, the handler timeout or the shutdown deadline, whichever
-/// comes first, extending the message's visibility on every heartbeat.
-///
-/// A handler that finishes on its first poll never touches a timer; the others move on
-/// to [`supervise`], whose timers live in a box of their own so that the common fast
-/// path keeps every message task small.
-async fn run<H: Handler>(
-    shared: &Shared<H>,
-    message: Message,
-    receipt: ReceiptHandle,
-    received_at: Instant,
-) -> Ending {
-    let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
-    tokio::pin!(handler);
-    match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-        Poll::Ready(result) => Ending::Returned(outcome_of(result)),
-        Poll::Pending => Box::pin(supervise(shared, handler, receipt, received_at)).await,
-    }
-}
-
+/// Runs a handler that did not finish on its first poll to its end, the handler
+/// timeout or the shutdown deadline, whichever comes first, extending the message's
+/// visibility on every heartbeat.
 async fn supervise<H: Handler, F>(
     shared: &Shared<H>,
     mut handler: Pin<&mut F>,
-    receipt: ReceiptHandle,
+    receipt: &ReceiptHandle,
     received_at: Instant,
 ) -> Ending
 where
