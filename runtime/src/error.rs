@@ -15,6 +15,9 @@ pub enum Error {
     /// The queue could not be reached or refused a call before the worker started.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("could not install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 /// A setting outside its allowed range. The message names the setting.

@@ -56,6 +56,7 @@ mod engine;
 pub mod error;
 mod handler;
 mod message;
+mod shutdown;
 mod worker;
 
 pub use backend::{Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SqsBackend};
@@ -66,4 +67,5 @@ pub use engine::stats::RunReport;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use handler::{Handler, IntoOutcome, Outcome};
 pub use message::{Context, Message};
+pub use shutdown::ShutdownHandle;
 pub use worker::{Worker, WorkerBuilder};

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::backend::{MessageAttribute, ReceivedMessage};
-use crate::engine::Shutdown;
+use crate::engine::ShutdownState;
 
 /// One received message, as a handler sees it.
 #[derive(Debug)]
@@ -65,12 +65,12 @@ impl Message {
 /// What a handler can learn about the worker around it.
 #[derive(Clone, Debug)]
 pub struct Context {
-    shutdown: Arc<Shutdown>,
+    shutdown: Arc<ShutdownState>,
     received_at: Instant,
 }
 
 impl Context {
-    pub(crate) fn new(shutdown: Arc<Shutdown>, received_at: Instant) -> Self {
+    pub(crate) fn new(shutdown: Arc<ShutdownState>, received_at: Instant) -> Self {
         Self {
             shutdown,
             received_at,

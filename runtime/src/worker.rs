@@ -17,6 +17,7 @@ use crate::engine::stats::{Counters, RunReport};
 use crate::engine::{Shared, poll};
 use crate::error::{BackendError, Error};
 use crate::handler::Handler;
+use crate::shutdown::ShutdownHandle;
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
@@ -160,6 +161,30 @@ impl<H: Handler> Worker<H> {
     /// (missing, access denied) is an error. After the start, queue errors are retried
     /// with backoff and never end the run.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<RunReport, Error> {
+        self.run_inner(shutdown, std::future::pending()).await
+    }
+
+    /// Runs the worker until SIGTERM or SIGINT, then shuts down as
+    /// [`run_until`](Self::run_until) does; a second signal cancels the running handlers
+    /// at once and releases their messages. This is what a worker binary in an ECS task
+    /// calls.
+    pub async fn run(self) -> Result<RunReport, Error> {
+        let shutdown = ShutdownHandle::new();
+        shutdown.on_termination_signals().map_err(Error::Signals)?;
+        self.run_with(shutdown).await
+    }
+
+    /// Runs the worker until `shutdown` begins (graceful, as [`run_until`](Self::run_until))
+    /// or fires [`now`](ShutdownHandle::now) (running handlers cancelled at once).
+    pub async fn run_with(self, shutdown: ShutdownHandle) -> Result<RunReport, Error> {
+        self.run_inner(shutdown.begun(), shutdown.immediate()).await
+    }
+
+    async fn run_inner(
+        self,
+        shutdown: impl Future<Output = ()>,
+        immediate: impl Future<Output = ()>,
+    ) -> Result<RunReport, Error> {
         let started = Instant::now();
         self.config.validate()?;
         let attributes = preflight(&*self.backend).await?;
@@ -195,7 +220,11 @@ impl<H: Handler> Worker<H> {
         }
         pollers.close();
 
-        shutdown.await;
+        tokio::pin!(immediate);
+        tokio::select! {
+            () = shutdown => {}
+            () = &mut immediate => {}
+        }
         let deadline = Instant::now() + resolved.grace;
         let _ = shared.shutdown.deadline.set(deadline);
         shared.stop_receiving.cancel();
@@ -205,13 +234,15 @@ impl<H: Handler> Worker<H> {
             grace = ?resolved.grace,
             "shutdown: receiving stopped, waiting for running handlers"
         );
-        if timeout_at(deadline, shared.capacity.all_returned())
-            .await
-            .is_err()
-        {
+        let finished = tokio::select! {
+            biased;
+            () = &mut immediate => false,
+            finished = timeout_at(deadline, shared.capacity.all_returned()) => finished.is_ok(),
+        };
+        if !finished {
             tracing::warn!(
                 in_flight = shared.capacity.in_use(),
-                "shutdown: grace period over, releasing the messages of running handlers"
+                "shutdown: releasing the messages of running handlers"
             );
             shared.shutdown.cancel_handlers.cancel();
             shared.capacity.all_returned().await;

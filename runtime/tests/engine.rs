@@ -14,7 +14,8 @@ use spotq::backend::{
 };
 use spotq::embedded::Operation;
 use spotq::{
-    BackendError, Backoff, EmbeddedQueue, Error, Heartbeat, Message, Outcome, RetryPolicy, Worker,
+    BackendError, Backoff, EmbeddedQueue, Error, Heartbeat, Message, Outcome, RetryPolicy,
+    ShutdownHandle, Worker,
 };
 use tokio::time::{Instant, sleep};
 
@@ -540,4 +541,55 @@ async fn bad_settings_fail_before_any_queue_call() {
         "{error}"
     );
     assert_eq!(queue.stats().receive_calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutting_down_now_releases_running_handlers_at_once() {
+    let queue = EmbeddedQueue::builder("now")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("queue");
+    queue.send_many(["a", "b", "c"].map(str::to_owned));
+    let shutdown = ShutdownHandle::new();
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&cancelled);
+    let trigger = shutdown.clone();
+    let started = Instant::now();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        trigger.begin();
+        sleep(Duration::from_secs(2)).await;
+        trigger.now();
+    });
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .stop_timeout(Duration::from_secs(120))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::select! {
+                    () = sleep(Duration::from_secs(3600)) => {}
+                    () = message.context().cancelled() => {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                }
+            }
+        })
+        .run_with(shutdown)
+        .await
+        .expect("worker runs");
+
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(3),
+        "no wait for the 115 s grace"
+    );
+    assert_eq!((report.released, report.deleted), (3, 0));
+    assert_eq!(
+        cancelled.load(Ordering::SeqCst),
+        3,
+        "handlers saw Context::cancelled()"
+    );
+    assert_eq!(queue.counts().visible, 3, "released, receivable at once");
 }

@@ -48,12 +48,12 @@ pub(crate) struct Shared<H> {
     /// Cancelled when shutdown begins: pollers stop and drop any long poll in progress.
     pub(crate) stop_receiving: CancellationToken,
     /// What handlers see of shutdown, through their [`Context`](crate::Context).
-    pub(crate) shutdown: Arc<Shutdown>,
+    pub(crate) shutdown: Arc<ShutdownState>,
 }
 
 /// The shutdown state handlers can observe.
 #[derive(Debug, Default)]
-pub(crate) struct Shutdown {
+pub(crate) struct ShutdownState {
     /// Cancelled at the shutdown deadline: running handlers are dropped and their
     /// messages released.
     pub(crate) cancel_handlers: CancellationToken,

@@ -2,6 +2,8 @@
 //! against moto server on loopback. `scripts/test` starts moto and points the standard
 //! AWS configuration chain at it (`AWS_ENDPOINT_URL`), as a worker would be configured.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,80 +12,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, VisibilityChange};
 use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use support::{counts, create_queue, moto_endpoint, send, unique, until};
 use tokio::time::{Instant, sleep, timeout};
-
-/// The moto endpoint, checked to be the one the AWS SDK will use.
-fn moto_endpoint() -> String {
-    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT").expect(
-        "SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto",
-    );
-    let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-        .unwrap_or_default();
-    assert_eq!(
-        sdk_endpoint, endpoint,
-        "AWS_ENDPOINT_URL must point at moto, or these tests would reach a real account"
-    );
-    endpoint
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
-}
-
-/// Creates a queue through the SDK and connects to it by name, the way a worker does.
-async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)]) -> SqsBackend {
-    moto_endpoint();
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_sqs::Client::new(&config);
-    let mut create = client.create_queue().queue_name(name);
-    for (key, value) in attributes {
-        create = create.attributes(key.clone(), value);
-    }
-    create.send().await.expect("create queue");
-    SqsBackend::from_env(name).await.expect("connect by name")
-}
-
-async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
-    let bodies: Vec<String> = bodies.into_iter().collect();
-    for chunk in bodies.chunks(10) {
-        let mut batch = queue
-            .client()
-            .send_message_batch()
-            .queue_url(queue.queue_url());
-        for (index, body) in chunk.iter().enumerate() {
-            let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
-                .id(index.to_string())
-                .message_body(body)
-                .build()
-                .expect("entry");
-            batch = batch.entries(entry);
-        }
-        let output = batch.send().await.expect("send batch");
-        assert!(output.failed().is_empty(), "{:?}", output.failed());
-    }
-}
-
-/// Resolves once `done` reports true, polling; panics after `limit`.
-async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
-    let attributes = queue.attributes().await.expect("attributes");
-    (
-        attributes.visible,
-        attributes.not_visible,
-        attributes.delayed,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_and_deletes_every_message() {

@@ -1,0 +1,298 @@
+//! The Spot shutdown contract, with real worker processes and real signals against moto
+//! on loopback: SIGTERM (or SIGINT) drains within the grace period and leaves every
+//! message either deleted (processed) or receivable at once; a second signal releases
+//! everything now; SIGKILL strands messages until their visibility timeout; and a worker
+//! that is PID 1 of its own PID namespace drains the same way.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::SqsBackend;
+use spotq::backend::{Backend, ReceiveRequest};
+use support::{counts, create_queue, send, unique};
+use tokio::time::{Instant, sleep};
+
+/// A queue whose messages stay invisible for 2 minutes unless released.
+const VISIBILITY_SECS: &str = "120";
+
+struct WorkerProcess {
+    child: Child,
+    events: PathBuf,
+}
+
+struct Settings {
+    grace_secs: u64,
+    stop_timeout_secs: u64,
+    /// Runs the worker as PID 1 of a fresh PID namespace.
+    pid1: bool,
+}
+
+impl WorkerProcess {
+    fn start(queue: &SqsBackend, settings: &Settings) -> Self {
+        let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-worker")));
+        let binary = env!("CARGO_BIN_EXE_spotq-test-worker");
+        let mut command = if settings.pid1 {
+            let mut command = Command::new("unshare");
+            command.args(["--pid", "--fork", "--mount-proc", binary]);
+            command
+        } else {
+            Command::new(binary)
+        };
+        command
+            .env("SPOTQ_QUEUE", queue.queue_url())
+            .env("SPOTQ_EVENTS", &events)
+            .env("SPOTQ_CONCURRENCY", "16")
+            .env("SPOTQ_GRACE_SECS", settings.grace_secs.to_string())
+            .env(
+                "SPOTQ_STOP_TIMEOUT_SECS",
+                settings.stop_timeout_secs.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        let child = command.spawn().expect("start the worker");
+        Self { child, events }
+    }
+
+    /// `(event, body)` lines the handlers wrote.
+    fn events(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(event, body)| (event.to_owned(), body.to_owned()))
+            .collect()
+    }
+
+    fn bodies(&self, event: &str) -> BTreeSet<String> {
+        self.events()
+            .into_iter()
+            .filter(|(kind, _)| kind == event)
+            .map(|(_, body)| body)
+            .collect()
+    }
+
+    async fn wait_for(&self, event: &str, count: usize) {
+        let start = Instant::now();
+        while self.bodies(event).len() < count {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{count} `{event}` events never came"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The pid that receives the signal: the worker itself, also when `unshare` wraps it.
+    fn worker_pid(&self, pid1: bool) -> u32 {
+        let pid = self.child.id();
+        if !pid1 {
+            return pid;
+        }
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        for _ in 0..500 {
+            if let Some(child) = std::fs::read_to_string(&children).ok().and_then(|list| {
+                list.split_whitespace()
+                    .next()
+                    .and_then(|pid| pid.parse().ok())
+            }) {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("unshare started no child");
+    }
+
+    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the worker") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the worker did not exit within {limit:?}");
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = std::fs::remove_file(&self.events);
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// Four messages of each kind: quick ones finish before the signal, medium ones within
+/// the grace period, long ones never.
+fn workload() -> Vec<String> {
+    let mut bodies = Vec::new();
+    for n in 0..4 {
+        bodies.push(format!("quick{n}:100"));
+        bodies.push(format!("medium{n}:1500"));
+        bodies.push(format!("long{n}:600000"));
+    }
+    bodies
+}
+
+fn of_kind(kind: &str) -> BTreeSet<String> {
+    workload()
+        .into_iter()
+        .filter(|body| body.starts_with(kind))
+        .collect()
+}
+
+async fn loaded_queue(prefix: &str) -> SqsBackend {
+    let queue = create_queue(
+        &unique(prefix),
+        &[(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_SECS.to_owned(),
+        )],
+    )
+    .await;
+    send(&queue, workload()).await;
+    queue
+}
+
+/// Receives every visible message (releasing none); returns their bodies and receive
+/// counts.
+async fn receive_visible(queue: &SqsBackend) -> Vec<(String, u32)> {
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::ZERO,
+        visibility_timeout: Some(Duration::from_secs(60)),
+    };
+    let mut received = Vec::new();
+    loop {
+        let batch = queue.receive(request).await.expect("receive");
+        if batch.is_empty() {
+            return received;
+        }
+        received.extend(
+            batch
+                .iter()
+                .map(|message| (message.body.clone(), message.receive_count())),
+        );
+    }
+}
+
+/// Starts a worker, lets it take every message, signals it once, and checks the contract.
+async fn drains_on(signal_name: &str, pid1: bool) {
+    let queue = loaded_queue(&format!("drain-{}", signal_name.to_lowercase())).await;
+    let settings = Settings {
+        grace_secs: 3,
+        stop_timeout_secs: 6,
+        pid1,
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("start", 12).await;
+
+    let signalled = Instant::now();
+    signal(worker.worker_pid(pid1), signal_name);
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took <= Duration::from_secs(settings.grace_secs + 1),
+        "took {took:?}"
+    );
+    let done = worker.bodies("done");
+    let mut finished = of_kind("quick");
+    finished.extend(of_kind("medium"));
+    assert_eq!(
+        done, finished,
+        "quick and medium handlers finished within the grace period"
+    );
+    // Nothing left invisible: the long ones were released, the rest deleted.
+    assert_eq!(counts(&queue).await, (4, 0, 0));
+    let visible = receive_visible(&queue).await;
+    let bodies: BTreeSet<String> = visible.iter().map(|(body, _)| body.clone()).collect();
+    assert_eq!(
+        bodies,
+        of_kind("long"),
+        "only unfinished messages are left, none deleted unprocessed"
+    );
+    assert!(visible.iter().all(|(_, count)| *count == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_within_the_grace_period_and_releases_the_rest() {
+    drains_on("TERM", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_the_same_way() {
+    drains_on("INT", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_pid_1_of_a_fresh_pid_namespace_it_still_drains_on_sigterm() {
+    drains_on("TERM", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_releases_everything_at_once() {
+    let queue = loaded_queue("fast").await;
+    let settings = Settings {
+        grace_secs: 20,
+        stop_timeout_secs: 30,
+        pid1: false,
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("start", 12).await;
+    worker.wait_for("done", 4).await;
+
+    let signalled = Instant::now();
+    signal(worker.worker_pid(false), "TERM");
+    sleep(Duration::from_millis(200)).await;
+    signal(worker.worker_pid(false), "TERM");
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    let took = signalled.elapsed();
+
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}, not the 20 s grace"
+    );
+    assert_eq!(worker.bodies("done"), of_kind("quick"));
+    assert_eq!(
+        counts(&queue).await,
+        (8, 0, 0),
+        "medium and long messages released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
+    let queue = loaded_queue("kill").await;
+    let settings = Settings {
+        grace_secs: 3,
+        stop_timeout_secs: 6,
+        pid1: false,
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("start", 12).await;
+    worker.wait_for("done", 4).await;
+
+    signal(worker.worker_pid(false), "KILL");
+    let status = worker.wait_exit(Duration::from_secs(5)).await;
+    assert!(!status.success());
+    // What SIGTERM handling prevents: 8 messages invisible for up to 120 s, nobody's.
+    assert_eq!(counts(&queue).await, (0, 8, 0));
+}

@@ -1,0 +1,82 @@
+//! What the moto-backed tests share: the endpoint check, queues, sending, counts.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::SqsBackend;
+use spotq::backend::Backend;
+use tokio::time::{Instant, sleep};
+
+/// The moto endpoint, checked to be the one the AWS SDK will use.
+pub fn moto_endpoint() -> String {
+    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT").expect(
+        "SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto",
+    );
+    let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
+    assert_eq!(
+        sdk_endpoint, endpoint,
+        "AWS_ENDPOINT_URL must point at moto, or these tests would reach a real account"
+    );
+    endpoint
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+/// Creates a queue through the SDK and connects to it by name, the way a worker does.
+pub async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)]) -> SqsBackend {
+    moto_endpoint();
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let mut create = client.create_queue().queue_name(name);
+    for (key, value) in attributes {
+        create = create.attributes(key.clone(), value);
+    }
+    create.send().await.expect("create queue");
+    SqsBackend::from_env(name).await.expect("connect by name")
+}
+
+pub async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
+    let bodies: Vec<String> = bodies.into_iter().collect();
+    for chunk in bodies.chunks(10) {
+        let mut batch = queue
+            .client()
+            .send_message_batch()
+            .queue_url(queue.queue_url());
+        for (index, body) in chunk.iter().enumerate() {
+            let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .message_body(body)
+                .build()
+                .expect("entry");
+            batch = batch.entries(entry);
+        }
+        let output = batch.send().await.expect("send batch");
+        assert!(output.failed().is_empty(), "{:?}", output.failed());
+    }
+}
+
+/// Resolves once `done` reports true, polling; panics after `limit`.
+pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
+    let attributes = queue.attributes().await.expect("attributes");
+    (
+        attributes.visible,
+        attributes.not_visible,
+        attributes.delayed,
+    )
+}
