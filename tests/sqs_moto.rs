@@ -319,3 +319,33 @@ async fn delayed_and_in_flight_messages_are_counted() {
     assert_eq!(queue.receive(request).await.expect("receive").len(), 1);
     assert_eq!(counts(&queue).await, (1, 1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_goes_through_sqs_send_then_delete() {
+    let queue = create_queue(&unique("continue"), &[]).await;
+    send(&queue, ["part-1".to_owned()]).await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handler_seen = Arc::clone(&seen);
+    let done = Arc::clone(&seen);
+    let report = Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&handler_seen);
+            async move {
+                let body = message.body().to_owned();
+                seen.lock().expect("lock").push((body.clone(), message.receive_count()));
+                match body.as_str() {
+                    "part-1" => Outcome::Continue(spotq::SendMessage::new("part-2")),
+                    _ => Outcome::Ack,
+                }
+            }
+        })
+        .run_until(until(Duration::from_secs(20), move || done.lock().expect("lock").len() == 2))
+        .await
+        .expect("worker runs");
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen, [("part-1".to_owned(), 1), ("part-2".to_owned(), 1)]);
+    assert_eq!((report.continued, report.deleted), (1, 2));
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}

@@ -76,6 +76,10 @@ pub struct WorkerConfig {
     /// How long running handlers may continue after shutdown begins. Default: the stop
     /// timeout less 5 s (or less half of it, when shorter), kept for releasing messages.
     pub shutdown_grace: Option<Duration>,
+    /// Released messages become visible again after a random delay up to this (whole
+    /// seconds), so that many stopping tasks do not hand a burst to one survivor.
+    /// At most 60 s. Default 0: visible at once.
+    pub release_jitter: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -92,6 +96,7 @@ impl Default for WorkerConfig {
             flush_interval: Duration::from_millis(5),
             stop_timeout: Duration::from_secs(30),
             shutdown_grace: None,
+            release_jitter: Duration::ZERO,
         }
     }
 }
@@ -159,6 +164,13 @@ impl WorkerConfig {
                 "flush_interval",
                 self.flush_interval,
                 "at most 1 s",
+            ));
+        }
+        if self.release_jitter > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "release_jitter",
+                self.release_jitter,
+                "at most 60 s",
             ));
         }
         if self.stop_timeout.is_zero() || self.stop_timeout > MAX_STOP_TIMEOUT {
@@ -367,6 +379,13 @@ mod tests {
                     ..base()
                 },
                 "shutdown_grace",
+            ),
+            (
+                WorkerConfig {
+                    release_jitter: Duration::from_secs(61),
+                    ..base()
+                },
+                "release_jitter",
             ),
         ];
         for (config, setting) in cases {

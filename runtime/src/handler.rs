@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::backend::SendMessage;
 use crate::error::{BoxError, HandlerError};
 use crate::message::Message;
 
@@ -18,6 +19,13 @@ pub enum Outcome {
     /// after the queue's `maxReceiveCount` the queue's redrive policy moves the message to
     /// its dead-letter queue.
     Fail(HandlerError),
+    /// Hand the rest of the work on: send this message (the work's state) to the same
+    /// queue, then delete the one being handled. A long job checkpoints this way when
+    /// its task is stopping ([`Context::stopping`](crate::Context::stopping)), and goes
+    /// on elsewhere without a receive counted towards the dead-letter queue. On a FIFO
+    /// queue the continuation keeps the message's group unless it names its own. If the
+    /// send fails, nothing is deleted and the message counts as failed.
+    Continue(SendMessage),
 }
 
 impl Outcome {

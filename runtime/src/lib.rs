@@ -59,7 +59,9 @@ mod message;
 mod shutdown;
 mod worker;
 
-pub use backend::{Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SqsBackend};
+pub use backend::{
+    Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
+};
 pub use backoff::Backoff;
 pub use config::{Heartbeat, RetryPolicy, WorkerConfig};
 pub use embedded::EmbeddedQueue;

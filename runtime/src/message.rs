@@ -83,6 +83,13 @@ impl Context {
         self.shutdown.cancel_handlers.cancelled()
     }
 
+    /// Resolves when the worker begins to shut down (SIGTERM): running handlers may
+    /// go on until [`deadline`](Self::deadline), but a long job should checkpoint now,
+    /// e.g. by returning [`Outcome::Continue`](crate::Outcome::Continue).
+    pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
+        self.shutdown.stopping.cancelled()
+    }
+
     /// Whether [`cancelled`](Self::cancelled) has fired.
     pub fn is_cancelled(&self) -> bool {
         self.shutdown.cancel_handlers.is_cancelled()

@@ -132,6 +132,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Released messages become visible after a random delay up to `release_jitter`
+    /// (default 0: at once; at most 60 s).
+    pub fn release_jitter(mut self, release_jitter: Duration) -> Self {
+        self.config.release_jitter = release_jitter;
+        self
+    }
+
     /// Sets the handler and finishes the worker.
     pub fn handler<H: Handler>(self, handler: H) -> Worker<H> {
         Worker {
@@ -227,6 +234,7 @@ impl<H: Handler> Worker<H> {
         }
         let deadline = Instant::now() + resolved.grace;
         let _ = shared.shutdown.deadline.set(deadline);
+        shared.shutdown.stopping.cancel();
         shared.stop_receiving.cancel();
         pollers.wait().await;
         tracing::info!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use spotq::backend::{
     Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    VisibilityChange,
+    SendMessage, VisibilityChange,
 };
 use spotq::embedded::Operation;
 use spotq::{
@@ -291,6 +291,10 @@ impl Backend for PermitCheck {
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
         self.queue.attributes().await
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        Backend::send(&self.queue, message).await
     }
 }
 
@@ -592,4 +596,142 @@ async fn shutting_down_now_releases_running_handlers_at_once() {
         "handlers saw Context::cancelled()"
     );
     assert_eq!(queue.counts().visible, 3, "released, receivable at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_is_sent_before_the_original_is_deleted() {
+    let queue = EmbeddedQueue::new("continue");
+    queue.send("step:1");
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                assert_eq!(message.receive_count(), 1, "continuations start afresh");
+                let step: u32 = message.body()["step:".len()..].parse().expect("step");
+                if step < 3 {
+                    Outcome::Continue(SendMessage::new(format!("step:{}", step + 1)))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    for step in ["step:1", "step:2", "step:3"] {
+        assert_eq!(calls.of(step).len(), 1, "{step}");
+    }
+    assert_eq!((report.continued, report.succeeded, report.deleted), (2, 1, 3));
+    assert_eq!(report.failed, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_that_cannot_be_sent_deletes_nothing() {
+    let queue = EmbeddedQueue::builder("continue-fails")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("queue");
+    queue.send("job");
+    queue.faults().reject_next(Operation::Send, 1);
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                recorder.record(&message);
+                if message.body() == "job" && message.receive_count() == 1 {
+                    Outcome::Continue(SendMessage::new("rest of job"))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(calls.of("job").len(), 2, "the original came back after the failed send");
+    assert!(calls.of("rest of job").is_empty());
+    assert_eq!((report.continued, report.failed, report.deleted), (0, 1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_job_checkpoints_when_its_task_is_stopping() {
+    let queue = EmbeddedQueue::new("checkpoint");
+    queue.send("0");
+    let shutdown = ShutdownHandle::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(35)).await;
+        trigger.begin();
+    });
+    let started = Instant::now();
+    let report = Worker::builder(queue.clone())
+        .handler(|message: Message| async move {
+            let mut done: u64 = message.body().parse().expect("progress");
+            loop {
+                tokio::select! {
+                    () = sleep(Duration::from_secs(10)) => done += 1,
+                    () = message.context().stopping() => {
+                        return Outcome::Continue(SendMessage::new(done.to_string()));
+                    }
+                }
+            }
+        })
+        .run_with(shutdown)
+        .await
+        .expect("worker runs");
+
+    assert!(started.elapsed() < Duration::from_secs(36), "no wait for the grace period");
+    assert_eq!((report.continued, report.released, report.deleted), (1, 0, 1));
+    // The checkpoint is on the queue, visible, carrying the progress made.
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::ZERO,
+        visibility_timeout: None,
+    };
+    let left = queue.receive(request).await.expect("receive");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].body, "3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn release_jitter_spreads_released_messages_over_the_configured_window() {
+    let queue = EmbeddedQueue::builder("jitter")
+        .visibility_timeout(Duration::from_secs(300))
+        .build()
+        .expect("queue");
+    queue.send_many((0..40).map(|n| n.to_string()));
+    let shutdown = ShutdownHandle::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        trigger.now();
+    });
+    let report = Worker::builder(queue.clone())
+        .concurrency(40)
+        .release_jitter(Duration::from_secs(20))
+        .handler(|_message: Message| std::future::pending::<()>())
+        .run_with(shutdown)
+        .await
+        .expect("worker runs");
+    assert_eq!(report.released, 40);
+
+    let released_at = Instant::now();
+    let mut visible_after = Vec::new();
+    while visible_after.len() < 40 {
+        let visible = queue.counts().visible as usize;
+        visible_after.resize(visible.max(visible_after.len()), released_at.elapsed());
+        sleep(Duration::from_millis(500)).await;
+    }
+    let last = *visible_after.iter().max().expect("40 releases");
+    assert!(last <= Duration::from_secs(21), "all visible within the jitter window: {last:?}");
+    assert!(last >= Duration::from_secs(10), "not all at once: {last:?}");
+    assert!(queue.counts().visible == 40);
 }

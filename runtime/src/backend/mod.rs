@@ -105,6 +105,62 @@ impl ReceivedMessage {
     }
 }
 
+/// A message to send: a body plus the optional parameters of SQS `SendMessage`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendMessage {
+    /// The message body.
+    pub body: String,
+    /// `DelaySeconds` of this message, overriding the queue's delay; at most 15 min,
+    /// a fraction of a second rounded up.
+    pub delay: Option<Duration>,
+    /// User-defined message attributes, returned with every receive.
+    pub attributes: HashMap<String, MessageAttribute>,
+    /// `MessageGroupId`: required on FIFO queues (messages of one group are delivered
+    /// in order), optional on standard ones.
+    pub group_id: Option<String>,
+    /// `MessageDeduplicationId`, for FIFO queues without content-based deduplication.
+    pub deduplication_id: Option<String>,
+}
+
+impl SendMessage {
+    /// A message with this body, the queue's delay and no attributes.
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Delays this message by `delay` instead of the queue's delay.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Adds a user-defined message attribute.
+    #[must_use]
+    pub fn attribute(mut self, name: impl Into<String>, value: MessageAttribute) -> Self {
+        self.attributes.insert(name.into(), value);
+        self
+    }
+
+    /// Sets the message group (FIFO order).
+    #[must_use]
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Sets the deduplication id (FIFO queues).
+    #[must_use]
+    pub fn deduplication_id(mut self, deduplication_id: impl Into<String>) -> Self {
+        self.deduplication_id = Some(deduplication_id.into());
+        self
+    }
+}
+
 /// What a receive call asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceiveRequest {
@@ -217,6 +273,10 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Reads the queue's approximate counts and settings.
     async fn attributes(&self) -> Result<QueueAttributes, BackendError>;
+
+    /// Sends one message to the queue; returns its message id. The engine sends a
+    /// handler's continuation with it.
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError>;
 }
 
 #[async_trait]
@@ -245,6 +305,10 @@ impl<B: Backend + ?Sized> Backend for Arc<B> {
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
         (**self).attributes().await
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        (**self).send(message).await
     }
 }
 

@@ -6,14 +6,17 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName,
 };
 
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
-    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
+    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendMessage, VisibilityChange,
+    whole_seconds,
 };
 use crate::error::BackendError;
 
@@ -153,6 +156,33 @@ impl Backend for SqsBackend {
             .await
             .map_err(|error| classify("ChangeMessageVisibilityBatch", error))?;
         Ok(entry_results(changes.len(), output.failed()))
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        let mut call = self
+            .client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message.body)
+            .set_message_group_id(message.group_id)
+            .set_message_deduplication_id(message.deduplication_id);
+        if let Some(delay) = message.delay {
+            call = call.delay_seconds(seconds_i32(whole_seconds(delay)));
+        }
+        for (name, attribute) in message.attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type(attribute.data_type)
+                .set_string_value(attribute.string_value)
+                .set_binary_value(attribute.binary_value.map(Blob::new))
+                .build()
+                .map_err(|error| build_error("SendMessage", error))?;
+            call = call.message_attributes(name, value);
+        }
+        let output = call
+            .send()
+            .await
+            .map_err(|error| classify("SendMessage", error))?;
+        Ok(output.message_id.unwrap_or_default())
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {

@@ -22,15 +22,18 @@ pub enum Operation {
     ChangeVisibilityBatch,
     /// `GetQueueAttributes`.
     Attributes,
+    /// `SendMessage` (through [`Backend::send`](crate::backend::Backend::send)).
+    Send,
 }
 
 impl Operation {
     /// Every operation, in declaration order.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Receive,
         Self::DeleteBatch,
         Self::ChangeVisibilityBatch,
         Self::Attributes,
+        Self::Send,
     ];
 
     /// The SQS API name, as errors report it in [`BackendError::operation`].
@@ -40,6 +43,7 @@ impl Operation {
             Self::DeleteBatch => "DeleteMessageBatch",
             Self::ChangeVisibilityBatch => "ChangeMessageVisibilityBatch",
             Self::Attributes => "GetQueueAttributes",
+            Self::Send => "SendMessage",
         }
     }
 
@@ -49,6 +53,7 @@ impl Operation {
             Self::DeleteBatch => 1,
             Self::ChangeVisibilityBatch => 2,
             Self::Attributes => 3,
+            Self::Send => 4,
         }
     }
 }
@@ -78,7 +83,7 @@ pub struct InjectedFaults {
 /// failure, rejection. A call that fails as a whole changes nothing in the queue.
 #[derive(Debug, Default)]
 pub struct Faults {
-    operations: [OperationFaults; 4],
+    operations: [OperationFaults; 5],
 }
 
 #[derive(Debug, Default)]

@@ -62,13 +62,14 @@ use tokio::time::Instant;
 pub use self::faults::{Faults, InjectedFaults, Operation};
 pub use self::stats::RequestStats;
 pub use self::store::QueueCounts;
+pub use crate::backend::SendMessage;
 
 use self::ids::{HandleParts, MessageId};
 use self::store::{ChangeError, Delivery, Message, NewMessage, Store, UserAttributes};
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT,
-    MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    RedrivePolicy, VisibilityChange, whole_seconds,
+    QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy,
+    VisibilityChange, whole_seconds,
 };
 use crate::error::{BackendError, ConfigError};
 
@@ -123,45 +124,6 @@ struct Inner {
 struct Redrive {
     dead_letter: EmbeddedQueue,
     max_receive_count: u32,
-}
-
-/// A message to send with [`EmbeddedQueue::send_with`]: a body plus the optional
-/// parameters of SQS `SendMessage`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SendMessage {
-    /// The message body.
-    pub body: String,
-    /// `DelaySeconds` of this message, overriding the queue's delay; at most 15 min,
-    /// a fraction of a second rounded up.
-    pub delay: Option<Duration>,
-    /// User-defined message attributes, returned with every receive.
-    pub attributes: HashMap<String, MessageAttribute>,
-}
-
-impl SendMessage {
-    /// A message with this body, the queue's delay and no attributes.
-    pub fn new(body: impl Into<String>) -> Self {
-        Self {
-            body: body.into(),
-            delay: None,
-            attributes: HashMap::new(),
-        }
-    }
-
-    /// Delays this message by `delay` instead of the queue's delay.
-    #[must_use]
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
-        self
-    }
-
-    /// Adds a user-defined message attribute.
-    #[must_use]
-    pub fn attribute(mut self, name: impl Into<String>, value: MessageAttribute) -> Self {
-        self.attributes.insert(name.into(), value);
-        self
-    }
 }
 
 /// Configures an [`EmbeddedQueue`]; from [`EmbeddedQueue::builder`].
@@ -569,6 +531,8 @@ impl Inner {
                 stats.change_visibility_batch_entries += entries as u64;
             }
             Operation::Attributes => stats.attributes_calls += 1,
+            // Sends are not among the calls a worker's run is billed for here.
+            Operation::Send => {}
         }
     }
 
@@ -726,6 +690,11 @@ impl Backend for EmbeddedQueue {
             inner.wake();
         }
         Ok(results)
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        self.inner.faults.before_call(Operation::Send).await?;
+        self.send_with(message)
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use tokio::time::{Instant, advance, sleep};
 
 use super::*;
+use crate::backend::MessageAttribute;
 
 const SECOND: Duration = Duration::from_secs(1);
 

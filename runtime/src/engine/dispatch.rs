@@ -12,13 +12,17 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::time::{Instant, sleep_until};
 
-use crate::backend::ReceiptHandle;
+use crate::backend::{Backend, ReceiptHandle, SendMessage};
+use crate::backoff::CALL_RETRY;
 use crate::config::RetryPolicy;
 use crate::engine::Shared;
 use crate::engine::capacity::Slot;
 use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
-use crate::error::HandlerError;
+use crate::error::{BackendError, HandlerError};
+
+/// Attempts at sending a continuation before the message counts as failed.
+const SEND_ATTEMPTS: u32 = 5;
 use crate::handler::{Handler, Outcome};
 use crate::message::Message;
 
@@ -38,6 +42,7 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
     let receive_count = message.receive_count();
     let received_at = message.context().received_at();
     let message_id = message.id().to_owned();
+    let group_id = message.attributes().get("MessageGroupId").cloned();
     // The handler's future is built here, not in a nested `async fn`, so the message is
     // moved once and the task stays small.
     let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
@@ -52,11 +57,10 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
     let counters = &shared.counters;
     let outcome = match ending {
         Ending::Cancelled => {
-            // Handed back at once so another task can take it.
+            // Handed back at once (or after a little jitter) so another task takes it.
             Counters::add(&counters.released, 1);
-            shared
-                .settler
-                .change(receipt, Duration::ZERO, ChangeKind::Release);
+            let delay = jittered(shared.config.release_jitter);
+            shared.settler.change(receipt, delay, ChangeKind::Release);
             return;
         }
         Ending::Returned(outcome) => outcome,
@@ -71,24 +75,91 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
             let delay = delay.min(shared.visibility_room(received_at, Instant::now()));
             shared.settler.change(receipt, delay, ChangeKind::Retry);
         }
-        Outcome::Fail(error) => {
-            Counters::add(&counters.failed, 1);
-            tracing::warn!(
-                message_id = %message_id,
-                receive_count,
-                kind = error.kind(),
-                %error,
-                "handler failed"
-            );
-            if let RetryPolicy::Backoff(backoff) = shared.config.retry {
-                Counters::add(&counters.retried, 1);
-                let delay = backoff
-                    .delay(receive_count)
-                    .min(shared.visibility_room(received_at, Instant::now()));
-                shared.settler.change(receipt, delay, ChangeKind::Retry);
+        Outcome::Continue(mut next) => {
+            if next.group_id.is_none() {
+                next.group_id = group_id;
+            }
+            match send(&*shared.backend, next).await {
+                Ok(continuation_id) => {
+                    Counters::add(&counters.continued, 1);
+                    tracing::debug!(%message_id, %continuation_id, "handed on");
+                    shared.settler.delete(receipt);
+                }
+                Err(error) => {
+                    let error = HandlerError::failed(error);
+                    fail(
+                        &shared,
+                        receipt,
+                        &message_id,
+                        receive_count,
+                        received_at,
+                        error,
+                    );
+                }
             }
         }
+        Outcome::Fail(error) => {
+            fail(
+                &shared,
+                receipt,
+                &message_id,
+                receive_count,
+                received_at,
+                error,
+            );
+        }
     }
+}
+
+/// A failed message: counted, logged, and retried per the retry policy.
+fn fail<H>(
+    shared: &Shared<H>,
+    receipt: ReceiptHandle,
+    message_id: &str,
+    receive_count: u32,
+    received_at: Instant,
+    error: HandlerError,
+) {
+    let counters = &shared.counters;
+    Counters::add(&counters.failed, 1);
+    tracing::warn!(
+        message_id = %message_id,
+        receive_count,
+        kind = error.kind(),
+        %error,
+        "handler failed"
+    );
+    if let RetryPolicy::Backoff(backoff) = shared.config.retry {
+        Counters::add(&counters.retried, 1);
+        let delay = backoff
+            .delay(receive_count)
+            .min(shared.visibility_room(received_at, Instant::now()));
+        shared.settler.change(receipt, delay, ChangeKind::Retry);
+    }
+}
+
+/// Sends a continuation, retrying what may succeed later.
+async fn send(backend: &dyn Backend, message: SendMessage) -> Result<String, BackendError> {
+    let mut attempt = 1;
+    loop {
+        match backend.send(message.clone()).await {
+            Err(error) if error.is_retryable() && attempt < SEND_ATTEMPTS => {
+                tracing::debug!(%error, attempt, "sending a continuation failed; retrying");
+                tokio::time::sleep(CALL_RETRY.delay(attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A uniform pick in `[0, max]`; zero when `max` is zero.
+fn jittered(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
 /// Runs a handler that did not finish on its first poll to its end, the handler

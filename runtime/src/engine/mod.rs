@@ -54,6 +54,8 @@ pub(crate) struct Shared<H> {
 /// The shutdown state handlers can observe.
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownState {
+    /// Cancelled when shutdown begins.
+    pub(crate) stopping: CancellationToken,
     /// Cancelled at the shutdown deadline: running handlers are dropped and their
     /// messages released.
     pub(crate) cancel_handlers: CancellationToken,

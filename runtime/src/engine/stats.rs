@@ -40,6 +40,8 @@ counters! {
     failed,
     /// Messages made visible again after a failure or a requested retry.
     retried,
+    /// Messages whose handler handed the work on in a new message (then deleted).
+    continued,
     /// Messages released at shutdown (visibility set to 0) before their handler finished.
     released,
     /// Messages deleted from the queue.
