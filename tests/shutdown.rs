@@ -14,6 +14,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::SqsBackend;
 use spotq::backend::{Backend, ReceiveRequest};
+use spotq::testing::{AgentStandIn, STATE};
 use support::{counts, create_queue, send, unique};
 use tokio::time::{Instant, sleep};
 
@@ -30,6 +31,8 @@ struct Settings {
     stop_timeout_secs: u64,
     /// Runs the worker as PID 1 of a fresh PID namespace.
     pid1: bool,
+    /// `$ECS_AGENT_URI`: where task scale-in protection goes.
+    agent_uri: Option<String>,
 }
 
 impl WorkerProcess {
@@ -53,7 +56,11 @@ impl WorkerProcess {
                 settings.stop_timeout_secs.to_string(),
             )
             .env("RUST_LOG", "warn")
+            .env_remove("ECS_AGENT_URI")
             .stdin(Stdio::null());
+        if let Some(uri) = &settings.agent_uri {
+            command.env("ECS_AGENT_URI", uri);
+        }
         let child = command.spawn().expect("start the worker");
         Self { child, events }
     }
@@ -198,6 +205,7 @@ async fn drains_on(signal_name: &str, pid1: bool) {
         grace_secs: 3,
         stop_timeout_secs: 6,
         pid1,
+        agent_uri: None,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -253,6 +261,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
         grace_secs: 20,
         stop_timeout_secs: 30,
         pid1: false,
+        agent_uri: None,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -285,6 +294,7 @@ async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
         grace_secs: 3,
         stop_timeout_secs: 6,
         pid1: false,
+        agent_uri: None,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -295,4 +305,45 @@ async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
     assert!(!status.success());
     // What SIGTERM handling prevents: 8 messages invisible for up to 120 s, nobody's.
     assert_eq!(counts(&queue).await, (0, 8, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
+    let agent = AgentStandIn::start().await;
+    let queue = create_queue(&unique("protect"), &[]).await;
+    let settings = Settings {
+        grace_secs: 3,
+        stop_timeout_secs: 6,
+        pid1: false,
+        agent_uri: Some(agent.uri()),
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    // Idle: a long-polling worker holds no protection.
+    sleep(Duration::from_secs(2)).await;
+    assert!(agent.calls().is_empty(), "{:?}", agent.calls());
+
+    send(&queue, ["job0:1500".to_owned(), "job1:1500".to_owned()]).await;
+    worker.wait_for("start", 2).await;
+    let calls = agent.wait_for_calls(1).await;
+    assert_eq!(
+        (calls[0].method.as_str(), calls[0].path.as_str()),
+        ("PUT", STATE)
+    );
+    assert_eq!(calls[0].body["ProtectionEnabled"], serde_json::json!(true));
+    assert_eq!(calls[0].body["ExpiresInMinutes"], serde_json::json!(60));
+    worker.wait_for("done", 2).await;
+
+    signal(worker.worker_pid(false), "TERM");
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    let calls = agent.calls();
+    let states: Vec<_> = calls
+        .iter()
+        .map(|call| call.body["ProtectionEnabled"].clone())
+        .collect();
+    assert_eq!(
+        states,
+        [serde_json::json!(true), serde_json::json!(false)],
+        "{calls:?}"
+    );
 }

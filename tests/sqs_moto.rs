@@ -333,14 +333,18 @@ async fn a_continuation_goes_through_sqs_send_then_delete() {
             let seen = Arc::clone(&handler_seen);
             async move {
                 let body = message.body().to_owned();
-                seen.lock().expect("lock").push((body.clone(), message.receive_count()));
+                seen.lock()
+                    .expect("lock")
+                    .push((body.clone(), message.receive_count()));
                 match body.as_str() {
                     "part-1" => Outcome::Continue(spotq::SendMessage::new("part-2")),
                     _ => Outcome::Ack,
                 }
             }
         })
-        .run_until(until(Duration::from_secs(20), move || done.lock().expect("lock").len() == 2))
+        .run_until(until(Duration::from_secs(20), move || {
+            done.lock().expect("lock").len() == 2
+        }))
         .await
         .expect("worker runs");
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::backend::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 use crate::backoff::Backoff;
 use crate::error::ConfigError;
+use crate::protection::ProtectionConfig;
 
 /// The longest ECS `stopTimeout`: the time between SIGTERM and SIGKILL.
 pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -80,6 +81,10 @@ pub struct WorkerConfig {
     /// seconds), so that many stopping tasks do not hand a burst to one survivor.
     /// At most 60 s. Default 0: visible at once.
     pub release_jitter: Duration,
+    /// ECS task scale-in protection while handlers run, through the agent at
+    /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
+    /// Default: on, with [`ProtectionConfig::default`].
+    pub task_protection: Option<ProtectionConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -97,6 +102,7 @@ impl Default for WorkerConfig {
             stop_timeout: Duration::from_secs(30),
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
+            task_protection: Some(ProtectionConfig::default()),
         }
     }
 }
@@ -172,6 +178,9 @@ impl WorkerConfig {
                 self.release_jitter,
                 "at most 60 s",
             ));
+        }
+        if let Some(protection) = &self.task_protection {
+            protection.validate()?;
         }
         if self.stop_timeout.is_zero() || self.stop_timeout > MAX_STOP_TIMEOUT {
             return Err(ConfigError::new(

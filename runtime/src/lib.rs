@@ -56,7 +56,10 @@ mod engine;
 pub mod error;
 mod handler;
 mod message;
+pub mod protection;
 mod shutdown;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 mod worker;
 
 pub use backend::{

@@ -17,6 +17,7 @@ use crate::engine::stats::{Counters, RunReport};
 use crate::engine::{Shared, poll};
 use crate::error::{BackendError, Error};
 use crate::handler::Handler;
+use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::shutdown::ShutdownHandle;
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
@@ -139,6 +140,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// ECS task scale-in protection settings, or `None` to turn it off (default: on
+    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task).
+    pub fn task_protection(mut self, task_protection: Option<ProtectionConfig>) -> Self {
+        self.config.task_protection = task_protection;
+        self
+    }
+
     /// Sets the handler and finishes the worker.
     pub fn handler<H: Handler>(self, handler: H) -> Worker<H> {
         Worker {
@@ -194,6 +202,10 @@ impl<H: Handler> Worker<H> {
     ) -> Result<RunReport, Error> {
         let started = Instant::now();
         self.config.validate()?;
+        let protection = match self.config.task_protection {
+            Some(config) => TaskProtection::from_env(config)?,
+            None => None,
+        };
         let attributes = preflight(&*self.backend).await?;
         let resolved = self.config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());
@@ -226,6 +238,12 @@ impl<H: Handler> Worker<H> {
             pollers.spawn(poll(Arc::clone(&shared)));
         }
         pollers.close();
+        let protection_stop = CancellationToken::new();
+        let protection = protection.map(|protection| {
+            let shared = Arc::clone(&shared);
+            let stop = protection_stop.clone();
+            tokio::spawn(protection.run(move || shared.capacity.messages_in_flight(), stop))
+        });
 
         tokio::pin!(immediate);
         tokio::select! {
@@ -255,9 +273,17 @@ impl<H: Handler> Worker<H> {
             shared.shutdown.cancel_handlers.cancel();
             shared.capacity.all_returned().await;
         }
-        // Every message is settled: its slot came back after.
+        // Every message is settled: its slot came back after. Protection goes off now
+        // that no handler runs, while the last batches are sent.
+        protection_stop.cancel();
         drop(shared);
         settler.close().await;
+        if let Some(protection) = protection {
+            match protection.await {
+                Ok(report) => tracing::info!(?report, "task protection stopped"),
+                Err(error) => tracing::error!(%error, "task protection driver failed"),
+            }
+        }
         let report = counters.report(started.elapsed());
         tracing::info!(?report, "worker stopped");
         Ok(report)

@@ -625,7 +625,10 @@ async fn a_continuation_is_sent_before_the_original_is_deleted() {
     for step in ["step:1", "step:2", "step:3"] {
         assert_eq!(calls.of(step).len(), 1, "{step}");
     }
-    assert_eq!((report.continued, report.succeeded, report.deleted), (2, 1, 3));
+    assert_eq!(
+        (report.continued, report.succeeded, report.deleted),
+        (2, 1, 3)
+    );
     assert_eq!(report.failed, 0);
 }
 
@@ -656,7 +659,11 @@ async fn a_continuation_that_cannot_be_sent_deletes_nothing() {
         .await
         .expect("worker runs");
 
-    assert_eq!(calls.of("job").len(), 2, "the original came back after the failed send");
+    assert_eq!(
+        calls.of("job").len(),
+        2,
+        "the original came back after the failed send"
+    );
     assert!(calls.of("rest of job").is_empty());
     assert_eq!((report.continued, report.failed, report.deleted), (0, 1, 1));
 }
@@ -688,8 +695,14 @@ async fn a_long_job_checkpoints_when_its_task_is_stopping() {
         .await
         .expect("worker runs");
 
-    assert!(started.elapsed() < Duration::from_secs(36), "no wait for the grace period");
-    assert_eq!((report.continued, report.released, report.deleted), (1, 0, 1));
+    assert!(
+        started.elapsed() < Duration::from_secs(36),
+        "no wait for the grace period"
+    );
+    assert_eq!(
+        (report.continued, report.released, report.deleted),
+        (1, 0, 1)
+    );
     // The checkpoint is on the queue, visible, carrying the progress made.
     let request = ReceiveRequest {
         max_messages: 10,
@@ -731,7 +744,10 @@ async fn release_jitter_spreads_released_messages_over_the_configured_window() {
         sleep(Duration::from_millis(500)).await;
     }
     let last = *visible_after.iter().max().expect("40 releases");
-    assert!(last <= Duration::from_secs(21), "all visible within the jitter window: {last:?}");
+    assert!(
+        last <= Duration::from_secs(21),
+        "all visible within the jitter window: {last:?}"
+    );
     assert!(last >= Duration::from_secs(10), "not all at once: {last:?}");
     assert!(queue.counts().visible == 40);
 }

@@ -13,6 +13,8 @@ use tokio::sync::Notify;
 pub(crate) struct Capacity {
     total: usize,
     free: AtomicUsize,
+    /// Slots pollers hold for a receive in progress, not yet handed to messages.
+    reserved: AtomicUsize,
     /// Tasks waiting in `take` or `all_returned`: a slot handed back wakes them only then,
     /// so the hot path of a busy worker is one atomic add.
     waiting: AtomicUsize,
@@ -24,6 +26,7 @@ impl Capacity {
         Self {
             total,
             free: AtomicUsize::new(total),
+            reserved: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             returned: Notify::new(),
         }
@@ -87,6 +90,25 @@ impl Capacity {
     /// Slots taken and not handed back.
     pub(crate) fn in_use(&self) -> usize {
         self.total - self.free.load(Ordering::SeqCst)
+    }
+
+    /// Marks `n` taken slots as held by a poller for its receive, not by messages.
+    pub(crate) fn reserve(&self, n: usize) {
+        self.reserved.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Ends a reservation: the receive returned.
+    pub(crate) fn unreserve(&self, n: usize) {
+        self.reserved.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Messages being handled: slots taken less those reserved for receives (a long poll
+    /// on an idle queue holds slots but no message). Reservations begin before slots
+    /// are taken and end after unused ones are handed back, so while slots move this
+    /// may read low, never high: an idle worker never looks busy.
+    pub(crate) fn messages_in_flight(&self) -> usize {
+        self.in_use()
+            .saturating_sub(self.reserved.load(Ordering::Relaxed))
     }
 
     /// Resolves once every slot is back. Only one task may wait here, and only once no

@@ -32,6 +32,19 @@ async fn take_slots<H>(shared: &Shared<H>) -> Option<usize> {
         () = shared.stop_receiving.cancelled() => return None,
         turn = shared.poller_turn.lock() => turn,
     };
+    // Reserved before they are taken, so slots held for a receive never count as
+    // messages in flight (see `Capacity::messages_in_flight`).
+    capacity.reserve(batch);
+    let taken = gather(shared, batch).await;
+    match taken {
+        Some(taken) => capacity.unreserve(batch - taken),
+        None => capacity.unreserve(batch),
+    }
+    taken
+}
+
+async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
+    let capacity = &shared.capacity;
     let mut taken = tokio::select! {
         biased;
         () = shared.stop_receiving.cancelled() => return None,
@@ -75,6 +88,7 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
             // to the abandoned request, which then waits out its visibility timeout.
             () = shared.stop_receiving.cancelled() => {
                 shared.capacity.give_back(slots);
+                shared.capacity.unreserve(slots);
                 return;
             }
             received = shared.backend.receive(request) => received,
@@ -116,7 +130,10 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                 Some(delay)
             }
         };
+        // Unused slots go back before the reservation ends, so they never count as
+        // messages in flight.
         shared.capacity.give_back(slots - started_messages);
+        shared.capacity.unreserve(slots);
         if let Some(delay) = pause {
             tokio::select! {
                 () = shared.stop_receiving.cancelled() => return,
