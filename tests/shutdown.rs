@@ -7,142 +7,18 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::SqsBackend;
 use spotq::backend::{Backend, ReceiveRequest};
 use spotq::testing::{AgentStandIn, STATE};
+use support::process::{Settings, WorkerProcess, signal};
 use support::{counts, create_queue, send, unique};
 use tokio::time::{Instant, sleep};
 
 /// A queue whose messages stay invisible for 2 minutes unless released.
 const VISIBILITY_SECS: &str = "120";
-
-struct WorkerProcess {
-    child: Child,
-    events: PathBuf,
-}
-
-struct Settings {
-    grace_secs: u64,
-    stop_timeout_secs: u64,
-    /// Runs the worker as PID 1 of a fresh PID namespace.
-    pid1: bool,
-    /// `$ECS_AGENT_URI`: where task scale-in protection goes.
-    agent_uri: Option<String>,
-}
-
-impl WorkerProcess {
-    fn start(queue: &SqsBackend, settings: &Settings) -> Self {
-        let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-worker")));
-        let binary = env!("CARGO_BIN_EXE_spotq-test-worker");
-        let mut command = if settings.pid1 {
-            let mut command = Command::new("unshare");
-            command.args(["--pid", "--fork", "--mount-proc", binary]);
-            command
-        } else {
-            Command::new(binary)
-        };
-        command
-            .env("SPOTQ_QUEUE", queue.queue_url())
-            .env("SPOTQ_EVENTS", &events)
-            .env("SPOTQ_CONCURRENCY", "16")
-            .env("SPOTQ_GRACE_SECS", settings.grace_secs.to_string())
-            .env(
-                "SPOTQ_STOP_TIMEOUT_SECS",
-                settings.stop_timeout_secs.to_string(),
-            )
-            .env("RUST_LOG", "warn")
-            .env_remove("ECS_AGENT_URI")
-            .stdin(Stdio::null());
-        if let Some(uri) = &settings.agent_uri {
-            command.env("ECS_AGENT_URI", uri);
-        }
-        let child = command.spawn().expect("start the worker");
-        Self { child, events }
-    }
-
-    /// `(event, body)` lines the handlers wrote.
-    fn events(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.split_once(' '))
-            .map(|(event, body)| (event.to_owned(), body.to_owned()))
-            .collect()
-    }
-
-    fn bodies(&self, event: &str) -> BTreeSet<String> {
-        self.events()
-            .into_iter()
-            .filter(|(kind, _)| kind == event)
-            .map(|(_, body)| body)
-            .collect()
-    }
-
-    async fn wait_for(&self, event: &str, count: usize) {
-        let start = Instant::now();
-        while self.bodies(event).len() < count {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "{count} `{event}` events never came"
-            );
-            sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The pid that receives the signal: the worker itself, also when `unshare` wraps it.
-    fn worker_pid(&self, pid1: bool) -> u32 {
-        let pid = self.child.id();
-        if !pid1 {
-            return pid;
-        }
-        let children = format!("/proc/{pid}/task/{pid}/children");
-        for _ in 0..500 {
-            if let Some(child) = std::fs::read_to_string(&children).ok().and_then(|list| {
-                list.split_whitespace()
-                    .next()
-                    .and_then(|pid| pid.parse().ok())
-            }) {
-                return child;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("unshare started no child");
-    }
-
-    async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the worker") {
-                return status;
-            }
-            if start.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("the worker did not exit within {limit:?}");
-            }
-            sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = std::fs::remove_file(&self.events);
-    }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid}");
-}
 
 /// Four messages of each kind: quick ones finish before the signal, medium ones within
 /// the grace period, long ones never.
@@ -206,6 +82,7 @@ async fn drains_on(signal_name: &str, pid1: bool) {
         stop_timeout_secs: 6,
         pid1,
         agent_uri: None,
+        concurrency: 16,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -262,6 +139,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
         stop_timeout_secs: 30,
         pid1: false,
         agent_uri: None,
+        concurrency: 16,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -295,6 +173,7 @@ async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
         stop_timeout_secs: 6,
         pid1: false,
         agent_uri: None,
+        concurrency: 16,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -316,6 +195,7 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
         stop_timeout_secs: 6,
         pid1: false,
         agent_uri: Some(agent.uri()),
+        concurrency: 16,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     // Idle: a long-polling worker holds no protection.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, VisibilityChange};
 use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
-use support::{counts, create_queue, moto_endpoint, send, unique, until};
+use support::{counts, create_queue, emulator_endpoint, send, unique, until};
 use tokio::time::{Instant, sleep, timeout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,7 +274,7 @@ async fn batch_calls_report_each_entry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_fails_the_start_with_a_typed_error() {
-    moto_endpoint();
+    emulator_endpoint();
     let error = SqsBackend::from_env(&unique("missing"))
         .await
         .expect_err("no such queue");
@@ -283,7 +283,7 @@ async fn a_missing_queue_fails_the_start_with_a_typed_error() {
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_sqs::Client::new(&config);
-    let url = format!("{}/000000000000/{}", moto_endpoint(), unique("missing"));
+    let url = format!("{}/000000000000/{}", emulator_endpoint(), unique("missing"));
     let worker = Worker::builder(SqsBackend::new(client, url)).handler(|_: Message| async {});
     let result = timeout(
         Duration::from_secs(20),

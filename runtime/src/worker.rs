@@ -246,10 +246,11 @@ impl<H: Handler> Worker<H> {
         });
 
         tokio::pin!(immediate);
-        tokio::select! {
-            () = shutdown => {}
-            () = &mut immediate => {}
-        }
+        // `immediate` may already have fired (and must not be polled again).
+        let now = tokio::select! {
+            () = shutdown => false,
+            () = &mut immediate => true,
+        };
         let deadline = Instant::now() + resolved.grace;
         let _ = shared.shutdown.deadline.set(deadline);
         shared.shutdown.stopping.cancel();
@@ -260,11 +261,12 @@ impl<H: Handler> Worker<H> {
             grace = ?resolved.grace,
             "shutdown: receiving stopped, waiting for running handlers"
         );
-        let finished = tokio::select! {
-            biased;
-            () = &mut immediate => false,
-            finished = timeout_at(deadline, shared.capacity.all_returned()) => finished.is_ok(),
-        };
+        let finished = !now
+            && tokio::select! {
+                biased;
+                () = &mut immediate => false,
+                finished = timeout_at(deadline, shared.capacity.all_returned()) => finished.is_ok(),
+            };
         if !finished {
             tracing::warn!(
                 in_flight = shared.capacity.in_use(),

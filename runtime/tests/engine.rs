@@ -751,3 +751,18 @@ async fn release_jitter_spreads_released_messages_over_the_configured_window() {
     assert!(last >= Duration::from_secs(10), "not all at once: {last:?}");
     assert!(queue.counts().visible == 40);
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutting_down_now_before_anything_runs_stops_cleanly() {
+    let queue = EmbeddedQueue::new("early");
+    queue.send("left alone");
+    let shutdown = ShutdownHandle::new();
+    shutdown.now();
+    let report = Worker::builder(queue.clone())
+        .handler(|_message: Message| async {})
+        .run_with(shutdown)
+        .await
+        .expect("worker stops");
+    assert_eq!(report.deleted + report.released, report.received);
+    assert_eq!(queue.counts().not_visible, 0, "nothing held after the run");
+}

@@ -1,5 +1,8 @@
-//! What the moto-backed tests share: the endpoint check, queues, sending, counts.
+//! What the emulator-backed tests and benches share: the endpoint check, queues,
+//! sending, counts, and worker processes.
 #![allow(dead_code)] // each test file uses a different part
+
+pub mod process;
 
 use std::time::Duration;
 
@@ -8,17 +11,16 @@ use spotq::SqsBackend;
 use spotq::backend::Backend;
 use tokio::time::{Instant, sleep};
 
-/// The moto endpoint, checked to be the one the AWS SDK will use.
-pub fn moto_endpoint() -> String {
-    let endpoint = std::env::var("SPOTQ_MOTO_ENDPOINT").expect(
-        "SPOTQ_MOTO_ENDPOINT is not set: run the tests through scripts/test, which starts moto",
-    );
-    let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
+/// The emulator endpoint the AWS SDK will use, checked to be on loopback: these tests
+/// create and delete queues and must never reach a real account.
+pub fn emulator_endpoint() -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .unwrap_or_default();
-    assert_eq!(
-        sdk_endpoint, endpoint,
-        "AWS_ENDPOINT_URL must point at moto, or these tests would reach a real account"
+    assert!(
+        endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
+        "AWS_ENDPOINT_URL must point at an emulator on loopback (got {endpoint:?}): \
+         run the tests through scripts/test, which starts moto"
     );
     endpoint
 }
@@ -29,7 +31,7 @@ pub fn unique(prefix: &str) -> String {
 
 /// Creates a queue through the SDK and connects to it by name, the way a worker does.
 pub async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)]) -> SqsBackend {
-    moto_endpoint();
+    emulator_endpoint();
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let client = aws_sdk_sqs::Client::new(&config);
     let mut create = client.create_queue().queue_name(name);

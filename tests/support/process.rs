@@ -1,0 +1,140 @@
+//! Worker binaries as child processes: start, watch their handlers, signal them.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use spotq::SqsBackend;
+use tokio::time::{Instant, sleep};
+
+use super::unique;
+
+/// A worker binary run as a child process.
+pub struct WorkerProcess {
+    child: Child,
+    events: PathBuf,
+}
+
+/// How to run the worker binary.
+pub struct Settings {
+    /// `shutdown_grace`.
+    pub grace_secs: u64,
+    /// `stop_timeout`.
+    pub stop_timeout_secs: u64,
+    /// Runs the worker as PID 1 of a fresh PID namespace.
+    pub pid1: bool,
+    /// `$ECS_AGENT_URI`: where task scale-in protection goes.
+    pub agent_uri: Option<String>,
+    /// Handlers running at once.
+    pub concurrency: usize,
+}
+
+impl WorkerProcess {
+    pub fn start(queue: &SqsBackend, settings: &Settings) -> Self {
+        let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-worker")));
+        let binary = env!("CARGO_BIN_EXE_spotq-test-worker");
+        let mut command = if settings.pid1 {
+            let mut command = Command::new("unshare");
+            command.args(["--pid", "--fork", "--mount-proc", binary]);
+            command
+        } else {
+            Command::new(binary)
+        };
+        command
+            .env("SPOTQ_QUEUE", queue.queue_url())
+            .env("SPOTQ_EVENTS", &events)
+            .env("SPOTQ_CONCURRENCY", settings.concurrency.to_string())
+            .env("SPOTQ_GRACE_SECS", settings.grace_secs.to_string())
+            .env(
+                "SPOTQ_STOP_TIMEOUT_SECS",
+                settings.stop_timeout_secs.to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .env_remove("ECS_AGENT_URI")
+            .stdin(Stdio::null());
+        if let Some(uri) = &settings.agent_uri {
+            command.env("ECS_AGENT_URI", uri);
+        }
+        let child = command.spawn().expect("start the worker");
+        Self { child, events }
+    }
+
+    /// `(event, body)` lines the handlers wrote.
+    pub fn events(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(event, body)| (event.to_owned(), body.to_owned()))
+            .collect()
+    }
+
+    pub fn bodies(&self, event: &str) -> BTreeSet<String> {
+        self.events()
+            .into_iter()
+            .filter(|(kind, _)| kind == event)
+            .map(|(_, body)| body)
+            .collect()
+    }
+
+    pub async fn wait_for(&self, event: &str, count: usize) {
+        let start = Instant::now();
+        while self.bodies(event).len() < count {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{count} `{event}` events never came"
+            );
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The pid that receives the signal: the worker itself, also when `unshare` wraps it.
+    pub fn worker_pid(&self, pid1: bool) -> u32 {
+        let pid = self.child.id();
+        if !pid1 {
+            return pid;
+        }
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        for _ in 0..500 {
+            if let Some(child) = std::fs::read_to_string(&children).ok().and_then(|list| {
+                list.split_whitespace()
+                    .next()
+                    .and_then(|pid| pid.parse().ok())
+            }) {
+                return child;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("unshare started no child");
+    }
+
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the worker") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!("the worker did not exit within {limit:?}");
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = std::fs::remove_file(&self.events);
+    }
+}
+
+pub fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
