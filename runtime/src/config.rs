@@ -85,6 +85,15 @@ pub struct WorkerConfig {
     /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
     /// Default: on, with [`ProtectionConfig::default`].
     pub task_protection: Option<ProtectionConfig>,
+    /// The `worker` label of the metrics; the queue's name when `None`.
+    pub name: Option<String>,
+    /// How often the backlog sampler reads the queue's approximate counts
+    /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
+    /// Default 20 s.
+    pub backlog_interval: Option<Duration>,
+    /// Tasks sharing the queue, for `spotq_backlog_per_task`, when known from
+    /// configuration; without it the gauge is not published.
+    pub running_tasks: Option<u64>,
 }
 
 impl Default for WorkerConfig {
@@ -103,6 +112,9 @@ impl Default for WorkerConfig {
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
             task_protection: Some(ProtectionConfig::default()),
+            name: None,
+            backlog_interval: Some(Duration::from_secs(20)),
+            running_tasks: None,
         }
     }
 }
@@ -178,6 +190,11 @@ impl WorkerConfig {
                 self.release_jitter,
                 "at most 60 s",
             ));
+        }
+        if let Some(interval) = self.backlog_interval
+            && (interval < Duration::from_secs(1) || interval > Duration::from_secs(3600))
+        {
+            return Err(ConfigError::new("backlog_interval", interval, "1 s to 1 h"));
         }
         if let Some(protection) = &self.task_protection {
             protection.validate()?;

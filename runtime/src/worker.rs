@@ -12,11 +12,13 @@ use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::config::{Heartbeat, RetryPolicy, WorkerConfig};
 use crate::engine::capacity::Capacity;
+use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
-use crate::engine::{Shared, poll};
+use crate::engine::{Shared, poll, report};
 use crate::error::{BackendError, Error};
 use crate::handler::Handler;
+use crate::health::Health;
 use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::shutdown::ShutdownHandle;
 
@@ -31,6 +33,7 @@ const PREFLIGHT_ATTEMPTS: u32 = 5;
 pub struct Worker<H> {
     backend: Arc<dyn Backend>,
     config: WorkerConfig,
+    health: Option<Health>,
     handler: H,
 }
 
@@ -40,6 +43,7 @@ pub struct Worker<H> {
 pub struct WorkerBuilder {
     backend: Arc<dyn Backend>,
     config: WorkerConfig,
+    health: Option<Health>,
 }
 
 impl Worker<()> {
@@ -48,6 +52,7 @@ impl Worker<()> {
         WorkerBuilder {
             backend: Arc::new(backend),
             config: WorkerConfig::default(),
+            health: None,
         }
     }
 }
@@ -147,11 +152,39 @@ impl WorkerBuilder {
         self
     }
 
+    /// The `worker` label of this worker's metrics (default: the queue's name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Reports this worker's liveness and readiness to `health` (served at `/health`
+    /// and `/ready`).
+    pub fn health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// How often to sample the queue's approximate counts for the backlog gauges
+    /// (default 20 s; `None` turns sampling off; 1 s to 1 h).
+    pub fn backlog_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.backlog_interval = interval;
+        self
+    }
+
+    /// The number of tasks sharing the queue, for `spotq_backlog_per_task`, when it is
+    /// known from configuration.
+    pub fn running_tasks(mut self, running_tasks: u64) -> Self {
+        self.config.running_tasks = Some(running_tasks);
+        self
+    }
+
     /// Sets the handler and finishes the worker.
     pub fn handler<H: Handler>(self, handler: H) -> Worker<H> {
         Worker {
             backend: self.backend,
             config: self.config,
+            health: self.health,
             handler,
         }
     }
@@ -209,6 +242,10 @@ impl<H: Handler> Worker<H> {
         let attributes = preflight(&*self.backend).await?;
         let resolved = self.config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());
+        let metrics = WorkerMetrics::register(
+            self.backend.name(),
+            self.config.name.as_deref().unwrap_or(self.backend.name()),
+        );
         let settler = Settler::start(
             Arc::clone(&self.backend),
             Arc::clone(&counters),
@@ -225,6 +262,8 @@ impl<H: Handler> Worker<H> {
             settler: Arc::clone(&settler),
             stop_receiving: CancellationToken::new(),
             shutdown: Arc::default(),
+            metrics,
+            health: self.health.as_ref().map(Health::attach),
         });
         tracing::info!(
             queue = shared.backend.name(),
@@ -238,6 +277,11 @@ impl<H: Handler> Worker<H> {
             pollers.spawn(poll(Arc::clone(&shared)));
         }
         pollers.close();
+        if let Some(health) = &shared.health {
+            health.receiving();
+        }
+        let reporting_stop = CancellationToken::new();
+        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
         let protection_stop = CancellationToken::new();
         let protection = protection.map(|protection| {
             let shared = Arc::clone(&shared);
@@ -254,6 +298,9 @@ impl<H: Handler> Worker<H> {
         let deadline = Instant::now() + resolved.grace;
         let _ = shared.shutdown.deadline.set(deadline);
         shared.shutdown.stopping.cancel();
+        if let Some(health) = &shared.health {
+            health.stopping();
+        }
         shared.stop_receiving.cancel();
         pollers.wait().await;
         tracing::info!(
@@ -280,6 +327,11 @@ impl<H: Handler> Worker<H> {
         protection_stop.cancel();
         drop(shared);
         settler.close().await;
+        // The last publish comes after the last batch, so the final counts are exact.
+        reporting_stop.cancel();
+        if let Err(error) = reporting.await {
+            tracing::error!(%error, "the reporter task failed");
+        }
         if let Some(protection) = protection {
             match protection.await {
                 Ok(report) => tracing::info!(?report, "task protection stopped"),

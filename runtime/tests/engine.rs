@@ -14,7 +14,7 @@ use spotq::backend::{
 };
 use spotq::embedded::Operation;
 use spotq::{
-    BackendError, Backoff, EmbeddedQueue, Error, Heartbeat, Message, Outcome, RetryPolicy,
+    BackendError, Backoff, EmbeddedQueue, Error, Health, Heartbeat, Message, Outcome, RetryPolicy,
     ShutdownHandle, Worker,
 };
 use tokio::time::{Instant, sleep};
@@ -765,4 +765,36 @@ async fn shutting_down_now_before_anything_runs_stops_cleanly() {
         .expect("worker stops");
     assert_eq!(report.deleted + report.released, report.received);
     assert_eq!(queue.counts().not_visible, 0, "nothing held after the run");
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_is_ready_while_receiving_and_not_live_when_a_receive_hangs() {
+    let health = Health::default();
+    let queue = EmbeddedQueue::new("health");
+    let shutdown = ShutdownHandle::new();
+    let (probe, trigger, stalled) = (health.clone(), shutdown.clone(), queue.clone());
+    let observed = tokio::spawn(async move {
+        sleep(Duration::from_secs(1)).await;
+        let running = (probe.is_ready(), probe.is_live());
+        // Every receive from now on hangs for 10 minutes: the pollers are wedged.
+        stalled
+            .faults()
+            .set_latency(Operation::Receive, Some(Duration::from_secs(600)));
+        sleep(Duration::from_secs(90)).await;
+        let wedged = (probe.is_ready(), probe.is_live());
+        trigger.begin();
+        (running, wedged)
+    });
+    Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .health(health.clone())
+        .handler(|_message: Message| async {})
+        .run_with(shutdown)
+        .await
+        .expect("worker runs");
+
+    let (running, wedged) = observed.await.expect("probe");
+    assert_eq!(running, (true, true));
+    assert_eq!(wedged, (true, false), "receives stuck for 90 s");
+    assert!(!health.is_ready(), "not ready once stopped");
 }

@@ -53,6 +53,12 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
         Poll::Ready(result) => Ending::Returned(outcome_of(result)),
         Poll::Pending => Box::pin(supervise(&shared, handler, &receipt, received_at)).await,
     };
+    if let Ending::Returned(_) = ending {
+        shared
+            .metrics
+            .handler_duration
+            .record(received_at.elapsed());
+    }
 
     let counters = &shared.counters;
     let outcome = match ending {

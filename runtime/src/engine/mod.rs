@@ -9,7 +9,9 @@
 
 pub(crate) mod capacity;
 mod dispatch;
+pub(crate) mod metrics;
 mod poller;
+mod report;
 pub(crate) mod settle;
 pub(crate) mod stats;
 
@@ -22,11 +24,14 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{Backend, MAX_VISIBILITY};
 use crate::config::{Resolved, WorkerConfig};
 use crate::engine::capacity::Capacity;
+use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
 use crate::engine::stats::Counters;
+use crate::health::WorkerHealth;
 
 pub(crate) use dispatch::process;
 pub(crate) use poller::poll;
+pub(crate) use report::report;
 
 /// How far under the 12 h visibility cap (counted from the receive) heartbeats and
 /// retries stay, so a call in flight never crosses it.
@@ -49,6 +54,8 @@ pub(crate) struct Shared<H> {
     pub(crate) stop_receiving: CancellationToken,
     /// What handlers see of shutdown, through their [`Context`](crate::Context).
     pub(crate) shutdown: Arc<ShutdownState>,
+    pub(crate) metrics: WorkerMetrics,
+    pub(crate) health: Option<WorkerHealth>,
 }
 
 /// The shutdown state handlers can observe.

@@ -71,10 +71,14 @@ async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
 pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
     let mut errors = 0;
     let mut idle = 0;
+    let beat = shared.health.as_ref().map(|health| health.poller());
     loop {
+        // Waiting for free slots is waiting for handlers, not being stuck.
+        beat.iter().for_each(|beat| beat.waiting());
         let Some(slots) = take_slots(&shared).await else {
             return;
         };
+        beat.iter().for_each(|beat| beat.busy());
         let request = ReceiveRequest {
             max_messages: slots,
             wait_time: shared.config.wait_time,
@@ -134,6 +138,7 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
         // messages in flight.
         shared.capacity.give_back(slots - started_messages);
         shared.capacity.unreserve(slots);
+        beat.iter().for_each(|beat| beat.busy());
         if let Some(delay) = pause {
             tokio::select! {
                 () = shared.stop_receiving.cancelled() => return,
