@@ -56,6 +56,7 @@ mod engine;
 pub mod error;
 mod handler;
 pub mod health;
+mod local_http;
 mod message;
 pub mod protection;
 mod shutdown;

@@ -33,16 +33,12 @@ mod tests;
 use std::env::VarError;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, Uri, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, Uri};
 use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
 use crate::error::{BoxError, ConfigError};
+use crate::local_http::{ExchangeError, LocalHttp};
 
 pub use driver::ProtectionReport;
 
@@ -68,8 +64,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// account.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
 
-/// The most of an answer that is read: the agent's answers are a few hundred bytes.
-const MAX_BODY: usize = 64 * 1024;
 
 /// The most of an unexpected answer kept in an error.
 const EXCERPT_CHARS: usize = 300;
@@ -220,7 +214,7 @@ pub struct TaskProtection {
     /// `$ECS_AGENT_URI/task-protection/v1/state`.
     endpoint: Uri,
     config: ProtectionConfig,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: LocalHttp,
     /// How long one call may take.
     pub(crate) request_timeout: Duration,
     /// How often the driver reads the handlers in flight.
@@ -258,15 +252,10 @@ impl TaskProtection {
         config: ProtectionConfig,
     ) -> Result<Self, ConfigError> {
         let endpoint = endpoint(agent_uri)?;
-        // A fresh connection per call: calls are minutes apart, and a pooled connection
-        // the agent has since closed would only fail the next call.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
-            .build(HttpConnector::new());
         Ok(Self {
             endpoint,
             config,
-            client,
+            client: LocalHttp::new(),
             request_timeout: REQUEST_TIMEOUT,
             poll_interval: POLL_INTERVAL,
             retry: RETRY,
@@ -293,25 +282,21 @@ impl TaskProtection {
             // The agent refuses unknown fields; ExpiresInMinutes means nothing here.
             json!({ "ProtectionEnabled": false })
         };
-        let request = Request::builder()
-            .method(Method::PUT)
-            .uri(self.endpoint.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(transport)?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(transport)?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(transport)?
-                .to_bytes();
-            Ok::<_, ProtectionError>((status, body))
-        };
-        let (status, body) = tokio::time::timeout(self.request_timeout, exchange)
+        let (status, body) = self
+            .client
+            .exchange(
+                Method::PUT,
+                self.endpoint.clone(),
+                Some(body.to_string()),
+                self.request_timeout,
+            )
             .await
-            .map_err(|_elapsed| ProtectionError::TimedOut(self.request_timeout))??;
+            .map_err(|error| match error {
+                ExchangeError::Transport { message, source } => {
+                    ProtectionError::Transport { message, source }
+                }
+                ExchangeError::TimedOut(timeout) => ProtectionError::TimedOut(timeout),
+            })?;
         interpret(status, &body)
     }
 }
@@ -407,18 +392,4 @@ fn excerpt(body: &[u8]) -> String {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_owned(),
     }
-}
-
-/// A transport error, with its causes in the message: hyper's own message alone ("client
-/// error (Connect)") does not say what happened.
-fn transport(error: impl Into<BoxError>) -> ProtectionError {
-    let source = error.into();
-    let mut message = source.to_string();
-    let mut cause = source.source();
-    while let Some(error) = cause {
-        message.push_str(": ");
-        message.push_str(&error.to_string());
-        cause = error.source();
-    }
-    ProtectionError::Transport { message, source }
 }
