@@ -53,6 +53,7 @@ async fn run(signal_name: &str, visibility_secs: u64) -> Figures {
         pid1: false,
         agent_uri: None,
         concurrency: HELD,
+        json_logs: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", HELD).await;

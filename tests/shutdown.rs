@@ -83,6 +83,7 @@ async fn drains_on(signal_name: &str, pid1: bool) {
         pid1,
         agent_uri: None,
         concurrency: 16,
+        json_logs: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -140,6 +141,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
         pid1: false,
         agent_uri: None,
         concurrency: 16,
+        json_logs: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -174,6 +176,7 @@ async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
         pid1: false,
         agent_uri: None,
         concurrency: 16,
+        json_logs: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -196,6 +199,7 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
         pid1: false,
         agent_uri: Some(agent.uri()),
         concurrency: 16,
+        json_logs: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     // Idle: a long-polling worker holds no protection.
@@ -225,5 +229,47 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
         states,
         [serde_json::json!(true), serde_json::json!(false)],
         "{calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
+    let queue = create_queue(&unique("logs"), &[]).await;
+    send(
+        &queue,
+        ["secret-payload:10".to_owned(), "not a job".to_owned()],
+    )
+    .await;
+    let settings = Settings {
+        grace_secs: 3,
+        stop_timeout_secs: 6,
+        pid1: false,
+        agent_uri: None,
+        concurrency: 4,
+        json_logs: true,
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("done", 1).await;
+    sleep(Duration::from_millis(500)).await; // the malformed one fails and is logged
+    signal(worker.worker_pid(false), "TERM");
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+
+    let lines = worker.log_lines();
+    assert!(lines.len() >= 3, "started, a failure, stopped: {lines:?}");
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(
+            event["level"].is_string() && event["timestamp"].is_string(),
+            "{line}"
+        );
+        assert!(
+            !line.contains("secret-payload"),
+            "a body was logged: {line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.contains("handler failed")),
+        "{lines:?}"
     );
 }

@@ -57,6 +57,7 @@ pub mod error;
 mod handler;
 pub mod health;
 mod local_http;
+pub mod logging;
 mod message;
 pub mod protection;
 mod shutdown;

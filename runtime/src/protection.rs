@@ -64,7 +64,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// account.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
 
-
 /// The most of an unexpected answer kept in an error.
 const EXCERPT_CHARS: usize = 300;
 

@@ -4,7 +4,8 @@
 //!
 //! Settings come from the environment: `SPOTQ_QUEUE` (name or URL; the AWS chain, with
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
-//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`. It runs until SIGTERM or SIGINT.
+//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`; logs as `SPOTQ_LOG_FORMAT` says. It
+//! runs until SIGTERM or SIGINT.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,12 +26,7 @@ fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    spotq::logging::init(spotq::logging::LogFormat::from_env());
     let queue = std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE is required")?;
     let events = std::env::var("SPOTQ_EVENTS").context("SPOTQ_EVENTS is required")?;
     let events = Arc::new(Mutex::new(
@@ -44,7 +40,8 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let backend = SqsBackend::from_env(&queue).await?;
-    let report = Worker::builder(backend)
+    // The worker logs its report as it stops.
+    Worker::builder(backend)
         .concurrency(usize::try_from(env_number("SPOTQ_CONCURRENCY", 16)?)?)
         .wait_time(Duration::from_secs(1))
         .stop_timeout(Duration::from_secs(env_number(
@@ -67,6 +64,5 @@ async fn main() -> anyhow::Result<()> {
         })
         .run()
         .await?;
-    eprintln!("spotq-test-worker: {report:?}");
     Ok(())
 }

@@ -14,6 +14,7 @@ use super::unique;
 pub struct WorkerProcess {
     child: Child,
     events: PathBuf,
+    log: PathBuf,
 }
 
 /// How to run the worker binary.
@@ -28,6 +29,9 @@ pub struct Settings {
     pub agent_uri: Option<String>,
     /// Handlers running at once.
     pub concurrency: usize,
+    /// Logs as JSON lines into a file (see [`WorkerProcess::log_lines`]) rather than to
+    /// the test's stderr.
+    pub json_logs: bool,
 }
 
 impl WorkerProcess {
@@ -56,8 +60,25 @@ impl WorkerProcess {
         if let Some(uri) = &settings.agent_uri {
             command.env("ECS_AGENT_URI", uri);
         }
+        let log = events.with_extension("log");
+        if settings.json_logs {
+            let file = std::fs::File::create(&log).expect("log file");
+            command
+                .env("SPOTQ_LOG_FORMAT", "json")
+                .env("RUST_LOG", "info")
+                .stderr(file);
+        }
         let child = command.spawn().expect("start the worker");
-        Self { child, events }
+        Self { child, events, log }
+    }
+
+    /// The worker's log lines, when it logs to a file.
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `(event, body)` lines the handlers wrote.
@@ -128,6 +149,7 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = std::fs::remove_file(&self.events);
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
