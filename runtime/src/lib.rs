@@ -52,6 +52,7 @@ pub mod backend;
 mod backoff;
 mod config;
 pub mod embedded;
+pub mod emf;
 mod engine;
 pub mod error;
 mod handler;
@@ -60,6 +61,7 @@ mod local_http;
 pub mod logging;
 mod message;
 pub mod protection;
+pub mod serve;
 mod shutdown;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
