@@ -47,6 +47,41 @@ pub enum Heartbeat {
     Off,
 }
 
+/// CloudWatch Embedded Metric Format output of a worker: one JSON line per interval
+/// (on stdout, where the awslogs driver ships it to CloudWatch, which turns it into
+/// metrics with no API call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmfSettings {
+    /// The CloudWatch namespace, e.g. `Spotq`.
+    pub namespace: String,
+    /// The `ServiceName` dimension: the ECS service the worker runs in.
+    pub service_name: String,
+    /// Time between lines, at least 1 s. 60 s matches CloudWatch's standard resolution.
+    pub interval: Duration,
+}
+
+impl EmfSettings {
+    /// A line every minute into `namespace`, for the ECS service `service_name`.
+    pub fn new(namespace: impl Into<String>, service_name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_name: service_name.into(),
+            interval: Duration::from_secs(60),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "emf.interval",
+                self.interval,
+                "at least 1 s",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerConfig {

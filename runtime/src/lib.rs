@@ -71,7 +71,7 @@ pub use backend::{
     Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
 };
 pub use backoff::Backoff;
-pub use config::{Heartbeat, RetryPolicy, WorkerConfig};
+pub use config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use embedded::EmbeddedQueue;
 pub use engine::stats::RunReport;
 pub use error::{BackendError, ConfigError, Error, HandlerError};

@@ -1,6 +1,7 @@
 //! The public face of the engine: [`Worker`] and its builder.
 
 use std::future::Future;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
-use crate::config::{Heartbeat, RetryPolicy, WorkerConfig};
+use crate::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
+use crate::emf::spawn_emf_reporter;
 use crate::engine::capacity::Capacity;
 use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
-use crate::engine::{Shared, poll, report};
+use crate::engine::{Shared, emf_record, poll, report};
 use crate::error::{BackendError, Error};
 use crate::handler::Handler;
 use crate::health::Health;
@@ -34,7 +36,22 @@ pub struct Worker<H> {
     backend: Arc<dyn Backend>,
     config: WorkerConfig,
     health: Option<Health>,
+    emf: Option<EmfOutput>,
     handler: H,
+}
+
+/// Where a worker writes its EMF lines.
+struct EmfOutput {
+    settings: EmfSettings,
+    out: Box<dyn Write + Send>,
+}
+
+impl std::fmt::Debug for EmfOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmfOutput")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builds a [`Worker`]: settings first, the handler last.
@@ -44,6 +61,7 @@ pub struct WorkerBuilder {
     backend: Arc<dyn Backend>,
     config: WorkerConfig,
     health: Option<Health>,
+    emf: Option<EmfOutput>,
 }
 
 impl Worker<()> {
@@ -53,6 +71,7 @@ impl Worker<()> {
             backend: Arc::new(backend),
             config: WorkerConfig::default(),
             health: None,
+            emf: None,
         }
     }
 }
@@ -165,6 +184,21 @@ impl WorkerBuilder {
         self
     }
 
+    /// Writes CloudWatch EMF lines (backlog per task, messages in flight, throughput)
+    /// to stdout every `settings.interval`.
+    pub fn emf(self, settings: EmfSettings) -> Self {
+        self.emf_to(settings, std::io::stdout())
+    }
+
+    /// As [`emf`](Self::emf), into `out`.
+    pub fn emf_to(mut self, settings: EmfSettings, out: impl Write + Send + 'static) -> Self {
+        self.emf = Some(EmfOutput {
+            settings,
+            out: Box::new(out),
+        });
+        self
+    }
+
     /// How often to sample the queue's approximate counts for the backlog gauges
     /// (default 20 s; `None` turns sampling off; 1 s to 1 h).
     pub fn backlog_interval(mut self, interval: Option<Duration>) -> Self {
@@ -185,6 +219,7 @@ impl WorkerBuilder {
             backend: self.backend,
             config: self.config,
             health: self.health,
+            emf: self.emf,
             handler,
         }
     }
@@ -235,6 +270,9 @@ impl<H: Handler> Worker<H> {
     ) -> Result<RunReport, Error> {
         let started = Instant::now();
         self.config.validate()?;
+        if let Some(emf) = &self.emf {
+            emf.settings.validate()?;
+        }
         let protection = match self.config.task_protection {
             Some(config) => TaskProtection::from_env(config)?,
             None => None,
@@ -264,6 +302,7 @@ impl<H: Handler> Worker<H> {
             shutdown: Arc::default(),
             metrics,
             health: self.health.as_ref().map(Health::attach),
+            last_backlog: std::sync::Mutex::default(),
         });
         tracing::info!(
             queue = shared.backend.name(),
@@ -282,6 +321,15 @@ impl<H: Handler> Worker<H> {
         }
         let reporting_stop = CancellationToken::new();
         let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
+        let emf = match self.emf {
+            Some(EmfOutput { settings, out }) => Some(spawn_emf_reporter(
+                settings.interval,
+                emf_record(Arc::clone(&shared), settings.clone()),
+                out,
+                reporting_stop.clone(),
+            )?),
+            None => None,
+        };
         let protection_stop = CancellationToken::new();
         let protection = protection.map(|protection| {
             let shared = Arc::clone(&shared);
@@ -331,6 +379,12 @@ impl<H: Handler> Worker<H> {
         reporting_stop.cancel();
         if let Err(error) = reporting.await {
             tracing::error!(%error, "the reporter task failed");
+        }
+        if let Some(Err(error)) = match emf {
+            Some(emf) => Some(emf.await),
+            None => None,
+        } {
+            tracing::error!(%error, "the EMF reporter failed");
         }
         if let Some(protection) = protection {
             match protection.await {

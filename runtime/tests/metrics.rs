@@ -105,3 +105,78 @@ async fn a_run_is_counted_with_bounded_labels() {
         assert!(unit.is_some(), "{} has a unit", key.key().name());
     }
 }
+
+/// A writer tests can read back.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lines").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
+    let queue = EmbeddedQueue::new("orders");
+    queue.send_many((0..40).map(|n| n.to_string()));
+    let lines = Lines::default();
+    let mut settings = spotq::EmfSettings::new("Spotq", "queue-processor");
+    settings.interval = Duration::from_secs(8);
+    Worker::builder(queue.clone())
+        .concurrency(4)
+        .running_tasks(4)
+        .backlog_interval(Some(Duration::from_secs(5)))
+        .emf_to(settings, lines.clone())
+        .handler(|_message: Message| async {
+            sleep(Duration::from_millis(1500)).await;
+        })
+        .run_until(sleep(Duration::from_secs(25)))
+        .await
+        .expect("worker runs");
+
+    let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(
+        records.len(),
+        4,
+        "at 8, 16 and 24 s, and the last one at stop: {text}"
+    );
+    let first = &records[0];
+    let directive = &first["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "Spotq");
+    assert_eq!(
+        directive["Dimensions"][0],
+        serde_json::json!(["QueueName", "ServiceName"])
+    );
+    assert_eq!(first["QueueName"], "orders");
+    assert_eq!(first["ServiceName"], "queue-processor");
+    // 4 handlers of 1.5 s each: 20 messages done by 8 s, all 40 by 15 s.
+    assert_eq!(first["Throughput"], 2.5);
+    assert_eq!(first["MessagesInFlight"], 4.0);
+    // The sample at 5 s: 12 done, 28 left (in flight or visible) over 4 tasks.
+    assert_eq!(first["BacklogPerTask"], 7.0);
+    let names: Vec<&str> = directive["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .map(|metric| metric["Name"].as_str().expect("name"))
+        .collect();
+    for name in &names {
+        assert!(first[name].is_number(), "{name} is a top-level number");
+    }
+    assert_eq!(records[1]["Throughput"], 2.5);
+    assert_eq!(
+        records[2]["Throughput"], 0.0,
+        "idle after the queue drained"
+    );
+    assert_eq!(records[2]["BacklogPerTask"], 0.0);
+}

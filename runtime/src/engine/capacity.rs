@@ -13,8 +13,9 @@ use tokio::sync::Notify;
 pub(crate) struct Capacity {
     total: usize,
     free: AtomicUsize,
-    /// Slots pollers hold for a receive in progress, not yet handed to messages.
-    reserved: AtomicUsize,
+    /// Slots handed to messages (the rest of the taken ones belong to pollers waiting on
+    /// a receive).
+    held: AtomicUsize,
     /// Tasks waiting in `take` or `all_returned`: a slot handed back wakes them only then,
     /// so the hot path of a busy worker is one atomic add.
     waiting: AtomicUsize,
@@ -26,7 +27,7 @@ impl Capacity {
         Self {
             total,
             free: AtomicUsize::new(total),
-            reserved: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             returned: Notify::new(),
         }
@@ -92,23 +93,15 @@ impl Capacity {
         self.total - self.free.load(Ordering::SeqCst)
     }
 
-    /// Marks `n` taken slots as held by a poller for its receive, not by messages.
-    pub(crate) fn reserve(&self, n: usize) {
-        self.reserved.fetch_add(n, Ordering::Relaxed);
+    /// Hands `n` taken slots to messages: each comes back through a [`Slot`].
+    pub(crate) fn hand_to_messages(&self, n: usize) {
+        self.held.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Ends a reservation: the receive returned.
-    pub(crate) fn unreserve(&self, n: usize) {
-        self.reserved.fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// Messages being handled: slots taken less those reserved for receives (a long poll
-    /// on an idle queue holds slots but no message). Reservations begin before slots
-    /// are taken and end after unused ones are handed back, so while slots move this
-    /// may read low, never high: an idle worker never looks busy.
+    /// Messages being handled. A long poll on an idle queue holds slots but no message,
+    /// so this is not [`in_use`](Self::in_use).
     pub(crate) fn messages_in_flight(&self) -> usize {
-        self.in_use()
-            .saturating_sub(self.reserved.load(Ordering::Relaxed))
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Resolves once every slot is back. Only one task may wait here, and only once no
@@ -142,6 +135,7 @@ pub(crate) struct Slot<'a>(pub(crate) &'a Capacity);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
         self.0.give_back(1);
     }
 }

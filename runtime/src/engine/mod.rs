@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, MAX_VISIBILITY};
+use crate::backend::{Backend, MAX_VISIBILITY, QueueAttributes};
 use crate::config::{Resolved, WorkerConfig};
 use crate::engine::capacity::Capacity;
 use crate::engine::metrics::WorkerMetrics;
@@ -31,7 +31,7 @@ use crate::health::WorkerHealth;
 
 pub(crate) use dispatch::process;
 pub(crate) use poller::poll;
-pub(crate) use report::report;
+pub(crate) use report::{emf_record, report};
 
 /// How far under the 12 h visibility cap (counted from the receive) heartbeats and
 /// retries stay, so a call in flight never crosses it.
@@ -56,6 +56,8 @@ pub(crate) struct Shared<H> {
     pub(crate) shutdown: Arc<ShutdownState>,
     pub(crate) metrics: WorkerMetrics,
     pub(crate) health: Option<WorkerHealth>,
+    /// The backlog sampler's last sample, for the EMF lines.
+    pub(crate) last_backlog: std::sync::Mutex<Option<QueueAttributes>>,
 }
 
 /// The shutdown state handlers can observe.

@@ -26,21 +26,12 @@ const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 /// Returns `None` when receiving stops.
 async fn take_slots<H>(shared: &Shared<H>) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
-    let capacity = &shared.capacity;
     let _turn = tokio::select! {
         biased;
         () = shared.stop_receiving.cancelled() => return None,
         turn = shared.poller_turn.lock() => turn,
     };
-    // Reserved before they are taken, so slots held for a receive never count as
-    // messages in flight (see `Capacity::messages_in_flight`).
-    capacity.reserve(batch);
-    let taken = gather(shared, batch).await;
-    match taken {
-        Some(taken) => capacity.unreserve(batch - taken),
-        None => capacity.unreserve(batch),
-    }
-    taken
+    gather(shared, batch).await
 }
 
 async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
@@ -92,18 +83,17 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
             // to the abandoned request, which then waits out its visibility timeout.
             () = shared.stop_receiving.cancelled() => {
                 shared.capacity.give_back(slots);
-                shared.capacity.unreserve(slots);
                 return;
             }
             received = shared.backend.receive(request) => received,
         };
-        let mut started_messages = 0;
         let pause = match received {
             Ok(messages) => {
                 errors = 0;
                 let now = Instant::now();
                 if messages.is_empty() && now - started < EMPTY_TOO_FAST {
                     idle += 1;
+                    shared.capacity.give_back(slots);
                     Some(IDLE.delay(idle))
                 } else {
                     idle = 0;
@@ -116,9 +106,12 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                             "backend returned more messages than asked for"
                         );
                     }
+                    // Each message task owns its slot from here and hands it back; the
+                    // slots left over go back now.
+                    let handed = messages.len().min(slots);
+                    shared.capacity.hand_to_messages(handed);
+                    shared.capacity.give_back(slots - handed);
                     for message in messages.into_iter().take(slots) {
-                        // The message task owns its slot from here and hands it back.
-                        started_messages += 1;
                         let context = Context::new(Arc::clone(&shared.shutdown), now);
                         let message = Message::new(message, context);
                         tokio::spawn(process(Arc::clone(&shared), message));
@@ -131,13 +124,10 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                 Counters::add(&shared.counters.receive_errors, 1);
                 let delay = CALL_RETRY.delay(errors);
                 tracing::warn!(%error, retry_in = ?delay, "receive failed");
+                shared.capacity.give_back(slots);
                 Some(delay)
             }
         };
-        // Unused slots go back before the reservation ends, so they never count as
-        // messages in flight.
-        shared.capacity.give_back(slots - started_messages);
-        shared.capacity.unreserve(slots);
         beat.iter().for_each(|beat| beat.busy());
         if let Some(delay) = pause {
             tokio::select! {
