@@ -54,6 +54,7 @@ async fn run(signal_name: &str, visibility_secs: u64) -> Figures {
         agent_uri: None,
         concurrency: HELD,
         json_logs: false,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", HELD).await;

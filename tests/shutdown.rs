@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::SqsBackend;
 use spotq::backend::{Backend, ReceiveRequest};
 use spotq::testing::{AgentStandIn, STATE};
-use support::process::{Settings, WorkerProcess, signal};
+use support::process::{Settings, WorkerProcess, http_get, signal};
 use support::{counts, create_queue, send, unique};
 use tokio::time::{Instant, sleep};
 
@@ -84,6 +84,7 @@ async fn drains_on(signal_name: &str, pid1: bool) {
         agent_uri: None,
         concurrency: 16,
         json_logs: false,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -142,6 +143,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
         agent_uri: None,
         concurrency: 16,
         json_logs: false,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -177,6 +179,7 @@ async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
         agent_uri: None,
         concurrency: 16,
         json_logs: false,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -200,6 +203,7 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
         agent_uri: Some(agent.uri()),
         concurrency: 16,
         json_logs: false,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     // Idle: a long-polling worker holds no protection.
@@ -247,6 +251,7 @@ async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
         agent_uri: None,
         concurrency: 4,
         json_logs: true,
+        http: false,
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("done", 1).await;
@@ -272,4 +277,77 @@ async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
         lines.iter().any(|line| line.contains("handler failed")),
         "{lines:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_draining() {
+    let queue = create_queue(&unique("http"), &[]).await;
+    send(
+        &queue,
+        [
+            "quick0:10".to_owned(),
+            "long0:4000".to_owned(),
+            "waiting:1".to_owned(),
+        ],
+    )
+    .await;
+    let settings = Settings {
+        grace_secs: 5,
+        stop_timeout_secs: 8,
+        pid1: false,
+        agent_uri: None,
+        concurrency: 2,
+        json_logs: false,
+        http: true,
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("listening", 1).await;
+    let addr = worker
+        .bodies("listening")
+        .into_iter()
+        .next()
+        .expect("address");
+    worker.wait_for("start", 2).await;
+    worker.wait_for("done", 1).await;
+    sleep(Duration::from_millis(1500)).await; // a backlog sample and a publish
+
+    assert_eq!(http_get(&addr, "/ready").0, 200);
+    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_owned()));
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let labels = format!(
+        "{{queue=\"{}\",worker=\"{}\"}}",
+        queue_name(&queue),
+        queue_name(&queue)
+    );
+    for line in [
+        format!("spotq_messages_received_total{labels}"),
+        format!("spotq_messages_deleted_total{labels}"),
+        format!("spotq_concurrency{labels} 2"),
+        format!("spotq_messages_in_flight{labels}"),
+        format!("spotq_queue_messages_visible{labels}"),
+        format!("spotq_backlog_per_task{labels}"),
+    ] {
+        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
+    }
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+
+    signal(worker.worker_pid(false), "TERM");
+    sleep(Duration::from_millis(500)).await; // draining: the long handler still runs
+    assert_eq!(http_get(&addr, "/ready").0, 503, "not ready while draining");
+    assert_eq!(
+        http_get(&addr, "/health").0,
+        200,
+        "still live while draining"
+    );
+    assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
+}
+
+fn queue_name(queue: &SqsBackend) -> String {
+    queue
+        .queue_url()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -4,7 +4,8 @@
 //!
 //! Settings come from the environment: `SPOTQ_QUEUE` (name or URL; the AWS chain, with
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
-//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`; logs as `SPOTQ_LOG_FORMAT` says. It
+//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_HTTP_ADDR` (serve /metrics,
+//! /health, /ready); logs as `SPOTQ_LOG_FORMAT` says. It
 //! runs until SIGTERM or SIGINT.
 
 use std::fs::OpenOptions;
@@ -39,9 +40,24 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    // `SPOTQ_HTTP_ADDR` (port 0 allowed): /metrics, /health and /ready; the bound address
+    // goes to the event log as `listening ADDR`.
+    let health = spotq::Health::default();
+    let server = match std::env::var("SPOTQ_HTTP_ADDR") {
+        Ok(addr) => {
+            let server = spotq::serve::serve(addr.parse()?, health.clone()).await?;
+            record("listening", &server.local_addr().to_string());
+            Some(server)
+        }
+        Err(_) => None,
+    };
+
     let backend = SqsBackend::from_env(&queue).await?;
     // The worker logs its report as it stops.
     Worker::builder(backend)
+        .health(health)
+        .backlog_interval(Some(Duration::from_secs(1)))
+        .running_tasks(2)
         .concurrency(usize::try_from(env_number("SPOTQ_CONCURRENCY", 16)?)?)
         .wait_time(Duration::from_secs(1))
         .stop_timeout(Duration::from_secs(env_number(
@@ -64,5 +80,8 @@ async fn main() -> anyhow::Result<()> {
         })
         .run()
         .await?;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
     Ok(())
 }

@@ -29,6 +29,8 @@ pub struct Settings {
     pub agent_uri: Option<String>,
     /// Handlers running at once.
     pub concurrency: usize,
+    /// Serves /metrics, /health and /ready on an ephemeral loopback port.
+    pub http: bool,
     /// Logs as JSON lines into a file (see [`WorkerProcess::log_lines`]) rather than to
     /// the test's stderr.
     pub json_logs: bool,
@@ -59,6 +61,9 @@ impl WorkerProcess {
             .stdin(Stdio::null());
         if let Some(uri) = &settings.agent_uri {
             command.env("ECS_AGENT_URI", uri);
+        }
+        if settings.http {
+            command.env("SPOTQ_HTTP_ADDR", "127.0.0.1:0");
         }
         let log = events.with_extension("log");
         if settings.json_logs {
@@ -159,4 +164,16 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// `GET http://{addr}{path}` with curl, as an ECS health check does: status and body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
 }

@@ -243,3 +243,28 @@ impl Counters {
         .map(|counter| counter.load(Ordering::Relaxed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_in_the_readme_table() {
+        let readme = include_str!("../../../README.md");
+        for (name, kind, ..) in CATALOG {
+            let row = format!("| `{name}` | {kind} |");
+            assert!(readme.contains(&row), "README has no row for {name}");
+        }
+    }
+
+    #[test]
+    fn backlog_per_task_never_divides_by_zero() {
+        let sample = QueueAttributes {
+            visible: 30,
+            not_visible: 10,
+            ..QueueAttributes::default()
+        };
+        assert_eq!(backlog_per_task(&sample, 4), 10.0);
+        assert_eq!(backlog_per_task(&sample, 0), 40.0);
+    }
+}
