@@ -50,11 +50,8 @@ async fn run(signal_name: &str, visibility_secs: u64) -> Figures {
     let settings = Settings {
         grace_secs: 0,
         stop_timeout_secs: 30,
-        pid1: false,
-        agent_uri: None,
         concurrency: HELD,
-        json_logs: false,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", HELD).await;

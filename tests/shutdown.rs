@@ -78,13 +78,8 @@ async fn receive_visible(queue: &SqsBackend) -> Vec<(String, u32)> {
 async fn drains_on(signal_name: &str, pid1: bool) {
     let queue = loaded_queue(&format!("drain-{}", signal_name.to_lowercase())).await;
     let settings = Settings {
-        grace_secs: 3,
-        stop_timeout_secs: 6,
         pid1,
-        agent_uri: None,
-        concurrency: 16,
-        json_logs: false,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -139,11 +134,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
     let settings = Settings {
         grace_secs: 20,
         stop_timeout_secs: 30,
-        pid1: false,
-        agent_uri: None,
-        concurrency: 16,
-        json_logs: false,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -173,13 +164,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
 async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
     let queue = loaded_queue("kill").await;
     let settings = Settings {
-        grace_secs: 3,
-        stop_timeout_secs: 6,
-        pid1: false,
-        agent_uri: None,
-        concurrency: 16,
-        json_logs: false,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
@@ -208,13 +193,8 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
     let agent = AgentStandIn::start().await;
     let queue = create_queue(&unique("protect"), &[]).await;
     let settings = Settings {
-        grace_secs: 3,
-        stop_timeout_secs: 6,
-        pid1: false,
         agent_uri: Some(agent.uri()),
-        concurrency: 16,
-        json_logs: false,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     // Idle: a long-polling worker holds no protection.
@@ -256,13 +236,9 @@ async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
     )
     .await;
     let settings = Settings {
-        grace_secs: 3,
-        stop_timeout_secs: 6,
-        pid1: false,
-        agent_uri: None,
         concurrency: 4,
         json_logs: true,
-        http: false,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("done", 1).await;
@@ -305,11 +281,9 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
     let settings = Settings {
         grace_secs: 5,
         stop_timeout_secs: 8,
-        pid1: false,
-        agent_uri: None,
         concurrency: 2,
-        json_logs: false,
         http: true,
+        ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("listening", 1).await;

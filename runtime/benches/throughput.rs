@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use spotq::backend::{Backend, ReceiveRequest};
+use spotq::backend::{Backend, ReceiptHandle, ReceiveRequest, ReceivedMessage};
 use spotq::{EmbeddedQueue, Message, Worker};
 use tokio::sync::Notify;
 
@@ -38,14 +38,27 @@ fn filled_queue(messages: u64) -> EmbeddedQueue {
     queue
 }
 
-async fn bare_loop(messages: u64) -> Run {
+/// The no-op handler of every run: look at the body, count the message.
+fn handle(message: ReceivedMessage, handled: &AtomicU64) -> ReceiptHandle {
+    black_box(&message.body);
+    handled.fetch_add(1, Ordering::Relaxed);
+    message.receipt_handle
+}
+
+/// `BARE_TASKS` tasks that receive 10, hand the batch to `run_batch`, delete what it
+/// returns in one call, and repeat until the queue is empty.
+async fn receive_loop<F, Fut>(messages: u64, run_batch: F) -> Run
+where
+    F: Fn(Vec<ReceivedMessage>, Arc<AtomicU64>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Vec<ReceiptHandle>> + Send,
+{
     let queue = filled_queue(messages);
     let handled = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..BARE_TASKS)
         .map(|_| {
-            let queue = queue.clone();
-            let handled = Arc::clone(&handled);
+            let (queue, handled, run_batch) =
+                (queue.clone(), Arc::clone(&handled), run_batch.clone());
             tokio::spawn(async move {
                 let request = ReceiveRequest {
                     max_messages: 10,
@@ -57,21 +70,14 @@ async fn bare_loop(messages: u64) -> Run {
                     if batch.is_empty() {
                         break;
                     }
-                    let handles: Vec<_> = batch
-                        .into_iter()
-                        .map(|message| {
-                            black_box(&message.body);
-                            handled.fetch_add(1, Ordering::Relaxed);
-                            message.receipt_handle
-                        })
-                        .collect();
+                    let handles = run_batch(batch, Arc::clone(&handled)).await;
                     queue.delete_batch(&handles).await.expect("delete");
                 }
             })
         })
         .collect();
     for task in tasks {
-        task.await.expect("bare task");
+        task.await.expect("receive loop");
     }
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(handled.load(Ordering::Relaxed), messages);
@@ -82,55 +88,34 @@ async fn bare_loop(messages: u64) -> Run {
     }
 }
 
+/// The handler runs inline.
+async fn bare_loop(messages: u64) -> Run {
+    receive_loop(messages, |batch, handled| async move {
+        batch
+            .into_iter()
+            .map(|message| handle(message, &handled))
+            .collect()
+    })
+    .await
+}
+
+/// Each message's handler runs in a task of its own.
 async fn task_loop(messages: u64) -> Run {
-    let queue = filled_queue(messages);
-    let handled = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..BARE_TASKS)
-        .map(|_| {
-            let queue = queue.clone();
-            let handled = Arc::clone(&handled);
-            tokio::spawn(async move {
-                let request = ReceiveRequest {
-                    max_messages: 10,
-                    wait_time: Duration::ZERO,
-                    visibility_timeout: None,
-                };
-                loop {
-                    let batch = queue.receive(request).await.expect("receive");
-                    if batch.is_empty() {
-                        break;
-                    }
-                    let handlers: Vec<_> = batch
-                        .into_iter()
-                        .map(|message| {
-                            let handled = Arc::clone(&handled);
-                            tokio::spawn(async move {
-                                black_box(&message.body);
-                                handled.fetch_add(1, Ordering::Relaxed);
-                                message.receipt_handle
-                            })
-                        })
-                        .collect();
-                    let mut handles = Vec::with_capacity(handlers.len());
-                    for handler in handlers {
-                        handles.push(handler.await.expect("handler task"));
-                    }
-                    queue.delete_batch(&handles).await.expect("delete");
-                }
+    receive_loop(messages, |batch, handled| async move {
+        let handlers: Vec<_> = batch
+            .into_iter()
+            .map(|message| {
+                let handled = Arc::clone(&handled);
+                tokio::spawn(async move { handle(message, &handled) })
             })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task loop");
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(handled.load(Ordering::Relaxed), messages);
-    assert_eq!(queue.counts().total(), 0);
-    Run {
-        seconds,
-        requests: queue.stats().api_calls(),
-    }
+            .collect();
+        let mut handles = Vec::with_capacity(handlers.len());
+        for handler in handlers {
+            handles.push(handler.await.expect("handler task"));
+        }
+        handles
+    })
+    .await
 }
 
 async fn engine(messages: u64) -> Run {

@@ -36,6 +36,21 @@ pub struct Settings {
     pub json_logs: bool,
 }
 
+impl Default for Settings {
+    /// A 3 s grace period in a 6 s stop timeout, 16 handlers, nothing else.
+    fn default() -> Self {
+        Self {
+            grace_secs: 3,
+            stop_timeout_secs: 6,
+            pid1: false,
+            agent_uri: None,
+            concurrency: 16,
+            json_logs: false,
+            http: false,
+        }
+    }
+}
+
 impl WorkerProcess {
     pub fn start(queue: &SqsBackend, settings: &Settings) -> Self {
         let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-worker")));

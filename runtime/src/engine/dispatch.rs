@@ -71,15 +71,17 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
         }
         Ending::Returned(outcome) => outcome,
     };
-    match outcome {
+    let error = match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
             shared.settler.delete(receipt);
+            return;
         }
         Outcome::RetryAfter(delay) => {
             Counters::add(&counters.retried, 1);
             let delay = delay.min(shared.visibility_room(received_at, Instant::now()));
             shared.settler.change(receipt, delay, ChangeKind::Retry);
+            return;
         }
         Outcome::Continue(mut next) => {
             if next.group_id.is_none() {
@@ -90,43 +92,15 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
                     Counters::add(&counters.continued, 1);
                     tracing::debug!(%message_id, %continuation_id, "handed on");
                     shared.settler.delete(receipt);
+                    return;
                 }
-                Err(error) => {
-                    let error = HandlerError::failed(error);
-                    fail(
-                        &shared,
-                        receipt,
-                        &message_id,
-                        receive_count,
-                        received_at,
-                        error,
-                    );
-                }
+                // Nothing is deleted: the message itself comes back.
+                Err(error) => HandlerError::failed(error),
             }
         }
-        Outcome::Fail(error) => {
-            fail(
-                &shared,
-                receipt,
-                &message_id,
-                receive_count,
-                received_at,
-                error,
-            );
-        }
-    }
-}
-
-/// A failed message: counted, logged, and retried per the retry policy.
-fn fail<H>(
-    shared: &Shared<H>,
-    receipt: ReceiptHandle,
-    message_id: &str,
-    receive_count: u32,
-    received_at: Instant,
-    error: HandlerError,
-) {
-    let counters = &shared.counters;
+        Outcome::Fail(error) => error,
+    };
+    // A failure, of the handler or of sending its continuation.
     Counters::add(&counters.failed, 1);
     tracing::warn!(
         message_id = %message_id,
