@@ -353,3 +353,60 @@ async fn a_continuation_goes_through_sqs_send_then_delete() {
     assert_eq!((report.continued, report.deleted), (1, 2));
     assert_eq!(counts(&queue).await, (0, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
+    let queue = create_queue(
+        &format!("{}.fifo", unique("group")),
+        &[
+            (QueueAttributeName::FifoQueue, "true".to_owned()),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "true".to_owned(),
+            ),
+        ],
+    )
+    .await;
+    assert!(queue.attributes().await.expect("attributes").fifo);
+    queue
+        .client()
+        .send_message()
+        .queue_url(queue.queue_url())
+        .message_body("step-1")
+        .message_group_id("tenant-7")
+        .send()
+        .await
+        .expect("send");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (handler_seen, done) = (Arc::clone(&seen), Arc::clone(&seen));
+    Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&handler_seen);
+            async move {
+                let group = message.attributes().get("MessageGroupId").cloned();
+                seen.lock()
+                    .expect("lock")
+                    .push((message.body().to_owned(), group));
+                match message.body() {
+                    "step-1" => Outcome::Continue(spotq::SendMessage::new("step-2")),
+                    _ => Outcome::Ack,
+                }
+            }
+        })
+        .run_until(until(Duration::from_secs(20), move || {
+            done.lock().expect("lock").len() == 2
+        }))
+        .await
+        .expect("worker runs");
+
+    let group = Some("tenant-7".to_owned());
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        [
+            ("step-1".to_owned(), group.clone()),
+            ("step-2".to_owned(), group)
+        ]
+    );
+}

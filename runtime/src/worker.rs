@@ -296,6 +296,7 @@ impl<H: Handler> Worker<H> {
             poller_turn: tokio::sync::Mutex::new(()),
             config: self.config,
             resolved,
+            fifo: attributes.fifo,
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
             stop_receiving: CancellationToken::new(),

@@ -42,7 +42,10 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
     let receive_count = message.receive_count();
     let received_at = message.context().received_at();
     let message_id = message.id().to_owned();
-    let group_id = message.attributes().get("MessageGroupId").cloned();
+    let group_id = shared
+        .fifo
+        .then(|| message.attributes().get("MessageGroupId").cloned())
+        .flatten();
     // The handler's future is built here, not in a nested `async fn`, so the message is
     // moved once and the task stays small.
     let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();

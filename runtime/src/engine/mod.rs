@@ -44,6 +44,8 @@ pub(crate) struct Shared<H> {
     pub(crate) handler: H,
     pub(crate) config: WorkerConfig,
     pub(crate) resolved: Resolved,
+    /// Whether the queue is a FIFO queue (continuations keep their message's group).
+    pub(crate) fifo: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) settler: Arc<Settler>,
     /// The bound on handlers in flight.
