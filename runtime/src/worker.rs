@@ -24,6 +24,11 @@ use crate::health::Health;
 use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::shutdown::ShutdownHandle;
 
+/// Time kept between the last shutdown step and the stop timeout (SIGKILL).
+const EXIT_MARGIN: Duration = Duration::from_secs(1);
+/// How long cancelled handlers get to end before the worker goes on without them.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
 
@@ -312,16 +317,8 @@ impl<H: Handler> Worker<H> {
             visibility = ?resolved.visibility,
             "worker started"
         );
-        let pollers = TaskTracker::new();
-        for _ in 0..resolved.pollers {
-            pollers.spawn(poll(Arc::clone(&shared)));
-        }
-        pollers.close();
-        if let Some(health) = &shared.health {
-            health.receiving();
-        }
+        // Started before anything else runs: it is the one start step that can fail.
         let reporting_stop = CancellationToken::new();
-        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
         let emf = match self.emf {
             Some(EmfOutput { settings, out }) => Some(spawn_emf_reporter(
                 settings.interval,
@@ -331,6 +328,15 @@ impl<H: Handler> Worker<H> {
             )?),
             None => None,
         };
+        let pollers = TaskTracker::new();
+        for _ in 0..resolved.pollers {
+            pollers.spawn(poll(Arc::clone(&shared)));
+        }
+        pollers.close();
+        if let Some(health) = &shared.health {
+            health.receiving();
+        }
+        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
         let protection_stop = CancellationToken::new();
         let protection = protection.map(|protection| {
             let shared = Arc::clone(&shared);
@@ -344,7 +350,10 @@ impl<H: Handler> Worker<H> {
             () = shutdown => false,
             () = &mut immediate => true,
         };
-        let deadline = Instant::now() + resolved.grace;
+        let stopping_at = Instant::now();
+        let deadline = stopping_at + resolved.grace;
+        // What must be done before SIGKILL: the task's stop timeout, less a moment to exit.
+        let hard_deadline = stopping_at + shared.config.stop_timeout.saturating_sub(EXIT_MARGIN);
         let _ = shared.shutdown.deadline.set(deadline);
         shared.shutdown.stopping.cancel();
         if let Some(health) = &shared.health {
@@ -369,13 +378,30 @@ impl<H: Handler> Worker<H> {
                 "shutdown: releasing the messages of running handlers"
             );
             shared.shutdown.cancel_handlers.cancel();
-            shared.capacity.all_returned().await;
+            // Cancelled handlers are dropped at once; one that blocks its thread cannot be,
+            // and must not keep the rest from being flushed before SIGKILL.
+            let give_up = (Instant::now() + RELEASE_WAIT).min(hard_deadline);
+            if timeout_at(give_up, shared.capacity.all_returned())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    stuck = shared.capacity.messages_in_flight(),
+                    "shutdown: handlers did not stop; their messages stay invisible until \
+                     their visibility timeout"
+                );
+            }
         }
         // Every message is settled: its slot came back after. Protection goes off now
         // that no handler runs, while the last batches are sent.
         protection_stop.cancel();
         drop(shared);
-        settler.close().await;
+        if timeout_at(hard_deadline, settler.close()).await.is_err() {
+            tracing::error!(
+                "shutdown: deletes and visibility changes still failing at the stop timeout; \
+                 their messages will be received again"
+            );
+        }
         // The last publish comes after the last batch, so the final counts are exact.
         reporting_stop.cancel();
         if let Err(error) = reporting.await {

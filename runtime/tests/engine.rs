@@ -798,3 +798,39 @@ async fn health_is_ready_while_receiving_and_not_live_when_a_receive_hangs() {
     assert_eq!(wedged, (true, false), "receives stuck for 90 s");
     assert!(!health.is_ready(), "not ready once stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_blocks_its_thread_does_not_hold_up_the_exit() {
+    let queue = EmbeddedQueue::builder("stuck")
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("queue");
+    queue.send_many(["blocks", "waits"].map(str::to_owned));
+    let started = std::time::Instant::now();
+    let report = Worker::builder(queue.clone())
+        .concurrency(2)
+        .stop_timeout(Duration::from_secs(4))
+        .shutdown_grace(Duration::from_secs(1))
+        .handler(|message: Message| async move {
+            if message.body() == "blocks" {
+                // Blocks its thread: cancellation cannot reach it.
+                std::thread::sleep(Duration::from_secs(5));
+            } else {
+                sleep(Duration::from_secs(3600)).await;
+            }
+        })
+        .run_until(sleep(Duration::from_millis(300)))
+        .await
+        .expect("worker stops");
+
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exited before the stop timeout: {took:?}"
+    );
+    assert_eq!(
+        report.released, 1,
+        "the cancellable handler's message was released"
+    );
+    assert_eq!(queue.counts().visible, 1);
+}
