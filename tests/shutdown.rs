@@ -306,12 +306,15 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
         queue_name(&queue)
     );
     for line in [
-        format!("spotq_messages_received_total{labels}"),
-        format!("spotq_messages_deleted_total{labels}"),
+        format!("spotq_messages_received_total{labels} 3"),
+        format!("spotq_messages_deleted_total{labels} 2"),
         format!("spotq_concurrency{labels} 2"),
-        format!("spotq_messages_in_flight{labels}"),
-        format!("spotq_queue_messages_visible{labels}"),
-        format!("spotq_backlog_per_task{labels}"),
+        format!("spotq_messages_in_flight{labels} 1"),
+        // Sampled from moto: the long message is in flight, nothing waits; over the 2
+        // tasks the test worker is told share the queue.
+        format!("spotq_queue_messages_visible{labels} 0"),
+        format!("spotq_queue_messages_not_visible{labels} 1"),
+        format!("spotq_backlog_per_task{labels} 0.5"),
     ] {
         assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
     }
