@@ -283,6 +283,7 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
         stop_timeout_secs: 8,
         concurrency: 2,
         http: true,
+        env: vec![("SPOTQ_RUNNING_TASKS".to_owned(), "2".to_owned())],
         ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);

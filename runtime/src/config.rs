@@ -126,8 +126,10 @@ pub struct WorkerConfig {
     /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
     /// Default 20 s.
     pub backlog_interval: Option<Duration>,
-    /// Tasks sharing the queue, for `spotq_backlog_per_task`, when known from
-    /// configuration; without it the gauge is not published.
+    /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in an
+    /// ECS service reads its service's running count (task metadata, then
+    /// `ecs:DescribeTasks` and `ecs:DescribeServices`); elsewhere the gauge is not
+    /// published.
     pub running_tasks: Option<u64>,
 }
 

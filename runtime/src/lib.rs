@@ -47,10 +47,16 @@
 //! - [`Handler`], [`Message`], [`Context`], [`Outcome`]: what user code sees.
 //! - [`Backend`]: the queue seam, with [`SqsBackend`] (`aws-sdk-sqs`) and
 //!   [`EmbeddedQueue`] (in-process, SQS semantics, fault injection).
+//! - [`Worker::run`]: the ECS task's main loop (SIGTERM/SIGINT); [`ShutdownHandle`] to
+//!   embed it; [`protection`] for task scale-in protection.
+//! - [`serve`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker binary exposes
+//!   (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task count behind
+//!   backlog per task.
 
 pub mod backend;
 mod backoff;
 mod config;
+pub mod ecs;
 pub mod embedded;
 pub mod emf;
 mod engine;
@@ -61,6 +67,7 @@ mod local_http;
 pub mod logging;
 mod message;
 pub mod protection;
+mod sdk_error;
 pub mod serve;
 mod shutdown;
 #[cfg(any(test, feature = "test-util"))]

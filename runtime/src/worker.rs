@@ -211,8 +211,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// The number of tasks sharing the queue, for `spotq_backlog_per_task`, when it is
-    /// known from configuration.
+    /// The number of tasks sharing the queue, for `spotq_backlog_per_task`. Without it,
+    /// a worker in an ECS service counts its service's running tasks.
     pub fn running_tasks(mut self, running_tasks: u64) -> Self {
         self.config.running_tasks = Some(running_tasks);
         self

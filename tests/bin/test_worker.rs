@@ -4,8 +4,8 @@
 //!
 //! Settings come from the environment: `SPOTQ_QUEUE` (name or URL; the AWS chain, with
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
-//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_HTTP_ADDR` (serve /metrics,
-//! /health, /ready); logs as `SPOTQ_LOG_FORMAT` says. It
+//! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
+//! (serve /metrics, /health, /ready); logs as `SPOTQ_LOG_FORMAT` says. It
 //! runs until SIGTERM or SIGINT.
 
 use std::fs::OpenOptions;
@@ -53,11 +53,14 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let backend = SqsBackend::from_env(&queue).await?;
-    // The worker logs its report as it stops.
-    Worker::builder(backend)
+    let mut worker = Worker::builder(backend)
         .health(health)
-        .backlog_interval(Some(Duration::from_secs(1)))
-        .running_tasks(2)
+        .backlog_interval(Some(Duration::from_secs(1)));
+    if let Ok(tasks) = std::env::var("SPOTQ_RUNNING_TASKS") {
+        worker = worker.running_tasks(tasks.parse().context("SPOTQ_RUNNING_TASKS")?);
+    }
+    // The worker logs its report as it stops.
+    worker
         .concurrency(usize::try_from(env_number("SPOTQ_CONCURRENCY", 16)?)?)
         .wait_time(Duration::from_secs(1))
         .stop_timeout(Duration::from_secs(env_number(

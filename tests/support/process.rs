@@ -31,6 +31,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// Serves /metrics, /health and /ready on an ephemeral loopback port.
     pub http: bool,
+    /// More environment for the worker.
+    pub env: Vec<(String, String)>,
     /// Logs as JSON lines into a file (see [`WorkerProcess::log_lines`]) rather than to
     /// the test's stderr.
     pub json_logs: bool,
@@ -47,6 +49,7 @@ impl Default for Settings {
             concurrency: 16,
             json_logs: false,
             http: false,
+            env: Vec::new(),
         }
     }
 }
@@ -73,10 +76,12 @@ impl WorkerProcess {
             )
             .env("RUST_LOG", "warn")
             .env_remove("ECS_AGENT_URI")
+            .env_remove("ECS_CONTAINER_METADATA_URI_V4")
             .stdin(Stdio::null());
         if let Some(uri) = &settings.agent_uri {
             command.env("ECS_AGENT_URI", uri);
         }
+        command.envs(settings.env.iter().map(|(key, value)| (key, value)));
         if settings.http {
             command.env("SPOTQ_HTTP_ADDR", "127.0.0.1:0");
         }

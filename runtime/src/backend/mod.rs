@@ -2,7 +2,7 @@
 //!
 //! A [`Backend`] receives messages, deletes them in batches, changes their visibility in
 //! batches and reads the queue's attributes. Two implementations ship with spotq:
-//! [`SqsBackend`](crate::SqsBackend) over `aws-sdk-sqs`, and the in-process
+//! [`SqsBackend`] over `aws-sdk-sqs`, and the in-process
 //! [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics.
 //!
 //! Batch calls return one result per entry, in the order of the request: like SQS, a

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
@@ -19,6 +17,7 @@ use crate::backend::{
     whole_seconds,
 };
 use crate::error::BackendError;
+use crate::sdk_error::classify;
 
 /// An SQS queue reached through `aws-sdk-sqs`.
 ///
@@ -319,122 +318,9 @@ fn build_error(operation: &'static str, error: impl std::fmt::Display) -> Backen
     }
 }
 
-/// Error codes with which SQS (and KMS behind it) asks callers to slow down.
-const THROTTLING_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "RequestThrottled",
-    "KmsThrottled",
-    "OverLimit",
-    "TooManyRequestsException",
-];
-
-/// Sorts an SDK error into throttled, transient (retry) or rejected (do not retry).
-pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> BackendError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let message = aws_sdk_sqs::error::DisplayErrorContext(&error).to_string();
-    match &error {
-        SdkError::ServiceError(service) => {
-            let status = service.raw().status().as_u16();
-            let code = service.err().code().unwrap_or("Unknown").to_owned();
-            let short = code.rsplit('.').next().unwrap_or(&code);
-            if THROTTLING_CODES.contains(&short) || status == 429 {
-                BackendError::Throttled { operation, message }
-            } else if status >= 500 {
-                BackendError::Transient {
-                    operation,
-                    message,
-                    source: Some(Box::new(error)),
-                }
-            } else {
-                let message = service.err().message().unwrap_or_default().to_owned();
-                BackendError::Rejected {
-                    operation,
-                    code,
-                    message,
-                }
-            }
-        }
-        SdkError::ConstructionFailure(_) => BackendError::Rejected {
-            operation,
-            code: "ConstructionFailure".to_owned(),
-            message,
-        },
-        // Timeouts, connection failures and unreadable responses.
-        _ => BackendError::Transient {
-            operation,
-            message,
-            source: Some(Box::new(error)),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use aws_sdk_sqs::error::{ConnectorError, ErrorMetadata};
-    use aws_sdk_sqs::operation::receive_message::ReceiveMessageError;
-    use aws_smithy_runtime_api::http::StatusCode;
-    use aws_smithy_types::body::SdkBody;
-
-    fn service_error(status: u16, code: &str) -> BackendError {
-        let error =
-            ReceiveMessageError::generic(ErrorMetadata::builder().code(code).message("m").build());
-        let status = StatusCode::try_from(status).expect("status");
-        let raw = HttpResponse::new(status, SdkBody::empty());
-        classify("ReceiveMessage", SdkError::service_error(error, raw))
-    }
-
-    #[test]
-    fn throttling_and_server_errors_are_retryable_and_client_errors_are_not() {
-        for code in [
-            "ThrottlingException",
-            "AWS.SimpleQueueService.RequestThrottled",
-            "KmsThrottled",
-        ] {
-            assert!(
-                matches!(service_error(400, code), BackendError::Throttled { .. }),
-                "{code}"
-            );
-        }
-        assert!(matches!(
-            service_error(429, "Whatever"),
-            BackendError::Throttled { .. }
-        ));
-        assert!(matches!(
-            service_error(500, "InternalError"),
-            BackendError::Transient { .. }
-        ));
-        assert!(matches!(
-            service_error(503, "ServiceUnavailable"),
-            BackendError::Transient { .. }
-        ));
-        let rejected = service_error(400, "AWS.SimpleQueueService.NonExistentQueue");
-        assert!(!rejected.is_retryable());
-        assert!(
-            rejected.to_string().contains("NonExistentQueue"),
-            "{rejected}"
-        );
-        assert!(!service_error(403, "AccessDenied").is_retryable());
-    }
-
-    #[test]
-    fn timeouts_and_connection_failures_are_transient() {
-        let timeout: SdkError<ReceiveMessageError, HttpResponse> =
-            SdkError::timeout_error("operation timed out");
-        assert!(matches!(
-            classify("ReceiveMessage", timeout),
-            BackendError::Transient { .. }
-        ));
-        let refused: SdkError<ReceiveMessageError, HttpResponse> =
-            SdkError::dispatch_failure(ConnectorError::io("connection refused".into()));
-        let error = classify("DeleteMessageBatch", refused);
-        assert!(matches!(error, BackendError::Transient { .. }) && error.is_retryable());
-        assert_eq!(error.operation(), "DeleteMessageBatch");
-    }
 
     #[test]
     fn queue_name_is_the_last_url_segment() {

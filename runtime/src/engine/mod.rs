@@ -59,7 +59,7 @@ pub(crate) struct Shared<H> {
     pub(crate) metrics: WorkerMetrics,
     pub(crate) health: Option<WorkerHealth>,
     /// The backlog sampler's last sample, for the EMF lines.
-    pub(crate) last_backlog: std::sync::Mutex<Option<QueueAttributes>>,
+    pub(crate) last_backlog: std::sync::Mutex<Option<(QueueAttributes, Option<u64>)>>,
 }
 
 /// The shutdown state handlers can observe.

@@ -4,18 +4,28 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use tokio::time::{Instant, MissedTickBehavior, interval};
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EmfSettings;
+use crate::ecs::EcsService;
 use crate::emf::{EmfRecord, Unit};
 use crate::engine::Shared;
 use crate::engine::metrics::{PUBLISH_EVERY, backlog_per_task};
+
+/// The longest an ECS call of the sampler may take (the SDK sets no call timeout).
+const ECS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until `stop`, then publishes once more so the final counts are exact.
 pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
     let mut publish = interval(PUBLISH_EVERY);
     publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tasks = match shared.config.running_tasks {
+        Some(count) => Tasks::Configured(count),
+        None => Tasks::Discover,
+    };
     let mut backlog = shared.config.backlog_interval.map(|every| {
         let mut ticks = interval(every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -34,7 +44,7 @@ pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
             } => {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = sample(&shared) => {}
+                    () = sample(&shared, &mut tasks) => {}
                 }
             }
         }
@@ -50,17 +60,77 @@ fn publish_now<H>(shared: &Shared<H>) {
     );
 }
 
-/// One `GetQueueAttributes`; a failure is logged and the gauges keep their last value.
-async fn sample<H>(shared: &Shared<H>) {
+/// Where the number of tasks sharing the queue comes from.
+enum Tasks {
+    /// Set in the worker's configuration.
+    Configured(u64),
+    /// Not looked for yet: the worker may run in an ECS service.
+    Discover,
+    /// The ECS service this task belongs to.
+    Ecs(EcsService),
+    /// Neither: backlog per task is not published rather than guessed.
+    Unknown,
+}
+
+impl Tasks {
+    /// The current count, discovering the ECS service on first use.
+    async fn count(&mut self) -> Option<u64> {
+        if let Self::Discover = self {
+            *self = match EcsService::from_env().await {
+                Ok(Some(service)) => {
+                    tracing::info!(
+                        cluster = service.cluster(),
+                        service = service.service(),
+                        "backlog per task counts the tasks of this ECS service"
+                    );
+                    Self::Ecs(service)
+                }
+                Ok(None) => {
+                    tracing::info!(
+                        "backlog per task is not published: no running-task count \
+                         (set running_tasks, or run in an ECS service)"
+                    );
+                    Self::Unknown
+                }
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(%error, "finding this task's ECS service failed; retrying");
+                    return None;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "backlog per task is not published");
+                    Self::Unknown
+                }
+            };
+        }
+        match self {
+            Self::Configured(count) => Some(*count),
+            Self::Ecs(service) => match timeout(ECS_CALL_TIMEOUT, service.running_count()).await {
+                Ok(Ok(count)) => Some(count),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "reading the service's running count failed");
+                    None
+                }
+                Err(_elapsed) => {
+                    tracing::warn!("reading the service's running count timed out");
+                    None
+                }
+            },
+            Self::Discover | Self::Unknown => None,
+        }
+    }
+}
+
+/// One `GetQueueAttributes` (and the task count); a failure is logged and the gauges
+/// keep their last value.
+async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
     match shared.backend.attributes().await {
         Ok(attributes) => {
-            shared
-                .metrics
-                .publish_backlog(&attributes, shared.config.running_tasks);
+            let running_tasks = tasks.count().await;
+            shared.metrics.publish_backlog(&attributes, running_tasks);
             *shared
                 .last_backlog
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(attributes);
+                .unwrap_or_else(PoisonError::into_inner) = Some((attributes, running_tasks));
         }
         Err(error) => tracing::warn!(%error, "backlog sample failed"),
     }
@@ -97,11 +167,11 @@ pub(crate) fn emf_record<H: Send + Sync + 'static>(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(sample) = backlog {
+        if let Some((sample, running_tasks)) = backlog {
             record = record
                 .metric("MessagesVisible", Unit::Count, sample.visible as f64)
                 .metric("MessagesNotVisible", Unit::Count, sample.not_visible as f64);
-            if let Some(tasks) = shared.config.running_tasks {
+            if let Some(tasks) = running_tasks {
                 record = record.metric(
                     "BacklogPerTask",
                     Unit::Count,
