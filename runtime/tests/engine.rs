@@ -834,3 +834,89 @@ async fn a_handler_that_blocks_its_thread_does_not_hold_up_the_exit() {
     );
     assert_eq!(queue.counts().visible, 1);
 }
+
+/// A backend that records every visibility change the engine asks for.
+#[derive(Debug)]
+struct RecordChanges {
+    queue: EmbeddedQueue,
+    changes: Mutex<Vec<(Instant, Duration)>>,
+}
+
+#[async_trait]
+impl Backend for RecordChanges {
+    fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        self.queue.receive(request).await
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.queue.delete_batch(handles).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        let now = Instant::now();
+        self.changes
+            .lock()
+            .expect("changes")
+            .extend(changes.iter().map(|change| (now, change.timeout)));
+        self.queue.change_visibility_batch(changes).await
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        self.queue.attributes().await
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        Backend::send(&self.queue, message).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_during_shutdown_never_extend_past_the_deadline() {
+    let queue = EmbeddedQueue::builder("deadline")
+        .visibility_timeout(Duration::from_secs(10))
+        .build()
+        .expect("queue");
+    queue.send("long");
+    let backend = Arc::new(RecordChanges {
+        queue: queue.clone(),
+        changes: Mutex::new(Vec::new()),
+    });
+    let started = Instant::now();
+    Worker::builder(Arc::clone(&backend))
+        .stop_timeout(Duration::from_secs(30))
+        .shutdown_grace(Duration::from_secs(7))
+        .handler(|_message: Message| std::future::pending::<()>())
+        .run_until(sleep(Duration::from_secs(12)))
+        .await
+        .expect("worker runs");
+
+    // Heartbeats every 5 s extend by the 10 s timeout, until shutdown at 12 s sets the
+    // deadline at 19 s: the beat at 15 s extends by 4 s only; at 19 s, the release.
+    let changes: Vec<(u64, Duration)> = backend
+        .changes
+        .lock()
+        .expect("changes")
+        .iter()
+        .map(|(at, timeout)| ((*at - started).as_secs(), *timeout))
+        .collect();
+    let secs = Duration::from_secs;
+    assert_eq!(
+        changes,
+        [
+            (5, secs(10)),
+            (10, secs(10)),
+            (15, secs(4)),
+            (19, Duration::ZERO)
+        ]
+    );
+}
