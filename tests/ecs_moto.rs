@@ -452,12 +452,7 @@ async fn a_worker_in_an_ecs_service_divides_its_backlog_by_the_service_s_running
         ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
-    worker.wait_for("listening", 1).await;
-    let addr = worker
-        .bodies("listening")
-        .into_iter()
-        .next()
-        .expect("address");
+    let addr = worker.http_addr().await;
     worker.wait_for("start", 4).await;
 
     // 4 in flight and 4 waiting, over the service's 4 running tasks.

@@ -287,12 +287,7 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
         ..Settings::default()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
-    worker.wait_for("listening", 1).await;
-    let addr = worker
-        .bodies("listening")
-        .into_iter()
-        .next()
-        .expect("address");
+    let addr = worker.http_addr().await;
     worker.wait_for("start", 2).await;
     worker.wait_for("done", 1).await;
     sleep(Duration::from_millis(1500)).await; // a backlog sample and a publish

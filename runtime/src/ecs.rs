@@ -43,7 +43,7 @@ use hyper::{Method, Uri};
 use serde_json::Value;
 
 use crate::error::{BackendError, BoxError, ConfigError};
-use crate::local_http::LocalHttp;
+use crate::local_http::{LocalHttp, base_uri_from, endpoint, excerpt};
 use crate::sdk_error::classify;
 
 /// The environment variable ECS sets in every container of a task: the base URI of the
@@ -66,9 +66,6 @@ const INACTIVE: &str = "INACTIVE";
 
 /// The failure reason ECS gives for a task or service it does not know.
 const MISSING: &str = "MISSING";
-
-/// The most of an unexpected answer kept in an error.
-const EXCERPT_CHARS: usize = 300;
 
 /// Why the service or its running count could not be found.
 #[derive(Debug, thiserror::Error)]
@@ -257,34 +254,12 @@ struct TaskMetadata {
 /// `$ECS_CONTAINER_METADATA_URI_V4` as read from the environment: `None` when unset or
 /// blank.
 fn metadata_uri_from(value: Result<String, VarError>) -> Result<Option<String>, ConfigError> {
-    match value {
-        Ok(uri) if uri.trim().is_empty() => Ok(None),
-        Ok(uri) => Ok(Some(uri.trim().to_owned())),
-        Err(VarError::NotPresent) => Ok(None),
-        Err(VarError::NotUnicode(raw)) => Err(ConfigError::new(
-            METADATA_URI_VAR,
-            raw,
-            "a plain http:// URL",
-        )),
-    }
+    base_uri_from(METADATA_URI_VAR, value)
 }
 
 /// The task's metadata resource below the metadata URI.
 fn task_endpoint(metadata_uri: &str) -> Result<Uri, ConfigError> {
-    let invalid = || ConfigError::new(METADATA_URI_VAR, metadata_uri, "a plain http:// URL");
-    let trimmed = metadata_uri.trim().trim_end_matches('/');
-    let uri: Uri = format!("{trimmed}{TASK_PATH}")
-        .parse()
-        .map_err(|_| invalid())?;
-    // The endpoint is plain HTTP on a link-local address; the connector would refuse
-    // https anyway.
-    if uri.scheme_str() != Some("http")
-        || uri.host().is_none_or(str::is_empty)
-        || uri.query().is_some()
-    {
-        return Err(invalid());
-    }
-    Ok(uri)
+    endpoint(METADATA_URI_VAR, metadata_uri, TASK_PATH)
 }
 
 async fn read_metadata(endpoint: Uri) -> Result<TaskMetadata, EcsError> {
@@ -393,13 +368,6 @@ fn failure_reason(failures: &[Failure]) -> String {
         Some(detail) if !detail.is_empty() => format!("{reason} ({detail})"),
         _ => reason.to_owned(),
     }
-}
-
-fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .take(EXCERPT_CHARS)
-        .collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Plain-HTTP calls to the endpoints ECS serves inside a task: the agent (task
 //! protection) and task metadata. Link-local, unauthenticated, JSON.
 
+use std::env::VarError;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -10,7 +11,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::error::BoxError;
+use crate::error::{BoxError, ConfigError};
+
+/// The most of an unexpected answer kept in an error.
+pub(crate) const EXCERPT_CHARS: usize = 300;
 
 /// The most of an answer read; the endpoints answer with a few hundred bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -90,4 +94,44 @@ fn transport(error: impl Into<BoxError>) -> ExchangeError {
         cause = error.source();
     }
     ExchangeError::Transport { message, source }
+}
+
+/// A task-local endpoint's base URI as read from its environment variable `var`: `None`
+/// when unset or blank.
+pub(crate) fn base_uri_from(
+    var: &'static str,
+    value: Result<String, VarError>,
+) -> Result<Option<String>, ConfigError> {
+    match value {
+        Ok(uri) if uri.trim().is_empty() => Ok(None),
+        Ok(uri) => Ok(Some(uri.trim().to_owned())),
+        Err(VarError::NotPresent) => Ok(None),
+        Err(VarError::NotUnicode(raw)) => Err(ConfigError::new(var, raw, "a plain http:// URL")),
+    }
+}
+
+/// The resource `path` below `base` (the value of `var`), checked to be plain HTTP: the
+/// endpoints ECS serves in a task are plain HTTP on a link-local address, anything else
+/// is a mistake, and the connector would refuse https anyway.
+pub(crate) fn endpoint(var: &'static str, base: &str, path: &str) -> Result<Uri, ConfigError> {
+    let invalid = || ConfigError::new(var, base, "a plain http:// URL");
+    let trimmed = base.trim().trim_end_matches('/');
+    let uri: Uri = format!("{trimmed}{path}").parse().map_err(|_| invalid())?;
+    if uri.scheme_str() != Some("http")
+        || uri.host().is_none_or(str::is_empty)
+        || uri.query().is_some()
+    {
+        return Err(invalid());
+    }
+    Ok(uri)
+}
+
+/// The start of a body, for an error message.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
 }

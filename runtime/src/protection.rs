@@ -38,7 +38,7 @@ use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
 use crate::error::{BoxError, ConfigError};
-use crate::local_http::{ExchangeError, LocalHttp};
+use crate::local_http::{ExchangeError, LocalHttp, base_uri_from, endpoint, excerpt};
 
 pub use driver::ProtectionReport;
 
@@ -63,9 +63,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// every few seconds. Every call the agent gets becomes an ECS API call, throttled per
 /// account.
 const RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(30));
-
-/// The most of an unexpected answer kept in an error.
-const EXCERPT_CHARS: usize = 300;
 
 /// How a worker holds task scale-in protection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,7 +247,7 @@ impl TaskProtection {
         agent_uri: &str,
         config: ProtectionConfig,
     ) -> Result<Self, ConfigError> {
-        let endpoint = endpoint(agent_uri)?;
+        let endpoint = state_endpoint(agent_uri)?;
         Ok(Self {
             endpoint,
             config,
@@ -302,32 +299,12 @@ impl TaskProtection {
 
 /// `$ECS_AGENT_URI` as read from the environment: `None` when unset or blank.
 fn agent_uri_from(value: Result<String, VarError>) -> Result<Option<String>, ConfigError> {
-    match value {
-        Ok(uri) if uri.trim().is_empty() => Ok(None),
-        Ok(uri) => Ok(Some(uri.trim().to_owned())),
-        Err(VarError::NotPresent) => Ok(None),
-        Err(VarError::NotUnicode(raw)) => {
-            Err(ConfigError::new(AGENT_URI_VAR, raw, "a plain http:// URL"))
-        }
-    }
+    base_uri_from(AGENT_URI_VAR, value)
 }
 
 /// The protection resource below the agent URI.
-fn endpoint(agent_uri: &str) -> Result<Uri, ConfigError> {
-    let invalid = || ConfigError::new(AGENT_URI_VAR, agent_uri, "a plain http:// URL");
-    let trimmed = agent_uri.trim().trim_end_matches('/');
-    let uri: Uri = format!("{trimmed}{STATE_PATH}")
-        .parse()
-        .map_err(|_| invalid())?;
-    // The agent speaks plain HTTP on a link-local address; anything else is a mistake,
-    // and the connector would refuse https anyway.
-    if uri.scheme_str() != Some("http")
-        || uri.host().is_none_or(str::is_empty)
-        || uri.query().is_some()
-    {
-        return Err(invalid());
-    }
-    Ok(uri)
+fn state_endpoint(agent_uri: &str) -> Result<Uri, ConfigError> {
+    endpoint(AGENT_URI_VAR, agent_uri, STATE_PATH)
 }
 
 /// Reads the agent's answer: an error status, or an `error` or `failure` object in any
@@ -381,14 +358,4 @@ fn text(object: &Value, key: &str) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|text| !text.is_empty())
         .map(str::to_owned)
-}
-
-/// The start of a body, for an error message.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(EXCERPT_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }

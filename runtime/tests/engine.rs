@@ -243,18 +243,34 @@ async fn without_heartbeats_a_lapsed_message_is_received_again_and_its_stale_del
     assert_eq!(report.deleted, 1);
 }
 
-/// A backend that checks the engine never receives more than it can start.
+/// A backend over the embedded queue that watches what the engine asks of it: with a
+/// `concurrency` above 0 it checks the engine never receives more than it can start,
+/// and it records every visibility change.
 #[derive(Debug)]
-struct PermitCheck {
+struct Spy {
     queue: EmbeddedQueue,
     concurrency: usize,
     held: Arc<AtomicUsize>,
     max_held: AtomicUsize,
     largest_request: AtomicUsize,
+    changes: Mutex<Vec<(Instant, Duration)>>,
+}
+
+impl Spy {
+    fn new(queue: &EmbeddedQueue) -> Self {
+        Self {
+            queue: queue.clone(),
+            concurrency: 0,
+            held: Arc::default(),
+            max_held: AtomicUsize::new(0),
+            largest_request: AtomicUsize::new(0),
+            changes: Mutex::default(),
+        }
+    }
 }
 
 #[async_trait]
-impl Backend for PermitCheck {
+impl Backend for Spy {
     fn name(&self) -> &str {
         self.queue.name()
     }
@@ -264,7 +280,7 @@ impl Backend for PermitCheck {
             .fetch_max(request.max_messages, Ordering::SeqCst);
         let held = self.held.load(Ordering::SeqCst);
         assert!(
-            held + request.max_messages <= self.concurrency,
+            self.concurrency == 0 || held + request.max_messages <= self.concurrency,
             "asked for {} while holding {held} of {}",
             request.max_messages,
             self.concurrency
@@ -286,6 +302,11 @@ impl Backend for PermitCheck {
         &self,
         changes: &[VisibilityChange],
     ) -> Result<Vec<EntryResult>, BackendError> {
+        let now = Instant::now();
+        self.changes
+            .lock()
+            .expect("changes")
+            .extend(changes.iter().map(|change| (now, change.timeout)));
         self.queue.change_visibility_batch(changes).await
     }
 
@@ -303,12 +324,10 @@ async fn never_more_handlers_or_received_messages_than_permits() {
     let queue = EmbeddedQueue::new("permits");
     queue.send_many((0..300).map(|n| n.to_string()));
     let held = Arc::new(AtomicUsize::new(0));
-    let backend = Arc::new(PermitCheck {
-        queue: queue.clone(),
+    let backend = Arc::new(Spy {
         concurrency: 7,
         held: Arc::clone(&held),
-        max_held: AtomicUsize::new(0),
-        largest_request: AtomicUsize::new(0),
+        ..Spy::new(&queue)
     });
     let running = Arc::new(AtomicUsize::new(0));
     let max_running = Arc::new(AtomicUsize::new(0));
@@ -835,51 +854,6 @@ async fn a_handler_that_blocks_its_thread_does_not_hold_up_the_exit() {
     assert_eq!(queue.counts().visible, 1);
 }
 
-/// A backend that records every visibility change the engine asks for.
-#[derive(Debug)]
-struct RecordChanges {
-    queue: EmbeddedQueue,
-    changes: Mutex<Vec<(Instant, Duration)>>,
-}
-
-#[async_trait]
-impl Backend for RecordChanges {
-    fn name(&self) -> &str {
-        self.queue.name()
-    }
-
-    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
-        self.queue.receive(request).await
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.delete_batch(handles).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        changes: &[VisibilityChange],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        let now = Instant::now();
-        self.changes
-            .lock()
-            .expect("changes")
-            .extend(changes.iter().map(|change| (now, change.timeout)));
-        self.queue.change_visibility_batch(changes).await
-    }
-
-    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-        self.queue.attributes().await
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.queue, message).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn heartbeats_during_shutdown_never_extend_past_the_deadline() {
     let queue = EmbeddedQueue::builder("deadline")
@@ -887,10 +861,7 @@ async fn heartbeats_during_shutdown_never_extend_past_the_deadline() {
         .build()
         .expect("queue");
     queue.send("long");
-    let backend = Arc::new(RecordChanges {
-        queue: queue.clone(),
-        changes: Mutex::new(Vec::new()),
-    });
+    let backend = Arc::new(Spy::new(&queue));
     let started = Instant::now();
     Worker::builder(Arc::clone(&backend))
         .stop_timeout(Duration::from_secs(30))

@@ -135,6 +135,15 @@ impl WorkerProcess {
         }
     }
 
+    /// The address of the worker's `/metrics`, `/health` and `/ready`, once it listens.
+    pub async fn http_addr(&self) -> String {
+        self.wait_for("listening", 1).await;
+        self.bodies("listening")
+            .into_iter()
+            .next()
+            .expect("the address it listens on")
+    }
+
     /// The pid that receives the signal: the worker itself, also when `unshare` wraps it.
     pub fn worker_pid(&self, pid1: bool) -> u32 {
         let pid = self.child.id();
