@@ -1,0 +1,47 @@
+//! A worker binary for an ECS task: SQS through the standard AWS configuration, JSON or
+//! text logs, `/metrics` + `/health` + `/ready` on port 8080, and the Spot shutdown
+//! contract on SIGTERM.
+//!
+//! Run with: `SPOTQ_QUEUE=orders cargo run --example sqs_worker`
+//! (against a local endpoint: add `AWS_ENDPOINT_URL=http://127.0.0.1:5055` and test
+//! credentials, e.g. after `scripts/moto.sh start`).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use spotq::logging::{LogFormat, init};
+use spotq::{Health, Message, SqsBackend, Worker};
+
+async fn handle(message: Message) -> Result<(), std::io::Error> {
+    // Log ids and counts, never bodies.
+    eprintln!(
+        "handling {} (receive #{})",
+        message.id(),
+        message.receive_count()
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await; // the real work
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init(LogFormat::from_env());
+    let queue =
+        std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE names the queue (name or URL)")?;
+    let health = Health::default();
+    let server = spotq::serve::serve("0.0.0.0:8080".parse()?, health.clone()).await?;
+
+    // Standard AWS chain; AWS_ENDPOINT_URL(_SQS) points it at a local endpoint.
+    let report = Worker::builder(SqsBackend::from_env(&queue).await?)
+        .concurrency(64)
+        .visibility_timeout(Duration::from_secs(60))
+        .retry_backoff(Duration::from_secs(2), Duration::from_secs(300))
+        .stop_timeout(Duration::from_secs(120)) // the task definition's stopTimeout
+        .health(health)
+        .handler(handle)
+        .run() // until SIGTERM or SIGINT
+        .await?;
+    eprintln!("{report:?}");
+    server.shutdown().await;
+    Ok(())
+}
