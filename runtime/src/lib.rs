@@ -72,6 +72,7 @@ pub mod serve;
 mod shutdown;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+mod waiting;
 mod worker;
 
 pub use backend::{

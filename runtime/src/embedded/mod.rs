@@ -72,6 +72,7 @@ use crate::backend::{
     VisibilityChange, whole_seconds,
 };
 use crate::error::{BackendError, ConfigError};
+use crate::waiting::Waiting;
 
 /// The default visibility timeout of a queue, as on SQS.
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
@@ -546,23 +547,6 @@ impl Inner {
             self.count_failed_call(operation, entries);
         }
         checked
-    }
-}
-
-/// Keeps a long poll counted in [`Inner::waiting`] until it stops waiting, including
-/// when its future is dropped.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn register(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::AcqRel);
-        Self(waiting)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

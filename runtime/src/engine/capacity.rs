@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
+use crate::waiting::Waiting;
+
 #[derive(Debug)]
 pub(crate) struct Capacity {
     total: usize,
@@ -108,24 +110,6 @@ impl Capacity {
     /// poller takes slots any more.
     pub(crate) async fn all_returned(&self) {
         self.wait_until(|| usize::from(self.in_use() == 0)).await;
-    }
-}
-
-/// Counts a waiter for as long as it waits (also when its future is dropped).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn register(waiting: &'a AtomicUsize) -> Self {
-        // SeqCst pairs with the load in `give_back`: either the hand-back sees this
-        // waiter, or this waiter's check after registering sees the hand-back.
-        waiting.fetch_add(1, Ordering::SeqCst);
-        Self(waiting)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
