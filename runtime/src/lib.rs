@@ -55,6 +55,7 @@
 
 pub mod backend;
 mod backoff;
+mod batch;
 mod config;
 pub mod ecs;
 pub mod embedded;
@@ -63,6 +64,9 @@ mod engine;
 pub mod error;
 mod handler;
 pub mod health;
+pub mod input;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod local_http;
 pub mod logging;
 mod message;
@@ -70,21 +74,32 @@ pub mod protection;
 mod sdk_error;
 pub mod serve;
 mod shutdown;
+mod spec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 mod waiting;
 mod worker;
 
+/// Lambda's event types (`aws_lambda_events`), for handlers that take an
+/// [`SqsMessage`](lambda_events::sqs::SqsMessage) or return an
+/// [`SqsBatchResponse`](lambda_events::sqs::SqsBatchResponse).
+pub use aws_lambda_events as lambda_events;
+
 pub use backend::{
     Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
 };
 pub use backoff::Backoff;
+pub use batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
 pub use config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use embedded::EmbeddedQueue;
+pub use engine::{Dispatch, PerBatch, PerMessage};
 pub use engine::stats::RunReport;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use handler::{Handler, IntoOutcome, Outcome};
 pub use health::Health;
 pub use message::{Context, Message};
 pub use shutdown::ShutdownHandle;
+pub use spec::{
+    AnyWorker, BoxedBatchHandler, BoxedHandler, QueueSource, WorkerSpec, run, run_all, run_with,
+};
 pub use worker::{Worker, WorkerBuilder};

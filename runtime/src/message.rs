@@ -6,75 +6,139 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 
-use crate::backend::{MessageAttribute, ReceivedMessage};
+use crate::backend::{MessageAttribute, ReceiptHandle, ReceivedMessage};
 use crate::engine::ShutdownState;
 
 /// One received message, as a handler sees it.
 #[derive(Debug)]
 pub struct Message {
-    received: ReceivedMessage,
+    body: String,
+    receipt_handle: ReceiptHandle,
+    md5_of_body: Option<String>,
     context: Context,
 }
 
 impl Message {
-    pub(crate) fn new(received: ReceivedMessage, context: Context) -> Self {
-        Self { received, context }
+    /// A message as the queue handed it out, received at `received_at`, in a worker whose
+    /// shutdown is `shutdown`.
+    pub(crate) fn new(
+        received: ReceivedMessage,
+        shutdown: Arc<ShutdownState>,
+        received_at: Instant,
+    ) -> Self {
+        let receive_count = received.receive_count();
+        let ReceivedMessage {
+            message_id,
+            receipt_handle,
+            body,
+            md5_of_body,
+            attributes,
+            message_attributes,
+        } = received;
+        Self {
+            body,
+            receipt_handle,
+            md5_of_body,
+            context: Context {
+                message_id,
+                receive_count,
+                attributes,
+                message_attributes,
+                shutdown,
+                received_at,
+            },
+        }
+    }
+
+    /// A message outside any worker (e.g. from a Lambda event, or in a unit test): its
+    /// context never reports a shutdown.
+    pub fn detached(received: ReceivedMessage) -> Self {
+        Self::new(received, Arc::default(), Instant::now())
     }
 
     /// The queue-assigned message id.
     pub fn id(&self) -> &str {
-        &self.received.message_id
+        self.context.message_id()
     }
 
     /// The message body.
     pub fn body(&self) -> &str {
-        &self.received.body
+        &self.body
     }
 
     /// Takes the body out of the message.
     pub fn into_body(self) -> String {
-        self.received.body
+        self.body
+    }
+
+    /// Splits the message into its body and its context.
+    pub fn into_parts(self) -> (String, Context) {
+        (self.body, self.context)
     }
 
     /// How many times the message has been received, this receive included.
     pub fn receive_count(&self) -> u32 {
-        self.received.receive_count()
+        self.context.receive_count()
     }
 
     /// System attributes (`SentTimestamp`, `ApproximateReceiveCount`, `MessageGroupId`, …).
     pub fn attributes(&self) -> &HashMap<String, String> {
-        &self.received.attributes
+        self.context.attributes()
     }
 
     /// User-defined message attributes.
     pub fn message_attributes(&self) -> &HashMap<String, MessageAttribute> {
-        &self.received.message_attributes
+        self.context.message_attributes()
     }
 
-    /// The message as the queue returned it.
-    pub fn received(&self) -> &ReceivedMessage {
-        &self.received
+    /// The handle of this receive. The worker deletes the message or changes its
+    /// visibility with it; a handler rarely needs it.
+    pub fn receipt_handle(&self) -> &ReceiptHandle {
+        &self.receipt_handle
     }
 
-    /// The context of this delivery: cancellation and the shutdown deadline.
+    /// MD5 of the body (hex), where the queue reported it.
+    pub fn md5_of_body(&self) -> Option<&str> {
+        self.md5_of_body.as_deref()
+    }
+
+    /// The context of this delivery: the message's id, attributes and receive count,
+    /// cancellation and the shutdown deadline.
     pub fn context(&self) -> &Context {
         &self.context
     }
 }
 
-/// What a handler can learn about the worker around it.
+/// What a handler can learn about the message it handles and the worker around it.
 #[derive(Clone, Debug)]
 pub struct Context {
+    message_id: String,
+    receive_count: u32,
+    attributes: HashMap<String, String>,
+    message_attributes: HashMap<String, MessageAttribute>,
     shutdown: Arc<ShutdownState>,
     received_at: Instant,
 }
 
 impl Context {
-    pub(crate) fn new(shutdown: Arc<ShutdownState>, received_at: Instant) -> Self {
-        Self {
-            shutdown,
-            received_at,
-        }
+    /// The queue-assigned id of the message being handled.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// How many times the message has been received, this receive included.
+    pub fn receive_count(&self) -> u32 {
+        self.receive_count
+    }
+
+    /// The message's system attributes (`SentTimestamp`, `MessageGroupId`, …).
+    pub fn attributes(&self) -> &HashMap<String, String> {
+        &self.attributes
+    }
+
+    /// The message's user-defined attributes.
+    pub fn message_attributes(&self) -> &HashMap<String, MessageAttribute> {
+        &self.message_attributes
     }
 
     /// Resolves when the worker gives up on running handlers (the shutdown grace period

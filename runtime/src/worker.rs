@@ -19,6 +19,8 @@ use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
 use crate::engine::{Shared, emf_record, poll, report};
 use crate::error::{BackendError, Error};
+use crate::batch::BatchHandler;
+use crate::engine::{Dispatch, PerBatch, PerMessage};
 use crate::handler::Handler;
 use crate::health::Health;
 use crate::protection::{ProtectionConfig, TaskProtection};
@@ -218,8 +220,21 @@ impl WorkerBuilder {
         self
     }
 
-    /// Sets the handler and finishes the worker.
-    pub fn handler<H: Handler>(self, handler: H) -> Worker<H> {
+    /// Sets the handler, called once per message, and finishes the worker.
+    pub fn handler<H: Handler>(self, handler: H) -> Worker<PerMessage<H>> {
+        self.dispatch(PerMessage(handler))
+    }
+
+    /// Sets a batch handler, called once per receive with all its messages (up to
+    /// [`batch_size`](Self::batch_size)), and finishes the worker. Its
+    /// [`BatchOutcome`](crate::BatchOutcome) says which messages failed: those are
+    /// retried, the rest deleted.
+    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> Worker<PerBatch<B>> {
+        self.dispatch(PerBatch(handler))
+    }
+
+    /// Finishes the worker with any way of calling handlers.
+    pub fn dispatch<H: Dispatch>(self, handler: H) -> Worker<H> {
         Worker {
             backend: self.backend,
             config: self.config,
@@ -230,7 +245,7 @@ impl WorkerBuilder {
     }
 }
 
-impl<H: Handler> Worker<H> {
+impl<H: Dispatch> Worker<H> {
     /// The worker's settings.
     pub fn config(&self) -> &WorkerConfig {
         &self.config

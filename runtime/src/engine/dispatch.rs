@@ -21,80 +21,232 @@ use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
 use crate::error::{BackendError, HandlerError};
 
-/// Attempts at sending a continuation before the message counts as failed.
-const SEND_ATTEMPTS: u32 = 5;
+use crate::batch::{BatchHandler, BatchOutcome};
 use crate::handler::{Handler, Outcome};
 use crate::message::Message;
 
+/// Attempts at sending a continuation before the message counts as failed.
+const SEND_ATTEMPTS: u32 = 5;
+
 /// How a handler's run ended.
-enum Ending {
-    Returned(Outcome),
+enum Ending<T> {
+    Returned(T),
     /// The shutdown deadline passed while the handler ran.
     Cancelled,
+    /// The handler ran past its timeout.
+    TimedOut(Duration),
+}
+
+/// What settling one message needs once its handler has taken the message.
+struct Delivery {
+    receipt: ReceiptHandle,
+    message_id: String,
+    receive_count: u32,
+    received_at: Instant,
+    /// The message group, on FIFO queues: a continuation keeps it.
+    group_id: Option<String>,
+}
+
+impl Delivery {
+    fn of<H>(shared: &Shared<H>, message: &Message) -> Self {
+        let context = message.context();
+        Self {
+            receipt: message.receipt_handle().clone(),
+            message_id: context.message_id().to_owned(),
+            receive_count: context.receive_count(),
+            received_at: context.received_at(),
+            group_id: shared
+                .fifo
+                .then(|| context.attributes().get("MessageGroupId").cloned())
+                .flatten(),
+        }
+    }
+}
+
+/// How the handlers of a worker are called: [`PerMessage`] or [`PerBatch`]. The
+/// engine's pollers hand every receive to it; it spawns the tasks that own the messages.
+pub trait Dispatch: Send + Sync + Sized + 'static {
+    /// Starts handling the messages of one receive; each holds a slot of the capacity.
+    #[doc(hidden)]
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>);
+}
+
+/// Calls a [`Handler`] once per message, each message in its own task.
+#[derive(Debug)]
+pub struct PerMessage<H>(pub H);
+
+/// Calls a [`BatchHandler`] once per receive, with all its messages, in one task.
+#[derive(Debug)]
+pub struct PerBatch<B>(pub B);
+
+impl<H: Handler> Dispatch for PerMessage<H> {
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) {
+        for message in messages {
+            tokio::spawn(process(Arc::clone(shared), message));
+        }
+    }
+}
+
+impl<B: BatchHandler> Dispatch for PerBatch<B> {
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) {
+        if !messages.is_empty() {
+            tokio::spawn(process_batch(Arc::clone(shared), messages));
+        }
+    }
 }
 
 /// Runs the handler for one message and settles the message. The message's slot goes
 /// back once the message is settled (handed to the settler), so shutdown, waiting for
 /// every slot, knows no message is left unsettled.
-pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message) {
+async fn process<H: Handler>(shared: Arc<Shared<PerMessage<H>>>, message: Message) {
     let _slot = Slot(&shared.capacity);
-    let receipt = message.received().receipt_handle.clone();
-    let receive_count = message.receive_count();
-    let received_at = message.context().received_at();
-    let message_id = message.id().to_owned();
-    let group_id = shared
-        .fifo
-        .then(|| message.attributes().get("MessageGroupId").cloned())
-        .flatten();
+    let delivery = Delivery::of(&shared, &message);
     // The handler's future is built here, not in a nested `async fn`, so the message is
     // moved once and the task stays small.
-    let handler = AssertUnwindSafe(shared.handler.handle(message)).catch_unwind();
+    let handler = AssertUnwindSafe(shared.handler.0.handle(message)).catch_unwind();
     tokio::pin!(handler);
     // A handler that finishes on its first poll never touches a timer; the others move
     // on to `supervise`, whose timers live in a box of their own.
     let ending = match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-        Poll::Ready(result) => Ending::Returned(outcome_of(result)),
-        Poll::Pending => Box::pin(supervise(&shared, handler, &receipt, received_at)).await,
+        Poll::Ready(result) => Ending::Returned(result),
+        Poll::Pending => {
+            let deliveries = std::slice::from_ref(&delivery);
+            Box::pin(supervise(&shared, handler, deliveries)).await
+        }
     };
-    if let Ending::Returned(_) = ending {
-        shared
-            .metrics
-            .handler_duration
-            .record(received_at.elapsed());
-    }
-
-    let counters = &shared.counters;
     let outcome = match ending {
+        Ending::Returned(result) => {
+            record_duration(&shared, &delivery);
+            outcome_of(result)
+        }
+        Ending::Cancelled => return release(&shared, delivery),
+        Ending::TimedOut(timeout) => Outcome::Fail(HandlerError::TimedOut(timeout)),
+    };
+    settle(&shared, delivery, outcome).await;
+}
+
+/// Runs a batch handler for the messages of one receive and settles each message by
+/// the batch's outcome. Each message's slot goes back as that message is settled.
+async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messages: Vec<Message>) {
+    let slots: Vec<_> = messages.iter().map(|_| Slot(&shared.capacity)).collect();
+    let deliveries: Vec<_> = messages
+        .iter()
+        .map(|message| Delivery::of(&shared, message))
+        .collect();
+    let handler = AssertUnwindSafe(shared.handler.0.handle(messages)).catch_unwind();
+    tokio::pin!(handler);
+    let outcome = match supervise(&shared, handler, &deliveries).await {
+        Ending::Returned(result) => {
+            for delivery in &deliveries {
+                record_duration(&shared, delivery);
+            }
+            result.unwrap_or_else(|panic| {
+                BatchOutcome::Fail(HandlerError::Panicked(panic_message(&*panic)))
+            })
+        }
+        Ending::TimedOut(timeout) => BatchOutcome::Fail(HandlerError::TimedOut(timeout)),
         Ending::Cancelled => {
-            // Handed back at once (or after a little jitter) so another task takes it.
-            Counters::add(&counters.released, 1);
-            let delay = jittered(shared.config.release_jitter);
-            shared.settler.change(receipt, delay, ChangeKind::Release);
+            for delivery in deliveries {
+                release(&shared, delivery);
+            }
             return;
         }
-        Ending::Returned(outcome) => outcome,
     };
+    let outcome = checked(outcome, &deliveries);
+    let mut failures = match outcome {
+        BatchOutcome::Ack => Vec::new(),
+        BatchOutcome::Partial(failures) => failures,
+        BatchOutcome::Fail(error) => {
+            tracing::warn!(messages = deliveries.len(), kind = error.kind(), %error, "batch failed");
+            for (delivery, slot) in deliveries.into_iter().zip(slots) {
+                fail(&shared, delivery, &error, false);
+                drop(slot);
+            }
+            return;
+        }
+    };
+    for (delivery, slot) in deliveries.into_iter().zip(slots) {
+        match failures
+            .iter()
+            .position(|failure| failure.message_id == delivery.message_id)
+        {
+            Some(index) => {
+                let failure = failures.swap_remove(index);
+                fail(&shared, delivery, &failure.error, true);
+            }
+            None => settle(&shared, delivery, Outcome::Ack).await,
+        }
+        drop(slot);
+    }
+}
+
+/// A partial failure that names a message outside the batch fails the whole batch, as
+/// Lambda does with an invalid `itemIdentifier`: deleting the rest could lose work.
+fn checked(outcome: BatchOutcome, deliveries: &[Delivery]) -> BatchOutcome {
+    let BatchOutcome::Partial(failures) = &outcome else {
+        return outcome;
+    };
+    let stranger = failures.iter().find(|failure| {
+        !deliveries
+            .iter()
+            .any(|delivery| delivery.message_id == failure.message_id)
+    });
+    match stranger {
+        Some(failure) => BatchOutcome::Fail(HandlerError::failed(format!(
+            "the batch's failures name `{}`, which is not one of its messages",
+            failure.message_id
+        ))),
+        None => outcome,
+    }
+}
+
+fn record_duration<H>(shared: &Shared<H>, delivery: &Delivery) {
+    shared
+        .metrics
+        .handler_duration
+        .record(delivery.received_at.elapsed());
+}
+
+/// Hands a message whose handler was cancelled at the shutdown deadline back to the
+/// queue at once (or after a little jitter), so another task takes it.
+fn release<H>(shared: &Shared<H>, delivery: Delivery) {
+    Counters::add(&shared.counters.released, 1);
+    let delay = jittered(shared.config.release_jitter);
+    shared
+        .settler
+        .change(delivery.receipt, delay, ChangeKind::Release);
+}
+
+/// Settles one message by its handler's outcome.
+async fn settle<H>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) {
+    let counters = &shared.counters;
     let error = match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
-            shared.settler.delete(receipt);
+            shared.settler.delete(delivery.receipt);
             return;
         }
         Outcome::RetryAfter(delay) => {
             Counters::add(&counters.retried, 1);
-            let delay = delay.min(shared.visibility_room(received_at, Instant::now()));
-            shared.settler.change(receipt, delay, ChangeKind::Retry);
+            let room = shared.visibility_room(delivery.received_at, Instant::now());
+            shared
+                .settler
+                .change(delivery.receipt, delay.min(room), ChangeKind::Retry);
             return;
         }
         Outcome::Continue(mut next) => {
             if next.group_id.is_none() {
-                next.group_id = group_id;
+                next.group_id = delivery.group_id.clone();
             }
             match send(&*shared.backend, next).await {
                 Ok(continuation_id) => {
                     Counters::add(&counters.continued, 1);
-                    tracing::debug!(%message_id, %continuation_id, "handed on");
-                    shared.settler.delete(receipt);
+                    tracing::debug!(
+                        message_id = %delivery.message_id,
+                        %continuation_id,
+                        "handed on"
+                    );
+                    shared.settler.delete(delivery.receipt);
                     return;
                 }
                 // Nothing is deleted: the message itself comes back.
@@ -103,21 +255,32 @@ pub(crate) async fn process<H: Handler>(shared: Arc<Shared<H>>, message: Message
         }
         Outcome::Fail(error) => error,
     };
-    // A failure, of the handler or of sending its continuation.
+    fail(shared, delivery, &error, true);
+}
+
+/// A failure of one message (of its handler, its batch, or sending its continuation):
+/// counted, logged when `log` (a failed batch logs once for all its messages), and
+/// retried per the retry policy.
+fn fail<H>(shared: &Shared<H>, delivery: Delivery, error: &HandlerError, log: bool) {
+    let counters = &shared.counters;
     Counters::add(&counters.failed, 1);
-    tracing::warn!(
-        message_id = %message_id,
-        receive_count,
-        kind = error.kind(),
-        %error,
-        "handler failed"
-    );
+    if log {
+        tracing::warn!(
+            message_id = %delivery.message_id,
+            receive_count = delivery.receive_count,
+            kind = error.kind(),
+            %error,
+            "handler failed"
+        );
+    }
     if let RetryPolicy::Backoff(backoff) = shared.config.retry {
         Counters::add(&counters.retried, 1);
         let delay = backoff
-            .delay(receive_count)
-            .min(shared.visibility_room(received_at, Instant::now()));
-        shared.settler.change(receipt, delay, ChangeKind::Retry);
+            .delay(delivery.receive_count)
+            .min(shared.visibility_room(delivery.received_at, Instant::now()));
+        shared
+            .settler
+            .change(delivery.receipt, delay, ChangeKind::Retry);
     }
 }
 
@@ -145,18 +308,19 @@ fn jittered(max: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
-/// Runs a handler that did not finish on its first poll to its end, the handler
-/// timeout or the shutdown deadline, whichever comes first, extending the message's
-/// visibility on every heartbeat.
-async fn supervise<H: Handler, F>(
+/// Runs a handler to its end, the handler timeout or the shutdown deadline, whichever
+/// comes first, extending the visibility of its messages on every heartbeat.
+async fn supervise<H, F, T>(
     shared: &Shared<H>,
     mut handler: Pin<&mut F>,
-    receipt: &ReceiptHandle,
-    received_at: Instant,
-) -> Ending
+    deliveries: &[Delivery],
+) -> Ending<T>
 where
-    F: Future<Output = std::thread::Result<Outcome>>,
+    F: Future<Output = T>,
 {
+    let Some(received_at) = deliveries.first().map(|delivery| delivery.received_at) else {
+        return Ending::Returned(handler.await);
+    };
     let heartbeat = shared.resolved.heartbeat;
     let timeout = shared.config.handler_timeout;
     let far = received_at + Duration::from_secs(86_400 * 365);
@@ -168,12 +332,9 @@ where
     loop {
         tokio::select! {
             biased;
-            result = handler.as_mut() => return Ending::Returned(outcome_of(result)),
+            result = handler.as_mut() => return Ending::Returned(result),
             () = shared.shutdown.cancel_handlers.cancelled() => return Ending::Cancelled,
-            () = &mut timed_out => {
-                let timeout = timeout.unwrap_or_default();
-                return Ending::Returned(Outcome::Fail(HandlerError::TimedOut(timeout)));
-            }
+            () = &mut timed_out => return Ending::TimedOut(timeout.unwrap_or_default()),
             () = &mut next_beat => {
                 let now = Instant::now();
                 let room = shared.visibility_room(received_at, now);
@@ -182,7 +343,13 @@ where
                     // At the cap (or the shutdown deadline): nothing more to extend.
                     next_beat.as_mut().reset(far);
                 } else {
-                    shared.settler.change(receipt.clone(), extension, ChangeKind::Heartbeat);
+                    for delivery in deliveries {
+                        shared.settler.change(
+                            delivery.receipt.clone(),
+                            extension,
+                            ChangeKind::Heartbeat,
+                        );
+                    }
                     let interval = heartbeat.unwrap_or(extension);
                     next_beat.as_mut().reset(now + interval);
                 }

@@ -29,7 +29,7 @@ use crate::engine::settle::Settler;
 use crate::engine::stats::Counters;
 use crate::health::WorkerHealth;
 
-pub(crate) use dispatch::process;
+pub use dispatch::{Dispatch, PerBatch, PerMessage};
 pub(crate) use poller::poll;
 pub(crate) use report::{emf_record, report};
 
@@ -39,7 +39,7 @@ const CAP_MARGIN: Duration = Duration::from_secs(60);
 
 /// What every task of one worker shares.
 #[derive(Debug)]
-pub(crate) struct Shared<H> {
+pub struct Shared<H> {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) handler: H,
     pub(crate) config: WorkerConfig,

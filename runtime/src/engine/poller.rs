@@ -8,9 +8,8 @@ use tokio::time::{Instant, sleep, timeout_at};
 use crate::backend::ReceiveRequest;
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::stats::Counters;
-use crate::engine::{Shared, process};
-use crate::handler::Handler;
-use crate::message::{Context, Message};
+use crate::engine::{Dispatch, Shared};
+use crate::message::Message;
 
 /// Backoff between receives that came back empty at once (short polls, or a backend that
 /// does not long-poll), so an idle queue is not polled in a busy loop.
@@ -59,7 +58,7 @@ async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
 }
 
 /// Receives messages while slots are free, until receiving stops.
-pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
+pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
     let mut errors = 0;
     let mut idle = 0;
     let beat = shared.health.as_ref().map(|health| health.poller());
@@ -111,11 +110,12 @@ pub(crate) async fn poll<H: Handler>(shared: Arc<Shared<H>>) {
                     let handed = messages.len().min(slots);
                     shared.capacity.hand_to_messages(handed);
                     shared.capacity.give_back(slots - handed);
-                    for message in messages.into_iter().take(slots) {
-                        let context = Context::new(Arc::clone(&shared.shutdown), now);
-                        let message = Message::new(message, context);
-                        tokio::spawn(process(Arc::clone(&shared), message));
-                    }
+                    let messages = messages
+                        .into_iter()
+                        .take(slots)
+                        .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
+                        .collect();
+                    H::dispatch(&shared, messages);
                     None
                 }
             }

@@ -1,0 +1,364 @@
+//! Workers defined ahead of their queue: what `#[spotq::worker]` produces, and
+//! [`run`], which runs several of them in one process.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use crate::backend::{Backend, SqsBackend};
+use crate::batch::{BatchHandler, BatchOutcome};
+use crate::config::WorkerConfig;
+use crate::engine::{PerBatch, PerMessage};
+use crate::engine::stats::RunReport;
+use crate::error::{ConfigError, Error};
+use crate::handler::{Handler, Outcome};
+use crate::health::Health;
+use crate::message::Message;
+use crate::shutdown::ShutdownHandle;
+use crate::worker::Worker;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where a worker's queue comes from: a name or URL fixed in the code, or an
+/// environment variable read when the worker starts (queue URLs differ per deployment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueueSource {
+    /// A queue name (resolved with `GetQueueUrl`) or URL.
+    Name(&'static str),
+    /// The environment variable that holds the queue's name or URL.
+    Env(&'static str),
+}
+
+impl QueueSource {
+    /// A queue name or URL.
+    pub const fn name(queue: &'static str) -> Self {
+        Self::Name(queue)
+    }
+
+    /// The environment variable that holds the queue's name or URL.
+    pub const fn env(variable: &'static str) -> Self {
+        Self::Env(variable)
+    }
+
+    /// The queue's name or URL; an unset or empty variable is an error that names it.
+    pub fn resolve(&self) -> Result<String, ConfigError> {
+        match *self {
+            Self::Name(queue) => Ok(queue.to_owned()),
+            Self::Env(variable) => match std::env::var(variable) {
+                Ok(queue) if !queue.trim().is_empty() => Ok(queue),
+                _ => Err(ConfigError::new(
+                    "queue",
+                    format!("env({variable})"),
+                    format!("set the environment variable `{variable}` to a queue name or URL"),
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for QueueSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(queue) => f.write_str(queue),
+            Self::Env(variable) => write!(f, "${variable}"),
+        }
+    }
+}
+
+/// A worker defined ahead of its queue: where the queue comes from, the settings and
+/// the handler. `#[spotq::worker]` generates a function returning one; [`run`] runs
+/// several in one process, and [`worker`](Self::worker) binds one to any backend (an
+/// [`EmbeddedQueue`](crate::EmbeddedQueue) in tests).
+#[must_use = "a worker spec does nothing until it is run"]
+pub struct WorkerSpec {
+    queue: QueueSource,
+    config: WorkerConfig,
+    fifo: bool,
+    health: Option<Health>,
+    handler: AnyHandler,
+}
+
+impl fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerSpec")
+            .field("queue", &self.queue)
+            .field("config", &self.config)
+            .field("fifo", &self.fifo)
+            .field("batch", &matches!(self.handler, AnyHandler::Batch(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+enum AnyHandler {
+    Message(BoxedHandler),
+    Batch(BoxedBatchHandler),
+}
+
+/// A per-message handler behind a pointer, so workers of different handlers share a type.
+#[derive(Clone)]
+pub struct BoxedHandler(Arc<dyn Fn(Message) -> BoxFuture<Outcome> + Send + Sync>);
+
+/// A batch handler behind a pointer.
+#[derive(Clone)]
+pub struct BoxedBatchHandler(Arc<dyn Fn(Vec<Message>) -> BoxFuture<BatchOutcome> + Send + Sync>);
+
+impl fmt::Debug for BoxedHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxedHandler")
+    }
+}
+
+impl fmt::Debug for BoxedBatchHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BoxedBatchHandler")
+    }
+}
+
+impl Handler for BoxedHandler {
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send {
+        (self.0)(message)
+    }
+}
+
+impl BatchHandler for BoxedBatchHandler {
+    fn handle(&self, messages: Vec<Message>) -> impl Future<Output = BatchOutcome> + Send {
+        (self.0)(messages)
+    }
+}
+
+impl WorkerSpec {
+    /// A worker that calls `handler` once per message.
+    pub fn new<H: Handler>(queue: QueueSource, config: WorkerConfig, handler: H) -> Self {
+        let handler = Arc::new(handler);
+        let boxed = BoxedHandler(Arc::new(move |message| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move { handler.handle(message).await })
+        }));
+        Self::with(queue, config, AnyHandler::Message(boxed))
+    }
+
+    /// A worker that calls `handler` once per receive, with all its messages.
+    pub fn batch<B: BatchHandler>(queue: QueueSource, config: WorkerConfig, handler: B) -> Self {
+        let handler = Arc::new(handler);
+        let boxed = BoxedBatchHandler(Arc::new(move |messages| {
+            let handler = Arc::clone(&handler);
+            Box::pin(async move { handler.handle(messages).await })
+        }));
+        Self::with(queue, config, AnyHandler::Batch(boxed))
+    }
+
+    fn with(queue: QueueSource, config: WorkerConfig, handler: AnyHandler) -> Self {
+        Self {
+            queue,
+            config,
+            fifo: false,
+            health: None,
+            handler,
+        }
+    }
+
+    /// Requires a FIFO queue (its name ends in `.fifo`); checked when the worker starts.
+    pub fn fifo(mut self, fifo: bool) -> Self {
+        self.fifo = fifo;
+        self
+    }
+
+    /// Reports this worker's liveness and readiness to `health`.
+    pub fn health(mut self, health: Health) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Changes settings (e.g. from the environment) before the worker runs.
+    pub fn configure(mut self, configure: impl FnOnce(&mut WorkerConfig)) -> Self {
+        configure(&mut self.config);
+        self
+    }
+
+    /// Where the queue comes from.
+    pub fn queue(&self) -> &QueueSource {
+        &self.queue
+    }
+
+    /// The worker's settings.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.config
+    }
+
+    /// Whether the handler takes whole batches.
+    pub fn is_batch(&self) -> bool {
+        matches!(self.handler, AnyHandler::Batch(_))
+    }
+
+    /// The per-message handler, unless the handler takes whole batches.
+    pub fn handler(&self) -> Option<&BoxedHandler> {
+        match &self.handler {
+            AnyHandler::Message(handler) => Some(handler),
+            AnyHandler::Batch(_) => None,
+        }
+    }
+
+    /// The batch handler, if the handler takes whole batches.
+    pub fn batch_handler(&self) -> Option<&BoxedBatchHandler> {
+        match &self.handler {
+            AnyHandler::Batch(handler) => Some(handler),
+            AnyHandler::Message(_) => None,
+        }
+    }
+
+    /// Binds the worker to `backend`, whatever its [`QueueSource`] says.
+    pub fn worker(self, backend: impl Backend) -> Result<AnyWorker, ConfigError> {
+        check_fifo(self.fifo, backend.name())?;
+        let mut builder = Worker::builder(backend).config(self.config);
+        if let Some(health) = self.health {
+            builder = builder.health(health);
+        }
+        Ok(AnyWorker(match self.handler {
+            AnyHandler::Message(handler) => Bound::Message(builder.handler(handler)),
+            AnyHandler::Batch(handler) => Bound::Batch(builder.batch_handler(handler)),
+        }))
+    }
+
+    /// Connects to the SQS queue its [`QueueSource`] names, through the standard AWS
+    /// configuration chain (`AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` included).
+    pub async fn connect(self) -> Result<AnyWorker, Error> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        self.connect_with(&aws_sdk_sqs::Client::new(&config)).await
+    }
+
+    async fn connect_with(self, client: &aws_sdk_sqs::Client) -> Result<AnyWorker, Error> {
+        let queue = self.queue.resolve()?;
+        check_fifo(self.fifo, &queue)?;
+        let backend = SqsBackend::connect(client.clone(), &queue).await?;
+        Ok(self.worker(backend)?)
+    }
+}
+
+fn check_fifo(fifo: bool, queue: &str) -> Result<(), ConfigError> {
+    if fifo && !queue.ends_with(".fifo") {
+        return Err(ConfigError::new(
+            "fifo",
+            queue,
+            "a FIFO queue, whose name ends in `.fifo`",
+        ));
+    }
+    Ok(())
+}
+
+/// A worker built from a [`WorkerSpec`]: per-message or batch, behind one type.
+#[derive(Debug)]
+pub struct AnyWorker(Bound);
+
+#[derive(Debug)]
+enum Bound {
+    Message(Worker<PerMessage<BoxedHandler>>),
+    Batch(Worker<PerBatch<BoxedBatchHandler>>),
+}
+
+impl AnyWorker {
+    /// The worker's settings.
+    pub fn config(&self) -> &WorkerConfig {
+        match &self.0 {
+            Bound::Message(worker) => worker.config(),
+            Bound::Batch(worker) => worker.config(),
+        }
+    }
+
+    /// As [`Worker::run_until`].
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<RunReport, Error> {
+        match self.0 {
+            Bound::Message(worker) => worker.run_until(shutdown).await,
+            Bound::Batch(worker) => worker.run_until(shutdown).await,
+        }
+    }
+
+    /// As [`Worker::run_with`].
+    pub async fn run_with(self, shutdown: ShutdownHandle) -> Result<RunReport, Error> {
+        match self.0 {
+            Bound::Message(worker) => worker.run_with(shutdown).await,
+            Bound::Batch(worker) => worker.run_with(shutdown).await,
+        }
+    }
+}
+
+/// Runs several workers in one process until SIGTERM or SIGINT: one shutdown for all
+/// (a second signal releases everything at once), one metrics registry (the `metrics`
+/// facade's). Every queue is resolved and connected before any worker starts, so a
+/// missing variable or queue fails the start. Returns each worker's report, in order.
+///
+/// ```no_run
+/// # async fn orders(_: spotq::Message) {}
+/// # async fn invoices(_: spotq::Message) {}
+/// use spotq::{QueueSource, WorkerConfig, WorkerSpec};
+///
+/// # async fn run() -> Result<(), spotq::Error> {
+/// spotq::run([
+///     WorkerSpec::new(QueueSource::env("ORDERS_QUEUE"), WorkerConfig::default(), orders),
+///     WorkerSpec::new(QueueSource::name("invoices"), WorkerConfig::default(), invoices),
+/// ])
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn run(specs: impl IntoIterator<Item = WorkerSpec>) -> Result<Vec<RunReport>, Error> {
+    let shutdown = ShutdownHandle::new();
+    shutdown.on_termination_signals().map_err(Error::Signals)?;
+    run_with(specs, shutdown).await
+}
+
+/// As [`run`], until `shutdown` begins instead of a signal.
+pub async fn run_with(
+    specs: impl IntoIterator<Item = WorkerSpec>,
+    shutdown: ShutdownHandle,
+) -> Result<Vec<RunReport>, Error> {
+    let specs: Vec<_> = specs.into_iter().collect();
+    // Settings and queue sources first: nothing is called for a start that cannot work.
+    for spec in &specs {
+        spec.config.validate()?;
+        spec.queue.resolve()?;
+    }
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let mut workers = Vec::with_capacity(specs.len());
+    for spec in specs {
+        workers.push(spec.connect_with(&client).await?);
+    }
+    run_all(workers, shutdown).await
+}
+
+/// Runs bound workers under one shutdown. A worker that fails to start shuts the others
+/// down (gracefully) and its error is returned.
+pub async fn run_all(
+    workers: impl IntoIterator<Item = AnyWorker>,
+    shutdown: ShutdownHandle,
+) -> Result<Vec<RunReport>, Error> {
+    let mut running: FuturesUnordered<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(index, worker)| {
+            let shutdown = shutdown.clone();
+            async move { (index, worker.run_with(shutdown).await) }
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(running.len());
+    let mut failure = None;
+    while let Some((index, result)) = running.next().await {
+        match result {
+            Ok(report) => reports.push((index, report)),
+            Err(error) => {
+                tracing::error!(%error, worker = index, "a worker failed; stopping the others");
+                shutdown.begin();
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    reports.sort_by_key(|(index, _)| *index);
+    Ok(reports.into_iter().map(|(_, report)| report).collect())
+}
