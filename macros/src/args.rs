@@ -1,0 +1,762 @@
+//! The attribute's arguments: parsed into [`Args`], every value kept with the span of the
+//! token it came from, then checked against the limits SQS and the runtime set, so that a
+//! compile error points at the offending literal.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::ParseStream;
+use syn::spanned::Spanned as _;
+use syn::{Expr, ExprCall, ExprLit, ExprTuple, Ident, Lit, LitStr, Token};
+
+use crate::duration;
+
+/// The longest long poll SQS allows.
+const MAX_WAIT: Duration = Duration::from_secs(20);
+/// The longest visibility timeout SQS allows.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// The most messages one receive returns.
+const MAX_BATCH: usize = 10;
+/// The runtime's default concurrency, against which `pollers` is checked.
+const DEFAULT_CONCURRENCY: usize = 16;
+
+/// Every key the attribute knows, in the order the documentation lists them.
+pub(crate) const KEYS: [&str; 12] = [
+    "queue",
+    "concurrency",
+    "pollers",
+    "batch_size",
+    "wait_time",
+    "visibility_timeout",
+    "handler_timeout",
+    "heartbeat",
+    "retry_backoff",
+    "name",
+    "fifo",
+    "crate",
+];
+
+/// A value and the span of the tokens it was written with.
+#[derive(Clone)]
+pub(crate) struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    fn new(value: T, span: Span) -> Self {
+        Self { value, span }
+    }
+}
+
+/// Where the worker finds its queue.
+#[derive(Clone)]
+pub(crate) enum Queue {
+    /// `queue = "orders"`: a queue name or URL.
+    Literal(LitStr),
+    /// `queue = env("ORDERS_QUEUE")`: read when the worker starts.
+    Env(LitStr),
+}
+
+/// `heartbeat = …`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Heartbeat {
+    /// `heartbeat = true`: every half visibility timeout (the runtime's default).
+    Auto,
+    /// `heartbeat = "20s"`.
+    Every(Duration),
+    /// `heartbeat = false`.
+    Off,
+}
+
+/// `retry_backoff = …`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// `retry_backoff = ("1s", "5m")`: base and cap of the exponential backoff.
+    Backoff { base: Duration, max: Duration },
+    /// `retry_backoff = false`: leave a failed message until its visibility timeout lapses.
+    VisibilityTimeout,
+}
+
+/// The arguments of one `#[worker(...)]`, each `None` where the attribute left it out.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub queue: Option<Spanned<Queue>>,
+    pub concurrency: Option<Spanned<usize>>,
+    pub pollers: Option<Spanned<usize>>,
+    pub batch_size: Option<Spanned<usize>>,
+    pub wait_time: Option<Spanned<Duration>>,
+    pub visibility_timeout: Option<Spanned<Duration>>,
+    pub handler_timeout: Option<Spanned<Duration>>,
+    pub heartbeat: Option<Spanned<Heartbeat>>,
+    pub retry: Option<Spanned<Retry>>,
+    pub name: Option<Spanned<String>>,
+    pub fifo: Option<Spanned<bool>>,
+    pub crate_path: Option<Spanned<syn::Path>>,
+}
+
+impl Args {
+    /// Parses the attribute's tokens and checks every limit; all errors at once.
+    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let pairs = syn::parse::Parser::parse2(parse_pairs, tokens)?;
+        let mut args = Self::default();
+        let mut errors = Errors::default();
+        for (key, value) in pairs {
+            if let Err(error) = args.set(&key, value) {
+                errors.push(error);
+            }
+        }
+        if errors.is_empty() {
+            args.check(&mut errors);
+        }
+        errors.finish()?;
+        Ok(args)
+    }
+
+    /// The concurrency the worker gets.
+    pub(crate) fn effective_concurrency(&self) -> usize {
+        self.concurrency
+            .as_ref()
+            .map_or(DEFAULT_CONCURRENCY, |concurrency| concurrency.value)
+    }
+
+    fn set(&mut self, key: &Ident, value: Expr) -> syn::Result<()> {
+        let name = key.unraw().to_string();
+        let span = value.span();
+        macro_rules! once {
+            ($field:ident, $parse:expr) => {{
+                if self.$field.is_some() {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("duplicate `{name}`: each key may be given once"),
+                    ));
+                }
+                self.$field = Some(Spanned::new($parse, span));
+                Ok(())
+            }};
+        }
+        match name.as_str() {
+            "queue" => once!(queue, queue(&value)?),
+            "concurrency" => once!(concurrency, integer(&value, "concurrency")?),
+            "pollers" => once!(pollers, integer(&value, "pollers")?),
+            "batch_size" => once!(batch_size, integer(&value, "batch_size")?),
+            "wait_time" => once!(wait_time, duration_value(&value, "wait_time")?),
+            "visibility_timeout" => once!(
+                visibility_timeout,
+                duration_value(&value, "visibility_timeout")?
+            ),
+            "handler_timeout" => {
+                once!(handler_timeout, duration_value(&value, "handler_timeout")?)
+            }
+            "heartbeat" => once!(heartbeat, heartbeat(&value)?),
+            "retry_backoff" => once!(retry, retry(&value)?),
+            "name" => once!(name, string(&value, "name")?.value()),
+            "fifo" => once!(fifo, boolean(&value, "fifo")?),
+            "crate" => once!(crate_path, string(&value, "crate")?.parse::<syn::Path>()?),
+            _ => Err(unknown_key(key, &name)),
+        }
+    }
+
+    /// Checks the limits of each value and of values together.
+    fn check(&self, errors: &mut Errors) {
+        let Some(queue) = &self.queue else {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "missing `queue`: name the queue with `queue = \"orders\"` (a name or URL) \
+                 or `queue = env(\"ORDERS_QUEUE\")`",
+            ));
+            return;
+        };
+        if let (Queue::Literal(literal), Some(fifo)) = (&queue.value, &self.fifo)
+            && fifo.value
+            && !literal.value().ends_with(".fifo")
+        {
+            errors.push(syn::Error::new(
+                literal.span(),
+                format!(
+                    "`fifo = true`, but `{}` is not a FIFO queue: FIFO queue names end in `.fifo`",
+                    literal.value()
+                ),
+            ));
+        }
+        if let Some(concurrency) = &self.concurrency
+            && concurrency.value == 0
+        {
+            errors.at(concurrency.span, "`concurrency` must be at least 1");
+        }
+        if let Some(pollers) = &self.pollers {
+            let concurrency = self.effective_concurrency();
+            if pollers.value == 0 || pollers.value > concurrency {
+                errors.at(
+                    pollers.span,
+                    format!(
+                        "`pollers` must be 1 to `concurrency` ({concurrency}): \
+                         a poller only receives for free handler slots"
+                    ),
+                );
+            }
+        }
+        if let Some(batch_size) = &self.batch_size
+            && !(1..=MAX_BATCH).contains(&batch_size.value)
+        {
+            errors.at(
+                batch_size.span,
+                "`batch_size` must be 1 to 10: SQS returns at most 10 messages per receive",
+            );
+        }
+        if let Some(wait) = &self.wait_time {
+            if wait.value > MAX_WAIT {
+                errors.at(
+                    wait.span,
+                    "`wait_time` must be at most \"20s\": the longest long poll SQS allows",
+                );
+            } else if wait.value.subsec_nanos() != 0 {
+                errors.at(
+                    wait.span,
+                    "`wait_time` is whole seconds: SQS takes `WaitTimeSeconds`",
+                );
+            }
+        }
+        if let Some(visibility) = &self.visibility_timeout {
+            if visibility.value < Duration::from_secs(1) || visibility.value > MAX_VISIBILITY {
+                errors.at(
+                    visibility.span,
+                    "`visibility_timeout` must be \"1s\" to \"12h\": the range SQS allows",
+                );
+            } else if visibility.value.subsec_nanos() != 0 {
+                errors.at(
+                    visibility.span,
+                    "`visibility_timeout` is whole seconds: SQS takes `VisibilityTimeout` in seconds",
+                );
+            }
+        }
+        if let Some(timeout) = &self.handler_timeout
+            && (timeout.value.is_zero() || timeout.value > MAX_VISIBILITY)
+        {
+            errors.at(
+                timeout.span,
+                "`handler_timeout` must be above \"0s\" and at most \"12h\"",
+            );
+        }
+        if let Some(heartbeat) = &self.heartbeat
+            && let Heartbeat::Every(interval) = heartbeat.value
+        {
+            if interval.is_zero() {
+                errors.at(heartbeat.span, "`heartbeat` must be above \"0s\"");
+            } else if let Some(visibility) = &self.visibility_timeout
+                && interval >= visibility.value
+            {
+                errors.at(
+                    heartbeat.span,
+                    format!(
+                        "`heartbeat` must be shorter than `visibility_timeout` ({}): \
+                         each heartbeat extends the visibility before it runs out",
+                        duration::display(visibility.value)
+                    ),
+                );
+            }
+        }
+        if let (Some(timeout), Some(visibility), Some(heartbeat)) = (
+            &self.handler_timeout,
+            &self.visibility_timeout,
+            &self.heartbeat,
+        ) && heartbeat.value == Heartbeat::Off
+            && timeout.value >= visibility.value
+        {
+            errors.at(
+                timeout.span,
+                format!(
+                    "`handler_timeout` must be shorter than `visibility_timeout` ({}) \
+                     with `heartbeat = false`: nothing extends the visibility, so the \
+                     message would be received again while its handler still runs",
+                    duration::display(visibility.value)
+                ),
+            );
+        }
+        if let Some(retry) = &self.retry
+            && let Retry::Backoff { base, max } = retry.value
+        {
+            if max > MAX_VISIBILITY {
+                errors.at(
+                    retry.span,
+                    "the `retry_backoff` cap must be at most \"12h\": \
+                     the longest visibility timeout SQS allows",
+                );
+            } else if base > max {
+                errors.at(
+                    retry.span,
+                    format!(
+                        "the `retry_backoff` base ({}) must not exceed its cap ({})",
+                        duration::display(base),
+                        duration::display(max)
+                    ),
+                );
+            }
+        }
+        if let Some(name) = &self.name
+            && name.value.is_empty()
+        {
+            errors.at(
+                name.span,
+                "`name` must not be empty: it is the metrics' `worker` label",
+            );
+        }
+    }
+}
+
+/// `key = value, key = value, ...`
+fn parse_pairs(input: ParseStream<'_>) -> syn::Result<Vec<(Ident, Expr)>> {
+    let mut pairs = Vec::new();
+    while !input.is_empty() {
+        // `parse_any`, so that `crate` is a key like the others.
+        let key = Ident::parse_any(input)?;
+        if !input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                key.span(),
+                format!("expected `{key} = ...`: every argument is a `key = value` pair"),
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let value = input.parse::<Expr>()?;
+        pairs.push((key, value));
+        if input.is_empty() {
+            break;
+        }
+        input.parse::<Token![,]>()?;
+    }
+    Ok(pairs)
+}
+
+fn unknown_key(key: &Ident, name: &str) -> syn::Error {
+    let known = KEYS.map(|key| format!("`{key}`")).join(", ");
+    let closest = KEYS
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), candidate))
+        .min()
+        .filter(|(distance, _)| *distance <= 2);
+    let message = match closest {
+        Some((_, candidate)) => {
+            format!("unknown key `{name}`; did you mean `{candidate}`? The keys are {known}")
+        }
+        None => format!("unknown key `{name}`; the keys are {known}"),
+    };
+    syn::Error::new(key.span(), message)
+}
+
+/// Levenshtein distance, for "did you mean" on a misspelt key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, a_char) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, b_char) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(a_char != *b_char);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+fn literal(value: &Expr) -> Option<&Lit> {
+    match value {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        // A value that came through a `macro_rules!` expansion is wrapped in an invisible
+        // group; look through it.
+        Expr::Group(group) => literal(&group.expr),
+        _ => None,
+    }
+}
+
+fn string(value: &Expr, key: &str) -> syn::Result<LitStr> {
+    match literal(value) {
+        Some(Lit::Str(text)) => Ok(text.clone()),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` takes a string literal"),
+        )),
+    }
+}
+
+fn integer(value: &Expr, key: &str) -> syn::Result<usize> {
+    match literal(value) {
+        Some(Lit::Int(int)) => int.base10_parse::<usize>(),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` takes a whole number, e.g. `{key} = 8`"),
+        )),
+    }
+}
+
+fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
+    match literal(value) {
+        Some(Lit::Bool(boolean)) => Ok(boolean.value),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` takes `true` or `false`"),
+        )),
+    }
+}
+
+fn duration_value(value: &Expr, key: &str) -> syn::Result<Duration> {
+    match literal(value) {
+        Some(Lit::Str(text)) => duration_literal(text),
+        Some(Lit::Int(int)) => Err(syn::Error::new(
+            int.span(),
+            format!(
+                "`{key}` takes a duration with its unit, e.g. `{key} = \"{}s\"`",
+                int.base10_digits()
+            ),
+        )),
+        _ => Err(syn::Error::new(
+            value.span(),
+            format!("`{key}` takes a duration string, e.g. `{key} = \"30s\"`"),
+        )),
+    }
+}
+
+fn duration_literal(text: &LitStr) -> syn::Result<Duration> {
+    duration::parse(&text.value()).map_err(|message| syn::Error::new(text.span(), message))
+}
+
+fn queue(value: &Expr) -> syn::Result<Queue> {
+    const EXPECTED: &str = "`queue` takes a queue name or URL (`queue = \"orders\"`) or an environment \
+         variable that holds one (`queue = env(\"ORDERS_QUEUE\")`)";
+    let queue = match value {
+        Expr::Call(ExprCall { func, args, .. }) if matches!(&**func, Expr::Path(path) if path.path.is_ident("env")) =>
+        {
+            let mut args = args.iter();
+            match (args.next().and_then(literal), args.next()) {
+                (Some(Lit::Str(variable)), None) => Queue::Env(variable.clone()),
+                _ => {
+                    return Err(syn::Error::new(
+                        value.span(),
+                        "`env(...)` takes the name of one environment variable, \
+                         e.g. `env(\"ORDERS_QUEUE\")`",
+                    ));
+                }
+            }
+        }
+        _ => match literal(value) {
+            Some(Lit::Str(text)) => Queue::Literal(text.clone()),
+            _ => return Err(syn::Error::new(value.span(), EXPECTED)),
+        },
+    };
+    let (Queue::Literal(text) | Queue::Env(text)) = &queue;
+    let content = text.value();
+    if content.is_empty() {
+        return Err(syn::Error::new(text.span(), "the queue must not be empty"));
+    }
+    if content.trim() != content {
+        return Err(syn::Error::new(
+            text.span(),
+            "the queue has leading or trailing whitespace",
+        ));
+    }
+    Ok(queue)
+}
+
+fn heartbeat(value: &Expr) -> syn::Result<Heartbeat> {
+    match literal(value) {
+        Some(Lit::Str(text)) => Ok(Heartbeat::Every(duration_literal(text)?)),
+        Some(Lit::Bool(boolean)) if boolean.value => Ok(Heartbeat::Auto),
+        Some(Lit::Bool(_)) => Ok(Heartbeat::Off),
+        _ => Err(syn::Error::new(
+            value.span(),
+            "`heartbeat` takes an interval (`heartbeat = \"20s\"`), `false` for none, \
+             or `true` for every half visibility timeout (the default)",
+        )),
+    }
+}
+
+fn retry(value: &Expr) -> syn::Result<Retry> {
+    const EXPECTED: &str = "`retry_backoff` takes the first delay and the cap, \
+                            e.g. `retry_backoff = (\"1s\", \"5m\")`, or `false` to leave \
+                            a failed message until its visibility timeout lapses";
+    if let Some(Lit::Bool(boolean)) = literal(value) {
+        if boolean.value {
+            return Err(syn::Error::new(boolean.span(), EXPECTED));
+        }
+        return Ok(Retry::VisibilityTimeout);
+    }
+    let Expr::Tuple(ExprTuple { elems, .. }) = value else {
+        return Err(syn::Error::new(value.span(), EXPECTED));
+    };
+    let durations = elems
+        .iter()
+        .map(|element| match literal(element) {
+            Some(Lit::Str(text)) => duration_literal(text),
+            _ => Err(syn::Error::new(element.span(), EXPECTED)),
+        })
+        .collect::<syn::Result<Vec<_>>>()?;
+    match durations[..] {
+        [base, max] => Ok(Retry::Backoff { base, max }),
+        _ => Err(syn::Error::new(value.span(), EXPECTED)),
+    }
+}
+
+/// Errors gathered over all arguments, reported together.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(errors) => errors.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn at(&mut self, span: Span, message: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, message));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn parse(tokens: TokenStream) -> Result<Args, String> {
+        Args::parse(tokens).map_err(|error| error.to_string())
+    }
+
+    fn error(tokens: TokenStream) -> String {
+        match Args::parse(tokens) {
+            Ok(_) => panic!("parsed"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_key() {
+        let args = parse(quote! {
+            queue = env("ORDERS_QUEUE"),
+            concurrency = 32,
+            pollers = 4,
+            batch_size = 5,
+            wait_time = "10s",
+            visibility_timeout = "2m",
+            handler_timeout = "90s",
+            heartbeat = "30s",
+            retry_backoff = ("2s", "10m"),
+            name = "orders",
+            fifo = true,
+            crate = "::my_spotq",
+        })
+        .expect("valid");
+        assert!(
+            matches!(&args.queue, Some(Spanned { value: Queue::Env(var), .. }) if var.value() == "ORDERS_QUEUE")
+        );
+        assert_eq!(args.concurrency.map(|c| c.value), Some(32));
+        assert_eq!(args.pollers.map(|c| c.value), Some(4));
+        assert_eq!(args.batch_size.map(|c| c.value), Some(5));
+        assert_eq!(
+            args.wait_time.map(|c| c.value),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            args.visibility_timeout.map(|c| c.value),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            args.handler_timeout.map(|c| c.value),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            args.heartbeat.map(|c| c.value),
+            Some(Heartbeat::Every(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            args.retry.map(|c| c.value),
+            Some(Retry::Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(600)
+            })
+        );
+        assert_eq!(args.name.map(|c| c.value).as_deref(), Some("orders"));
+        assert_eq!(args.fifo.map(|c| c.value), Some(true));
+        let path = args.crate_path.expect("crate").value;
+        assert_eq!(quote!(#path).to_string(), ":: my_spotq");
+    }
+
+    #[test]
+    fn only_the_queue_is_required() {
+        let args = parse(quote!(queue = "orders")).expect("valid");
+        assert!(
+            matches!(&args.queue, Some(Spanned { value: Queue::Literal(name), .. }) if name.value() == "orders")
+        );
+        assert!(args.concurrency.is_none() && args.heartbeat.is_none() && args.retry.is_none());
+        assert_eq!(args.effective_concurrency(), 16);
+        // A trailing comma is fine.
+        parse(quote!(
+            queue = "https://sqs.eu-west-1.amazonaws.com/1/orders",
+        ))
+        .expect("valid");
+        assert!(error(quote!()).contains("missing `queue`"));
+        assert!(error(quote!(concurrency = 4)).contains("missing `queue`"));
+    }
+
+    #[test]
+    fn switches() {
+        let args = parse(quote!(
+            queue = "q",
+            heartbeat = false,
+            retry_backoff = false
+        ))
+        .expect("valid");
+        assert_eq!(args.heartbeat.map(|h| h.value), Some(Heartbeat::Off));
+        assert_eq!(args.retry.map(|r| r.value), Some(Retry::VisibilityTimeout));
+        let args = parse(quote!(queue = "q", heartbeat = true)).expect("valid");
+        assert_eq!(args.heartbeat.map(|h| h.value), Some(Heartbeat::Auto));
+        assert!(error(quote!(queue = "q", retry_backoff = true)).contains("the first delay"));
+    }
+
+    #[test]
+    fn unknown_and_duplicate_keys() {
+        let message = error(quote!(queue = "q", concurency = 3));
+        assert!(
+            message.contains("unknown key `concurency`; did you mean `concurrency`?"),
+            "{message}"
+        );
+        let message = error(quote!(queue = "q", colour = 3));
+        assert!(
+            message.starts_with("unknown key `colour`; the keys are `queue`"),
+            "{message}"
+        );
+        assert!(error(quote!(queue = "q", queue = "r")).contains("duplicate `queue`"));
+        assert!(error(quote!(queue = "q", fifo)).contains("expected `fifo = ...`"));
+    }
+
+    #[test]
+    fn value_types() {
+        assert!(error(quote!(queue = orders)).contains("`queue` takes a queue name"));
+        assert!(error(quote!(queue = env(ORDERS))).contains("`env(...)` takes"));
+        assert!(error(quote!(queue = env("A", "B"))).contains("`env(...)` takes"));
+        assert!(error(quote!(queue = "")).contains("must not be empty"));
+        assert!(error(quote!(queue = "q", concurrency = "8")).contains("whole number"));
+        assert!(error(quote!(queue = "q", concurrency = -1)).contains("whole number"));
+        assert!(error(quote!(queue = "q", wait_time = 20)).contains("e.g. `wait_time = \"20s\"`"));
+        assert!(error(quote!(queue = "q", wait_time = "20")).contains("has no unit"));
+        assert!(error(quote!(queue = "q", fifo = "yes")).contains("`true` or `false`"));
+        assert!(error(quote!(queue = "q", retry_backoff = ("1s"))).contains("the first delay"));
+        assert!(
+            error(quote!(queue = "q", retry_backoff = ("1s", "2s", "3s")))
+                .contains("the first delay")
+        );
+        assert!(error(quote!(queue = "q", crate = "not a path")).contains("expected"));
+    }
+
+    #[test]
+    fn limits() {
+        let cases = [
+            (quote!(queue = "q", concurrency = 0), "at least 1"),
+            (
+                quote!(queue = "q", pollers = 0),
+                "`pollers` must be 1 to `concurrency` (16)",
+            ),
+            (quote!(queue = "q", concurrency = 4, pollers = 5), "(4)"),
+            (quote!(queue = "q", batch_size = 0), "1 to 10"),
+            (quote!(queue = "q", batch_size = 11), "1 to 10"),
+            (quote!(queue = "q", wait_time = "21s"), "at most \"20s\""),
+            (quote!(queue = "q", wait_time = "1500ms"), "whole seconds"),
+            (
+                quote!(queue = "q", visibility_timeout = "12h1s"),
+                "\"1s\" to \"12h\"",
+            ),
+            (
+                quote!(queue = "q", visibility_timeout = "999ms"),
+                "\"1s\" to \"12h\"",
+            ),
+            (
+                quote!(queue = "q", visibility_timeout = "1s500ms"),
+                "whole seconds",
+            ),
+            (quote!(queue = "q", handler_timeout = "0s"), "above \"0s\""),
+            (
+                quote!(queue = "q", handler_timeout = "13h"),
+                "at most \"12h\"",
+            ),
+            (quote!(queue = "q", heartbeat = "0s"), "above \"0s\""),
+            (
+                quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
+                "shorter than `visibility_timeout` (30s)",
+            ),
+            (
+                quote!(
+                    queue = "q",
+                    visibility_timeout = "30s",
+                    handler_timeout = "30s",
+                    heartbeat = false
+                ),
+                "with `heartbeat = false`",
+            ),
+            (
+                quote!(queue = "q", retry_backoff = ("1m", "30s")),
+                "must not exceed its cap",
+            ),
+            (
+                quote!(queue = "q", retry_backoff = ("1s", "13h")),
+                "at most \"12h\"",
+            ),
+            (quote!(queue = "q", name = ""), "must not be empty"),
+            (quote!(queue = "orders", fifo = true), "not a FIFO queue"),
+        ];
+        for (tokens, expected) in cases {
+            let text = tokens.to_string();
+            let message = error(tokens);
+            assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn values_at_their_limits_are_fine() {
+        parse(quote! {
+            queue = "orders.fifo", fifo = true, concurrency = 1, pollers = 1, batch_size = 1,
+            wait_time = "0s", visibility_timeout = "12h", handler_timeout = "12h",
+            heartbeat = "11h59m59s", retry_backoff = ("0s", "12h"),
+        })
+        .expect("valid");
+        parse(quote! {
+            queue = "q", batch_size = 10, wait_time = "20s", visibility_timeout = "1s",
+            handler_timeout = "999ms", heartbeat = false,
+        })
+        .expect("valid");
+        // Without a visibility timeout in the attribute, the queue's own is checked at start.
+        parse(quote!(
+            queue = "q",
+            handler_timeout = "1h",
+            heartbeat = false
+        ))
+        .expect("valid");
+        // An environment variable can name a FIFO queue: checked at start.
+        parse(quote!(queue = env("Q"), fifo = true)).expect("valid");
+        parse(quote!(queue = "orders", fifo = false)).expect("valid");
+    }
+
+    #[test]
+    fn all_errors_at_once() {
+        let Err(errors) = Args::parse(quote!(queue = "q", batch_size = 0, wait_time = "1m")) else {
+            panic!("accepted");
+        };
+        assert_eq!(errors.into_iter().count(), 2);
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("queue", "queue"), 0);
+        assert_eq!(edit_distance("queu", "queue"), 1);
+        assert_eq!(edit_distance("batchsize", "batch_size"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

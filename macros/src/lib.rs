@@ -1,0 +1,162 @@
+//! `#[spotq::worker]`: an `async fn` becomes a spotq SQS worker.
+//!
+//! Use it through `spotq` (`spotq::worker`, on by default with the `macros` feature);
+//! everything is documented on [`macro@worker`].
+
+mod args;
+mod duration;
+mod expand;
+mod shape;
+
+use proc_macro::TokenStream;
+
+/// Makes an `async fn` the handler of an SQS worker.
+///
+/// ```no_run
+/// #[derive(serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// #[derive(Debug)]
+/// struct OrderError;
+///
+/// impl std::fmt::Display for OrderError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("order failed")
+///     }
+/// }
+///
+/// impl std::error::Error for OrderError {}
+///
+/// #[spotq::worker(queue = env("ORDERS_QUEUE"), concurrency = 32, visibility_timeout = "2m")]
+/// async fn handle_order(order: Order, cx: &spotq::Context) -> Result<(), OrderError> {
+///     println!("order {} (receive #{})", order.id, cx.receive_count());
+///     Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), spotq::Error> {
+///     // Several workers share the process, its shutdown signal and its metrics.
+///     spotq::run([handle_order_worker()]).await
+/// }
+/// ```
+///
+/// The function stays exactly as written, so unit tests call it directly. Beside it the
+/// macro adds `<name>_worker()` (here `handle_order_worker`), with the function's
+/// visibility and `#[cfg]` attributes, which returns a `spotq::WorkerSpec`: the queue, the
+/// settings and the handler, not yet bound to a queue. `spotq::run([...])` runs specs on
+/// SQS until SIGTERM; `spec.worker(queue)` binds one to any backend, such as an
+/// `EmbeddedQueue` in a test.
+///
+/// # Handler shapes
+///
+/// The macro runs before type checking, so it reads the signature as written:
+///
+/// | first argument | the handler gets | decoded by |
+/// | --- | --- | --- |
+/// | `Message` (any path ending in `Message`) | the message as received | `spotq::input::raw` |
+/// | `SqsMessage` (e.g. `spotq::lambda_events::sqs::SqsMessage`) | the Lambda event record | `spotq::input::lambda` |
+/// | any other type `T` | the body, deserialized from JSON; `T: serde::de::DeserializeOwned` | `spotq::input::json::<T>` |
+/// | `Vec<X>`, `X` one of the above | a batch: every message of one receive | `spotq::input::batch` |
+///
+/// - A per-message handler may take a second argument, the message's `spotq::Context`
+///   (message id, receive count, attributes, cancellation, shutdown deadline), as
+///   `&Context` or `Context`. A batch handler takes only the `Vec` (each
+///   `spotq::Message` of a `Vec<Message>` has its own `context()`).
+/// - A body that does not deserialize never reaches the handler: that message fails with
+///   `HandlerError::Decode`, is retried per `retry_backoff` and, after the queue's
+///   `maxReceiveCount`, moved to its dead-letter queue. In a batch, only that message
+///   fails; the others go to the handler.
+/// - A per-message handler returns anything `spotq::IntoOutcome`: `()`,
+///   `Result<(), E>`, `spotq::Outcome` (ack, retry after a delay, fail, continue) or
+///   `Result<Outcome, E>`, with `E: Into<Box<dyn Error + Send + Sync>>`. A batch handler
+///   returns anything `spotq::IntoBatchOutcome`: `()`, `spotq::BatchOutcome`,
+///   `SqsBatchResponse` (Lambda's `batchItemFailures`: the listed messages are retried,
+///   the rest deleted), or a `Result` of one of those (an `Err` fails every message).
+/// - A JSON body that is itself a list goes through an alias or a newtype
+///   (`type Orders = Vec<Order>;`): `Vec<Order>` as written means a batch.
+/// - The argument patterns are the function's own business (`_`, `mut order`,
+///   `(a, b): (u32, u32)` all work): the macro only calls the function.
+///
+/// Compile errors, each pointing at the offending token: a fn that is not `async`, or is
+/// `const`, `unsafe`, `extern`, generic or has a `where` clause; no argument, `self`, more
+/// than two arguments, or a second argument that is not the context; an input taken by
+/// reference, or an input type that is `impl Trait`, `_`, a trait object, a pointer or a
+/// slice. Type errors come from the traits and point at the type in the signature: an
+/// input type that does not deserialize, a return type that is not an outcome, or a
+/// future that is not `Send`.
+///
+/// # Arguments
+///
+/// `key = value` pairs, each at most once. Durations are string literals: numbers with
+/// the units `h`, `m`, `s` and `ms`, largest first (`"500ms"`, `"30s"`, `"5m"`,
+/// `"1m30s"`, `"2h"`). Every limit below is checked when the crate compiles; a setting
+/// that depends on the queue (its own visibility timeout, whether an `env` queue is
+/// FIFO) is checked when the worker starts, before its first receive.
+///
+/// | key | default | limit |
+/// | --- | --- | --- |
+/// | `queue = "orders"` or `queue = env("ORDERS_QUEUE")` | required | a queue name or URL, or an environment variable holding one, read when the worker starts (an unset variable stops the start with an error naming it) |
+/// | `concurrency = 32` | 16 | at least 1: handlers running at once |
+/// | `pollers = 2` | one per 10 of `concurrency`, at most 16 | 1 to `concurrency`: receive loops |
+/// | `batch_size = 10` | 10 | 1 to 10: messages asked for per receive |
+/// | `wait_time = "20s"` | `"20s"` | `"0s"` to `"20s"`, whole seconds: the long poll |
+/// | `visibility_timeout = "2m"` | the queue's own | `"1s"` to `"12h"`, whole seconds: asked for on each receive |
+/// | `handler_timeout = "5m"` | none | above `"0s"`, at most `"12h"`; with `heartbeat = false`, shorter than `visibility_timeout` |
+/// | `heartbeat = "20s"`, `false` or `true` | `true`: every half visibility timeout | an interval shorter than `visibility_timeout`; `false` never extends the visibility |
+/// | `retry_backoff = ("1s", "5m")` or `false` | `("1s", "5m")` | the first delay and the cap, base ≤ cap ≤ `"12h"`: a failed message becomes visible again after a jittered delay doubling per receive; `false` leaves it until its visibility timeout lapses |
+/// | `name = "orders"` | the queue's name | not empty: the `worker` label of the metrics |
+/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts |
+/// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
+///
+/// The other settings of `spotq::WorkerConfig` (stop timeout, shutdown grace, task
+/// protection, …) keep their defaults; a worker that needs them is written by hand, as
+/// below.
+///
+/// # The expansion
+///
+/// Only spotq's public API, by absolute path (`::spotq::…`, or the `crate` path). For
+/// the example at the top it is, in effect:
+///
+/// ```no_run
+/// # #[derive(serde::Deserialize)]
+/// # struct Order {
+/// #     id: u64,
+/// # }
+/// # async fn handle_order(order: Order, cx: &spotq::Context) -> Result<(), std::io::Error> {
+/// #     Ok(())
+/// # }
+/// /// The spotq worker that runs [`handle_order`] on the queue named by the environment
+/// /// variable `ORDERS_QUEUE` (read when the worker starts), as set by its
+/// /// `#[spotq::worker]` attribute.
+/// #[must_use]
+/// fn handle_order_worker() -> ::spotq::WorkerSpec {
+///     ::spotq::WorkerSpec::new(
+///         ::spotq::QueueSource::env("ORDERS_QUEUE"),
+///         ::spotq::WorkerConfig {
+///             concurrency: 32,
+///             visibility_timeout: Some(std::time::Duration::from_secs(120)),
+///             ..Default::default()
+///         },
+///         |message: ::spotq::Message| async move {
+///             match ::spotq::input::json::<Order>(message) {
+///                 Ok((input, cx)) => {
+///                     ::spotq::IntoOutcome::into_outcome(handle_order(input, &cx).await)
+///                 }
+///                 Err(error) => ::spotq::Outcome::Fail(error),
+///             }
+///         },
+///     )
+/// }
+/// ```
+///
+/// A raw `Message` without a context goes to the handler as it is; a batch handler
+/// becomes `WorkerSpec::batch(queue, config, |messages| async move {
+/// spotq::input::batch(messages, decoder, handler).await })`; `fifo = true` adds
+/// `.fifo(true)`. When the attribute has an error, the function is still emitted as
+/// written, with a stand-in `<name>_worker()`, so that only the error is reported.
+#[proc_macro_attribute]
+pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::worker(args.into(), item.into()).into()
+}

@@ -1,0 +1,4 @@
+#[spotq::worker(queue = "orders")]
+async fn handle<T: serde::de::DeserializeOwned>(body: T) {}
+
+fn main() {}

@@ -1,0 +1,9 @@
+#[spotq::worker(
+    queue = "orders",
+    visibility_timeout = "1m",
+    handler_timeout = "2m",
+    heartbeat = false
+)]
+async fn handle(body: String) {}
+
+fn main() {}

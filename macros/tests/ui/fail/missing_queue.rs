@@ -1,0 +1,4 @@
+#[spotq::worker(concurrency = 8)]
+async fn handle(body: String) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[spotq::worker(queue = "orders")]
+async fn handle() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[spotq::worker(queue = "orders")]
+struct Handler;
+
+fn main() {}

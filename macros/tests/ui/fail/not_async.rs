@@ -1,0 +1,4 @@
+#[spotq::worker(queue = "orders")]
+fn handle(body: String) {}
+
+fn main() {}

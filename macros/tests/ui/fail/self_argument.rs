@@ -1,0 +1,8 @@
+struct Handlers;
+
+impl Handlers {
+    #[spotq::worker(queue = "orders")]
+    async fn handle(&self, body: String) {}
+}
+
+fn main() {}
