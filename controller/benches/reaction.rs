@@ -1,0 +1,2 @@
+//! Controller reaction bench (to come).
+fn main() {}

@@ -1,0 +1,3 @@
+//! The scale-to-zero controller for spotq workers.
+
+pub mod decision;

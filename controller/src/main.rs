@@ -1,0 +1,2 @@
+//! `spotq-controller`.
+fn main() {}
