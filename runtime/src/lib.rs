@@ -84,6 +84,9 @@ mod worker;
 /// [`SqsMessage`](lambda_events::sqs::SqsMessage) or return an
 /// [`SqsBatchResponse`](lambda_events::sqs::SqsBatchResponse).
 pub use aws_lambda_events as lambda_events;
+/// `#[spotq::worker]`: turns an `async fn` into a worker; see [`spotq_macros::worker`].
+#[cfg(feature = "macros")]
+pub use spotq_macros::worker;
 
 pub use backend::{
     Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
@@ -92,8 +95,8 @@ pub use backoff::Backoff;
 pub use batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
 pub use config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use embedded::EmbeddedQueue;
-pub use engine::{Dispatch, PerBatch, PerMessage};
 pub use engine::stats::RunReport;
+pub use engine::{Dispatch, PerBatch, PerMessage};
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use handler::{Handler, IntoOutcome, Outcome};
 pub use health::Health;

@@ -11,16 +11,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
+use crate::batch::BatchHandler;
 use crate::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 use crate::emf::spawn_emf_reporter;
 use crate::engine::capacity::Capacity;
 use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
 use crate::engine::stats::{Counters, RunReport};
+use crate::engine::{Dispatch, PerBatch, PerMessage};
 use crate::engine::{Shared, emf_record, poll, report};
 use crate::error::{BackendError, Error};
-use crate::batch::BatchHandler;
-use crate::engine::{Dispatch, PerBatch, PerMessage};
 use crate::handler::Handler;
 use crate::health::Health;
 use crate::protection::{ProtectionConfig, TaskProtection};
