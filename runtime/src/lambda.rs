@@ -15,7 +15,7 @@
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), lambda_runtime::Error> {
+//! async fn main() -> Result<(), spotq::error::BoxError> {
 //!     let spec = WorkerSpec::new(QueueSource::env("QUEUE"), WorkerConfig::default(), handle);
 //!     spotq::lambda::run(spec).await
 //! }
@@ -33,6 +33,7 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 
 use crate::batch::{BatchHandler, BatchOutcome};
+use crate::error::BoxError;
 use crate::handler::{Handler, Outcome};
 use crate::input::from_lambda;
 use crate::message::Message;
@@ -40,7 +41,7 @@ use crate::spec::WorkerSpec;
 
 /// Runs `spec`'s handler as the Lambda function of this process, until the Lambda
 /// runtime stops it.
-pub async fn run(spec: WorkerSpec) -> Result<(), lambda_runtime::Error> {
+pub async fn run(spec: WorkerSpec) -> Result<(), BoxError> {
     let spec = &spec;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<SqsEvent>| async move {
