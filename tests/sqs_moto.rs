@@ -410,3 +410,87 @@ async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
         ]
     );
 }
+
+/// Bodies the `#[spotq::worker]` batch handler below has seen, with their receive counts.
+static BATCH_SEEN: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+
+/// Fails every `bad-*` message on its first receive, through Lambda's response type.
+#[spotq::worker(
+    queue = "spotq-macro-batch",
+    batch_size = 10,
+    wait_time = "1s",
+    retry_backoff = ("1s", "1s")
+)]
+async fn handle_batch(messages: Vec<Message>) -> spotq::lambda_events::sqs::SqsBatchResponse {
+    let mut response = spotq::lambda_events::sqs::SqsBatchResponse::default();
+    let mut seen = BATCH_SEEN.lock().expect("lock");
+    for message in messages {
+        seen.push((message.body().to_owned(), message.receive_count()));
+        if message.body().starts_with("bad") && message.receive_count() == 1 {
+            let mut failure = spotq::lambda_events::sqs::BatchItemFailure::default();
+            failure.item_identifier = message.id().to_owned();
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items() {
+    let _endpoint = emulator_endpoint();
+    // The queue name is fixed in the attribute: start from an empty queue.
+    let queue = create_queue("spotq-macro-batch", &[]).await;
+    queue
+        .client()
+        .purge_queue()
+        .queue_url(queue.queue_url())
+        .send()
+        .await
+        .expect("purge");
+    let bodies: Vec<String> = (0..20)
+        .map(|n| {
+            if n % 4 == 0 {
+                format!("bad-{n}")
+            } else {
+                format!("ok-{n}")
+            }
+        })
+        .collect();
+    send(&queue, bodies.clone()).await;
+
+    let shutdown = spotq::ShutdownHandle::new();
+    let stop = shutdown.clone();
+    let watcher = tokio::spawn(async move {
+        until(Duration::from_secs(40), || {
+            let seen = BATCH_SEEN.lock().expect("lock");
+            seen.iter()
+                .filter(|(body, count)| body.starts_with("ok") || *count == 2)
+                .count()
+                >= 20
+        })
+        .await;
+        stop.begin();
+    });
+    let reports = spotq::run_with([handle_batch_worker()], shutdown)
+        .await
+        .expect("the spec connects to the queue by name and runs");
+    watcher.await.expect("watcher");
+
+    let report = &reports[0];
+    assert_eq!((report.deleted, report.failed), (20, 5));
+    let seen = BATCH_SEEN.lock().expect("lock").clone();
+    for body in &bodies {
+        let receives: Vec<u32> = seen
+            .iter()
+            .filter(|(seen_body, _)| seen_body == body)
+            .map(|(_, count)| *count)
+            .collect();
+        let expected: &[u32] = if body.starts_with("bad") {
+            &[1, 2]
+        } else {
+            &[1]
+        };
+        assert_eq!(receives, expected, "{body}");
+    }
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
