@@ -1,2 +1,37 @@
-//! `spotq-controller`.
-fn main() {}
+//! `spotq-controller`: scales ECS services (or local worker processes) with their SQS
+//! queues, down to zero. See `spotq-controller --help`, and the README.
+
+use anyhow::Context as _;
+use clap::Parser;
+use spotq::Health;
+use spotq::logging::{LogFormat, init};
+use spotq_controller::config::{Cli, Config};
+use spotq_controller::run::Controller;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init(LogFormat::from_env());
+    let cli = Cli::parse();
+    // A bad setting stops the controller here, naming the setting.
+    let config = Config::load(&cli)?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+
+    // `/health` answers 200 while the process serves; `/metrics` has the figures.
+    let server = spotq::serve::serve(config.http_addr, Health::default()).await?;
+    tracing::info!(
+        addr = %server.local_addr(),
+        bindings = config.bindings.len(),
+        dry_run = config.dry_run,
+        "spotq-controller started"
+    );
+    let controller = Controller::start(config).await?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    controller.stop().await;
+    server.shutdown().await;
+    Ok(())
+}

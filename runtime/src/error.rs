@@ -3,6 +3,8 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
+pub use crate::sdk_error::classify;
+
 /// A boxed error from user code or a dependency.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 

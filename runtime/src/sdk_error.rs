@@ -20,8 +20,10 @@ const THROTTLING_CODES: &[&str] = &[
     "TooManyRequestsException",
 ];
 
-/// Sorts an SDK error into throttled, transient (retry) or rejected (do not retry).
-pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> BackendError
+/// Sorts an SDK error into throttled, transient (retry) or rejected (do not retry), as
+/// a [`BackendError`] naming `operation`. Public (as `spotq::error::classify`) for
+/// programs that make their own SQS or ECS calls, such as `spotq-controller`.
+pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> BackendError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -1,0 +1,444 @@
+//! The controller's loop: per binding, every poll interval, read the queue and the
+//! target, decide, and change the desired count when the decision differs; log each
+//! change with its inputs and reason, and publish the figures through `metrics`.
+
+use std::sync::Arc;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use spotq::BackendError;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, MissedTickBehavior, interval};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Binding, Config, TargetConfig};
+use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
+use crate::inputs::{CALL_RETRY, QueueSource, SqsQueue, ThroughputProbe};
+use crate::targets::{EcsTarget, LocalTarget, Target, TargetError};
+
+/// Every metric the controller publishes: name, kind, unit, help. Labels: `binding`,
+/// plus `reason` on decisions, `operation` on errors, `state` on queue messages.
+pub const CATALOG: &[(&str, &str, Unit, &str)] = &[
+    (
+        "spotq_controller_desired_tasks",
+        "gauge",
+        Unit::Count,
+        "The desired count after the last decision.",
+    ),
+    (
+        "spotq_controller_running_tasks",
+        "gauge",
+        Unit::Count,
+        "Tasks running, as last read.",
+    ),
+    (
+        "spotq_controller_pending_tasks",
+        "gauge",
+        Unit::Count,
+        "Tasks starting, as last read.",
+    ),
+    (
+        "spotq_controller_queue_messages",
+        "gauge",
+        Unit::Count,
+        "The queue's approximate counts, by state: visible, not_visible, delayed.",
+    ),
+    (
+        "spotq_controller_backlog_per_task",
+        "gauge",
+        Unit::Count,
+        "The messages per task aimed at.",
+    ),
+    (
+        "spotq_controller_decisions_total",
+        "counter",
+        Unit::Count,
+        "Changes of the desired count, by reason.",
+    ),
+    (
+        "spotq_controller_errors_total",
+        "counter",
+        Unit::Count,
+        "Failed calls (each attempt), by operation.",
+    ),
+    (
+        "spotq_controller_polls_total",
+        "counter",
+        Unit::Count,
+        "Polls made.",
+    ),
+];
+
+fn describe_metrics() {
+    for (name, kind, unit, help) in CATALOG {
+        match *kind {
+            "counter" => describe_counter!(*name, *unit, *help),
+            _ => describe_gauge!(*name, *unit, *help),
+        }
+    }
+}
+
+/// A decision some binding made, as sent to [`Controller::decisions`] subscribers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionEvent {
+    /// The binding's name.
+    pub binding: String,
+    /// The decision.
+    pub decision: Decision,
+    /// Whether the target was changed (false for a hold, a dry run, or a failed
+    /// update).
+    pub applied: bool,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A binding's queue could not be found (or `GetQueueUrl` failed for good).
+    #[error("binding {binding}: cannot find queue {queue}: {source}")]
+    Queue {
+        /// The binding's name.
+        binding: String,
+        /// The queue as configured.
+        queue: String,
+        /// The failed call.
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// One binding's loop.
+pub struct BindingLoop {
+    binding: Binding,
+    queue: Arc<dyn QueueSource>,
+    target: Arc<dyn Target>,
+    probe: Option<ThroughputProbe>,
+    scaler: Scaler,
+    dry_run: bool,
+    /// In a dry run, the count the last change would have set: the next decisions start
+    /// from it, so a change is logged once rather than on every poll.
+    assumed: Option<u32>,
+    decisions: broadcast::Sender<DecisionEvent>,
+}
+
+impl BindingLoop {
+    /// A loop for `binding` over a queue and a target.
+    pub fn new(
+        binding: Binding,
+        queue: Arc<dyn QueueSource>,
+        target: Arc<dyn Target>,
+        dry_run: bool,
+    ) -> Self {
+        let probe = (!binding.metrics_urls.is_empty())
+            .then(|| ThroughputProbe::new(binding.metrics_urls.clone()));
+        let scaler = Scaler::new(binding.policy.clone());
+        let (decisions, _) = broadcast::channel(256);
+        Self {
+            binding,
+            queue,
+            target,
+            probe,
+            scaler,
+            dry_run,
+            assumed: None,
+            decisions,
+        }
+    }
+
+    /// Decisions as they are made.
+    pub fn subscribe(&self) -> broadcast::Receiver<DecisionEvent> {
+        self.decisions.subscribe()
+    }
+
+    /// Polls every interval until `stop` is cancelled, then shuts the target down.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut ticker = interval(self.binding.poll_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    self.poll().await;
+                }
+            }
+        }
+        self.target.shutdown().await;
+    }
+
+    /// One poll: read, decide, act. Returns the decision.
+    pub async fn poll(&mut self) -> Decision {
+        let name = self.binding.name.clone();
+        counter!("spotq_controller_polls_total", "binding" => name.clone()).increment(1);
+        let (queue, service) = tokio::join!(self.read_queue(), self.read_target());
+        let throughput = match &mut self.probe {
+            Some(probe) => probe.measure().await,
+            None => None,
+        };
+        let mut observed = service;
+        if let (true, Some(assumed), Some(service)) = (self.dry_run, self.assumed, &mut observed) {
+            service.desired = assumed;
+        }
+        let observation = Observation {
+            queue,
+            service: observed,
+            throughput,
+        };
+        let decision = self.scaler.decide(Instant::now(), &observation);
+        self.publish(&observation, &decision);
+        let mut applied = false;
+        if let Some(desired) = decision.change() {
+            self.log_change(&observation, &decision, throughput);
+            counter!(
+                "spotq_controller_decisions_total",
+                "binding" => name.clone(),
+                "reason" => decision.reason.as_str()
+            )
+            .increment(1);
+            if self.dry_run {
+                self.assumed = Some(desired);
+            } else {
+                applied = self.apply(desired).await;
+            }
+        } else {
+            tracing::debug!(
+                binding = %name,
+                desired = decision.desired,
+                reason = %decision.reason,
+                "no change"
+            );
+        }
+        // Nobody listening is fine.
+        let _ = self.decisions.send(DecisionEvent {
+            binding: name,
+            decision,
+            applied,
+        });
+        decision
+    }
+
+    async fn read_queue(&self) -> Option<QueueCounts> {
+        let name = &self.binding.name;
+        CALL_RETRY
+            .run(
+                || self.queue.counts(),
+                |error: &BackendError| {
+                    tracing::warn!(binding = %name, %error, "could not read the queue");
+                    counter!(
+                        "spotq_controller_errors_total",
+                        "binding" => name.clone(),
+                        "operation" => error.operation()
+                    )
+                    .increment(1);
+                },
+            )
+            .await
+            .ok()
+    }
+
+    async fn read_target(&self) -> Option<ServiceCounts> {
+        let name = &self.binding.name;
+        CALL_RETRY
+            .run(
+                || self.target.counts(),
+                |error: &TargetError| {
+                    tracing::warn!(binding = %name, %error, "could not read the service");
+                    counter!(
+                        "spotq_controller_errors_total",
+                        "binding" => name.clone(),
+                        "operation" => target_operation(error, "DescribeServices")
+                    )
+                    .increment(1);
+                },
+            )
+            .await
+            .ok()
+    }
+
+    async fn apply(&self, desired: u32) -> bool {
+        let name = &self.binding.name;
+        let operation = self.target.update_operation();
+        CALL_RETRY
+            .run(
+                || self.target.set_desired(desired),
+                |error: &TargetError| {
+                    tracing::error!(binding = %name, desired, %error, "could not set the desired count");
+                    counter!(
+                        "spotq_controller_errors_total",
+                        "binding" => name.clone(),
+                        "operation" => target_operation(error, operation)
+                    )
+                    .increment(1);
+                },
+            )
+            .await
+            .is_ok()
+    }
+
+    fn publish(&self, observation: &Observation, decision: &Decision) {
+        let name = self.binding.name.clone();
+        gauge!("spotq_controller_desired_tasks", "binding" => name.clone())
+            .set(f64::from(decision.desired));
+        gauge!("spotq_controller_backlog_per_task", "binding" => name.clone())
+            .set(decision.backlog_per_task);
+        if let Some(service) = observation.service {
+            gauge!("spotq_controller_running_tasks", "binding" => name.clone())
+                .set(f64::from(service.running));
+            gauge!("spotq_controller_pending_tasks", "binding" => name.clone())
+                .set(f64::from(service.pending));
+        }
+        if let Some(queue) = observation.queue {
+            for (state, value) in [
+                ("visible", queue.visible),
+                ("not_visible", queue.not_visible),
+                ("delayed", queue.delayed),
+            ] {
+                gauge!(
+                    "spotq_controller_queue_messages",
+                    "binding" => name.clone(),
+                    "state" => state
+                )
+                .set(value as f64);
+            }
+        }
+    }
+
+    /// The one line per change: what was read, what was decided, and why.
+    fn log_change(&self, observation: &Observation, decision: &Decision, throughput: Option<f64>) {
+        let queue = observation.queue.unwrap_or_default();
+        let service = observation.service.unwrap_or_default();
+        tracing::info!(
+            binding = %self.binding.name,
+            from = decision.current,
+            to = decision.desired,
+            reason = %decision.reason,
+            visible = queue.visible,
+            not_visible = queue.not_visible,
+            delayed = queue.delayed,
+            running = service.running,
+            pending = service.pending,
+            needed = decision.needed,
+            backlog_per_task = decision.backlog_per_task,
+            throughput,
+            dry_run = self.dry_run,
+            "desired count changed"
+        );
+    }
+}
+
+/// The operation a target error names, `fallback` for errors without one.
+fn target_operation(error: &TargetError, fallback: &'static str) -> &'static str {
+    match error {
+        TargetError::Api(error) => error.operation(),
+        TargetError::ServiceNotFound { .. } | TargetError::Spawn { .. } => fallback,
+    }
+}
+
+/// Every binding's loop, running.
+#[derive(Debug)]
+pub struct Controller {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    decisions: broadcast::Sender<DecisionEvent>,
+    local_targets: Vec<(String, Arc<LocalTarget>)>,
+}
+
+impl Controller {
+    /// Connects every binding (SQS and ECS clients from the standard AWS
+    /// configuration, which honours `AWS_ENDPOINT_URL`) and starts their loops.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        describe_metrics();
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sqs = aws_sdk_sqs::Client::new(&aws);
+        let ecs = aws_sdk_ecs::Client::new(&aws);
+        let mut loops = Vec::new();
+        let mut local_targets = Vec::new();
+        for binding in config.bindings {
+            let queue = CALL_RETRY
+                .run(|| SqsQueue::connect(sqs.clone(), &binding.queue), |_| {})
+                .await
+                .map_err(|source| StartError::Queue {
+                    binding: binding.name.clone(),
+                    queue: binding.queue.clone(),
+                    source,
+                })?;
+            let target: Arc<dyn Target> = match &binding.target {
+                TargetConfig::Ecs { cluster, service } => {
+                    Arc::new(EcsTarget::new(ecs.clone(), cluster, service))
+                }
+                TargetConfig::Local(local) => {
+                    let target = Arc::new(LocalTarget::new(local.clone()));
+                    local_targets.push((binding.name.clone(), Arc::clone(&target)));
+                    target
+                }
+            };
+            tracing::info!(
+                binding = %binding.name,
+                queue = queue.url(),
+                target = ?binding.target,
+                poll_interval = ?binding.poll_interval,
+                dry_run = config.dry_run,
+                "binding started"
+            );
+            loops.push(BindingLoop::new(
+                binding,
+                Arc::new(queue),
+                target,
+                config.dry_run,
+            ));
+        }
+        Ok(Self::spawn(loops, local_targets))
+    }
+
+    /// Runs loops built by hand (other queue sources or targets).
+    pub fn spawn(loops: Vec<BindingLoop>, local_targets: Vec<(String, Arc<LocalTarget>)>) -> Self {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (decisions, _) = broadcast::channel(1024);
+        for binding in loops {
+            let mut events = binding.subscribe();
+            let forward = decisions.clone();
+            let stop_forwarding = stop.clone();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop_forwarding.cancelled() => break,
+                        event = events.recv() => match event {
+                            Ok(event) => { let _ = forward.send(event); }
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => break,
+                        },
+                    }
+                }
+            });
+            tracker.spawn(binding.run(stop.clone()));
+        }
+        tracker.close();
+        Self {
+            stop,
+            tracker,
+            decisions,
+            local_targets,
+        }
+    }
+
+    /// Every binding's decisions from now on.
+    pub fn decisions(&self) -> broadcast::Receiver<DecisionEvent> {
+        self.decisions.subscribe()
+    }
+
+    /// The local target of the binding `name`, if it has one.
+    pub fn local_target(&self, name: &str) -> Option<Arc<LocalTarget>> {
+        self.local_targets
+            .iter()
+            .find(|(binding, _)| binding == name)
+            .map(|(_, target)| Arc::clone(target))
+    }
+
+    /// Stops every loop (a local target stops its workers) and waits for them.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;
