@@ -37,6 +37,11 @@ impl Outcome {
 
 /// Values a handler may return: [`Outcome`], `()`, `Result<(), E>` or
 /// `Result<Outcome, E>`, where `E` converts into a boxed error.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a handler's result",
+    note = "a handler returns `()`, `spotq::Outcome`, `Result<(), E>` or \
+            `Result<spotq::Outcome, E>` with `E: Into<Box<dyn Error + Send + Sync>>`"
+)]
 pub trait IntoOutcome {
     /// The outcome this value stands for.
     fn into_outcome(self) -> Outcome;
