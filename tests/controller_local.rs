@@ -1,0 +1,153 @@
+//! `spotq-controller`'s local target end to end, against moto on loopback: no workers
+//! while the queue is idle; messages arrive, worker processes (`spotq-test-worker`)
+//! start; the queue drains, the workers get SIGTERM and exit, and the count is back to
+//! zero, with every message processed and none left in the queue. Also: the
+//! throughput probe reads a real worker's `/metrics`.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq_controller::config::{Cli, Config};
+use spotq_controller::decision::Reason;
+use spotq_controller::inputs::ThroughputProbe;
+use spotq_controller::run::{Controller, DecisionEvent};
+use support::process::{Settings, WorkerProcess};
+use support::unique;
+use tokio::sync::broadcast::Receiver;
+use tokio::time::timeout;
+
+/// The next decision that changed the count (skipping holds), within `limit`.
+async fn next_change(events: &mut Receiver<DecisionEvent>, limit: Duration) -> DecisionEvent {
+    timeout(limit, async {
+        loop {
+            let event = events.recv().await.expect("decisions");
+            if event.decision.change().is_some() {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a change of the desired count")
+}
+
+/// The bodies the workers recorded as `event` in the shared log file.
+fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(kind, _)| *kind == event)
+        .map(|(_, body)| body.to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_start_for_messages_and_get_sigterm_once_the_queue_is_drained() {
+    let queue = support::create_queue(
+        &unique("ctl-local"),
+        &[(QueueAttributeName::VisibilityTimeout, "30".to_owned())],
+    )
+    .await;
+    let events = std::env::temp_dir().join(format!("{}.events", unique("ctl-local")));
+    let file = format!(
+        r#"
+[[binding]]
+name = "local"
+queue = "{queue}"
+max = 3
+backlog_per_task = 5
+poll_interval = "200ms"
+scale_in_cooldown = "1s"
+empty_polls = 2
+
+[binding.local]
+command = ["{worker}"]
+stop_timeout = "15s"
+env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "5", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
+"#,
+        queue = queue.queue_url(),
+        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
+        events = events.display(),
+    );
+    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+    let controller = Controller::start(config).await.expect("started");
+    let local = controller.local_target("local").expect("a local target");
+    let mut decisions = controller.decisions();
+
+    // Idle: a few polls, no worker.
+    for _ in 0..3 {
+        let event = timeout(Duration::from_secs(10), decisions.recv())
+            .await
+            .expect("a poll")
+            .expect("decisions");
+        assert_eq!(event.decision.reason, Reason::Idle);
+    }
+    assert!(local.pids().await.is_empty());
+
+    let sent: BTreeSet<String> = (0..30).map(|n| format!("m{n}:100")).collect();
+    support::send(&queue, sent.iter().cloned()).await;
+    let woken = next_change(&mut decisions, Duration::from_secs(10)).await;
+    assert_eq!(woken.decision.reason, Reason::Wake, "{woken:?}");
+    assert!(woken.decision.desired >= 1 && woken.applied, "{woken:?}");
+    let started = local.pids().await;
+    assert_eq!(started.len() as u32, woken.decision.desired);
+
+    // The workers drain the queue; once it has read empty for the cooldown, they go.
+    let mut last = woken;
+    while last.decision.desired > 0 {
+        last = next_change(&mut decisions, Duration::from_secs(60)).await;
+        assert!(last.applied, "{last:?}");
+    }
+    assert_eq!(last.decision.reason, Reason::ToZero);
+    assert!(local.pids().await.is_empty());
+    // The SIGTERMed workers exit by themselves, well before the SIGKILL.
+    support::until(Duration::from_secs(20), || local.stopping() == 0).await;
+    assert_eq!(local.killed(), 0, "every worker exited on SIGTERM");
+    for pid in started {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| stat.contains(") Z ")),
+            "worker {pid} still runs"
+        );
+    }
+
+    // No message lost: each was processed, and the queue holds none.
+    assert_eq!(recorded(&events, "done"), sent);
+    assert_eq!(support::counts(&queue).await, (0, 0, 0));
+    controller.stop().await;
+    let _ = std::fs::remove_file(&events);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throughput_probe_reads_a_worker_s_metrics() {
+    let queue = support::create_queue(&unique("ctl-probe"), &[]).await;
+    let settings = Settings {
+        concurrency: 4,
+        http: true,
+        ..Settings::default()
+    };
+    let worker = WorkerProcess::start(&queue, &settings);
+    let addr = worker.http_addr().await;
+    let mut probe = ThroughputProbe::new(vec![format!("http://{addr}/metrics")]);
+    assert_eq!(probe.measure().await, None, "no message handled yet");
+
+    support::send(&queue, (0..8).map(|n| format!("p{n}:50"))).await;
+    worker.wait_for("done", 8).await;
+    // The worker publishes its figures every second.
+    let mut measured = None;
+    for _ in 0..50 {
+        measured = probe.measure().await;
+        if measured.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rate = measured.expect("a rate within 10 s");
+    // 4 at once, about 50 ms each: far above 1 message a second, and finite.
+    assert!(rate.is_finite() && rate > 1.0, "{rate}");
+}
