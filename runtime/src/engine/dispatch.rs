@@ -220,11 +220,10 @@ fn release<H>(shared: &Shared<H>, delivery: Delivery) {
 /// Settles one message by its handler's outcome.
 async fn settle<H>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) {
     let counters = &shared.counters;
-    let error = match outcome {
+    match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
             shared.settler.delete(delivery.receipt);
-            return;
         }
         Outcome::RetryAfter(delay) => {
             Counters::add(&counters.retried, 1);
@@ -232,30 +231,27 @@ async fn settle<H>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) {
             shared
                 .settler
                 .change(delivery.receipt, delay.min(room), ChangeKind::Retry);
-            return;
         }
-        Outcome::Continue(mut next) => {
-            if next.group_id.is_none() {
-                next.group_id = delivery.group_id.clone();
-            }
-            match send(&*shared.backend, next).await {
-                Ok(continuation_id) => {
-                    Counters::add(&counters.continued, 1);
-                    tracing::debug!(
-                        message_id = %delivery.message_id,
-                        %continuation_id,
-                        "handed on"
-                    );
-                    shared.settler.delete(delivery.receipt);
-                    return;
-                }
-                // Nothing is deleted: the message itself comes back.
-                Err(error) => HandlerError::failed(error),
-            }
+        // Boxed: the send's future stays out of every message task.
+        Outcome::Continue(next) => Box::pin(hand_on(shared, delivery, next)).await,
+        Outcome::Fail(error) => fail(shared, delivery, &error, true),
+    }
+}
+
+/// Sends a message's continuation, then deletes the message; if the send fails, the
+/// message itself counts as failed and comes back.
+async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessage) {
+    if next.group_id.is_none() {
+        next.group_id = delivery.group_id.clone();
+    }
+    match send(&*shared.backend, next).await {
+        Ok(continuation_id) => {
+            Counters::add(&shared.counters.continued, 1);
+            tracing::debug!(message_id = %delivery.message_id, %continuation_id, "handed on");
+            shared.settler.delete(delivery.receipt);
         }
-        Outcome::Fail(error) => error,
-    };
-    fail(shared, delivery, &error, true);
+        Err(error) => fail(shared, delivery, &HandlerError::failed(error), true),
+    }
 }
 
 /// A failure of one message (of its handler, its batch, or sending its continuation):
