@@ -57,6 +57,7 @@ pub mod backend;
 mod backoff;
 mod batch;
 mod config;
+mod drain;
 pub mod ecs;
 pub mod embedded;
 pub mod emf;
@@ -94,6 +95,7 @@ pub use backend::{
 pub use backoff::Backoff;
 pub use batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
 pub use config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
+pub use drain::Drained;
 pub use embedded::EmbeddedQueue;
 pub use engine::stats::RunReport;
 pub use engine::{Dispatch, PerBatch, PerMessage};
