@@ -62,10 +62,11 @@ COPY --from=controller-binaries --chmod=0444 /out/ca-certificates.crt /etc/ssl/c
 COPY --from=controller-binaries --chmod=0555 /out/spotq-healthcheck /out/spotq-controller /usr/local/bin/
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-EXPOSE 8080
+# /metrics and /health (SPOTQ_CONTROLLER_HTTP_ADDR, default 0.0.0.0:9090).
+EXPOSE 9090
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["/usr/local/bin/spotq-healthcheck", "http://127.0.0.1:8080/health"]
+    CMD ["/usr/local/bin/spotq-healthcheck", "http://127.0.0.1:9090/health"]
 ENTRYPOINT ["/usr/local/bin/spotq-controller"]
 
 # Last, so that a build without --target makes the worker.
@@ -74,7 +75,7 @@ COPY --from=worker-binaries --chmod=0444 /out/ca-certificates.crt /etc/ssl/certs
 COPY --from=worker-binaries --chmod=0555 /out/spotq-healthcheck /out/worker /usr/local/bin/
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-# spotq::serve: /metrics, /health and /ready.
+# /metrics, /health and /ready (examples/sqs_worker.rs serves them on 0.0.0.0:8080).
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

@@ -36,12 +36,17 @@ const WORKER_PORT: u16 = 8080;
 /// The example worker's `concurrency`: the most messages it holds, or asks for, at once.
 const CONCURRENCY: u64 = 64;
 
-/// The health check both images and the task definitions declare.
-const HEALTH_CHECK: [&str; 3] = [
-    "CMD",
-    "/usr/local/bin/spotq-healthcheck",
-    "http://127.0.0.1:8080/health",
-];
+/// The health check the images and the task definitions declare, for a port.
+fn health_check(port: u16) -> [String; 3] {
+    [
+        "CMD".to_owned(),
+        "/usr/local/bin/spotq-healthcheck".to_owned(),
+        format!("http://127.0.0.1:{port}/health"),
+    ]
+}
+
+/// The controller's `/metrics` and `/health` (`SPOTQ_CONTROLLER_HTTP_ADDR`'s default).
+const CONTROLLER_PORT: u16 = 9090;
 
 /// Runs `buildah` with the storage the script uses.
 fn buildah(args: &[&str]) -> Output {
@@ -92,16 +97,17 @@ fn strings(value: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The runtime settings both images share: a non-root user, SIGTERM, the health probe,
-/// port 8080, and an exec-form entrypoint (no shell: there is none in the image).
-fn check_runtime_config(config: &Value, entrypoint: &str) {
+/// The runtime settings both images share: a non-root user, SIGTERM, the health probe
+/// on the binary's port, and an exec-form entrypoint (no shell: there is none in the
+/// image).
+fn check_runtime_config(config: &Value, entrypoint: &str, port: u16) {
     assert_eq!(config["User"], "65532:65532", "a non-root user");
     assert_eq!(config["StopSignal"], "SIGTERM");
     assert_eq!(strings(&config["Entrypoint"]), [entrypoint], "exec form");
     assert!(strings(&config["Cmd"]).is_empty(), "{config}");
-    assert_eq!(strings(&config["Healthcheck"]["Test"]), HEALTH_CHECK);
+    assert_eq!(strings(&config["Healthcheck"]["Test"]), health_check(port));
     assert!(
-        config["ExposedPorts"].get("8080/tcp").is_some(),
+        config["ExposedPorts"].get(format!("{port}/tcp")).is_some(),
         "{}",
         config["ExposedPorts"]
     );
@@ -338,7 +344,7 @@ fn the_worker_image_is_small_static_and_configured_for_ecs() {
         return;
     }
     let config = image_config(WORKER_IMAGE);
-    check_runtime_config(&config, "/usr/local/bin/worker");
+    check_runtime_config(&config, "/usr/local/bin/worker", WORKER_PORT);
 
     let container = Container::of(WORKER_IMAGE);
     let files = container.files();
@@ -374,7 +380,7 @@ fn the_controller_image_is_configured_for_ecs() {
         return;
     }
     let config = image_config(CONTROLLER_IMAGE);
-    check_runtime_config(&config, "/usr/local/bin/spotq-controller");
+    check_runtime_config(&config, "/usr/local/bin/spotq-controller", CONTROLLER_PORT);
     let container = Container::of(CONTROLLER_IMAGE);
     let size: u64 = container.files().iter().map(|(_, size)| size).sum();
     eprintln!(

@@ -1,0 +1,631 @@
+//! The deployment kit in `deploy/` agrees with the code it deploys: every file parses;
+//! the task definitions set only environment variables the binaries read, on the ports
+//! they serve, with the health check the images carry; the worker's stop timeout covers
+//! its grace period and exit margin; the services use the capacity providers the Spot
+//! contract needs; and the IAM policies grant exactly the calls the code makes, on the
+//! queue and the service the other files name. The README's deploy steps use these
+//! files and no others.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(root().join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+fn json(path: &str) -> Value {
+    serde_json::from_str(&read(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+}
+
+/// A source file without its unit tests (a trailing `#[cfg(test)] mod tests { … }`).
+fn code(path: &str) -> String {
+    let source = read(path);
+    match source.find("\n#[cfg(test)]\nmod tests {") {
+        Some(end) => source[..end].to_owned(),
+        None => source,
+    }
+}
+
+/// Every `.rs` file below `dir`, test files and modules left out.
+fn code_below(dir: &str) -> String {
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|ext| ext == "rs")
+                && path.file_name().is_some_and(|name| name != "tests.rs")
+            {
+                files.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join(dir), &mut files);
+    files.sort();
+    files
+        .iter()
+        .map(|path| {
+            let relative = path.strip_prefix(root()).expect("below the root");
+            code(&relative.to_string_lossy())
+        })
+        .collect()
+}
+
+/// The number in the first `{prefix}N{suffix}` of `text`.
+fn number_after(text: &str, prefix: &str, what: &str) -> u64 {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no `{prefix}` for {what}"))
+        + prefix.len();
+    text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{prefix}` for {what}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|item| item.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+/// The one container of a task definition.
+fn container(task_definition: &Value) -> &Value {
+    let containers = task_definition["containerDefinitions"]
+        .as_array()
+        .expect("containerDefinitions");
+    assert_eq!(containers.len(), 1, "one container per task");
+    &containers[0]
+}
+
+fn environment(container: &Value) -> Vec<(String, String)> {
+    container["environment"]
+        .as_array()
+        .expect("environment")
+        .iter()
+        .map(|pair| {
+            (
+                pair["name"].as_str().expect("name").to_owned(),
+                pair["value"].as_str().expect("value").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    env.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {env:?}"))
+}
+
+/// The names in `name = "…"`-style string literals of `source` that look like
+/// environment variables: `SPOTQ_…`, `RUST_LOG`, `ECS_…`, `AWS_…`.
+fn env_names_in(source: &str) -> BTreeSet<String> {
+    source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| {
+            ["SPOTQ_", "RUST_LOG", "ECS_", "AWS_"]
+                .iter()
+                .any(|prefix| literal.starts_with(prefix))
+                && literal
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What the AWS SDK's standard configuration reads (the region, the endpoint overrides):
+/// a task definition may set these for any binary that loads it.
+const SDK_VARIABLES: [&str; 5] = [
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SQS",
+    "AWS_ENDPOINT_URL_ECS",
+];
+
+/// Variables ECS itself sets in every task; a task definition must not override them.
+const SET_BY_ECS: [&str; 3] = [
+    "ECS_AGENT_URI",
+    "ECS_CONTAINER_METADATA_URI_V4",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
+
+fn check_environment(env: &[(String, String)], read_by_code: &BTreeSet<String>) {
+    let names: Vec<&str> = env.iter().map(|(name, _)| name.as_str()).collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(unique.len(), names.len(), "a variable set twice: {names:?}");
+    for name in names {
+        assert!(
+            !SET_BY_ECS.contains(&name),
+            "{name} is set by ECS, not by the task definition"
+        );
+        assert!(
+            read_by_code.contains(name) || SDK_VARIABLES.contains(&name),
+            "{name} is read by no code: {read_by_code:?}"
+        );
+    }
+}
+
+/// `(region, account, name)` of `https://sqs.REGION.amazonaws.com/ACCOUNT/NAME`.
+fn queue_url_parts(url: &str) -> (String, String, String) {
+    let rest = url
+        .strip_prefix("https://sqs.")
+        .unwrap_or_else(|| panic!("not an SQS queue URL: {url}"));
+    let (region, path) = rest
+        .split_once(".amazonaws.com/")
+        .unwrap_or_else(|| panic!("not an SQS queue URL: {url}"));
+    let (account, name) = path
+        .split_once('/')
+        .unwrap_or_else(|| panic!("no account/name in {url}"));
+    (region.to_owned(), account.to_owned(), name.to_owned())
+}
+
+/// The health check command the Dockerfile's stage `stage` declares (exec form), after
+/// `CMD`.
+fn dockerfile_health_check(stage: &str) -> Vec<String> {
+    let dockerfile = read("Dockerfile");
+    let start = dockerfile
+        .find(&format!(" AS {stage}\n"))
+        .unwrap_or_else(|| panic!("no stage {stage}"));
+    let stage_text = &dockerfile[start..];
+    let stage_text = stage_text[1..]
+        .find("\nFROM ")
+        .map_or(stage_text, |end| &stage_text[..=end]);
+    let check = stage_text
+        .split_once("HEALTHCHECK")
+        .expect("a HEALTHCHECK")
+        .1;
+    let exec = check
+        .split_once("CMD ")
+        .expect("HEALTHCHECK … CMD")
+        .1
+        .lines()
+        .next()
+        .expect("the command");
+    strings(&serde_json::from_str(exec).expect("exec form (a JSON array)"))
+}
+
+/// The grace period the worker derives from its stop timeout when none is set (mirrors
+/// `WorkerConfig::resolve` in runtime/src/config.rs, checked below to be unchanged).
+fn default_grace(stop_timeout: u64) -> u64 {
+    stop_timeout - 5.min(stop_timeout / 2)
+}
+
+#[test]
+fn every_deploy_file_parses_and_the_readme_uses_each() {
+    let readme = read("README.md");
+    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy"))
+        .expect("deploy/")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for file in &files {
+        assert!(file.ends_with(".json"), "{file}");
+        json(&format!("deploy/{file}"));
+        assert!(
+            readme.contains(&format!("file://deploy/{file}")),
+            "the README's deploy steps do not use deploy/{file}"
+        );
+    }
+    for mention in readme.split("file://deploy/").skip(1) {
+        let file: String = mention
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        assert!(
+            files.contains(&file),
+            "the README uses a missing deploy/{file}"
+        );
+    }
+}
+
+#[test]
+fn the_worker_task_definition_matches_the_worker_it_runs() {
+    let task = json("deploy/worker-task-definition.json");
+    assert_eq!(task["networkMode"], "awsvpc");
+    assert_eq!(strings(&task["requiresCompatibilities"]), ["FARGATE"]);
+    // The ECS guide's example size: a quarter vCPU, 512 MiB.
+    assert_eq!(
+        (&task["cpu"], &task["memory"]),
+        (&"256".into(), &"512".into())
+    );
+    let worker = container(&task);
+    assert_eq!(worker["essential"], true);
+
+    // The port and the health path the example serves, probed by the image's binary.
+    let example = code("examples/sqs_worker.rs");
+    let port = number_after(&example, "serve::serve(\"0.0.0.0:", "the worker's port");
+    assert_eq!(worker["portMappings"][0]["containerPort"], port);
+    let serve = code("runtime/src/serve.rs");
+    assert!(
+        serve.contains("\"/health\" => Path::Health"),
+        "spotq::serve answers /health"
+    );
+    let command = strings(&worker["healthCheck"]["command"]);
+    assert_eq!(
+        command,
+        [
+            "CMD".to_owned(),
+            "/usr/local/bin/spotq-healthcheck".to_owned(),
+            format!("http://127.0.0.1:{port}/health"),
+        ]
+    );
+    assert_eq!(
+        command[1..],
+        dockerfile_health_check("worker"),
+        "as in the image"
+    );
+    // The probe gives up before ECS does, so a hung worker reads unhealthy, not timed out.
+    let timeout = worker["healthCheck"]["timeout"].as_u64().expect("timeout");
+    assert!(spotq_healthcheck::DEFAULT_TIMEOUT.as_secs() < timeout);
+
+    // Only variables the worker reads; the queue by URL (so no sqs:GetQueueUrl).
+    let mut read_by_worker = env_names_in(&example);
+    read_by_worker.extend(env_names_in(&code_below("runtime/src")));
+    assert!(read_by_worker.contains("SPOTQ_QUEUE"), "{read_by_worker:?}");
+    assert!(
+        read_by_worker.contains("SPOTQ_LOG_FORMAT"),
+        "{read_by_worker:?}"
+    );
+    assert!(code("runtime/src/logging.rs").contains("EnvFilter::try_from_default_env()"));
+    read_by_worker.insert("RUST_LOG".to_owned()); // EnvFilter's default variable
+    let env = environment(worker);
+    check_environment(&env, &read_by_worker);
+    queue_url_parts(env_value(&env, "SPOTQ_QUEUE"));
+    assert_eq!(env_value(&env, "SPOTQ_LOG_FORMAT"), "json");
+
+    let logs = &worker["logConfiguration"];
+    assert_eq!(logs["logDriver"], "awslogs");
+    for option in ["awslogs-group", "awslogs-region", "awslogs-stream-prefix"] {
+        assert!(logs["options"][option].is_string(), "{option}");
+    }
+}
+
+#[test]
+fn the_stop_timeout_covers_the_worker_s_grace_period_and_exit() {
+    let task = json("deploy/worker-task-definition.json");
+    let stop_timeout = container(&task)["stopTimeout"]
+        .as_u64()
+        .expect("stopTimeout");
+    assert_eq!(stop_timeout, 120, "Fargate's longest, all of Spot's notice");
+
+    // The example plans its shutdown for this stop timeout...
+    let example = code("examples/sqs_worker.rs");
+    let worker_stop_timeout = number_after(
+        &example,
+        ".stop_timeout(Duration::from_secs(",
+        "the example's stop_timeout",
+    );
+    assert_eq!(worker_stop_timeout, stop_timeout);
+    // ... so its grace period (stop timeout less 5 s, by default) and then the release
+    // and flush end before the worker's exit margin, before SIGKILL.
+    assert!(
+        code("runtime/src/config.rs")
+            .contains("let margin = Duration::from_secs(5).min(self.stop_timeout / 2);"),
+        "the default grace period changed: update default_grace"
+    );
+    assert!(
+        !example.contains(".shutdown_grace("),
+        "the default grace applies"
+    );
+    let grace = default_grace(worker_stop_timeout);
+    let exit_margin = number_after(
+        &code("runtime/src/worker.rs"),
+        "const EXIT_MARGIN: Duration = Duration::from_secs(",
+        "the exit margin",
+    );
+    assert!(
+        grace + exit_margin < stop_timeout,
+        "grace {grace} s + exit margin {exit_margin} s within stopTimeout {stop_timeout} s"
+    );
+}
+
+#[test]
+fn the_worker_service_runs_on_spot_with_an_on_demand_base() {
+    let service = json("deploy/worker-service.json");
+    let task = json("deploy/worker-task-definition.json");
+    assert_eq!(service["taskDefinition"], task["family"]);
+    assert_eq!(service["desiredCount"], 0, "the controller wakes it");
+    assert!(
+        service.get("launchType").is_none(),
+        "a strategy, not a launch type"
+    );
+    let strategy: Vec<(String, u64, u64)> = service["capacityProviderStrategy"]
+        .as_array()
+        .expect("capacityProviderStrategy")
+        .iter()
+        .map(|entry| {
+            (
+                entry["capacityProvider"]
+                    .as_str()
+                    .expect("provider")
+                    .to_owned(),
+                entry["weight"].as_u64().expect("weight"),
+                entry["base"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        strategy,
+        [
+            ("FARGATE_SPOT".to_owned(), 4, 0),
+            ("FARGATE".to_owned(), 1, 1),
+        ]
+    );
+    let vpc = &service["networkConfiguration"]["awsvpcConfiguration"];
+    assert!(!strings(&vpc["subnets"]).is_empty());
+    assert!(!strings(&vpc["securityGroups"]).is_empty());
+}
+
+#[test]
+fn the_controller_runs_always_on_and_scales_the_worker_service() {
+    let task = json("deploy/controller-task-definition.json");
+    let controller = container(&task);
+    let worker_task = json("deploy/worker-task-definition.json");
+    let worker_service = json("deploy/worker-service.json");
+
+    let mut read_by_controller = env_names_in(&code_below("controller/src"));
+    read_by_controller.extend(env_names_in(&code("runtime/src/logging.rs")));
+    read_by_controller.insert("RUST_LOG".to_owned());
+    let env = environment(controller);
+    check_environment(&env, &read_by_controller);
+    assert_eq!(
+        env_value(&env, "SPOTQ_CONTROLLER_QUEUE"),
+        env_value(&environment(container(&worker_task)), "SPOTQ_QUEUE"),
+        "the worker's queue"
+    );
+    assert_eq!(
+        env_value(&env, "SPOTQ_CONTROLLER_CLUSTER"),
+        worker_service["cluster"]
+    );
+    assert_eq!(
+        env_value(&env, "SPOTQ_CONTROLLER_SERVICE"),
+        worker_service["serviceName"]
+    );
+
+    let port = number_after(
+        &code("controller/src/config.rs"),
+        "DEFAULT_HTTP_ADDR: &str = \"0.0.0.0:",
+        "the controller's port",
+    );
+    assert!(
+        env.iter()
+            .all(|(name, _)| name != "SPOTQ_CONTROLLER_HTTP_ADDR")
+    );
+    assert_eq!(controller["portMappings"][0]["containerPort"], port);
+    let command = strings(&controller["healthCheck"]["command"]);
+    assert_eq!(command[0], "CMD");
+    assert_eq!(
+        command[1..],
+        dockerfile_health_check("controller"),
+        "as in the image"
+    );
+    assert_eq!(command[2], format!("http://127.0.0.1:{port}/health"));
+
+    let service = json("deploy/controller-service.json");
+    assert_eq!(service["taskDefinition"], task["family"]);
+    assert_eq!(service["cluster"], worker_service["cluster"]);
+    assert_eq!(service["desiredCount"], 1);
+    let strategy = service["capacityProviderStrategy"]
+        .as_array()
+        .expect("capacityProviderStrategy");
+    assert_eq!(strategy.len(), 1, "on-demand only: {strategy:?}");
+    assert_eq!(strategy[0]["capacityProvider"], "FARGATE");
+    assert_eq!(strategy[0]["base"], 1);
+    // One controller at a time, also during a deployment.
+    assert_eq!(service["deploymentConfiguration"]["maximumPercent"], 100);
+}
+
+/// Every action a policy allows, with the resources of its statement.
+fn grants(policy: &Value) -> Vec<(String, Vec<String>)> {
+    assert_eq!(policy["Version"], "2012-10-17");
+    let mut grants = Vec::new();
+    for statement in policy["Statement"].as_array().expect("Statement") {
+        assert_eq!(statement["Effect"], "Allow");
+        let list = |value: &Value| match value {
+            Value::String(one) => vec![one.clone()],
+            many => strings(many),
+        };
+        let resources = list(&statement["Resource"]);
+        assert!(
+            resources.iter().all(|resource| resource != "*"),
+            "least privilege: name the resources ({statement})"
+        );
+        for action in list(&statement["Action"]) {
+            assert!(!action.contains('*'), "{action}");
+            grants.push((action, resources.clone()));
+        }
+    }
+    grants
+}
+
+fn actions(grants: &[(String, Vec<String>)]) -> BTreeSet<String> {
+    grants.iter().map(|(action, _)| action.clone()).collect()
+}
+
+fn resources_of<'a>(grants: &'a [(String, Vec<String>)], action: &str) -> &'a [String] {
+    grants
+        .iter()
+        .find(|(granted, _)| granted == action)
+        .map(|(_, resources)| resources.as_slice())
+        .unwrap_or_else(|| panic!("{action} is not granted"))
+}
+
+/// The AWS API calls made in `source`: SDK fluent calls (`.receive_message()`) of SQS
+/// and ECS operations, as IAM actions. A batch call needs its single action's
+/// permission (IAM has no `sqs:DeleteMessageBatch`).
+fn sdk_calls(source: &str) -> BTreeSet<String> {
+    const OPERATIONS: [(&str, &str); 24] = [
+        ("receive_message", "sqs:ReceiveMessage"),
+        ("delete_message", "sqs:DeleteMessage"),
+        ("delete_message_batch", "sqs:DeleteMessage"),
+        ("change_message_visibility", "sqs:ChangeMessageVisibility"),
+        (
+            "change_message_visibility_batch",
+            "sqs:ChangeMessageVisibility",
+        ),
+        ("get_queue_attributes", "sqs:GetQueueAttributes"),
+        ("get_queue_url", "sqs:GetQueueUrl"),
+        ("send_message", "sqs:SendMessage"),
+        ("send_message_batch", "sqs:SendMessage"),
+        ("purge_queue", "sqs:PurgeQueue"),
+        ("create_queue", "sqs:CreateQueue"),
+        ("delete_queue", "sqs:DeleteQueue"),
+        ("set_queue_attributes", "sqs:SetQueueAttributes"),
+        ("list_queues", "sqs:ListQueues"),
+        ("describe_tasks", "ecs:DescribeTasks"),
+        ("describe_services", "ecs:DescribeServices"),
+        ("update_service", "ecs:UpdateService"),
+        ("update_task_protection", "ecs:UpdateTaskProtection"),
+        ("get_task_protection", "ecs:GetTaskProtection"),
+        ("list_tasks", "ecs:ListTasks"),
+        ("list_services", "ecs:ListServices"),
+        ("describe_clusters", "ecs:DescribeClusters"),
+        ("run_task", "ecs:RunTask"),
+        ("stop_task", "ecs:StopTask"),
+    ];
+    OPERATIONS
+        .iter()
+        .filter(|(method, _)| source.contains(&format!(".{method}()")))
+        .map(|(_, action)| (*action).to_owned())
+        .collect()
+}
+
+#[test]
+fn the_worker_policy_grants_exactly_the_calls_the_worker_makes() {
+    let policy = grants(&json("deploy/worker-task-role-policy.json"));
+    let continuing = grants(&json("deploy/worker-continue-policy.json"));
+
+    let sqs = code("runtime/src/backend/sqs.rs");
+    let mut calls = sdk_calls(&sqs);
+    calls.extend(sdk_calls(&code("runtime/src/ecs.rs")));
+    // Task protection goes through the ECS agent (PUT $ECS_AGENT_URI/task-protection/
+    // v1/state), which calls UpdateTaskProtection with the task role.
+    let protection = code("runtime/src/protection.rs");
+    assert!(protection.contains("/task-protection/v1/state") && protection.contains("Method::PUT"));
+    assert!(
+        !protection.contains("Method::GET"),
+        "reading protection needs GetTaskProtection"
+    );
+    calls.insert("ecs:UpdateTaskProtection".to_owned());
+    // SendMessage only for Outcome::Continue: the separate policy.
+    assert!(
+        calls.remove("sqs:SendMessage"),
+        "Backend::send sends continuations"
+    );
+    // GetQueueUrl only for a queue given by name; the task definition gives a URL.
+    assert!(
+        calls.remove("sqs:GetQueueUrl"),
+        "SqsBackend::connect resolves names"
+    );
+    assert_eq!(actions(&policy), calls);
+    assert_eq!(
+        actions(&continuing),
+        BTreeSet::from(["sqs:SendMessage".to_owned()])
+    );
+
+    // On the worker's queue, its cluster's tasks and its own service only.
+    let task = json("deploy/worker-task-definition.json");
+    let service = json("deploy/worker-service.json");
+    let queue = env_value(&environment(container(&task)), "SPOTQ_QUEUE").to_owned();
+    let (region, account, name) = queue_url_parts(&queue);
+    let queue_arn = format!("arn:aws:sqs:{region}:{account}:{name}");
+    let cluster = service["cluster"].as_str().expect("cluster");
+    let tasks = format!("arn:aws:ecs:{region}:{account}:task/{cluster}/*");
+    let own_service = format!(
+        "arn:aws:ecs:{region}:{account}:service/{cluster}/{}",
+        service["serviceName"].as_str().expect("serviceName")
+    );
+    for (action, resources) in policy.iter().chain(&continuing) {
+        let expected = if action.starts_with("sqs:") {
+            &queue_arn
+        } else if action == "ecs:DescribeServices" {
+            &own_service
+        } else {
+            &tasks
+        };
+        assert_eq!(resources, std::slice::from_ref(expected), "{action}");
+    }
+    assert_eq!(resources_of(&policy, "ecs:UpdateTaskProtection"), [tasks]);
+}
+
+#[test]
+fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
+    let policy = grants(&json("deploy/controller-task-role-policy.json"));
+    let controller = code_below("controller/src");
+    let mut calls = sdk_calls(&controller);
+    // The queue's counts come through spotq's SqsBackend: GetQueueAttributes (and
+    // GetQueueUrl for a queue given by name; the task definition gives a URL).
+    assert!(
+        controller.contains("SqsBackend"),
+        "the controller reads the queue through SqsBackend"
+    );
+    calls.extend(
+        sdk_calls(&code("runtime/src/backend/sqs.rs"))
+            .intersection(&BTreeSet::from(["sqs:GetQueueAttributes".to_owned()]))
+            .cloned(),
+    );
+    assert_eq!(
+        actions(&policy),
+        calls,
+        "the issue's list: sqs:GetQueueAttributes, ecs:DescribeServices, ecs:UpdateService"
+    );
+
+    let worker_service = json("deploy/worker-service.json");
+    let task = json("deploy/controller-task-definition.json");
+    let queue = env_value(&environment(container(&task)), "SPOTQ_CONTROLLER_QUEUE").to_owned();
+    let (region, account, name) = queue_url_parts(&queue);
+    assert_eq!(
+        resources_of(&policy, "sqs:GetQueueAttributes"),
+        [format!("arn:aws:sqs:{region}:{account}:{name}")]
+    );
+    let worker = format!(
+        "arn:aws:ecs:{region}:{account}:service/{}/{}",
+        worker_service["cluster"].as_str().expect("cluster"),
+        worker_service["serviceName"].as_str().expect("serviceName")
+    );
+    for action in ["ecs:DescribeServices", "ecs:UpdateService"] {
+        assert_eq!(
+            resources_of(&policy, action),
+            std::slice::from_ref(&worker),
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn the_task_roles_trust_only_ecs_tasks_of_the_account() {
+    let trust = json("deploy/ecs-tasks-trust-policy.json");
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Principal"]["Service"], "ecs-tasks.amazonaws.com");
+    assert_eq!(statement["Action"], "sts:AssumeRole");
+    let task = json("deploy/worker-task-definition.json");
+    let role = task["taskRoleArn"].as_str().expect("taskRoleArn");
+    let account = role.split(':').nth(4).expect("the account");
+    assert_eq!(
+        statement["Condition"]["StringEquals"]["aws:SourceAccount"],
+        account
+    );
+}
