@@ -14,7 +14,8 @@
 //!    wake it only once they have been seen on several polls in a row.
 //! 3. Otherwise aim at `ceil((waiting + in flight) / backlog per task)` within
 //!    `[max(min, 1), max]`. Scale out at once; scale in only to the highest target seen
-//!    over the scale-in cooldown, so a lower target must last that long. Changes within
+//!    over the scale-in cooldown, plus the tolerance as headroom: a lower target must
+//!    last that long, and the same noise does not scale out again right after. Changes within
 //!    the tolerance (a fraction of the current count) are not made: count noise does not
 //!    flap the service. No change moves more than `max_step` tasks.
 //! 4. Go to zero only once the queue read empty (visible, not visible and delayed all
@@ -350,18 +351,22 @@ impl Scaler {
         self.empty.update(queue.is_empty(), now);
         self.in_flight_only
             .update(waiting == 0 && in_flight > 0, now);
-        let needed = ceil_div(waiting.saturating_add(in_flight), backlog_per_task);
-        // Remembered as the service would be sized for it, so that scale-in looks at
-        // the same numbers scale-out did.
+        let backlog = waiting.saturating_add(in_flight);
+        let needed = ceil_div(backlog, backlog_per_task);
         let floor = policy.min.max(1);
         let sized = needed.clamp(floor, policy.max);
+        // Scale-in aims a tolerance above the need, so that the count it lands on is
+        // not exceeded (by more than the tolerance) by the same noise a moment later:
+        // that would be a scale-out right after the scale-in.
+        let roomy =
+            ceil_div(backlog, backlog_per_task / (1.0 + policy.tolerance)).clamp(floor, policy.max);
         if self.recent.is_empty() {
             // A controller that just started has seen no history: the count it finds
             // stands for one cooldown, as if it had been the target until now.
             self.recent
                 .push_back((now, current.clamp(floor, policy.max)));
         }
-        self.recent.push_back((now, sized));
+        self.recent.push_back((now, roomy));
         while let Some(&(at, _)) = self.recent.front() {
             if now.saturating_duration_since(at) > policy.scale_in_cooldown {
                 self.recent.pop_front();
