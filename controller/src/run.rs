@@ -3,6 +3,7 @@
 //! change with its inputs and reason, and publish the figures through `metrics`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use spotq::BackendError;
@@ -15,6 +16,12 @@ use crate::config::{Binding, Config, TargetConfig};
 use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
 use crate::inputs::{CALL_RETRY, QueueSource, SqsQueue, ThroughputProbe};
 use crate::targets::{EcsTarget, LocalTarget, Target, TargetError};
+
+/// How long one AWS call may take before it counts as failed (and is retried).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting to an AWS endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every metric the controller publishes: name, kind, unit, help. Labels: `binding`,
 /// plus `reason` on decisions, `operation` on errors, `state` on queue messages.
@@ -346,7 +353,18 @@ impl Controller {
     /// configuration, which honours `AWS_ENDPOINT_URL`) and starts their loops.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         describe_metrics();
-        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        // The loop retries failed calls itself (counting each attempt); a call must not
+        // hang a binding's loop for longer than a few polls.
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_timeout(CALL_TIMEOUT)
+                    .build(),
+            )
+            .load()
+            .await;
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let ecs = aws_sdk_ecs::Client::new(&aws);
         let mut loops = Vec::new();

@@ -320,3 +320,24 @@ fn durations_take_a_unit_or_mean_seconds() {
         assert!(parse_duration(text).is_err(), "{text}");
     }
 }
+
+#[test]
+fn the_readme_s_example_file_is_valid() {
+    let readme = include_str!("../../../README.md");
+    let section = readme
+        .split_once("## Scale to zero: spotq-controller")
+        .map(|(_, rest)| rest)
+        .expect("the controller's README section");
+    let example = section
+        .split_once("```toml\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .map(|(toml, _)| toml)
+        .expect("a TOML example");
+    let config = Config::from_parts(&cli(&[]), Some(example)).expect("the example parses");
+    let names: Vec<&str> = config.bindings.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["orders", "thumbnails", "local-demo"]);
+    assert_eq!(
+        config.bindings[0].policy.scale_in_cooldown,
+        Duration::from_secs(120)
+    );
+}

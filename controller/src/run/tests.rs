@@ -254,3 +254,12 @@ async fn failed_reads_are_retried_and_then_hold_the_count() {
     );
     assert_eq!(rig.updates(), [4]);
 }
+
+#[test]
+fn every_metric_is_in_the_readme_table() {
+    let readme = include_str!("../../../README.md");
+    for (name, kind, ..) in CATALOG {
+        let row = format!("| `{name}` | {kind} |");
+        assert!(readme.contains(&row), "README has no row for {name}");
+    }
+}
