@@ -20,18 +20,29 @@ use support::unique;
 use tokio::sync::broadcast::Receiver;
 use tokio::time::timeout;
 
-/// The next decision that changed the count (skipping holds), within `limit`.
-async fn next_change(events: &mut Receiver<DecisionEvent>, limit: Duration) -> DecisionEvent {
+/// The next decision that changed the count, within `limit`, and how many polls it
+/// came after (0: the first poll).
+async fn next_change_after(
+    events: &mut Receiver<DecisionEvent>,
+    limit: Duration,
+) -> (DecisionEvent, usize) {
     timeout(limit, async {
+        let mut holds = 0;
         loop {
             let event = events.recv().await.expect("decisions");
             if event.decision.change().is_some() {
-                return event;
+                return (event, holds);
             }
+            holds += 1;
         }
     })
     .await
     .expect("a change of the desired count")
+}
+
+/// The next decision that changed the count (skipping holds), within `limit`.
+async fn next_change(events: &mut Receiver<DecisionEvent>, limit: Duration) -> DecisionEvent {
+    next_change_after(events, limit).await.0
 }
 
 /// The bodies the workers recorded as `event` in the shared log file.
@@ -90,7 +101,10 @@ env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY =
 
     let sent: BTreeSet<String> = (0..30).map(|n| format!("m{n}:100")).collect();
     support::send(&queue, sent.iter().cloned()).await;
-    let woken = next_change(&mut decisions, Duration::from_secs(10)).await;
+    let (woken, polls_before) = next_change_after(&mut decisions, Duration::from_secs(10)).await;
+    // The first poll that starts after the send sees the messages (one in progress
+    // during the send may not).
+    assert!(polls_before <= 1, "woken only after {polls_before} polls");
     assert_eq!(woken.decision.reason, Reason::Wake, "{woken:?}");
     assert!(woken.decision.desired >= 1 && woken.applied, "{woken:?}");
     let started = local.pids().await;

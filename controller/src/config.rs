@@ -157,7 +157,12 @@ pub struct ScalingFlags {
     #[arg(long, env = "SPOTQ_CONTROLLER_MAX_STEP")]
     pub max_step: Option<u32>,
     /// Count delayed messages as waiting.
-    #[arg(long, env = "SPOTQ_CONTROLLER_COUNT_DELAYED")]
+    #[arg(
+        long,
+        env = "SPOTQ_CONTROLLER_COUNT_DELAYED",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
     pub count_delayed: Option<bool>,
     /// Polls with messages only in flight before those wake a service at zero
     /// [default: 3].

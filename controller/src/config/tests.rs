@@ -130,6 +130,20 @@ fn flags_add_a_binding_and_sit_between_the_entries_and_the_defaults() {
     assert_eq!(binding.poll_interval, DEFAULT_POLL_INTERVAL);
     assert!(binding.poll_interval <= Duration::from_secs(5));
     assert_eq!(binding.policy, Policy::default());
+    let delayed = Config::from_parts(
+        &cli(&[
+            "--queue",
+            "q",
+            "--cluster",
+            "c",
+            "--service",
+            "s",
+            "--count-delayed",
+        ]),
+        None,
+    )
+    .expect("valid");
+    assert!(delayed.bindings[0].policy.count_delayed);
 
     let local = Config::from_parts(
         &cli(&[
