@@ -1,8 +1,9 @@
 //! `spotq-controller`'s local target end to end, against moto on loopback: no workers
 //! while the queue is idle; messages arrive, worker processes (`spotq-test-worker`)
 //! start; the queue drains, the workers get SIGTERM and exit, and the count is back to
-//! zero, with every message processed and none left in the queue. Also: the
-//! throughput probe reads a real worker's `/metrics`.
+//! zero, with every message processed and none left in the queue. A controller that
+//! stops SIGTERMs its workers mid-work, and they release every message at once. Also:
+//! the throughput probe reads a real worker's `/metrics`.
 
 mod support;
 
@@ -164,4 +165,52 @@ async fn the_throughput_probe_reads_a_worker_s_metrics() {
     let rate = measured.expect("a rate within 10 s");
     // 4 at once, about 50 ms each: far above 1 message a second, and finite.
     assert!(rate.is_finite() && rate > 1.0, "{rate}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopped_mid_work_release_their_messages_at_once() {
+    let queue = support::create_queue(
+        &unique("ctl-stop"),
+        &[(QueueAttributeName::VisibilityTimeout, "300".to_owned())],
+    )
+    .await;
+    let events = std::env::temp_dir().join(format!("{}.events", unique("ctl-stop")));
+    // Handlers of 30 s and a grace period of 1 s: a worker stopped now releases what it
+    // holds, which a 300 s visibility timeout would otherwise strand.
+    let file = format!(
+        r#"
+[[binding]]
+name = "stop"
+queue = "{queue}"
+max = 2
+backlog_per_task = 4
+poll_interval = "200ms"
+
+[binding.local]
+command = ["{worker}"]
+stop_timeout = "15s"
+env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "1", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
+"#,
+        queue = queue.queue_url(),
+        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
+        events = events.display(),
+    );
+    let sent: BTreeSet<String> = (0..8).map(|n| format!("long{n}:30000")).collect();
+    support::send(&queue, sent.iter().cloned()).await;
+    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+    let controller = Controller::start(config).await.expect("started");
+    let local = controller.local_target("stop").expect("a local target");
+    support::until(Duration::from_secs(30), || {
+        recorded(&events, "start").len() == 8
+    })
+    .await;
+    assert_eq!(local.pids().await.len(), 2);
+
+    // The controller stops: its workers get SIGTERM in the middle of their handlers.
+    controller.stop().await;
+    assert_eq!(local.killed(), 0, "the workers exited on SIGTERM");
+    assert!(recorded(&events, "done").is_empty(), "stopped mid-work");
+    let (visible, not_visible, _) = support::counts(&queue).await;
+    assert_eq!((visible, not_visible), (8, 0), "all 8 released at once");
+    let _ = std::fs::remove_file(&events);
 }
