@@ -12,7 +12,8 @@ use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::ContainerDefinition;
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::decision::Reason;
-use spotq_controller::run::{Controller, DecisionEvent};
+use spotq_controller::run::{Controller, DecisionEvent, StartError};
+use spotq_controller::targets::TargetError;
 use support::{emulator_endpoint, unique};
 use tokio::sync::broadcast::Receiver;
 use tokio::time::timeout;
@@ -187,5 +188,42 @@ empty_polls = 2
             .expect("decisions");
         assert_eq!(event.decision.change(), None, "{event:?}");
     }
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_queue_or_service_stops_the_controller_at_start() {
+    let queue = support::create_queue(&unique("ctl-missing"), &[]).await;
+    let (_, cluster, service) = service_at_zero().await;
+    let start = |queue: &str, cluster: &str, service: &str| {
+        let file = format!(
+            "[[binding]]\nname = \"b\"\nqueue = \"{queue}\"\ncluster = \"{cluster}\"\nservice = \"{service}\"\n"
+        );
+        let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+        Controller::start(config)
+    };
+
+    let missing_queue = format!("{}-gone", queue.queue_url());
+    let error = start(&missing_queue, &cluster, &service)
+        .await
+        .expect_err("no such queue");
+    assert!(
+        matches!(&error, StartError::Queue { binding, .. } if binding == "b"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("NonExistentQueue"), "{error}");
+
+    let error = start(queue.queue_url(), &cluster, "gone")
+        .await
+        .expect_err("no such service");
+    assert!(
+        matches!(&error, StartError::Target { binding, source: TargetError::ServiceNotFound { .. } } if binding == "b"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("`service`"), "{error}");
+
+    let controller = start(queue.queue_url(), &cluster, &service)
+        .await
+        .expect("both exist");
     controller.stop().await;
 }

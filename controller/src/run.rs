@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Binding, Config, TargetConfig};
 use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
-use crate::inputs::{CALL_RETRY, QueueSource, SqsQueue, ThroughputProbe};
+use crate::inputs::{CALL_RETRY, QueueSource, Retryable as _, SqsQueue, ThroughputProbe};
 use crate::targets::{EcsTarget, LocalTarget, Target, TargetError};
 
 /// How long one AWS call may take before it counts as failed (and is retried).
@@ -110,6 +110,15 @@ pub enum StartError {
         /// The failed call.
         #[source]
         source: BackendError,
+    },
+    /// A binding's ECS service does not exist, or may not be described.
+    #[error("binding {binding}: check its `cluster` and `service`: {source}")]
+    Target {
+        /// The binding's name.
+        binding: String,
+        /// The failed read.
+        #[source]
+        source: TargetError,
     },
 }
 
@@ -350,7 +359,9 @@ pub struct Controller {
 
 impl Controller {
     /// Connects every binding (SQS and ECS clients from the standard AWS
-    /// configuration, which honours `AWS_ENDPOINT_URL`) and starts their loops.
+    /// configuration, which honours `AWS_ENDPOINT_URL`), reads each queue and service
+    /// once, and starts their loops. Fails for a queue or service that does not exist
+    /// or may not be read; passing failures (throttling, network) are left to the loops.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         describe_metrics();
         // The loop retries failed calls itself (counting each attempt); a call must not
@@ -388,6 +399,33 @@ impl Controller {
                     target
                 }
             };
+            // A queue or service that does not exist (or may not be read) is a setting
+            // to fix: stop now. A passing failure only leaves the first polls to retry.
+            match CALL_RETRY.run(|| queue.counts(), |_| {}).await {
+                Err(source) if !source.is_retryable() => {
+                    return Err(StartError::Queue {
+                        binding: binding.name.clone(),
+                        queue: binding.queue.clone(),
+                        source,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(binding = %binding.name, %error, "cannot read the queue yet");
+                }
+                Ok(_) => {}
+            }
+            match CALL_RETRY.run(|| target.counts(), |_| {}).await {
+                Err(source) if !source.is_retryable() => {
+                    return Err(StartError::Target {
+                        binding: binding.name.clone(),
+                        source,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(binding = %binding.name, %error, "cannot read the service yet");
+                }
+                Ok(_) => {}
+            }
             tracing::info!(
                 binding = %binding.name,
                 queue = queue.url(),
