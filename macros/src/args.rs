@@ -127,8 +127,8 @@ impl Args {
         macro_rules! once {
             ($field:ident, $parse:expr) => {{
                 if self.$field.is_some() {
-                    return Err(syn::Error::new(
-                        key.span(),
+                    return Err(syn::Error::new_spanned(
+                        key,
                         format!("duplicate `{name}`: each key may be given once"),
                     ));
                 }
@@ -172,8 +172,8 @@ impl Args {
             && fifo.value
             && !literal.value().ends_with(".fifo")
         {
-            errors.push(syn::Error::new(
-                literal.span(),
+            errors.push(syn::Error::new_spanned(
+                literal,
                 format!(
                     "`fifo = true`, but `{}` is not a FIFO queue: FIFO queue names end in `.fifo`",
                     literal.value()
@@ -312,8 +312,8 @@ fn parse_pairs(input: ParseStream<'_>) -> syn::Result<Vec<(Ident, Expr)>> {
         // `parse_any`, so that `crate` is a key like the others.
         let key = Ident::parse_any(input)?;
         if !input.peek(Token![=]) {
-            return Err(syn::Error::new(
-                key.span(),
+            return Err(syn::Error::new_spanned(
+                &key,
                 format!("expected `{key} = ...`: every argument is a `key = value` pair"),
             ));
         }
@@ -341,7 +341,7 @@ fn unknown_key(key: &Ident, name: &str) -> syn::Error {
         }
         None => format!("unknown key `{name}`; the keys are {known}"),
     };
-    syn::Error::new(key.span(), message)
+    syn::Error::new_spanned(key, message)
 }
 
 /// Levenshtein distance, for "did you mean" on a misspelt key.
@@ -372,8 +372,8 @@ fn literal(value: &Expr) -> Option<&Lit> {
 fn string(value: &Expr, key: &str) -> syn::Result<LitStr> {
     match literal(value) {
         Some(Lit::Str(text)) => Ok(text.clone()),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             format!("`{key}` takes a string literal"),
         )),
     }
@@ -382,8 +382,8 @@ fn string(value: &Expr, key: &str) -> syn::Result<LitStr> {
 fn integer(value: &Expr, key: &str) -> syn::Result<usize> {
     match literal(value) {
         Some(Lit::Int(int)) => int.base10_parse::<usize>(),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             format!("`{key}` takes a whole number, e.g. `{key} = 8`"),
         )),
     }
@@ -392,8 +392,8 @@ fn integer(value: &Expr, key: &str) -> syn::Result<usize> {
 fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
     match literal(value) {
         Some(Lit::Bool(boolean)) => Ok(boolean.value),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             format!("`{key}` takes `true` or `false`"),
         )),
     }
@@ -402,22 +402,22 @@ fn boolean(value: &Expr, key: &str) -> syn::Result<bool> {
 fn duration_value(value: &Expr, key: &str) -> syn::Result<Duration> {
     match literal(value) {
         Some(Lit::Str(text)) => duration_literal(text),
-        Some(Lit::Int(int)) => Err(syn::Error::new(
-            int.span(),
+        Some(Lit::Int(int)) => Err(syn::Error::new_spanned(
+            int,
             format!(
                 "`{key}` takes a duration with its unit, e.g. `{key} = \"{}s\"`",
                 int.base10_digits()
             ),
         )),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             format!("`{key}` takes a duration string, e.g. `{key} = \"30s\"`"),
         )),
     }
 }
 
 fn duration_literal(text: &LitStr) -> syn::Result<Duration> {
-    duration::parse(&text.value()).map_err(|message| syn::Error::new(text.span(), message))
+    duration::parse(&text.value()).map_err(|message| syn::Error::new_spanned(text, message))
 }
 
 fn queue(value: &Expr) -> syn::Result<Queue> {
@@ -430,8 +430,8 @@ fn queue(value: &Expr) -> syn::Result<Queue> {
             match (args.next().and_then(literal), args.next()) {
                 (Some(Lit::Str(variable)), None) => Queue::Env(variable.clone()),
                 _ => {
-                    return Err(syn::Error::new(
-                        value.span(),
+                    return Err(syn::Error::new_spanned(
+                        value,
                         "`env(...)` takes the name of one environment variable, \
                          e.g. `env(\"ORDERS_QUEUE\")`",
                     ));
@@ -440,17 +440,17 @@ fn queue(value: &Expr) -> syn::Result<Queue> {
         }
         _ => match literal(value) {
             Some(Lit::Str(text)) => Queue::Literal(text.clone()),
-            _ => return Err(syn::Error::new(value.span(), EXPECTED)),
+            _ => return Err(syn::Error::new_spanned(value, EXPECTED)),
         },
     };
     let (Queue::Literal(text) | Queue::Env(text)) = &queue;
     let content = text.value();
     if content.is_empty() {
-        return Err(syn::Error::new(text.span(), "the queue must not be empty"));
+        return Err(syn::Error::new_spanned(text, "the queue must not be empty"));
     }
     if content.trim() != content {
-        return Err(syn::Error::new(
-            text.span(),
+        return Err(syn::Error::new_spanned(
+            text,
             "the queue has leading or trailing whitespace",
         ));
     }
@@ -462,8 +462,8 @@ fn heartbeat(value: &Expr) -> syn::Result<Heartbeat> {
         Some(Lit::Str(text)) => Ok(Heartbeat::Every(duration_literal(text)?)),
         Some(Lit::Bool(boolean)) if boolean.value => Ok(Heartbeat::Auto),
         Some(Lit::Bool(_)) => Ok(Heartbeat::Off),
-        _ => Err(syn::Error::new(
-            value.span(),
+        _ => Err(syn::Error::new_spanned(
+            value,
             "`heartbeat` takes an interval (`heartbeat = \"20s\"`), `false` for none, \
              or `true` for every half visibility timeout (the default)",
         )),
@@ -476,23 +476,23 @@ fn retry(value: &Expr) -> syn::Result<Retry> {
                             a failed message until its visibility timeout lapses";
     if let Some(Lit::Bool(boolean)) = literal(value) {
         if boolean.value {
-            return Err(syn::Error::new(boolean.span(), EXPECTED));
+            return Err(syn::Error::new_spanned(boolean, EXPECTED));
         }
         return Ok(Retry::VisibilityTimeout);
     }
     let Expr::Tuple(ExprTuple { elems, .. }) = value else {
-        return Err(syn::Error::new(value.span(), EXPECTED));
+        return Err(syn::Error::new_spanned(value, EXPECTED));
     };
     let durations = elems
         .iter()
         .map(|element| match literal(element) {
             Some(Lit::Str(text)) => duration_literal(text),
-            _ => Err(syn::Error::new(element.span(), EXPECTED)),
+            _ => Err(syn::Error::new_spanned(element, EXPECTED)),
         })
         .collect::<syn::Result<Vec<_>>>()?;
     match durations[..] {
         [base, max] => Ok(Retry::Backoff { base, max }),
-        _ => Err(syn::Error::new(value.span(), EXPECTED)),
+        _ => Err(syn::Error::new_spanned(value, EXPECTED)),
     }
 }
 

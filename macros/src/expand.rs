@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
-use syn::{Ident, ItemFn};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens as _, format_ident, quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::{Ident, ItemFn, Type};
 
 use crate::args::{Args, Heartbeat, Queue, Retry};
 use crate::shape::{self, ContextArg, Input, Kind, Shape};
@@ -32,6 +33,7 @@ pub(crate) fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
             quote!(#function #spec)
         }
         (args, shape) => {
+            let krate = args.as_ref().map_or_else(|_| quote!(::spotq), crate_path);
             let mut errors = None::<syn::Error>;
             for error in [args.err(), shape.err()].into_iter().flatten() {
                 match &mut errors {
@@ -39,7 +41,7 @@ pub(crate) fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
                     None => errors = Some(error),
                 }
             }
-            let stand_in = stand_in(&function);
+            let stand_in = stand_in(&function, &krate);
             let errors = errors.map(|error| error.into_compile_error());
             quote!(#function #stand_in #errors)
         }
@@ -68,28 +70,33 @@ fn shared_attrs(function: &ItemFn) -> impl Iterator<Item = &syn::Attribute> {
 
 /// What the expansion emits in place of the spec fn when the attribute has an error:
 /// the same signature, so that callers report nothing more.
-fn stand_in(function: &ItemFn) -> TokenStream {
+fn stand_in(function: &ItemFn, krate: &TokenStream) -> TokenStream {
     let vis = &function.vis;
     let ident = spec_ident(function);
     let attrs = shared_attrs(function);
     quote! {
         #(#attrs)*
         #[allow(dead_code, unreachable_code, clippy::diverging_sub_expression)]
-        #vis fn #ident() -> ::spotq::WorkerSpec {
+        #vis fn #ident() -> #krate::WorkerSpec {
             ::core::unreachable!("`#[spotq::worker]` failed to expand")
         }
     }
 }
 
-/// `#vis fn <name>_worker() -> WorkerSpec { ... }`.
-fn spec_fn(function: &ItemFn, args: &Args, shape: &Shape) -> TokenStream {
-    let krate = match &args.crate_path {
+/// The path to spotq: `::spotq`, or the `crate` argument.
+fn crate_path(args: &Args) -> TokenStream {
+    match &args.crate_path {
         Some(path) => {
             let path = &path.value;
             quote!(#path)
         }
         None => quote!(::spotq),
-    };
+    }
+}
+
+/// `#vis fn <name>_worker() -> WorkerSpec { ... }`.
+fn spec_fn(function: &ItemFn, args: &Args, shape: &Shape) -> TokenStream {
+    let krate = crate_path(args);
     let vis = &function.vis;
     let handler = &function.sig.ident;
     let ident = spec_ident(function);
@@ -101,18 +108,16 @@ fn spec_fn(function: &ItemFn, args: &Args, shape: &Shape) -> TokenStream {
         let value = fifo.value;
         quote_spanned!(fifo.span=> .fifo(#value))
     });
+    let output = shape.output.as_ref();
     let spec = match &shape.kind {
         Kind::PerMessage { input, context } => per_message(
             &krate,
             handler,
-            input,
-            *context,
-            shape.output_span,
+            (input, *context),
+            output,
             (&queue, &config),
         ),
-        Kind::Batch { input, .. } => {
-            batch(&krate, handler, input, shape.output_span, (&queue, &config))
-        }
+        Kind::Batch { input } => batch(&krate, handler, input, output, (&queue, &config)),
     };
     quote! {
         #(#attrs)*
@@ -233,12 +238,34 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
 /// spanned at the input type so that "`Order` does not implement `Deserialize`" points
 /// there.
 fn decoder(krate: &TokenStream, input: &Input) -> TokenStream {
-    let span = syn::spanned::Spanned::span(input.ty());
+    let span = input.ty().span();
     match input {
         Input::Raw(_) => quote_spanned!(span=> #krate::input::raw),
         Input::Lambda(_) => quote_spanned!(span=> #krate::input::lambda),
         Input::Json(ty) => quote_spanned!(span=> #krate::input::json::<#ty>),
     }
+}
+
+/// `<Output as Trait>::method(__spotq_output)`: the conversion of what the handler
+/// returned, written with the user's own return type, so that "`u32` is not a handler's
+/// result" underlines the whole type in the signature. An `impl Trait` return type cannot
+/// be named there; its conversion is left to inference.
+fn convert(output: Option<&Type>, trait_path: TokenStream, method: Ident) -> TokenStream {
+    match output {
+        Some(ty) if !mentions_impl(ty.to_token_stream()) => {
+            quote!(<#ty as #trait_path>::#method(__spotq_output))
+        }
+        Some(ty) => quote_spanned!(ty.span()=> #trait_path::#method(__spotq_output)),
+        None => quote!(#trait_path::#method(__spotq_output)),
+    }
+}
+
+fn mentions_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => mentions_impl(group.stream()),
+        _ => false,
+    })
 }
 
 /// `WorkerSpec::new(queue, config, closure)`: the closure decodes each message and calls
@@ -249,20 +276,24 @@ fn decoder(krate: &TokenStream, input: &Input) -> TokenStream {
 fn per_message(
     krate: &TokenStream,
     handler: &Ident,
-    input: &Input,
-    context: Option<ContextArg>,
-    output_span: Span,
+    (input, context): (&Input, Option<ContextArg>),
+    output: Option<&Type>,
     (queue, config): (&TokenStream, &TokenStream),
 ) -> TokenStream {
-    // Spanned at the return type: "`X` is not a spotq outcome" points there.
-    let into_outcome = |call: TokenStream| {
-        quote_spanned! {output_span=>
-            #krate::IntoOutcome::into_outcome(#call.await)
-        }
+    let convert = convert(
+        output,
+        quote!(#krate::IntoOutcome),
+        format_ident!("into_outcome"),
+    );
+    let outcome = |call: TokenStream| {
+        quote! {{
+            let __spotq_output = #call.await;
+            #convert
+        }}
     };
     let body = match (input, context) {
         // Nothing to decode: the message goes straight to the handler.
-        (Input::Raw(_), None) => into_outcome(quote!(#handler(__spotq_message))),
+        (Input::Raw(_), None) => outcome(quote!(#handler(__spotq_message))),
         (_, context) => {
             let decode = decoder(krate, input);
             let (binding, call) = match context {
@@ -276,7 +307,7 @@ fn per_message(
                     (quote!(__spotq_cx), quote!(#handler(__spotq_input, #cx)))
                 }
             };
-            let outcome = into_outcome(call);
+            let outcome = outcome(call);
             quote! {
                 match #decode(__spotq_message) {
                     ::core::result::Result::Ok((__spotq_input, #binding)) => #outcome,
@@ -303,19 +334,145 @@ fn batch(
     krate: &TokenStream,
     handler: &Ident,
     input: &Input,
-    output_span: Span,
+    output: Option<&Type>,
     (queue, config): (&TokenStream, &TokenStream),
 ) -> TokenStream {
     let decode = decoder(krate, input);
-    // Spanned at the return type: "`X` is not a batch outcome" points there.
-    let run = quote_spanned! {output_span=>
-        #krate::input::batch(__spotq_messages, #decode, #handler).await
-    };
+    let convert = convert(
+        output,
+        quote!(#krate::IntoBatchOutcome),
+        format_ident!("into_batch_outcome"),
+    );
     quote! {
         #krate::WorkerSpec::batch(
             #queue,
             #config,
-            |__spotq_messages: ::std::vec::Vec<#krate::Message>| async move { #run },
+            |__spotq_messages: ::std::vec::Vec<#krate::Message>| async move {
+                #krate::input::batch(__spotq_messages, #decode, |__spotq_inputs| async move {
+                    let __spotq_output = #handler(__spotq_inputs).await;
+                    #convert
+                })
+                .await
+            },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        worker(args, item).to_string()
+    }
+
+    #[test]
+    fn keeps_the_function_and_adds_the_spec_fn() {
+        let text = expand(
+            quote!(queue = "orders", concurrency = 32),
+            quote!(
+                pub async fn handle_order(order: Order, cx: &Context) {}
+            ),
+        );
+        assert!(text.starts_with("pub async fn handle_order (order : Order , cx : & Context) { }"));
+        assert!(
+            text.contains("# [must_use] pub fn handle_order_worker () -> :: spotq :: WorkerSpec")
+        );
+        assert!(text.contains(":: spotq :: QueueSource :: name (\"orders\")"));
+        assert!(text.contains("concurrency : 32usize"));
+        assert!(text.contains(":: spotq :: input :: json :: < Order > (__spotq_message)"));
+        assert!(text.contains(
+            "let __spotq_output = handle_order (__spotq_input , & __spotq_cx) . await ;"
+        ));
+        assert!(text.contains(":: spotq :: IntoOutcome :: into_outcome (__spotq_output)"));
+        assert!(!text.contains("compile_error"));
+    }
+
+    #[test]
+    fn raw_message_without_context_goes_straight_through() {
+        let text = expand(
+            quote!(queue = "raw"),
+            quote!(
+                async fn handle(m: Message) {}
+            ),
+        );
+        assert!(
+            text.contains("let __spotq_output = handle (__spotq_message) . await ;"),
+            "{text}"
+        );
+        assert!(!text.contains("input ::"), "{text}");
+        assert!(text.contains(
+            "< :: spotq :: WorkerConfig as :: core :: default :: Default > :: default ()"
+        ));
+    }
+
+    #[test]
+    fn batches_go_through_input_batch() {
+        let text = expand(
+            quote!(queue = "b.fifo", fifo = true, crate = "my::spotq"),
+            quote!(
+                async fn handle(records: Vec<SqsMessage>) {}
+            ),
+        );
+        assert!(
+            text.contains("my :: spotq :: WorkerSpec :: batch ("),
+            "{text}"
+        );
+        assert!(text.contains(
+            "my :: spotq :: input :: batch (__spotq_messages , my :: spotq :: input :: lambda , | __spotq_inputs |"
+        ));
+        assert!(text.contains(". fifo (true)"));
+    }
+
+    #[test]
+    fn converts_with_the_return_type_as_written() {
+        let text = expand(
+            quote!(queue = "q"),
+            quote!(
+                async fn handle(b: String) -> Result<(), MyError> {}
+            ),
+        );
+        assert!(text.contains("< Result < () , MyError > as :: spotq :: IntoOutcome > :: into_outcome (__spotq_output)"), "{text}");
+        // `impl Trait` cannot be named: left to inference.
+        let text = expand(
+            quote!(queue = "q"),
+            quote!(
+                async fn handle(b: Vec<u8>) -> Result<(), impl Into<BoxError>> {}
+            ),
+        );
+        assert!(
+            text.contains(":: spotq :: IntoBatchOutcome :: into_batch_outcome (__spotq_output)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn on_error_keeps_the_function_and_a_stand_in() {
+        let text = expand(
+            quote!(queue = "q", batch_size = 11),
+            quote!(
+                pub(crate) async fn handle(body: String) {}
+            ),
+        );
+        assert!(text.starts_with("pub (crate) async fn handle (body : String) { }"));
+        assert!(text.contains("pub (crate) fn handle_worker () -> :: spotq :: WorkerSpec"));
+        assert!(text.contains("compile_error ! { \"`batch_size` must be 1 to 10"));
+        // Errors in both the arguments and the signature are reported together.
+        let text = expand(
+            quote!(queue = "q", batch_size = 11),
+            quote!(
+                fn handle(b: String) {}
+            ),
+        );
+        assert_eq!(text.matches("compile_error").count(), 2, "{text}");
+        // Not a function: the item as it was, and the error.
+        let text = expand(
+            quote!(queue = "q"),
+            quote!(
+                struct Handler;
+            ),
+        );
+        assert!(text.starts_with("struct Handler ;"));
+        assert!(text.contains("goes on an `async fn`"));
     }
 }

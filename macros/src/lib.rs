@@ -38,7 +38,8 @@ use proc_macro::TokenStream;
 /// #[tokio::main]
 /// async fn main() -> Result<(), spotq::Error> {
 ///     // Several workers share the process, its shutdown signal and its metrics.
-///     spotq::run([handle_order_worker()]).await
+///     spotq::run([handle_order_worker()]).await?;
+///     Ok(())
 /// }
 /// ```
 ///

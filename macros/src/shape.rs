@@ -60,9 +60,8 @@ pub(crate) enum Kind {
 #[derive(Clone)]
 pub(crate) struct Shape {
     pub kind: Kind,
-    /// The span of the return type (or of the signature when there is none): errors about
-    /// what the handler returns point there.
-    pub output_span: Span,
+    /// The return type as written, unless it is `()` by omission.
+    pub output: Option<Type>,
 }
 
 /// Reads the handler's shape, or says with a span what does not fit.
@@ -81,8 +80,8 @@ pub(crate) fn read(sig: &Signature) -> syn::Result<Shape> {
     let kind = match vec_element(first) {
         Some(element) => {
             if let Some(extra) = args.next() {
-                return Err(syn::Error::new(
-                    extra.span(),
+                return Err(syn::Error::new_spanned(
+                    extra,
                     "a batch handler takes only the `Vec`: each message's context is \
                      `message.context()` on a `Vec<spotq::Message>`",
                 ));
@@ -94,8 +93,8 @@ pub(crate) fn read(sig: &Signature) -> syn::Result<Shape> {
         None => {
             let context = args.next().map(context).transpose()?;
             if let Some(extra) = args.next() {
-                return Err(syn::Error::new(
-                    extra.span(),
+                return Err(syn::Error::new_spanned(
+                    extra,
                     "a worker handler takes at most two arguments: the message and its \
                      `&spotq::Context`",
                 ));
@@ -106,11 +105,11 @@ pub(crate) fn read(sig: &Signature) -> syn::Result<Shape> {
             }
         }
     };
-    let output_span = match &sig.output {
-        ReturnType::Default => sig.span(),
-        ReturnType::Type(_, ty) => ty.span(),
+    let output = match &sig.output {
+        ReturnType::Default => None,
+        ReturnType::Type(_, ty) => Some((**ty).clone()),
     };
-    Ok(Shape { kind, output_span })
+    Ok(Shape { kind, output })
 }
 
 fn check_qualifiers(sig: &Signature) -> syn::Result<()> {
@@ -133,27 +132,27 @@ fn check_qualifiers(sig: &Signature) -> syn::Result<()> {
         ));
     }
     if let Some(abi) = &sig.abi {
-        return Err(syn::Error::new(
-            abi.span(),
+        return Err(syn::Error::new_spanned(
+            abi,
             "a worker handler cannot have an `extern` ABI",
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(
-            variadic.span(),
+        return Err(syn::Error::new_spanned(
+            variadic,
             "a worker handler cannot be variadic",
         ));
     }
     if !sig.generics.params.is_empty() {
-        return Err(syn::Error::new(
-            sig.generics.params.span(),
+        return Err(syn::Error::new_spanned(
+            &sig.generics.params,
             "a worker handler cannot be generic: the worker must know the input type to \
              decode it; write a handler per type",
         ));
     }
     if let Some(where_clause) = &sig.generics.where_clause {
-        return Err(syn::Error::new(
-            where_clause.span(),
+        return Err(syn::Error::new_spanned(
+            where_clause,
             "a worker handler cannot have a `where` clause",
         ));
     }
@@ -203,8 +202,8 @@ fn vec_element(ty: &Type) -> Option<&Type> {
 
 fn input(ty: &Type) -> syn::Result<Input> {
     let unsupported = |what: &str| {
-        Err(syn::Error::new(
-            ty.span(),
+        Err(syn::Error::new_spanned(
+            ty,
             format!(
                 "{what}: a worker handler takes a type to deserialize from JSON, \
                  `spotq::Message`, `SqsMessage`, or a `Vec` of one of them (a batch)"
@@ -214,8 +213,8 @@ fn input(ty: &Type) -> syn::Result<Input> {
     match ty {
         Type::Reference(reference) => {
             let element = &reference.elem;
-            Err(syn::Error::new(
-                ty.span(),
+            Err(syn::Error::new_spanned(
+                ty,
                 format!(
                     "a worker handler owns its input: take `{}` by value",
                     quote::ToTokens::to_token_stream(element)
@@ -259,8 +258,8 @@ fn context(arg: &FnArg) -> syn::Result<ContextArg> {
             Ok(ContextArg::Ref(ty.span()))
         }
         _ if is_context(ty) => Ok(ContextArg::Value(ty.span())),
-        _ => Err(syn::Error::new(
-            ty.span(),
+        _ => Err(syn::Error::new_spanned(
+            ty,
             "the second argument of a worker handler is the message's context: \
              `cx: &spotq::Context`",
         )),

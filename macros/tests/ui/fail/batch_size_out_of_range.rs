@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders", batch_size = 11)]
-async fn handle(body: String) {}
+async fn handle(_body: String) {}
 
 fn main() {}

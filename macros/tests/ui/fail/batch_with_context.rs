@@ -1,6 +1,6 @@
 use spotq::{Context, Message};
 
 #[spotq::worker(queue = "orders")]
-async fn handle(messages: Vec<Message>, cx: &Context) {}
+async fn handle(_messages: Vec<Message>, _cx: &Context) {}
 
 fn main() {}

@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders", fifo = true)]
-async fn handle(body: String) {}
+async fn handle(_body: String) {}
 
 fn main() {}

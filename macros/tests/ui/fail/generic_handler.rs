@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders")]
-async fn handle<T: serde::de::DeserializeOwned>(body: T) {}
+async fn handle<T: serde::de::DeserializeOwned>(_body: T) {}
 
 fn main() {}

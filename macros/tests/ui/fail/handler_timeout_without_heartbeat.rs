@@ -4,6 +4,6 @@
     handler_timeout = "2m",
     heartbeat = false
 )]
-async fn handle(body: String) {}
+async fn handle(_body: String) {}
 
 fn main() {}

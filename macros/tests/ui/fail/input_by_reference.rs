@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders")]
-async fn handle(body: &str) {}
+async fn handle(_body: &str) {}
 
 fn main() {}

@@ -1,4 +1,4 @@
 #[spotq::worker(concurrency = 8)]
-async fn handle(body: String) {}
+async fn handle(_body: String) {}
 
 fn main() {}

@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders")]
-fn handle(body: String) {}
+fn handle(_body: String) {}
 
 fn main() {}

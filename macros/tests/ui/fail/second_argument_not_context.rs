@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders")]
-async fn handle(body: String, retries: u32) {}
+async fn handle(_body: String, _retries: u32) {}
 
 fn main() {}

@@ -2,7 +2,7 @@ struct Handlers;
 
 impl Handlers {
     #[spotq::worker(queue = "orders")]
-    async fn handle(&self, body: String) {}
+    async fn handle(&self, _body: String) {}
 }
 
 fn main() {}

@@ -1,6 +1,6 @@
 use spotq::Context;
 
 #[spotq::worker(queue = "orders")]
-async fn handle(body: String, cx: &Context, extra: u32) {}
+async fn handle(_body: String, _cx: &Context, _extra: u32) {}
 
 fn main() {}

@@ -1,7 +1,7 @@
 #[spotq::worker(queue = "orders", visibility_timeout = "13h")]
-async fn too_long(body: String) {}
+async fn too_long(_body: String) {}
 
 #[spotq::worker(queue = "orders", visibility_timeout = "500ms")]
-async fn too_short(body: String) {}
+async fn too_short(_body: String) {}
 
 fn main() {}

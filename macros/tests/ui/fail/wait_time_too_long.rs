@@ -1,4 +1,4 @@
 #[spotq::worker(queue = "orders", wait_time = "30s")]
-async fn handle(body: String) {}
+async fn handle(_body: String) {}
 
 fn main() {}
