@@ -3,7 +3,9 @@
 //! namespace, its user and environment (plus the task's: queue, credentials, moto's
 //! endpoint), on the host's loopback network. The worker inside processes messages from
 //! moto, passes the image's own health check, and drains on SIGTERM; a second run of the
-//! image finishes the queue, and no message is lost.
+//! image finishes the queue, and no message is lost. The controller image, run with the
+//! settings of `deploy/controller-task-definition.json`, wakes a moto ECS service from
+//! zero and stops on SIGTERM.
 //!
 //! Skipped, saying so, only where buildah is not installed. CI installs it and builds the
 //! images before the tests (`.ci/run` runs `scripts/image`); elsewhere run
@@ -496,6 +498,136 @@ async fn the_worker_image_processes_messages_and_drains_on_sigterm_as_pid_1() {
     let mut handled = first_handled;
     handled.extend(second.handled());
     assert_eq!(handled.len(), total, "every message handled, none lost");
+}
+
+/// A cluster, a task definition and a service at desired count 0 in moto: `(cluster,
+/// service)`.
+async fn ecs_service_at_zero(ecs: &aws_sdk_ecs::Client) -> (String, String) {
+    let cluster = unique("image-ctl");
+    ecs.create_cluster()
+        .cluster_name(&cluster)
+        .send()
+        .await
+        .expect("create cluster");
+    ecs.register_task_definition()
+        .family(&cluster)
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("spotq-worker")
+                .memory(512)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register task definition");
+    let service = format!("{cluster}-worker");
+    ecs.create_service()
+        .cluster(&cluster)
+        .service_name(&service)
+        .task_definition(&cluster)
+        .desired_count(0)
+        .send()
+        .await
+        .expect("create service");
+    (cluster, service)
+}
+
+async fn desired_count(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> i32 {
+    ecs.describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .expect("describe services")
+        .services()
+        .first()
+        .expect("the service")
+        .desired_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_image_wakes_a_service_with_the_deployed_settings() {
+    if !buildah_installed() {
+        return;
+    }
+    let config = image_config(CONTROLLER_IMAGE);
+    let container = Container::of(CONTROLLER_IMAGE);
+    let endpoint = support::emulator_endpoint();
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let ecs = aws_sdk_ecs::Client::new(&aws);
+    let (cluster, service) = ecs_service_at_zero(&ecs).await;
+    let queue = create_queue(&unique("image-ctl"), &[]).await;
+    send(&queue, (0..5).map(|n| format!("message {n}"))).await;
+
+    // The task definition's settings, with moto's queue and service for the binding.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/controller-task-definition.json");
+    let task: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("JSON");
+    let mut env: Vec<(String, String)> = task["containerDefinitions"][0]["environment"]
+        .as_array()
+        .expect("environment")
+        .iter()
+        .map(|pair| {
+            let text = |key: &str| pair[key].as_str().expect("a string").to_owned();
+            (text("name"), text("value"))
+        })
+        .collect();
+    for (name, value) in env.iter_mut() {
+        match name.as_str() {
+            "SPOTQ_CONTROLLER_QUEUE" => *value = queue.queue_url().to_owned(),
+            "SPOTQ_CONTROLLER_CLUSTER" => value.clone_from(&cluster),
+            "SPOTQ_CONTROLLER_SERVICE" => value.clone_from(&service),
+            _ => {}
+        }
+    }
+    for (name, value) in [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ] {
+        env.push((name.to_owned(), value.to_owned()));
+    }
+    assert!(
+        TcpListener::bind(("0.0.0.0", CONTROLLER_PORT)).is_ok(),
+        "port {CONTROLLER_PORT} is taken: the controller in the image listens there"
+    );
+    let env: Vec<(&str, &str)> = env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    let mut task = Task::start(&container, &config, &env);
+    let pid = task.entrypoint_pid().await;
+
+    let start = Instant::now();
+    while desired_count(&ecs, &cluster, &service).await < 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the controller did not wake the service; log: {}",
+            task.output()
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "controller image: service woken {:?} after start",
+        start.elapsed()
+    );
+    assert_eq!(
+        pid_and_uid_inside(pid),
+        ("1".to_owned(), "65532".to_owned()),
+        "the entrypoint is PID 1 of its namespace, as the image's user"
+    );
+    let (code, said) = container.health_check(&config);
+    assert_eq!(code, Some(0), "the image's health check: {said}");
+
+    signal(pid, "TERM");
+    let status = task.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.success(),
+        "exit status {status}; log: {}",
+        task.output()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
