@@ -4,7 +4,9 @@
 //!
 //! Run with: `cargo bench -p spotq-controller --bench reaction` (the figures are
 //! simulated seconds, so `cargo test -p spotq-controller --bench reaction` prints the
-//! same table without a release build).
+//! same table without a release build). With `AWS_ENDPOINT_URL` pointing at moto on
+//! loopback (as `scripts/test` sets it), it then also measures the real controller
+//! against a moto queue and ECS service: one message → `UpdateService`, drained → 0.
 //!
 //! The world: an SQS queue and an ECS service whose tasks take 40 s to start, handle 10
 //! messages at once, 2 s each (5 msgs/s a task), and release what they hold when
@@ -540,4 +542,131 @@ fn main() {
     for line in logs {
         println!("- {line}");
     }
+    emulated();
+}
+
+/// The real controller against moto: a queue and an ECS service at 0, polled every
+/// second; one message, then drained, a few times. Skipped without an emulator.
+fn emulated() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    if !(endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:")) {
+        println!("\nmoto run skipped: AWS_ENDPOINT_URL does not point at an emulator on loopback");
+        return;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            println!("\nmoto run skipped: {error}");
+            return;
+        }
+    };
+    if let Err(error) = runtime.block_on(measure_on_moto()) {
+        println!("\nmoto run failed: {error}");
+    }
+}
+
+/// The next decision applied to the target, from now on.
+fn next_applied(
+    decisions: &tokio::sync::broadcast::Receiver<spotq_controller::run::DecisionEvent>,
+) -> impl Future<Output = Option<spotq_controller::run::DecisionEvent>> + use<> {
+    let mut decisions = decisions.resubscribe();
+    async move {
+        loop {
+            match decisions.recv().await {
+                Ok(event) if event.applied => return Some(event),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+async fn measure_on_moto() -> Result<(), Box<dyn std::error::Error>> {
+    use spotq_controller::config::{Cli, Config};
+    use spotq_controller::run::Controller;
+
+    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let name = format!("reaction-{}-{:08x}", std::process::id(), fastrand::u32(..));
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await?
+        .queue_url
+        .ok_or("no queue URL")?;
+    ecs.create_cluster().cluster_name(&name).send().await?;
+    ecs.register_task_definition()
+        .family(&name)
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("worker")
+                .image("busybox")
+                .memory(64)
+                .build(),
+        )
+        .send()
+        .await?;
+    ecs.create_service()
+        .cluster(&name)
+        .service_name(&name)
+        .task_definition(&name)
+        .desired_count(0)
+        .send()
+        .await?;
+    let file = format!(
+        "[[binding]]\nname = \"moto\"\nqueue = \"{queue_url}\"\ncluster = \"{name}\"\n\
+         service = \"{name}\"\npoll_interval = \"1s\"\nscale_in_cooldown = \"3s\"\n"
+    );
+    let controller = Controller::start(Config::from_parts(&Cli::default(), Some(&file))?).await?;
+    let decisions = controller.decisions();
+    let (mut wakes, mut zeros, mut updates) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..3 {
+        // Send at a random point of the poll cycle.
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1000))).await;
+        let waiting = next_applied(&decisions);
+        let sent = std::time::Instant::now();
+        sqs.send_message()
+            .queue_url(&queue_url)
+            .message_body("one")
+            .send()
+            .await?;
+        let woken = waiting.await.ok_or("no wake")?;
+        wakes.push(sent.elapsed());
+        updates += 1;
+        let received = sqs.receive_message().queue_url(&queue_url).send().await?;
+        let waiting = next_applied(&decisions);
+        let drained = std::time::Instant::now();
+        for message in received.messages() {
+            sqs.delete_message()
+                .queue_url(&queue_url)
+                .set_receipt_handle(message.receipt_handle().map(str::to_owned))
+                .send()
+                .await?;
+        }
+        let zero = waiting.await.ok_or("no scale to zero")?;
+        zeros.push(drained.elapsed());
+        updates += 1;
+        if (woken.decision.desired, zero.decision.desired) != (1, 0) {
+            return Err(format!("unexpected changes: {woken:?}, {zero:?}").into());
+        }
+    }
+    controller.stop().await;
+    let show = |values: &[Duration]| {
+        values
+            .iter()
+            .map(|value| format!("{:.2} s", value.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("\nmoto, the real controller (poll 1 s, cooldown 3 s, 3 empty polls), 3 rounds:");
+    println!("- one message sent → UpdateService to 1: {}", show(&wakes));
+    println!("- queue drained → UpdateService to 0: {}", show(&zeros));
+    println!("- UpdateService calls: {updates} (one per change)");
+    Ok(())
 }
