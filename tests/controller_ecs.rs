@@ -16,7 +16,7 @@ use spotq_controller::run::{Controller, DecisionEvent, StartError};
 use spotq_controller::targets::TargetError;
 use support::{emulator_endpoint, unique};
 use tokio::sync::broadcast::Receiver;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout};
 
 /// A cluster, a task definition and a service at desired count 0 in moto; returns the
 /// client, the cluster's name and the service's name.
@@ -71,29 +71,43 @@ async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32 {
         .desired_count()
 }
 
-/// The next decision that changed the count, within `limit`, and how many polls it
-/// came after (0: the first poll).
-async fn next_change_after(
+/// Waits for the first poll that began once the messages were sent, and returns the
+/// decision that woke the service (that poll's, or an earlier one's that already saw
+/// part of a send of several batches) and that poll's.
+async fn woken_by_first_poll_after(
     events: &mut Receiver<DecisionEvent>,
+    sent: Instant,
     limit: Duration,
-) -> (DecisionEvent, usize) {
+) -> (DecisionEvent, DecisionEvent) {
     timeout(limit, async {
-        let mut holds = 0;
+        let mut woken = None;
         loop {
             let event = events.recv().await.expect("decisions");
-            if event.decision.change().is_some() {
-                return (event, holds);
+            if woken.is_none() && event.decision.current == 0 && event.decision.desired > 0 {
+                woken = Some(event.clone());
             }
-            holds += 1;
+            if event.polled_at >= sent {
+                let woken = woken.unwrap_or_else(|| panic!("not woken by {event:?}"));
+                return (woken, event);
+            }
         }
     })
     .await
-    .expect("a change of the desired count")
+    .expect("a poll after the send")
 }
 
 /// The next decision that changed the count (skipping holds), within `limit`.
 async fn next_change(events: &mut Receiver<DecisionEvent>, limit: Duration) -> DecisionEvent {
-    next_change_after(events, limit).await.0
+    timeout(limit, async {
+        loop {
+            let event = events.recv().await.expect("decisions");
+            if event.decision.change().is_some() {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a change of the desired count")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,15 +146,17 @@ empty_polls = 2
     }
 
     support::send(&queue, (0..25).map(|n| format!("m{n}"))).await;
-    let (woken, polls_before) = next_change_after(&mut events, Duration::from_secs(10)).await;
-    // The first poll that starts after the send sees the messages (one in progress
-    // during the send may not).
-    assert!(polls_before <= 1, "woken only after {polls_before} polls");
-    assert_eq!(
-        (woken.decision.desired, woken.decision.reason, woken.applied),
-        (3, Reason::Wake, true),
-        "{woken:?}"
-    );
+    let sent = Instant::now();
+    let (woken, mut last) =
+        woken_by_first_poll_after(&mut events, sent, Duration::from_secs(10)).await;
+    assert_eq!((woken.decision.reason, woken.applied), (Reason::Wake, true));
+    assert!(woken.decision.desired >= 1, "{woken:?}");
+    // 25 messages at 10 a task (a poll during the send may have seen only some).
+    while last.decision.desired < 3 {
+        last = next_change(&mut events, Duration::from_secs(10)).await;
+        assert_eq!(last.decision.reason, Reason::ScaleOut, "{last:?}");
+    }
+    assert_eq!(last.decision.desired, 3, "{last:?}");
     assert_eq!(desired_count(&client, &cluster, &service).await, 3);
 
     // Drain the queue as the workers would.
@@ -170,7 +186,6 @@ empty_polls = 2
     }
     assert_eq!(support::counts(&queue).await, (0, 0, 0));
 
-    let mut last = woken;
     while last.decision.desired > 0 {
         let next = next_change(&mut events, Duration::from_secs(10)).await;
         assert!(next.applied, "{next:?}");

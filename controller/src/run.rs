@@ -90,6 +90,8 @@ fn describe_metrics() {
 pub struct DecisionEvent {
     /// The binding's name.
     pub binding: String,
+    /// When the poll began, before its reads.
+    pub polled_at: Instant,
     /// The decision.
     pub decision: Decision,
     /// Whether the target was changed (false for a hold, a dry run, or a failed
@@ -182,6 +184,7 @@ impl BindingLoop {
 
     /// One poll: read, decide, act. Returns the decision.
     pub async fn poll(&mut self) -> Decision {
+        let polled_at = Instant::now();
         let name = self.binding.name.clone();
         counter!("spotq_controller_polls_total", "binding" => name.clone()).increment(1);
         let (queue, service) = tokio::join!(self.read_queue(), self.read_target());
@@ -198,7 +201,7 @@ impl BindingLoop {
             service: observed,
             throughput,
         };
-        let decision = self.scaler.decide(Instant::now(), &observation);
+        let decision = self.scaler.decide(polled_at, &observation);
         self.publish(&observation, &decision);
         let mut applied = false;
         if let Some(desired) = decision.change() {
@@ -225,6 +228,7 @@ impl BindingLoop {
         // Nobody listening is fine.
         let _ = self.decisions.send(DecisionEvent {
             binding: name,
+            polled_at,
             decision,
             applied,
         });
