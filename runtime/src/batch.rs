@@ -111,16 +111,20 @@ impl<T: IntoBatchOutcome, E: Into<BoxError>> IntoBatchOutcome for Result<T, E> {
 )]
 pub trait BatchHandler: Send + Sync + 'static {
     /// Handles the messages of one receive.
-    fn handle(&self, messages: Vec<Message>) -> impl Future<Output = BatchOutcome> + Send;
+    fn handle(&self, messages: Vec<Message>)
+    -> impl Future<Output = BatchOutcome> + Send + 'static;
 }
 
 impl<F, Fut, R> BatchHandler for F
 where
     F: Fn(Vec<Message>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send,
+    Fut: Future<Output = R> + Send + 'static,
     R: IntoBatchOutcome,
 {
-    fn handle(&self, messages: Vec<Message>) -> impl Future<Output = BatchOutcome> + Send {
+    fn handle(
+        &self,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = BatchOutcome> + Send + 'static {
         let future = self(messages);
         async move { future.await.into_batch_outcome() }
     }

@@ -85,17 +85,18 @@ impl<E: Into<BoxError>> IntoOutcome for Result<Outcome, E> {
             `spotq::Outcome`, `Result<(), E>` or `Result<spotq::Outcome, E>` with `E: Into<BoxError>`"
 )]
 pub trait Handler: Send + Sync + 'static {
-    /// Handles one message.
-    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send;
+    /// Handles one message. The future owns what it needs (it does not borrow the
+    /// handler), so the worker can start it before its task exists.
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static;
 }
 
 impl<F, Fut, R> Handler for F
 where
     F: Fn(Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send,
+    Fut: Future<Output = R> + Send + 'static,
     R: IntoOutcome,
 {
-    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send {
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static {
         // Called at once, so the wrapper holds the handler's future, not the message.
         let future = self(message);
         async move { future.await.into_outcome() }

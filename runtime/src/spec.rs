@@ -119,13 +119,16 @@ impl fmt::Debug for BoxedBatchHandler {
 }
 
 impl Handler for BoxedHandler {
-    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send {
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static {
         (self.0)(message)
     }
 }
 
 impl BatchHandler for BoxedBatchHandler {
-    fn handle(&self, messages: Vec<Message>) -> impl Future<Output = BatchOutcome> + Send {
+    fn handle(
+        &self,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = BatchOutcome> + Send + 'static {
         (self.0)(messages)
     }
 }
@@ -133,21 +136,13 @@ impl BatchHandler for BoxedBatchHandler {
 impl WorkerSpec {
     /// A worker that calls `handler` once per message.
     pub fn new<H: Handler>(queue: QueueSource, config: WorkerConfig, handler: H) -> Self {
-        let handler = Arc::new(handler);
-        let boxed = BoxedHandler(Arc::new(move |message| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move { handler.handle(message).await })
-        }));
+        let boxed = BoxedHandler(Arc::new(move |message| Box::pin(handler.handle(message))));
         Self::with(queue, config, AnyHandler::Message(boxed))
     }
 
     /// A worker that calls `handler` once per receive, with all its messages.
     pub fn batch<B: BatchHandler>(queue: QueueSource, config: WorkerConfig, handler: B) -> Self {
-        let handler = Arc::new(handler);
-        let boxed = BoxedBatchHandler(Arc::new(move |messages| {
-            let handler = Arc::clone(&handler);
-            Box::pin(async move { handler.handle(messages).await })
-        }));
+        let boxed = BoxedBatchHandler(Arc::new(move |messages| Box::pin(handler.handle(messages))));
         Self::with(queue, config, AnyHandler::Batch(boxed))
     }
 

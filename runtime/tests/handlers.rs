@@ -375,3 +375,41 @@ async fn a_spec_checks_its_queue_source_and_fifo_flag() {
         .expect_err("not FIFO");
     assert_eq!(error.setting, "fifo");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_panics_before_its_future_exists_fails_only_its_message() {
+    let queue = EmbeddedQueue::new("early-panic");
+    queue.send_many((0..20).map(|n| n.to_string()));
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .retry(no_backoff())
+        .handler(|message: Message| {
+            // The call itself panics (not the future) on every first receive of "7".
+            assert!(
+                !(message.body() == "7" && message.receive_count() == 1),
+                "panic in the call"
+            );
+            async {}
+        })
+        .run_until(drained(vec![queue.clone()]))
+        .await
+        .expect("the poller survives");
+    assert_eq!((report.failed, report.deleted), (1, 20));
+
+    let queue = EmbeddedQueue::new("early-panic-batch");
+    queue.send_many((0..20).map(|n| n.to_string()));
+    let report = Worker::builder(queue.clone())
+        .concurrency(4)
+        .retry(no_backoff())
+        .batch_handler(|messages: Vec<Message>| {
+            assert!(
+                messages.iter().all(|message| message.receive_count() > 1),
+                "panic in the call"
+            );
+            async {}
+        })
+        .run_until(drained(vec![queue.clone()]))
+        .await
+        .expect("the worker survives");
+    assert_eq!((report.failed, report.deleted), (20, 20));
+}

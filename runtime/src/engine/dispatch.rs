@@ -10,6 +10,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::{Either, Ready, ready};
 use tokio::time::{Instant, sleep_until};
 
 use crate::backend::{Backend, ReceiptHandle, SendMessage};
@@ -82,7 +83,11 @@ pub struct PerBatch<B>(pub B);
 impl<H: Handler> Dispatch for PerMessage<H> {
     fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) {
         for message in messages {
-            tokio::spawn(process(Arc::clone(shared), message));
+            let delivery = Delivery::of(shared, &message);
+            // Started here, so the task holds the message once, inside the handler's
+            // future.
+            let handler = start(|| shared.handler.0.handle(message), Outcome::Fail);
+            tokio::spawn(process(Arc::clone(shared), delivery, handler));
         }
     }
 }
@@ -98,31 +103,94 @@ impl<B: BatchHandler> Dispatch for PerBatch<B> {
 /// Runs the handler for one message and settles the message. The message's slot goes
 /// back once the message is settled (handed to the settler), so shutdown, waiting for
 /// every slot, knows no message is left unsettled.
-async fn process<H: Handler>(shared: Arc<Shared<PerMessage<H>>>, message: Message) {
+async fn process<H: Send + Sync>(
+    shared: Arc<Shared<H>>,
+    delivery: Delivery,
+    handler: impl Future<Output = Outcome>,
+) {
     let _slot = Slot(&shared.capacity);
-    let delivery = Delivery::of(&shared, &message);
-    // The handler's future is built here, not in a nested `async fn`, so the message is
-    // moved once and the task stays small.
-    let handler = AssertUnwindSafe(shared.handler.0.handle(message)).catch_unwind();
+    let mut delivery = Some(delivery);
+    let handler = AssertUnwindSafe(handler).catch_unwind();
     tokio::pin!(handler);
-    // A handler that finishes on its first poll never touches a timer; the others move
-    // on to `supervise`, whose timers live in a box of their own.
-    let ending = match poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await {
-        Poll::Ready(result) => Ending::Returned(result),
-        Poll::Pending => {
-            let deliveries = std::slice::from_ref(&delivery);
-            Box::pin(supervise(&shared, handler, deliveries)).await
-        }
+    // A handler that finishes on its first poll is settled inside that poll: it never
+    // touches a timer, and its outcome never takes room in the task. The others move on
+    // to `supervise`, whose timers live in a box of their own.
+    let first = poll_fn(|cx| {
+        Poll::Ready(match handler.as_mut().poll(cx) {
+            Poll::Ready(result) => First::Finished(
+                delivery
+                    .take()
+                    .and_then(|delivery| finish(&shared, delivery, Ending::Returned(result))),
+            ),
+            Poll::Pending => First::Running,
+        })
+    })
+    .await;
+    let handing_on = match (first, delivery) {
+        (First::Finished(handing_on), _) => handing_on,
+        (First::Running, Some(delivery)) => Box::pin(run_to_end(&shared, handler, delivery)).await,
+        (First::Running, None) => None,
     };
+    if let Some(handing_on) = handing_on {
+        handing_on.await;
+    }
+}
+
+/// Calls a handler for its future. A panic in the call itself (before any future
+/// exists) fails the message like a panic while it runs, instead of unwinding through
+/// the poller.
+fn start<F: Future>(
+    call: impl FnOnce() -> F,
+    failed: impl FnOnce(HandlerError) -> F::Output,
+) -> Either<F, Ready<F::Output>> {
+    match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(future) => Either::Left(future),
+        Err(panic) => Either::Right(ready(failed(HandlerError::Panicked(panic_message(
+            &*panic,
+        ))))),
+    }
+}
+
+/// A continuation still to send before its message is deleted.
+type HandingOn<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What the first poll of a handler came to.
+enum First<'a> {
+    Finished(Option<HandingOn<'a>>),
+    Running,
+}
+
+/// Supervises a handler that did not finish on its first poll, then settles its message.
+async fn run_to_end<'a, H: Send + Sync, F>(
+    shared: &'a Shared<H>,
+    handler: Pin<&mut F>,
+    delivery: Delivery,
+) -> Option<HandingOn<'a>>
+where
+    F: Future<Output = std::thread::Result<Outcome>>,
+{
+    let ending = supervise(shared, handler, std::slice::from_ref(&delivery)).await;
+    finish(shared, delivery, ending)
+}
+
+/// Settles a message whose handler's run ended.
+fn finish<H: Send + Sync>(
+    shared: &Shared<H>,
+    delivery: Delivery,
+    ending: Ending<std::thread::Result<Outcome>>,
+) -> Option<HandingOn<'_>> {
     let outcome = match ending {
         Ending::Returned(result) => {
-            record_duration(&shared, &delivery);
+            record_duration(shared, &delivery);
             outcome_of(result)
         }
-        Ending::Cancelled => return release(&shared, delivery),
+        Ending::Cancelled => {
+            release(shared, delivery);
+            return None;
+        }
         Ending::TimedOut(timeout) => Outcome::Fail(HandlerError::TimedOut(timeout)),
     };
-    settle(&shared, delivery, outcome).await;
+    settle(shared, delivery, outcome).map(|handing_on| Box::pin(handing_on) as HandingOn<'_>)
 }
 
 /// Runs a batch handler for the messages of one receive and settles each message by
@@ -133,7 +201,8 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
         .iter()
         .map(|message| Delivery::of(&shared, message))
         .collect();
-    let handler = AssertUnwindSafe(shared.handler.0.handle(messages)).catch_unwind();
+    let handler = start(|| shared.handler.0.handle(messages), BatchOutcome::Fail);
+    let handler = AssertUnwindSafe(handler).catch_unwind();
     tokio::pin!(handler);
     let outcome = match supervise(&shared, handler, &deliveries).await {
         Ending::Returned(result) => {
@@ -174,7 +243,10 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
                 let failure = failures.swap_remove(index);
                 fail(&shared, delivery, &failure.error, true);
             }
-            None => settle(&shared, delivery, Outcome::Ack).await,
+            None => {
+                Counters::add(&shared.counters.succeeded, 1);
+                shared.settler.delete(delivery.receipt);
+            }
         }
         drop(slot);
     }
@@ -217,8 +289,14 @@ fn release<H>(shared: &Shared<H>, delivery: Delivery) {
         .change(delivery.receipt, delay, ChangeKind::Release);
 }
 
-/// Settles one message by its handler's outcome.
-async fn settle<H>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) {
+/// Settles one message by its handler's outcome. A continuation must be sent before
+/// its message is deleted: that is returned as a future, which the caller boxes so the
+/// send's state stays out of every message task.
+fn settle<'a, H>(
+    shared: &'a Shared<H>,
+    delivery: Delivery,
+    outcome: Outcome,
+) -> Option<impl Future<Output = ()> + 'a> {
     let counters = &shared.counters;
     match outcome {
         Outcome::Ack => {
@@ -232,10 +310,10 @@ async fn settle<H>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) {
                 .settler
                 .change(delivery.receipt, delay.min(room), ChangeKind::Retry);
         }
-        // Boxed: the send's future stays out of every message task.
-        Outcome::Continue(next) => Box::pin(hand_on(shared, delivery, next)).await,
+        Outcome::Continue(next) => return Some(hand_on(shared, delivery, next)),
         Outcome::Fail(error) => fail(shared, delivery, &error, true),
     }
+    None
 }
 
 /// Sends a message's continuation, then deletes the message; if the send fails, the
