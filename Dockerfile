@@ -3,7 +3,8 @@
 #
 #   docker build -t orders-worker .                                 # examples/sqs_worker.rs
 #   docker build --build-arg WORKER=quickstart -t quickstart .       # another example
-#   docker build --build-arg WORKER_KIND=bin --build-arg WORKER=orders -t orders .  # a [[bin]]
+#   docker build --build-arg WORKER_PACKAGE=orders --build-arg WORKER_KIND=bin \
+#     --build-arg WORKER=orders -t orders .                          # a [[bin]] target
 #   docker build --target controller -t spotq-controller .
 #
 # Without a registry (CI, scripts/image): build the binaries on the host into dist/ and
@@ -29,11 +30,14 @@ COPY . .
 ENV RUSTFLAGS="-C strip=symbols"
 
 FROM toolchain AS build-worker
-# The worker: an example of this workspace (`WORKER_KIND=example`) or a [[bin]] target.
+# The worker: an example of this workspace (`WORKER_KIND=example`) or a [[bin]] target
+# (`WORKER_KIND=bin`) of the package WORKER_PACKAGE.
 ARG WORKER=sqs_worker
 ARG WORKER_KIND=example
+ARG WORKER_PACKAGE=spotq-examples
 RUN cargo build --release --target x86_64-unknown-linux-musl \
-        "--${WORKER_KIND}" "${WORKER}" -p spotq-healthcheck --bin spotq-healthcheck \
+        -p "${WORKER_PACKAGE}" "--${WORKER_KIND}" "${WORKER}" \
+        -p spotq-healthcheck --bin spotq-healthcheck \
     && mkdir /out \
     && release=target/x86_64-unknown-linux-musl/release \
     && if [ "${WORKER_KIND}" = example ]; then dir="$release/examples"; else dir="$release"; fi \
