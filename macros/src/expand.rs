@@ -241,6 +241,14 @@ fn decoder(krate: &TokenStream, input: &Input) -> TokenStream {
     let span = input.ty().span();
     match input {
         Input::Raw(_) => quote_spanned!(span=> #krate::input::raw),
+        // No decoder of its own: the raw message's body.
+        Input::Text(_) => quote_spanned! {span=>
+            (|__spotq_message: #krate::Message| {
+                #krate::input::raw(__spotq_message).map(|(__spotq_message, __spotq_cx)| {
+                    (#krate::Message::into_body(__spotq_message), __spotq_cx)
+                })
+            })
+        },
         Input::Lambda(_) => quote_spanned!(span=> #krate::input::lambda),
         Input::Json(ty) => quote_spanned!(span=> #krate::input::json::<#ty>),
     }
@@ -294,6 +302,9 @@ fn per_message(
     let body = match (input, context) {
         // Nothing to decode: the message goes straight to the handler.
         (Input::Raw(_), None) => outcome(quote!(#handler(__spotq_message))),
+        (Input::Text(_), None) => {
+            outcome(quote!(#handler(#krate::Message::into_body(__spotq_message))))
+        }
         (_, context) => {
             let decode = decoder(krate, input);
             let (binding, call) = match context {
@@ -404,6 +415,35 @@ mod tests {
         assert!(text.contains(
             "< :: spotq :: WorkerConfig as :: core :: default :: Default > :: default ()"
         ));
+    }
+
+    #[test]
+    fn a_string_is_the_body_as_it_is() {
+        let text = expand(
+            quote!(queue = "t"),
+            quote!(
+                async fn handle(body: String) {}
+            ),
+        );
+        assert!(
+            text.contains("let __spotq_output = handle (:: spotq :: Message :: into_body (__spotq_message)) . await ;"),
+            "{text}"
+        );
+        let text = expand(
+            quote!(queue = "t"),
+            quote!(
+                async fn handle(body: String, cx: &Context) {}
+            ),
+        );
+        assert!(
+            text.contains(":: spotq :: input :: raw (__spotq_message) . map"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(:: spotq :: Message :: into_body (__spotq_message) , __spotq_cx)"),
+            "{text}"
+        );
+        assert!(!text.contains("json"), "{text}");
     }
 
     #[test]

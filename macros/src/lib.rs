@@ -57,6 +57,7 @@ use proc_macro::TokenStream;
 /// | first argument | the handler gets | decoded by |
 /// | --- | --- | --- |
 /// | `Message` (any path ending in `Message`) | the message as received | `spotq::input::raw` |
+/// | `String` (any path ending in `String`) | the body as it is, not decoded | `spotq::input::raw`, then `Message::into_body` |
 /// | `SqsMessage` (e.g. `spotq::lambda_events::sqs::SqsMessage`) | the Lambda event record | `spotq::input::lambda` |
 /// | any other type `T` | the body, deserialized from JSON; `T: serde::de::DeserializeOwned` | `spotq::input::json::<T>` |
 /// | `Vec<X>`, `X` one of the above | a batch: every message of one receive | `spotq::input::batch` |
@@ -152,7 +153,7 @@ use proc_macro::TokenStream;
 /// }
 /// ```
 ///
-/// A raw `Message` without a context goes to the handler as it is; a batch handler
+/// A raw `Message` (or a `String` body) without a context goes to the handler as it is; a batch handler
 /// becomes `WorkerSpec::batch(queue, config, |messages| async move {
 /// spotq::input::batch(messages, decoder, handler).await })`; `fifo = true` adds
 /// `.fifo(true)`. When the attribute has an error, the function is still emitted as

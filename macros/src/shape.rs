@@ -4,8 +4,9 @@
 //!
 //! - first argument `Vec<X>`: a batch handler, each `X` read as below;
 //! - a type whose last path segment is `Message` (`Message`, `spotq::Message`): the raw
-//!   message; `SqsMessage` (`aws_lambda_events::sqs::SqsMessage`): the Lambda event form;
-//!   any other type: a JSON body deserialized into it;
+//!   message; `String`: the body as it is; `SqsMessage`
+//!   (`aws_lambda_events::sqs::SqsMessage`): the Lambda event form; any other type: a
+//!   JSON body deserialized into it;
 //! - an optional second argument whose last path segment is `Context`, by reference or by
 //!   value (per-message handlers only).
 //!
@@ -13,6 +14,7 @@
 //! (`type Orders = Vec<Order>;`), since `Vec<Order>` as written means a batch.
 
 use proc_macro2::Span;
+use quote::ToTokens as _;
 use syn::spanned::Spanned as _;
 use syn::{FnArg, GenericArgument, PathArguments, ReturnType, Signature, Type, TypePath};
 
@@ -21,6 +23,8 @@ use syn::{FnArg, GenericArgument, PathArguments, ReturnType, Signature, Type, Ty
 pub(crate) enum Input {
     /// `Message`: as received.
     Raw(Type),
+    /// `String`: the body as it is, not decoded.
+    Text(Type),
     /// `SqsMessage`: the `aws_lambda_events` form, as a Lambda handler gets it.
     Lambda(Type),
     /// Any other type: the body, deserialized from JSON.
@@ -30,7 +34,7 @@ pub(crate) enum Input {
 impl Input {
     /// The type as the user wrote it, for spans.
     pub(crate) fn ty(&self) -> &Type {
-        let (Self::Raw(ty) | Self::Lambda(ty) | Self::Json(ty)) = self;
+        let (Self::Raw(ty) | Self::Text(ty) | Self::Lambda(ty) | Self::Json(ty)) = self;
         ty
     }
 }
@@ -212,13 +216,15 @@ fn input(ty: &Type) -> syn::Result<Input> {
     };
     match ty {
         Type::Reference(reference) => {
-            let element = &reference.elem;
+            // What to take instead, in the user's words: `String` for `&str`.
+            let owned = match &*reference.elem {
+                Type::Path(path) if path.path.is_ident("str") => "String".to_owned(),
+                Type::Slice(slice) => format!("Vec<{}>", slice.elem.to_token_stream()),
+                element => element.to_token_stream().to_string(),
+            };
             Err(syn::Error::new_spanned(
                 ty,
-                format!(
-                    "a worker handler owns its input: take `{}` by value",
-                    quote::ToTokens::to_token_stream(element)
-                ),
+                format!("a worker handler owns its input: take `{owned}`, not a reference"),
             ))
         }
         Type::ImplTrait(_) => unsupported("`impl Trait` is not an input type"),
@@ -232,6 +238,9 @@ fn input(ty: &Type) -> syn::Result<Input> {
         _ => Ok(match last_segment(ty) {
             Some(segment) if segment.ident == "Message" && segment.arguments.is_none() => {
                 Input::Raw(ty.clone())
+            }
+            Some(segment) if segment.ident == "String" && segment.arguments.is_none() => {
+                Input::Text(ty.clone())
             }
             Some(segment) if segment.ident == "SqsMessage" && segment.arguments.is_none() => {
                 Input::Lambda(ty.clone())
@@ -268,7 +277,7 @@ fn context(arg: &FnArg) -> syn::Result<ContextArg> {
 
 #[cfg(test)]
 mod tests {
-    use quote::{ToTokens as _, quote};
+    use quote::quote;
     use syn::ItemFn;
 
     use super::*;
@@ -282,6 +291,7 @@ mod tests {
         let (Kind::PerMessage { input, .. } | Kind::Batch { input, .. }) = kind;
         let name = match input {
             Input::Raw(_) => "raw",
+            Input::Text(_) => "text",
             Input::Lambda(_) => "lambda",
             Input::Json(_) => "json",
         };
@@ -311,6 +321,17 @@ mod tests {
                 ),
                 "json",
                 "(u8 , u8)",
+            ),
+            (quote! { async fn f(body: String) {} }, "text", "String"),
+            (
+                quote! { async fn f(body: std::string::String) {} },
+                "text",
+                "std :: string :: String",
+            ),
+            (
+                quote! { async fn f(body: Option<String>) {} },
+                "json",
+                "Option < String >",
             ),
             (
                 quote!(
@@ -351,6 +372,11 @@ mod tests {
     #[test]
     fn batches() {
         let cases = [
+            (
+                quote! { async fn f(bodies: Vec<String>) {} },
+                "text",
+                "String",
+            ),
             (
                 quote!(
                     async fn f(orders: Vec<Order>) {}
@@ -465,7 +491,19 @@ mod tests {
                 quote!(
                     async fn f(o: &Order) {}
                 ),
-                "take `Order` by value",
+                "take `Order`,",
+            ),
+            (
+                quote!(
+                    async fn f(o: &str) {}
+                ),
+                "take `String`,",
+            ),
+            (
+                quote!(
+                    async fn f(o: &[u8]) {}
+                ),
+                "take `Vec<u8>`,",
             ),
             (
                 quote!(

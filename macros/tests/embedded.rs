@@ -146,6 +146,38 @@ async fn typed_batch_fails_only_the_bodies_that_do_not_decode() {
     assert_eq!(dead_letters.counts().visible, 1);
 }
 
+/// The bodies handled, as they were sent.
+static TEXTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[spotq::worker(queue = "texts")]
+async fn handle_text(body: String, cx: &Context) -> Result<(), String> {
+    if cx.message_id().is_empty() {
+        return Err("no message id".to_owned());
+    }
+    TEXTS.lock().map_err(|error| error.to_string())?.push(body);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_string_handler_gets_the_body_as_it_is() {
+    let queue = EmbeddedQueue::new("texts");
+    // Not JSON: a `String` is the body itself, not a JSON string.
+    queue.send_many(["plain text", "{\"id\": 1}", ""]);
+
+    let report = handle_text_worker()
+        .worker(queue.clone())
+        .expect("settings are valid")
+        .run_until(drained(vec![queue.clone()]))
+        .await
+        .expect("worker runs");
+
+    let mut texts = TEXTS.lock().expect("lock").clone();
+    texts.sort_unstable();
+    assert_eq!(texts, ["", "plain text", "{\"id\": 1}"]);
+    assert_eq!(report.deleted, 3);
+    assert_eq!(report.failed, 0);
+}
+
 #[spotq::worker(queue = "plain.fifo", fifo = true)]
 async fn handle_plain(message: Message) {
     let _ = message;
