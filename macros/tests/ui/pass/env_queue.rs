@@ -1,7 +1,7 @@
 //! A queue named by an environment variable, FIFO.
 #![deny(warnings)]
 
-#[spotq::worker(queue = env("ORDERS_QUEUE"), fifo = true)]
+#[spotq::worker(queue = env("SPOTQ_UI_PASS_ORDERS_QUEUE"), fifo = true)]
 async fn handle(body: String) {
     let _ = body;
 }
@@ -13,10 +13,10 @@ async fn handle_fifo_url(body: String) {
 
 fn main() {
     let spec = handle_worker();
-    assert_eq!(spec.queue(), &spotq::QueueSource::env("ORDERS_QUEUE"));
+    assert_eq!(spec.queue(), &spotq::QueueSource::env("SPOTQ_UI_PASS_ORDERS_QUEUE"));
     // Read when the worker starts: unset here, so resolving names the variable.
     let error = spec.queue().resolve().expect_err("unset");
-    assert!(error.to_string().contains("ORDERS_QUEUE"), "{error}");
+    assert!(error.to_string().contains("SPOTQ_UI_PASS_ORDERS_QUEUE"), "{error}");
     let spec = handle_fifo_url_worker();
     assert_eq!(
         spec.queue().resolve().expect("a URL"),
