@@ -118,12 +118,14 @@ impl fmt::Debug for BoxedBatchHandler {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl Handler for BoxedHandler {
     fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static {
         (self.0)(message)
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl BatchHandler for BoxedBatchHandler {
     fn handle(
         &self,
