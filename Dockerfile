@@ -58,8 +58,12 @@ COPY dist/worker dist/spotq-healthcheck dist/ca-certificates.crt /out/
 FROM scratch AS dist-controller
 COPY dist/spotq-controller dist/spotq-healthcheck dist/ca-certificates.crt /out/
 
+# The switch. (WORKDIR: buildah 1.28 leaves a working container behind for a stage with
+# no instruction.)
 FROM ${BINARIES}-worker AS worker-binaries
+WORKDIR /out
 FROM ${BINARIES}-controller AS controller-binaries
+WORKDIR /out
 
 FROM scratch AS controller
 COPY --from=controller-binaries --chmod=0444 /out/ca-certificates.crt /etc/ssl/certs/
