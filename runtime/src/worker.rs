@@ -253,7 +253,8 @@ impl<H: Dispatch> Worker<H> {
 
     /// Runs the worker until `shutdown` resolves, then shuts down:
     ///
-    /// 1. stops receiving at once, cancelling a long poll in progress;
+    /// 1. stops receiving at once; a receive under way is let finish (its long-poll wait
+    ///    plus a margin) and the messages it returns are released unstarted;
     /// 2. lets running handlers go on until the grace period ends, extending their
     ///    messages' visibility only up to that deadline;
     /// 3. then cancels the handlers still running and releases their messages

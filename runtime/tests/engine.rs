@@ -891,3 +891,78 @@ async fn heartbeats_during_shutdown_never_extend_past_the_deadline() {
         ]
     );
 }
+
+/// A queue that behaves as SQS does for a request its client abandons: the messages are
+/// taken (and made invisible) when the request reaches the queue, and the response
+/// arrives a little later. Dropping the receive in between would strand them.
+#[derive(Debug)]
+struct SlowResponses(EmbeddedQueue);
+
+#[async_trait]
+impl Backend for SlowResponses {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        let messages = self.0.receive(request).await?;
+        sleep(Duration::from_millis(300)).await;
+        Ok(messages)
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.0.delete_batch(handles).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.0.change_visibility_batch(changes).await
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        self.0.attributes().await
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        Backend::send(&self.0, message).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_a_receive_returns_as_shutdown_begins_are_released_not_stranded() {
+    let queue = EmbeddedQueue::builder("in-transit")
+        .visibility_timeout(Duration::from_secs(600))
+        .build()
+        .expect("queue");
+    queue.send_many((0..100).map(|n| n.to_string()));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&handled);
+    let report = Worker::builder(SlowResponses(queue.clone()))
+        .concurrency(40)
+        .pollers(4)
+        .handler(move |_: Message| {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        // Mid-response: every poller's receive has taken its messages, none has returned.
+        .run_until(sleep(Duration::from_millis(150)))
+        .await
+        .expect("worker runs");
+
+    assert_eq!(handled.load(Ordering::SeqCst), 0, "nothing started");
+    assert_eq!(report.received, 40, "four receives of ten were in transit");
+    assert_eq!(report.released, 40);
+    let counts = queue.counts();
+    assert_eq!(
+        (counts.visible, counts.not_visible),
+        (100, 0),
+        "every message is visible again at once, none waits out its 600 s timeout"
+    );
+}

@@ -255,9 +255,17 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Receives up to `request.max_messages` messages, waiting up to `request.wait_time`
     /// for the first one. An empty vector means the wait ran out.
-    ///
-    /// Dropping the returned future must not lose messages that were not returned.
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError>;
+
+    /// Whether dropping a [`receive`](Self::receive) in progress loses nothing. SQS may
+    /// already have handed messages to a request its client abandons; they would stay
+    /// invisible until their visibility timeout. So, by default (`false`), a worker that
+    /// begins to shut down lets a receive under way finish for a moment and releases
+    /// what it returns; a backend that takes messages only as it returns them (the
+    /// embedded queue) answers `true`, and its receives are dropped at once.
+    fn receive_cancel_safe(&self) -> bool {
+        false
+    }
 
     /// Deletes up to [`MAX_BATCH`] messages; one result per handle, in order.
     async fn delete_batch(
@@ -283,6 +291,10 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 impl<B: Backend + ?Sized> Backend for Arc<B> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn receive_cancel_safe(&self) -> bool {
+        (**self).receive_cancel_safe()
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {

@@ -556,6 +556,11 @@ impl Backend for EmbeddedQueue {
         &self.inner.name
     }
 
+    /// Messages are taken only as a receive returns: dropping one loses nothing.
+    fn receive_cancel_safe(&self) -> bool {
+        true
+    }
+
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
         let inner = &*self.inner;
         let checked = match inner.faults.before_call(Operation::Receive).await {

@@ -52,7 +52,8 @@ pub struct Shared<H> {
     pub(crate) capacity: Capacity,
     /// Held by the poller gathering slots for its next receive.
     pub(crate) poller_turn: tokio::sync::Mutex<()>,
-    /// Cancelled when shutdown begins: pollers stop and drop any long poll in progress.
+    /// Cancelled when shutdown begins: pollers stop, releasing what a receive under way
+    /// returns.
     pub(crate) stop_receiving: CancellationToken,
     /// What handlers see of shutdown, through their [`Context`](crate::Context).
     pub(crate) shutdown: Arc<ShutdownState>,

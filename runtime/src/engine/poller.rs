@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep, timeout_at};
 
-use crate::backend::ReceiveRequest;
+use crate::backend::{ReceiveRequest, ReceivedMessage};
 use crate::backoff::{Backoff, CALL_RETRY};
+use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
 use crate::engine::{Dispatch, Shared};
 use crate::message::Message;
+
+/// Time allowed, beyond its own long-poll wait, for a receive under way when shutdown
+/// begins to return its messages (which are then released).
+const RECEIVE_MARGIN: Duration = Duration::from_secs(2);
 
 /// Backoff between receives that came back empty at once (short polls, or a backend that
 /// does not long-poll), so an idle queue is not polled in a busy loop.
@@ -75,16 +80,31 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
             visibility_timeout: shared.config.visibility_timeout,
         };
         let started = Instant::now();
+        let receive = shared.backend.receive(request);
+        tokio::pin!(receive);
         let received = tokio::select! {
             biased;
-            // Dropping the receive cancels the long poll at once. The embedded queue takes
-            // messages only as it returns, so it loses none; SQS may have handed a message
-            // to the abandoned request, which then waits out its visibility timeout.
             () = shared.stop_receiving.cancelled() => {
+                // A receive under way may already hold messages: SQS hands them to a
+                // request before its response arrives, and to one its client abandons.
+                // So it is let finish (its long poll, and a margin, but never past the
+                // grace deadline) and what it returns is handed back unstarted.
+                if !shared.backend.receive_cancel_safe() {
+                    let limit = (started + shared.config.wait_time + RECEIVE_MARGIN)
+                        .min(shared.shutdown.deadline.get().copied().unwrap_or(started));
+                    match timeout_at(limit, &mut receive).await {
+                        Ok(Ok(messages)) => release_unstarted(&shared, messages),
+                        Ok(Err(error)) => tracing::debug!(%error, "the last receive failed"),
+                        Err(_elapsed) => tracing::warn!(
+                            "shutdown: a receive did not return by the deadline; messages it \
+                             may hold stay invisible until their visibility timeout"
+                        ),
+                    }
+                }
                 shared.capacity.give_back(slots);
                 return;
             }
-            received = shared.backend.receive(request) => received,
+            received = &mut receive => received,
         };
         let pause = match received {
             Ok(messages) => {
@@ -135,5 +155,24 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 () = sleep(delay) => {}
             }
         }
+    }
+}
+
+/// Hands messages received as shutdown began back to the queue at once: no handler
+/// started on them.
+fn release_unstarted<H>(shared: &Shared<H>, messages: Vec<ReceivedMessage>) {
+    if messages.is_empty() {
+        return;
+    }
+    tracing::info!(
+        messages = messages.len(),
+        "shutdown: releasing messages a receive returned as it stopped"
+    );
+    Counters::add(&shared.counters.received, messages.len() as u64);
+    Counters::add(&shared.counters.released, messages.len() as u64);
+    for message in messages {
+        shared
+            .settler
+            .change(message.receipt_handle, Duration::ZERO, ChangeKind::Release);
     }
 }
