@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use spotq::EmbeddedQueue;
 use spotq::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use spotq::{Drained, EmbeddedQueue};
 
 #[spotq::worker(queue = env("INVOICES_QUEUE"), batch_size = 10, concurrency = 40)]
 async fn handle_invoices(invoices: Vec<SqsMessage>) -> SqsBatchResponse {
@@ -52,14 +52,11 @@ async fn on_embedded_queue(invoices: u64) -> anyhow::Result<(u64, u64)> {
             (n * 100).to_string()
         }
     }));
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let drained = Drained {
+        interval: Duration::from_millis(50),
+        empty_reads: 1,
+    }
+    .of(queue.clone());
     let report = handle_invoices_worker()
         .configure(|config| {
             config.retry =

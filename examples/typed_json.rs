@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotq::{Context, EmbeddedQueue};
+use spotq::{Context, Drained, EmbeddedQueue};
 
 #[derive(Debug, Deserialize)]
 struct Order {
@@ -68,14 +68,11 @@ async fn on_embedded_queue(orders: u64) -> anyhow::Result<(u64, u64)> {
     queue.send_many((1..=orders).map(|id| format!(r#"{{"id":{id},"amount_cents":1250}}"#)));
     queue.send(r#"{"id":0,"amount_cents":0}"#);
     queue.send("not an order");
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let drained = Drained {
+        interval: Duration::from_millis(50),
+        empty_reads: 1,
+    }
+    .of(queue.clone());
     let report = handle_order_worker()
         // Retry at once instead of after seconds, for the demo.
         .configure(|config| {

@@ -8,112 +8,20 @@ mod support;
 
 use std::time::Duration;
 
-use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::ContainerDefinition;
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::decision::Reason;
-use spotq_controller::run::{Controller, DecisionEvent, StartError};
+use spotq_controller::run::{Controller, StartError};
 use spotq_controller::targets::TargetError;
-use support::{emulator_endpoint, unique};
-use tokio::sync::broadcast::Receiver;
+use support::decisions::{next_change, woken_by_first_poll_after};
+use support::ecs::{desired_count, service_at_zero};
+use support::unique;
 use tokio::time::{Instant, timeout};
-
-/// A cluster, a task definition and a service at desired count 0 in moto; returns the
-/// client, the cluster's name and the service's name.
-async fn service_at_zero() -> (Client, String, String) {
-    emulator_endpoint();
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = Client::new(&config);
-    let cluster = unique("ctl");
-    client
-        .create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .expect("create cluster");
-    client
-        .register_task_definition()
-        .family(&cluster)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("worker")
-                .image("busybox")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register task definition");
-    let service = format!("{cluster}-worker");
-    client
-        .create_service()
-        .cluster(&cluster)
-        .service_name(&service)
-        .task_definition(&cluster)
-        .desired_count(0)
-        .send()
-        .await
-        .expect("create service");
-    (client, cluster, service)
-}
-
-async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32 {
-    client
-        .describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .expect("describe services")
-        .services()
-        .first()
-        .expect("the service")
-        .desired_count()
-}
-
-/// Waits for the first poll that began once the messages were sent, and returns the
-/// decision that woke the service (that poll's, or an earlier one's that already saw
-/// part of a send of several batches) and that poll's.
-async fn woken_by_first_poll_after(
-    events: &mut Receiver<DecisionEvent>,
-    sent: Instant,
-    limit: Duration,
-) -> (DecisionEvent, DecisionEvent) {
-    timeout(limit, async {
-        let mut woken = None;
-        loop {
-            let event = events.recv().await.expect("decisions");
-            if woken.is_none() && event.decision.current == 0 && event.decision.desired > 0 {
-                woken = Some(event.clone());
-            }
-            if event.polled_at >= sent {
-                let woken = woken.unwrap_or_else(|| panic!("not woken by {event:?}"));
-                return (woken, event);
-            }
-        }
-    })
-    .await
-    .expect("a poll after the send")
-}
-
-/// The next decision that changed the count (skipping holds), within `limit`.
-async fn next_change(events: &mut Receiver<DecisionEvent>, limit: Duration) -> DecisionEvent {
-    timeout(limit, async {
-        loop {
-            let event = events.recv().await.expect("decisions");
-            if event.decision.change().is_some() {
-                return event;
-            }
-        }
-    })
-    .await
-    .expect("a change of the desired count")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_raise_a_moto_service_and_an_empty_queue_returns_it_to_zero() {
     let queue = support::create_queue(&unique("ctl-ecs"), &[]).await;
-    let (client, cluster, service) = service_at_zero().await;
+    let client = support::ecs::client().await;
+    let (cluster, service) = service_at_zero(&client, "ctl").await;
     let file = format!(
         r#"
 [[binding]]
@@ -209,7 +117,8 @@ empty_polls = 2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_queue_or_service_stops_the_controller_at_start() {
     let queue = support::create_queue(&unique("ctl-missing"), &[]).await;
-    let (_, cluster, service) = service_at_zero().await;
+    let client = support::ecs::client().await;
+    let (cluster, service) = service_at_zero(&client, "ctl").await;
     let start = |queue: &str, cluster: &str, service: &str| {
         let file = format!(
             "[[binding]]\nname = \"b\"\nqueue = \"{queue}\"\ncluster = \"{cluster}\"\nservice = \"{service}\"\n"

@@ -494,52 +494,6 @@ async fn the_worker_image_processes_messages_and_drains_on_sigterm_as_pid_1() {
     assert_eq!(handled.len(), total, "every message handled, none lost");
 }
 
-/// A cluster, a task definition and a service at desired count 0 in moto: `(cluster,
-/// service)`.
-async fn ecs_service_at_zero(ecs: &aws_sdk_ecs::Client) -> (String, String) {
-    let cluster = unique("image-ctl");
-    ecs.create_cluster()
-        .cluster_name(&cluster)
-        .send()
-        .await
-        .expect("create cluster");
-    ecs.register_task_definition()
-        .family(&cluster)
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("spotq-worker")
-                .memory(512)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register task definition");
-    let service = format!("{cluster}-worker");
-    ecs.create_service()
-        .cluster(&cluster)
-        .service_name(&service)
-        .task_definition(&cluster)
-        .desired_count(0)
-        .send()
-        .await
-        .expect("create service");
-    (cluster, service)
-}
-
-async fn desired_count(ecs: &aws_sdk_ecs::Client, cluster: &str, service: &str) -> i32 {
-    ecs.describe_services()
-        .cluster(cluster)
-        .services(service)
-        .send()
-        .await
-        .expect("describe services")
-        .services()
-        .first()
-        .expect("the service")
-        .desired_count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_image_wakes_a_service_with_the_deployed_settings() {
     if !buildah_installed() {
@@ -548,9 +502,8 @@ async fn the_controller_image_wakes_a_service_with_the_deployed_settings() {
     let config = image_config(CONTROLLER_IMAGE);
     let container = Container::of(CONTROLLER_IMAGE);
     let endpoint = support::emulator_endpoint();
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let ecs = aws_sdk_ecs::Client::new(&aws);
-    let (cluster, service) = ecs_service_at_zero(&ecs).await;
+    let ecs = support::ecs::client().await;
+    let (cluster, service) = support::ecs::service_at_zero(&ecs, "image-ctl").await;
     let queue = create_queue(&unique("image-ctl"), &[]).await;
     send(&queue, (0..5).map(|n| format!("message {n}"))).await;
 
@@ -595,7 +548,7 @@ async fn the_controller_image_wakes_a_service_with_the_deployed_settings() {
     let pid = task.entrypoint_pid().await;
 
     let start = Instant::now();
-    while desired_count(&ecs, &cluster, &service).await < 1 {
+    while support::ecs::desired_count(&ecs, &cluster, &service).await < 1 {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the controller did not wake the service; log: {}",

@@ -2,6 +2,8 @@
 //! sending, counts, and worker processes.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod decisions;
+pub mod ecs;
 pub mod process;
 
 use std::time::Duration;
