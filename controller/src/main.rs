@@ -18,8 +18,10 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
 
-    // `/health` answers 200 while the process serves; `/metrics` has the figures.
-    let server = spotq::serve::serve(config.http_addr, Health::default()).await?;
+    // `/health` answers 200 while the process serves, `/ready` while its loops run;
+    // `/metrics` has the figures.
+    let health = Health::default();
+    let server = spotq::serve::serve(config.http_addr, health.clone()).await?;
     tracing::info!(
         addr = %server.local_addr(),
         bindings = config.bindings.len(),
@@ -27,10 +29,12 @@ async fn main() -> anyhow::Result<()> {
         "spotq-controller started"
     );
     let controller = Controller::start(config).await?;
+    health.set_ready(true);
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
     }
+    health.set_ready(false);
     controller.stop().await;
     server.shutdown().await;
     Ok(())

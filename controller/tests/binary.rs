@@ -148,6 +148,11 @@ fn a_running_controller_serves_health_and_metrics_and_stops_on_sigterm() {
         "{metrics}"
     );
     assert_eq!(get(&addr, "/health").map(|(status, _)| status), Some(200));
+    assert_eq!(
+        get(&addr, "/ready").map(|(status, _)| status),
+        Some(200),
+        "ready while its loops run"
+    );
 
     let pid = i32::try_from(running.0.id()).expect("pid");
     kill(Pid::from_raw(pid), Signal::SIGTERM).expect("SIGTERM");

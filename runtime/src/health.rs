@@ -34,6 +34,8 @@ struct Inner {
     receiving: AtomicUsize,
     /// Any worker has begun to shut down.
     stopping: AtomicBool,
+    /// Readiness a process without workers reports itself ([`Health::set_ready`]).
+    ready: AtomicBool,
     /// Each poller's state, by slot.
     pollers: Mutex<Vec<PollerState>>,
 }
@@ -65,6 +67,7 @@ impl Health {
                 workers: AtomicUsize::new(0),
                 receiving: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
+                ready: AtomicBool::new(false),
                 pollers: Mutex::default(),
             }),
         }
@@ -81,12 +84,22 @@ impl Health {
     }
 
     /// Whether at least one worker is attached, every attached worker is receiving,
-    /// and none has begun to shut down.
+    /// and none has begun to shut down; in a process without workers, what it last
+    /// said with [`set_ready`](Self::set_ready).
     pub fn is_ready(&self) -> bool {
         let workers = self.inner.workers.load(Ordering::Acquire);
-        workers > 0
-            && self.inner.receiving.load(Ordering::Acquire) == workers
+        if workers == 0 {
+            return self.inner.ready.load(Ordering::Acquire);
+        }
+        self.inner.receiving.load(Ordering::Acquire) == workers
             && !self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// Says whether a process that runs no worker (such as `spotq-controller`) is ready:
+    /// `true` once it serves, `false` when it begins to stop. Attached workers report
+    /// their own readiness, and this is then not consulted.
+    pub fn set_ready(&self, ready: bool) {
+        self.inner.ready.store(ready, Ordering::Release);
     }
 
     fn pollers(&self) -> MutexGuard<'_, Vec<PollerState>> {
@@ -195,6 +208,24 @@ impl Drop for PollerBeat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_without_workers_says_itself_whether_it_is_ready() {
+        let health = Health::default();
+        assert!(!health.is_ready(), "not ready until it says so");
+        health.set_ready(true);
+        assert!(health.is_ready());
+        let worker = health.attach();
+        assert!(
+            !health.is_ready(),
+            "an attached worker that is not receiving decides"
+        );
+        worker.receiving();
+        assert!(health.is_ready());
+        drop(worker);
+        health.set_ready(false);
+        assert!(!health.is_ready());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_poller_stuck_past_the_limit_is_not_live_but_a_waiting_one_is() {
