@@ -13,7 +13,7 @@ use spotq_controller::decision::Reason;
 use spotq_controller::run::{Controller, StartError};
 use spotq_controller::targets::TargetError;
 use support::decisions::{next_change, woken_by_first_poll_after};
-use support::ecs::{desired_count, service_at_zero};
+use support::ecs::{Service, desired_count, service_at_zero};
 use support::unique;
 use tokio::time::{Instant, timeout};
 
@@ -21,7 +21,9 @@ use tokio::time::{Instant, timeout};
 async fn messages_raise_a_moto_service_and_an_empty_queue_returns_it_to_zero() {
     let queue = support::create_queue(&unique("ctl-ecs"), &[]).await;
     let client = support::ecs::client().await;
-    let (cluster, service) = service_at_zero(&client, "ctl").await;
+    let Service {
+        cluster, service, ..
+    } = service_at_zero(&client, "ctl").await;
     let file = format!(
         r#"
 [[binding]]
@@ -118,7 +120,9 @@ empty_polls = 2
 async fn a_missing_queue_or_service_stops_the_controller_at_start() {
     let queue = support::create_queue(&unique("ctl-missing"), &[]).await;
     let client = support::ecs::client().await;
-    let (cluster, service) = service_at_zero(&client, "ctl").await;
+    let Service {
+        cluster, service, ..
+    } = service_at_zero(&client, "ctl").await;
     let start = |queue: &str, cluster: &str, service: &str| {
         let file = format!(
             "[[binding]]\nname = \"b\"\nqueue = \"{queue}\"\ncluster = \"{cluster}\"\nservice = \"{service}\"\n"

@@ -15,7 +15,6 @@
 mod support;
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::ContainerDefinition;
 use serde_json::json;
 use spotq::BackendError;
 use spotq::ecs::{EcsError, EcsService};
@@ -57,45 +56,16 @@ struct Cluster {
 impl Cluster {
     async fn create(prefix: &str) -> Self {
         let client = ecs_client().await;
-        let name = unique(prefix);
-        let arn = client
-            .create_cluster()
-            .cluster_name(&name)
-            .send()
-            .await
-            .expect("create cluster")
-            .cluster
-            .and_then(|cluster| cluster.cluster_arn)
-            .expect("cluster ARN");
-        let family = format!("{name}-worker");
-        client
-            .register_task_definition()
-            .family(&family)
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("worker")
-                    .image("busybox")
-                    .memory(64)
-                    .cpu(10)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register task definition");
-        let service = format!("{name}-svc");
-        client
-            .create_service()
-            .cluster(&name)
-            .service_name(&service)
-            .task_definition(&family)
-            .desired_count(0)
-            .send()
-            .await
-            .expect("create service");
+        let support::ecs::Service {
+            cluster,
+            cluster_arn,
+            family,
+            service,
+        } = support::ecs::service_at_zero(&client, prefix).await;
         Self {
             client,
-            name,
-            arn,
+            name: cluster,
+            arn: cluster_arn,
             family,
             service,
         }

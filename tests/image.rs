@@ -503,7 +503,9 @@ async fn the_controller_image_wakes_a_service_with_the_deployed_settings() {
     let container = Container::of(CONTROLLER_IMAGE);
     let endpoint = support::emulator_endpoint();
     let ecs = support::ecs::client().await;
-    let (cluster, service) = support::ecs::service_at_zero(&ecs, "image-ctl").await;
+    let support::ecs::Service {
+        cluster, service, ..
+    } = support::ecs::service_at_zero(&ecs, "image-ctl").await;
     let queue = create_queue(&unique("image-ctl"), &[]).await;
     send(&queue, (0..5).map(|n| format!("message {n}"))).await;
 

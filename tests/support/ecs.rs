@@ -14,40 +14,62 @@ pub async fn client() -> Client {
     Client::new(&config)
 }
 
-/// Creates a cluster (named from `prefix`), a task definition and a service at desired
-/// count 0; returns the cluster's and the service's names.
-pub async fn service_at_zero(client: &Client, prefix: &str) -> (String, String) {
+/// A cluster, its task definition and a service in it, in moto.
+pub struct Service {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The cluster's ARN.
+    pub cluster_arn: String,
+    /// The task definition's family.
+    pub family: String,
+    /// The service's name.
+    pub service: String,
+}
+
+/// Creates a cluster (named from `prefix`), a task definition (small enough to place on
+/// moto's EC2 container instances) and a service at desired count 0.
+pub async fn service_at_zero(client: &Client, prefix: &str) -> Service {
     let cluster = unique(prefix);
-    client
+    let cluster_arn = client
         .create_cluster()
         .cluster_name(&cluster)
         .send()
         .await
-        .expect("create cluster");
+        .expect("create cluster")
+        .cluster
+        .and_then(|cluster| cluster.cluster_arn)
+        .expect("cluster ARN");
+    let family = format!("{cluster}-worker");
     client
         .register_task_definition()
-        .family(&cluster)
+        .family(&family)
         .container_definitions(
             ContainerDefinition::builder()
                 .name("worker")
                 .image("spotq-worker")
-                .memory(512)
+                .memory(64)
+                .cpu(10)
                 .build(),
         )
         .send()
         .await
         .expect("register task definition");
-    let service = format!("{cluster}-worker");
+    let service = format!("{cluster}-svc");
     client
         .create_service()
         .cluster(&cluster)
         .service_name(&service)
-        .task_definition(&cluster)
+        .task_definition(&family)
         .desired_count(0)
         .send()
         .await
         .expect("create service");
-    (cluster, service)
+    Service {
+        cluster,
+        cluster_arn,
+        family,
+        service,
+    }
 }
 
 /// The service's desired count.
