@@ -40,6 +40,27 @@ impl BatchOutcome {
     }
 }
 
+impl BatchOutcome {
+    /// The outcome for a batch whose messages are those `is_member` accepts: a partial
+    /// failure that names a message outside the batch fails the whole batch, as Lambda
+    /// does with an invalid `itemIdentifier` (deleting the rest could lose work).
+    pub(crate) fn within(self, is_member: impl Fn(&str) -> bool) -> Self {
+        let Self::Partial(failures) = &self else {
+            return self;
+        };
+        match failures
+            .iter()
+            .find(|failure| !is_member(&failure.message_id))
+        {
+            Some(stranger) => Self::Fail(HandlerError::failed(format!(
+                "the batch's failures name `{}`, which is not one of its messages",
+                stranger.message_id
+            ))),
+            None => self,
+        }
+    }
+}
+
 /// One failed message of a batch.
 #[derive(Debug)]
 pub struct ItemFailure {
@@ -155,6 +176,18 @@ mod tests {
             SqsBatchResponse::default().into_batch_outcome(),
             BatchOutcome::Ack
         ));
+    }
+
+    #[test]
+    fn a_failure_naming_a_stranger_fails_the_whole_batch() {
+        let members = |id: &str| id == "m-1" || id == "m-2";
+        let named = BatchOutcome::failures([ItemFailure::new("m-2", "bad")]).within(members);
+        assert!(matches!(named, BatchOutcome::Partial(ref failures) if failures.len() == 1));
+        let stranger = BatchOutcome::failures([ItemFailure::new("m-9", "bad")]).within(members);
+        let BatchOutcome::Fail(error) = stranger else {
+            panic!("expected the whole batch to fail");
+        };
+        assert!(error.to_string().contains("m-9"), "{error}");
     }
 
     #[test]

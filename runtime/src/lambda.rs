@@ -67,22 +67,13 @@ pub async fn handle_event(spec: &WorkerSpec, event: SqsEvent) -> SqsBatchRespons
             .catch_unwind()
             .await
             .unwrap_or_else(|_| BatchOutcome::fail("the batch handler panicked"));
-        match outcome {
+        // As in a worker: a failure naming a stranger fails the whole batch.
+        match outcome.within(|id| ids.iter().any(|known| known == id)) {
             BatchOutcome::Ack => Vec::new(),
-            BatchOutcome::Partial(failures) => {
-                let unknown = failures
-                    .iter()
-                    .any(|failure| !ids.contains(&failure.message_id));
-                if unknown {
-                    // As in a worker: a failure naming a stranger fails the whole batch.
-                    ids
-                } else {
-                    failures
-                        .into_iter()
-                        .map(|failure| failure.message_id)
-                        .collect()
-                }
-            }
+            BatchOutcome::Partial(failures) => failures
+                .into_iter()
+                .map(|failure| failure.message_id)
+                .collect(),
             BatchOutcome::Fail(error) => {
                 tracing::warn!(%error, "batch failed");
                 ids

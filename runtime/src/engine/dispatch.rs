@@ -221,7 +221,7 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
             return;
         }
     };
-    let outcome = checked(outcome, &deliveries);
+    let outcome = outcome.within(|id| deliveries.iter().any(|delivery| delivery.message_id == id));
     let mut failures = match outcome {
         BatchOutcome::Ack => Vec::new(),
         BatchOutcome::Partial(failures) => failures,
@@ -249,26 +249,6 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
             }
         }
         drop(slot);
-    }
-}
-
-/// A partial failure that names a message outside the batch fails the whole batch, as
-/// Lambda does with an invalid `itemIdentifier`: deleting the rest could lose work.
-fn checked(outcome: BatchOutcome, deliveries: &[Delivery]) -> BatchOutcome {
-    let BatchOutcome::Partial(failures) = &outcome else {
-        return outcome;
-    };
-    let stranger = failures.iter().find(|failure| {
-        !deliveries
-            .iter()
-            .any(|delivery| delivery.message_id == failure.message_id)
-    });
-    match stranger {
-        Some(failure) => BatchOutcome::Fail(HandlerError::failed(format!(
-            "the batch's failures name `{}`, which is not one of its messages",
-            failure.message_id
-        ))),
-        None => outcome,
     }
 }
 
