@@ -5,6 +5,7 @@
 pub mod decisions;
 pub mod ecs;
 pub mod process;
+pub mod proxy;
 
 use std::time::Duration;
 
