@@ -1,17 +1,26 @@
 //! A worker binary for the process tests: handles messages whose body is
 //! `NAME:MILLIS` by waiting MILLIS ms, and records each handler's start and success in a
-//! log file, so a test can tell which messages were processed.
+//! log file, so a test can tell which messages were processed. A body
+//! `NAME:MILLIS:fail` waits as long and then fails (recorded as `fail`): a poison
+//! message, which the queue's redrive policy moves to its dead-letter queue.
 //!
 //! Settings come from the environment: `SPOTQ_QUEUE` (name or URL; the AWS chain, with
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
 //! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
-//! (serve /metrics, /health, /ready); logs as `SPOTQ_LOG_FORMAT` says. It
-//! runs until SIGTERM or SIGINT.
+//! (serve /metrics, /health, /ready), `SPOTQ_RETRY_BASE_MS` and `SPOTQ_RETRY_MAX_MS`
+//! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
+//! says. It runs until SIGTERM or SIGINT.
+//!
+//! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `listening ADDR`), or with
+//! `SPOTQ_EVENTS_FORMAT=json` one JSON object a line with the message id, its receive
+//! count, the worker's pid and the time (`at_ms`, milliseconds since the Unix epoch),
+//! plus `ready` once the worker is built and `exit` once `run` has returned (every
+//! message settled or released): what the chaos run's verifier reads.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use spotq::{Message, Outcome, SqsBackend, Worker};
@@ -33,10 +42,28 @@ async fn main() -> anyhow::Result<()> {
     let events = Arc::new(Mutex::new(
         OpenOptions::new().create(true).append(true).open(&events)?,
     ));
-    let record = move |event: &str, body: &str| {
+    let json = std::env::var("SPOTQ_EVENTS_FORMAT").is_ok_and(|format| format == "json");
+    let pid = std::process::id();
+    // `message`: the id and receive count of the message the event is about.
+    let record = move |event: &str, body: &str, message: Option<(&str, u32)>| {
+        let line = if json {
+            let at_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            let mut line = serde_json::json!({
+                "event": event, "body": body, "pid": pid, "at_ms": at_ms,
+            });
+            if let Some((id, receive)) = message {
+                line["id"] = id.into();
+                line["receive"] = receive.into();
+            }
+            format!("{line}\n")
+        } else {
+            format!("{event} {body}\n")
+        };
         if let Ok(mut file) = events.lock() {
             // One write per line, so lines from concurrent handlers never interleave.
-            let _ = file.write_all(format!("{event} {body}\n").as_bytes());
+            let _ = file.write_all(line.as_bytes());
         }
     };
 
@@ -46,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let server = match std::env::var("SPOTQ_HTTP_ADDR") {
         Ok(addr) => {
             let server = spotq::serve::serve(addr.parse()?, health.clone()).await?;
-            record("listening", &server.local_addr().to_string());
+            record("listening", &server.local_addr().to_string(), None);
             Some(server)
         }
         Err(_) => None,
@@ -58,6 +85,18 @@ async fn main() -> anyhow::Result<()> {
         .backlog_interval(Some(Duration::from_secs(1)));
     if let Ok(tasks) = std::env::var("SPOTQ_RUNNING_TASKS") {
         worker = worker.running_tasks(tasks.parse().context("SPOTQ_RUNNING_TASKS")?);
+    }
+    if let (Ok(base), Ok(max)) = (
+        std::env::var("SPOTQ_RETRY_BASE_MS"),
+        std::env::var("SPOTQ_RETRY_MAX_MS"),
+    ) {
+        let base = base.parse().context("SPOTQ_RETRY_BASE_MS")?;
+        let max = max.parse().context("SPOTQ_RETRY_MAX_MS")?;
+        worker = worker.retry_backoff(Duration::from_millis(base), Duration::from_millis(max));
+    }
+    let exit_record = record.clone();
+    if json {
+        record("ready", "", None);
     }
     // The worker logs its report as it stops.
     worker
@@ -72,17 +111,27 @@ async fn main() -> anyhow::Result<()> {
             let record = record.clone();
             async move {
                 let body = message.body().to_owned();
-                let Some(millis) = body.split(':').nth(1).and_then(|ms| ms.parse().ok()) else {
+                let about = Some((message.id(), message.receive_count()));
+                let mut fields = body.split(':');
+                let Some(millis) = fields.nth(1).and_then(|ms| ms.parse().ok()) else {
                     return Outcome::fail(format!("malformed body {body:?}"));
                 };
-                record("start", &body);
+                let poison = fields.next() == Some("fail");
+                record("start", &body, about);
                 tokio::time::sleep(Duration::from_millis(millis)).await;
-                record("done", &body);
+                if poison {
+                    record("fail", &body, about);
+                    return Outcome::fail("a poison message fails every time");
+                }
+                record("done", &body, about);
                 Outcome::Ack
             }
         })
         .run()
         .await?;
+    if json {
+        exit_record("exit", "", None);
+    }
     if let Some(server) = server {
         server.shutdown().await;
     }

@@ -1,0 +1,341 @@
+//! `spotq-chaos`: the process-level chaos run. The controller's local target keeps
+//! several `spotq-test-worker` processes running against an SQS emulator (fauxqs or
+//! moto) while a paced producer sends messages, the fault proxy fails a few percent of
+//! the workers' queue calls (throttling, 500, 503), and random SIGTERMs and SIGKILLs hit
+//! the workers. Some messages are poison (their handler always fails) and reach the
+//! dead-letter queue through the redrive policy. Once the queue has drained, a verifier
+//! reads the dead-letter queue, the queue and the workers' event records, and prints one
+//! table; each figure is defined in `tests/chaos/verify.rs`.
+//!
+//! ```sh
+//! scripts/chaos                     # 10,000 messages against fauxqs (starts it)
+//! spotq-chaos --messages 500 --duration 30s --endpoint http://127.0.0.1:4566
+//! ```
+//!
+//! Exits 0 when lost and stranded are 0, the dead-letter queue holds exactly the poison
+//! messages, the longest invisible time after a SIGKILL is within the visibility timeout
+//! (plus the strand window for the receive), and no worker ended otherwise; 1 when not,
+//! with the offending messages and the run's directory (event log, worker logs) named.
+
+#[path = "../chaos/run.rs"]
+mod run;
+#[path = "../chaos/verify.rs"]
+mod verify;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// The process-level chaos run (see the crate docs).
+#[derive(Debug, Parser)]
+#[command(
+    name = "spotq-chaos",
+    about = "The process-level chaos run: workers, faults, signals, one table"
+)]
+struct Flags {
+    /// Messages to send, poison ones included.
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    /// Worker processes the controller keeps running.
+    #[arg(long, default_value_t = 4)]
+    workers: u32,
+    /// Handlers per worker.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seeds the bodies, the handler times, the signals and the faults (default: random,
+    /// printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Percent of the workers' ReceiveMessage, DeleteMessageBatch,
+    /// ChangeMessageVisibilityBatch and GetQueueAttributes calls the proxy fails (0: no
+    /// proxy).
+    #[arg(long, default_value_t = 3.0)]
+    fault_rate: f64,
+    /// How long the producer takes to send everything (signals come meanwhile).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    duration: Duration,
+    /// The mean time between two signals.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    signal_every: Duration,
+    /// The share of signals that are SIGKILL (the rest are SIGTERM).
+    #[arg(long, default_value_t = 0.5)]
+    sigkill_share: f64,
+    /// The share of messages that are poison.
+    #[arg(long, default_value_t = 0.01)]
+    poison_share: f64,
+    /// The queue's visibility timeout, whole seconds.
+    #[arg(long, default_value_t = 8)]
+    visibility_timeout: u64,
+    /// The redrive policy's maxReceiveCount.
+    #[arg(long, default_value_t = 4)]
+    max_receive_count: u32,
+    /// The workers' grace period after SIGTERM, whole seconds.
+    #[arg(long, default_value_t = 1)]
+    grace: u64,
+    /// The workers' stop timeout, whole seconds.
+    #[arg(long, default_value_t = 5)]
+    stop_timeout: u64,
+    /// How soon after a SIGTERM exit a message it held must be received again.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    strand_window: Duration,
+    /// The longest wait for the queue to drain once everything is sent.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// The emulator (loopback only); the producer and the verifier use it directly.
+    #[arg(long, env = "SPOTQ_FAUXQS_ENDPOINT")]
+    endpoint: String,
+    /// The worker binary (default: `spotq-test-worker` beside this one).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    /// The fault proxy binary (default: `spotq-fault-proxy` beside this one).
+    #[arg(long)]
+    proxy: Option<PathBuf>,
+    /// Where the event log and worker logs go (default: a new directory in the temp dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    spotq_controller::config::parse_duration(text)
+}
+
+fn beside_this(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    let seed = flags.seed.unwrap_or_else(|| fastrand::u64(..1_000_000));
+    let work_dir = flags.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("spotq-chaos-{seed}-{}", std::process::id()))
+    });
+    let settings = run::Settings {
+        messages: flags.messages,
+        workers: flags.workers,
+        concurrency: flags.concurrency,
+        seed,
+        fault_rate: flags.fault_rate,
+        duration: flags.duration,
+        signal_every: flags.signal_every,
+        sigkill_share: flags.sigkill_share,
+        poison_share: flags.poison_share,
+        visibility_timeout_secs: flags.visibility_timeout,
+        max_receive_count: flags.max_receive_count,
+        grace_secs: flags.grace,
+        stop_timeout_secs: flags.stop_timeout,
+        strand_window: flags.strand_window,
+        drain_timeout: flags.drain_timeout,
+        endpoint: flags.endpoint.clone(),
+        worker: flags
+            .worker
+            .clone()
+            .unwrap_or_else(|| beside_this("spotq-test-worker")),
+        proxy: flags
+            .proxy
+            .clone()
+            .unwrap_or_else(|| beside_this("spotq-fault-proxy")),
+        work_dir: work_dir.clone(),
+    };
+    anyhow::ensure!(
+        settings.worker.exists(),
+        "no worker binary at {} (build it: `cargo build --release -p spotq-system-tests \
+         --bin spotq-test-worker`)",
+        settings.worker.display()
+    );
+    eprintln!(
+        "chaos run: seed {seed}, {} messages over {:?}, {} workers × {}, work dir {}",
+        settings.messages,
+        settings.duration,
+        settings.workers,
+        settings.concurrency,
+        work_dir.display()
+    );
+    let outcome = run::run(&settings).await?;
+    let failures = failures(&settings, &outcome);
+    println!("{}", table(&settings, &outcome));
+    if let Some(path) = &flags.json {
+        let json = serde_json::json!({
+            "seed": seed,
+            "visibility_timeout_ms": settings.visibility_timeout_secs * 1000,
+            "strand_window_ms": u64::try_from(settings.strand_window.as_millis()).unwrap_or(u64::MAX),
+            "figures": outcome.figures,
+            "faults": outcome.faults,
+            "faults_total": outcome.faults_total,
+            "proxy_requests": outcome.proxy_requests,
+            "killed_by_controller": outcome.killed_by_controller,
+            "drained": outcome.drained,
+            "wall_ms": u64::try_from(outcome.wall.as_millis()).unwrap_or(u64::MAX),
+            "failures": failures,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        for failure in &failures {
+            eprintln!("FAILED: {failure}");
+        }
+        eprintln!(
+            "seed {seed}; event log and worker logs in {}",
+            work_dir.display()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// What the run must show, as sentences naming what went wrong.
+fn failures(settings: &run::Settings, outcome: &run::Outcome) -> Vec<String> {
+    let figures = &outcome.figures;
+    let mut failures = Vec::new();
+    if !outcome.drained {
+        failures.push(format!(
+            "the queue had not drained within {:?}",
+            settings.drain_timeout
+        ));
+    }
+    if figures.lost > 0 {
+        failures.push(format!(
+            "{} lost: {:?}",
+            figures.lost,
+            figures.lost_bodies.iter().take(20).collect::<Vec<_>>()
+        ));
+    }
+    if figures.stranded > 0 {
+        failures.push(format!(
+            "{} stranded after SIGTERM exits (body, pid, received again after ms): {:?}",
+            figures.stranded,
+            figures
+                .stranded_messages
+                .iter()
+                .take(20)
+                .collect::<Vec<_>>()
+        ));
+    }
+    if figures.dead_lettered != figures.poison || figures.dead_lettered_not_poison > 0 {
+        failures.push(format!(
+            "dead-lettered {} ({} not poison), poison sent {}",
+            figures.dead_lettered, figures.dead_lettered_not_poison, figures.poison
+        ));
+    }
+    let bound = settings.visibility_timeout_secs * 1000
+        + u64::try_from(settings.strand_window.as_millis()).unwrap_or(u64::MAX);
+    if figures.longest_invisible_after_sigkill_ms > bound {
+        failures.push(format!(
+            "a message stayed invisible {} ms after a SIGKILL (bound {bound} ms)",
+            figures.longest_invisible_after_sigkill_ms
+        ));
+    }
+    if figures.other_exits > 0 || outcome.killed_by_controller > 0 {
+        failures.push(format!(
+            "{} workers ended without a clean exit or the run's SIGKILL; {} were killed \
+             after their stop timeout",
+            figures.other_exits, outcome.killed_by_controller
+        ));
+    }
+    failures
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// The one table (Markdown, so it pastes into a README as printed).
+fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
+    let f = &outcome.figures;
+    let rows: Vec<(&str, String, String)> = vec![
+        (
+            "sent",
+            f.sent.to_string(),
+            format!("messages the queue accepted, {} of them poison", f.poison),
+        ),
+        (
+            "handled",
+            f.handled.to_string(),
+            "non-poison messages a handler finished with success".into(),
+        ),
+        (
+            "lost",
+            f.lost.to_string(),
+            "sent, never handled, not dead-lettered, not left in the queue (must be 0)".into(),
+        ),
+        (
+            "duplicates",
+            f.duplicates.to_string(),
+            "successful handler runs beyond each message's first (at-least-once)".into(),
+        ),
+        (
+            "dead-lettered",
+            f.dead_lettered.to_string(),
+            format!(
+                "messages in the DLQ after maxReceiveCount {} ({} not poison)",
+                settings.max_receive_count, f.dead_lettered_not_poison
+            ),
+        ),
+        (
+            "stranded after SIGTERM exits",
+            f.stranded.to_string(),
+            format!(
+                "of {} messages held (handler started, not finished) at {} SIGTERM exits, not received again within {} of the exit (must be 0); the slowest came back after {}",
+                f.held_at_sigterm_exits,
+                f.sigterm_exits,
+                seconds(u64::try_from(settings.strand_window.as_millis()).unwrap_or(0)),
+                seconds(f.longest_return_after_sigterm_ms)
+            ),
+        ),
+        (
+            "longest invisible after SIGKILL",
+            seconds(f.longest_invisible_after_sigkill_ms),
+            format!(
+                "from a SIGKILL to the next receive of a message the killed worker held ({} such), visibility timeout {} s",
+                f.held_at_sigkills, settings.visibility_timeout_secs
+            ),
+        ),
+        (
+            "signals",
+            format!("{} SIGTERM, {} SIGKILL", f.sigterms_sent, f.sigkills_sent),
+            format!(
+                "sent to {} workers started ({} ended otherwise, {} killed after their stop timeout)",
+                f.workers_started, f.other_exits, outcome.killed_by_controller
+            ),
+        ),
+        (
+            "faults",
+            outcome.faults_total.to_string(),
+            format!(
+                "throttling, 500 and 503 answers the proxy gave, of {} worker requests ({} %)",
+                outcome.proxy_requests, settings.fault_rate
+            ),
+        ),
+        (
+            "receives",
+            f.receives.to_string(),
+            format!(
+                "handler starts, {} left in the queue at the end",
+                f.left_in_queue
+            ),
+        ),
+        (
+            "wall time",
+            seconds(u64::try_from(outcome.wall.as_millis()).unwrap_or(0)),
+            format!(
+                "seed {}, {} workers × {} handlers, sent over {:?}",
+                settings.seed, settings.workers, settings.concurrency, settings.duration
+            ),
+        ),
+    ];
+    let mut text = String::from("| figure | value | meaning |\n|---|---|---|\n");
+    for (figure, value, meaning) in rows {
+        text.push_str(&format!("| {figure} | {value} | {meaning} |\n"));
+    }
+    text
+}
