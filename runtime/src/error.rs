@@ -107,7 +107,9 @@ pub enum HandlerError {
     /// The handler returned an error.
     #[error("handler failed: {0}")]
     Failed(#[source] BoxError),
-    /// The message body could not be decoded into the handler's input type.
+    /// The message body could not be decoded into the handler's input type. The
+    /// decoders of [`spotq::input`](crate::input) put a [`DecodeError`] here, whose
+    /// text never quotes the body: see [`decode_error`](Self::decode_error).
     #[error("message body could not be decoded: {0}")]
     Decode(#[source] BoxError),
     /// The handler panicked.
@@ -124,6 +126,15 @@ impl HandlerError {
         Self::Failed(error.into())
     }
 
+    /// What the decoder said, when this is a [`Decode`](Self::Decode) failure of a
+    /// [`spotq::input`](crate::input) decoder.
+    pub fn decode_error(&self) -> Option<&DecodeError> {
+        match self {
+            Self::Decode(error) => error.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// A short, bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -134,3 +145,106 @@ impl HandlerError {
         }
     }
 }
+
+/// A message body that did not decode into a handler's input type.
+///
+/// Its `Display` and `Debug` say what kind of error it is, the input type and where in
+/// the body it broke (`the JSON does not fit `app::Order` at line 1 column 26`), but
+/// never the body's content, so the engine logs it as it logs any failure. The
+/// decoder's own text, which quotes the offending values (`invalid type: string
+/// "hunter2", expected u64`), is [`detail`](Self::detail): for the handler's code, not
+/// for logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    kind: DecodeErrorKind,
+    input_type: &'static str,
+    line: usize,
+    column: usize,
+    detail: String,
+}
+
+/// What kind of decode error: the body's syntax, or a body that parses but does not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// Not valid JSON.
+    Syntax,
+    /// The body ends in the middle of a value.
+    Eof,
+    /// Valid JSON of the wrong shape: a wrong type, a missing field, an unknown variant.
+    Data,
+}
+
+impl DecodeError {
+    /// A JSON decode error of a body meant for `input_type`.
+    pub(crate) fn json(error: &serde_json::Error, input_type: &'static str) -> Self {
+        use serde_json::error::Category;
+        let kind = match error.classify() {
+            Category::Syntax | Category::Io => DecodeErrorKind::Syntax,
+            Category::Eof => DecodeErrorKind::Eof,
+            Category::Data => DecodeErrorKind::Data,
+        };
+        Self {
+            kind,
+            input_type,
+            line: error.line(),
+            column: error.column(),
+            detail: error.to_string(),
+        }
+    }
+
+    /// What kind of error.
+    pub fn kind(&self) -> DecodeErrorKind {
+        self.kind
+    }
+
+    /// The type the body was decoded into, as [`std::any::type_name`] spells it.
+    pub fn input_type(&self) -> &'static str {
+        self.input_type
+    }
+
+    /// The line of the body where decoding stopped, from 1.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// The column (byte) of that line where decoding stopped, from 1.
+    pub fn column(&self) -> usize {
+        self.column
+    }
+
+    /// The decoder's full message. **It may quote the message body** (the value of a
+    /// field, an unknown key): do not log it where bodies must not go.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.kind {
+            DecodeErrorKind::Syntax => "the body is not valid JSON",
+            DecodeErrorKind::Eof => "the body ends early",
+            DecodeErrorKind::Data => "the JSON does not fit",
+        };
+        write!(
+            f,
+            "{what} (input type `{}`) at line {} column {}",
+            self.input_type, self.line, self.column
+        )
+    }
+}
+
+impl std::fmt::Debug for DecodeError {
+    /// As `Display`'s fields: no [`detail`](Self::detail), which may quote the body.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodeError")
+            .field("kind", &self.kind)
+            .field("input_type", &self.input_type)
+            .field("line", &self.line)
+            .field("column", &self.column)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StdError for DecodeError {}

@@ -37,15 +37,20 @@ use serde::de::DeserializeOwned;
 
 use crate::backend::{MessageAttribute, ReceiptHandle, ReceivedMessage};
 use crate::batch::{BatchOutcome, IntoBatchOutcome, ItemFailure};
-use crate::error::HandlerError;
+use crate::error::{DecodeError, HandlerError};
 use crate::message::{Context, Message};
 
-/// The body decoded from JSON into `T`.
+/// The body decoded from JSON into `T`. A body that does not decode is a
+/// [`HandlerError::Decode`] holding a [`DecodeError`]: its text says where and what kind
+/// of error (safe to log), never what the body holds.
 pub fn json<T: DeserializeOwned>(message: Message) -> Result<(T, Context), HandlerError> {
     let (body, context) = message.into_parts();
     match serde_json::from_str(&body) {
         Ok(input) => Ok((input, context)),
-        Err(error) => Err(HandlerError::Decode(Box::new(error))),
+        Err(error) => Err(HandlerError::Decode(Box::new(DecodeError::json(
+            &error,
+            std::any::type_name::<T>(),
+        )))),
     }
 }
 
