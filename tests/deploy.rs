@@ -205,12 +205,6 @@ fn dockerfile_health_check(stage: &str) -> Vec<String> {
     strings(&serde_json::from_str(exec).expect("exec form (a JSON array)"))
 }
 
-/// The grace period the worker derives from its stop timeout when none is set (mirrors
-/// `WorkerConfig::resolve` in runtime/src/config.rs, checked below to be unchanged).
-fn default_grace(stop_timeout: u64) -> u64 {
-    stop_timeout - 5.min(stop_timeout / 2)
-}
-
 #[test]
 fn every_deploy_file_parses_and_the_readme_uses_each() {
     let readme = read("README.md");
@@ -319,26 +313,23 @@ fn the_stop_timeout_covers_the_worker_s_grace_period_and_exit() {
         "the example's stop_timeout",
     );
     assert_eq!(worker_stop_timeout, stop_timeout);
-    // ... so its grace period (stop timeout less 5 s, by default) and then the release
-    // and flush end before the worker's exit margin, before SIGKILL.
-    assert!(
-        code("runtime/src/config.rs")
-            .contains("let margin = Duration::from_secs(5).min(self.stop_timeout / 2);"),
-        "the default grace period changed: update default_grace"
-    );
+    // ... so its grace period (the default) and then the release, flush and exit end
+    // before SIGKILL.
     assert!(
         !example.contains(".shutdown_grace("),
         "the default grace applies"
     );
-    let grace = default_grace(worker_stop_timeout);
-    let exit_margin = number_after(
-        &code("runtime/src/worker.rs"),
-        "const EXIT_MARGIN: Duration = Duration::from_secs(",
-        "the exit margin",
-    );
+    let config = spotq::WorkerConfig {
+        stop_timeout: std::time::Duration::from_secs(worker_stop_timeout),
+        ..spotq::WorkerConfig::default()
+    };
+    let grace = config
+        .grace_period()
+        .expect("the example's settings are valid");
     assert!(
-        grace + exit_margin < stop_timeout,
-        "grace {grace} s + exit margin {exit_margin} s within stopTimeout {stop_timeout} s"
+        grace + spotq::shutdown::ROOM <= config.stop_timeout,
+        "grace {grace:?} + release, flush and exit ({:?}) within stopTimeout {stop_timeout} s",
+        spotq::shutdown::ROOM
     );
 }
 

@@ -106,11 +106,14 @@ pub struct WorkerConfig {
     /// more entries, and, while every permit is in use, a poller waiting for more permits
     /// to come back before it receives. At most 1 s. Default 5 ms.
     pub flush_interval: Duration,
-    /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), at most 120 s.
+    /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
     /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
     pub stop_timeout: Duration,
-    /// How long running handlers may continue after shutdown begins. Default: the stop
-    /// timeout less 5 s (or less half of it, when shorter), kept for releasing messages.
+    /// How long running handlers may continue after shutdown begins. It must leave 3 s
+    /// of the stop timeout for releasing the messages of the handlers still running,
+    /// flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)). Default: the
+    /// stop timeout less 5 s (less half of it, when that is shorter, but never less than
+    /// 3 s).
     pub shutdown_grace: Option<Duration>,
     /// Released messages become visible again after a random delay up to this (whole
     /// seconds), so that many stopping tasks do not hand a burst to one survivor.
@@ -236,26 +239,23 @@ impl WorkerConfig {
         if let Some(protection) = &self.task_protection {
             protection.validate()?;
         }
-        if self.stop_timeout.is_zero() || self.stop_timeout > MAX_STOP_TIMEOUT {
+        if self.stop_timeout > MAX_STOP_TIMEOUT {
             return Err(ConfigError::new(
                 "stop_timeout",
                 self.stop_timeout,
-                "above 0 s, at most 120 s",
+                "at most 120 s",
             ));
         }
-        if let Some(grace) = self.shutdown_grace
-            && grace >= self.stop_timeout
-        {
-            return Err(ConfigError::new(
-                "shutdown_grace",
-                grace,
-                format!(
-                    "below stop_timeout ({:?}), leaving time to release messages",
-                    self.stop_timeout
-                ),
-            ));
-        }
+        self.grace_period()?;
         Ok(())
+    }
+
+    /// The grace period these settings give running handlers once shutdown begins:
+    /// [`shutdown_grace`](Self::shutdown_grace), or the default derived from
+    /// [`stop_timeout`](Self::stop_timeout); an error when it leaves no room to release,
+    /// flush and exit before SIGKILL.
+    pub fn grace_period(&self) -> Result<Duration, ConfigError> {
+        crate::shutdown::plan(self.stop_timeout, self.shutdown_grace)
     }
 
     /// The settings that depend on the queue's own visibility timeout, resolved and checked.
@@ -295,10 +295,7 @@ impl WorkerConfig {
         let pollers = self
             .pollers
             .unwrap_or_else(|| self.concurrency.div_ceil(MAX_BATCH).clamp(1, 16));
-        let grace = self.shutdown_grace.unwrap_or_else(|| {
-            let margin = Duration::from_secs(5).min(self.stop_timeout / 2);
-            self.stop_timeout - margin
-        });
+        let grace = self.grace_period()?;
         Ok(Resolved {
             visibility,
             heartbeat,
@@ -442,6 +439,22 @@ mod tests {
                     ..base()
                 },
                 "shutdown_grace",
+            ),
+            (
+                // Grace close to the stop timeout: nothing left to release in.
+                WorkerConfig {
+                    stop_timeout: Duration::from_secs(4),
+                    shutdown_grace: Some(Duration::from_millis(3500)),
+                    ..base()
+                },
+                "shutdown_grace",
+            ),
+            (
+                WorkerConfig {
+                    stop_timeout: Duration::from_secs(2),
+                    ..base()
+                },
+                "stop_timeout",
             ),
             (
                 WorkerConfig {

@@ -137,6 +137,14 @@ impl WorkerHealth {
         }
     }
 
+    /// Receives keep failing (the queue cannot be reached, or refuses): not ready until
+    /// a receive succeeds again ([`receiving`](Self::receiving)).
+    pub(crate) fn unreachable(&self) {
+        if self.receiving.swap(false, Ordering::AcqRel) {
+            self.health.inner.receiving.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     pub(crate) fn stopping(&self) {
         self.health.inner.stopping.store(true, Ordering::Release);
         if self.receiving.swap(false, Ordering::AcqRel) {
@@ -255,6 +263,10 @@ mod tests {
         assert!(!health.is_ready(), "the second does not receive yet");
         second.receiving();
         assert!(health.is_ready());
+        second.unreachable();
+        assert!(!health.is_ready(), "the second cannot reach its queue");
+        second.receiving();
+        assert!(health.is_ready(), "reached again");
         second.stopping();
         assert!(!health.is_ready(), "shutdown began");
         drop(second);

@@ -74,7 +74,7 @@ mod message;
 pub mod protection;
 mod sdk_error;
 pub mod serve;
-mod shutdown;
+pub mod shutdown;
 mod spec;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

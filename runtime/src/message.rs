@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::backend::{MessageAttribute, ReceiptHandle, ReceivedMessage};
-use crate::engine::ShutdownState;
+use crate::shutdown::Contract;
 
 /// One received message, as a handler sees it.
 #[derive(Debug)]
@@ -23,7 +23,7 @@ impl Message {
     /// shutdown is `shutdown`.
     pub(crate) fn new(
         received: ReceivedMessage,
-        shutdown: Arc<ShutdownState>,
+        shutdown: Arc<Contract>,
         received_at: Instant,
     ) -> Self {
         let receive_count = received.receive_count();
@@ -116,7 +116,7 @@ pub struct Context {
     receive_count: u32,
     attributes: HashMap<String, String>,
     message_attributes: HashMap<String, MessageAttribute>,
-    shutdown: Arc<ShutdownState>,
+    shutdown: Arc<Contract>,
     received_at: Instant,
 }
 
@@ -144,24 +144,24 @@ impl Context {
     /// Resolves when the worker gives up on running handlers (the shutdown grace period
     /// ran out). The handler's future is dropped right after and its message released.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.shutdown.cancel_handlers.cancelled()
+        self.shutdown.cancelled()
     }
 
     /// Resolves when the worker begins to shut down (SIGTERM): running handlers may
     /// go on until [`deadline`](Self::deadline), but a long job should checkpoint now,
     /// e.g. by returning [`Outcome::Continue`](crate::Outcome::Continue).
     pub fn stopping(&self) -> WaitForCancellationFuture<'_> {
-        self.shutdown.stopping.cancelled()
+        self.shutdown.stopping()
     }
 
     /// Whether [`cancelled`](Self::cancelled) has fired.
     pub fn is_cancelled(&self) -> bool {
-        self.shutdown.cancel_handlers.is_cancelled()
+        self.shutdown.is_cancelled()
     }
 
     /// The instant the worker will cancel running handlers, once shutdown has begun.
     pub fn deadline(&self) -> Option<Instant> {
-        self.shutdown.deadline.get().copied()
+        self.shutdown.deadlines().map(|deadlines| deadlines.grace)
     }
 
     /// When the message was received.

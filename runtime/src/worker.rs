@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep, timeout_at};
+use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,12 +24,7 @@ use crate::error::{BackendError, Error};
 use crate::handler::Handler;
 use crate::health::Health;
 use crate::protection::{ProtectionConfig, TaskProtection};
-use crate::shutdown::ShutdownHandle;
-
-/// Time kept between the last shutdown step and the stop timeout (SIGKILL).
-const EXIT_MARGIN: Duration = Duration::from_secs(1);
-/// How long cancelled handlers get to end before the worker goes on without them.
-const RELEASE_WAIT: Duration = Duration::from_secs(2);
+use crate::shutdown::{Contract, Parts, ShutdownHandle};
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
@@ -251,7 +246,8 @@ impl<H: Dispatch> Worker<H> {
         &self.config
     }
 
-    /// Runs the worker until `shutdown` resolves, then shuts down:
+    /// Runs the worker until `shutdown` resolves, then shuts down by the
+    /// [shutdown contract](crate::shutdown):
     ///
     /// 1. stops receiving at once; a receive under way is let finish (its long-poll wait
     ///    plus a margin) and the messages it returns are released unstarted;
@@ -259,7 +255,8 @@ impl<H: Dispatch> Worker<H> {
     ///    messages' visibility only up to that deadline;
     /// 3. then cancels the handlers still running and releases their messages
     ///    (visibility 0) so another worker receives them at once;
-    /// 4. sends every pending delete and visibility change, and returns.
+    /// 4. sends every pending delete and visibility change, and returns before the stop
+    ///    timeout.
     ///
     /// Settings are checked before any queue call; a queue that cannot be read at start
     /// (missing, access denied) is an error. After the start, queue errors are retried
@@ -310,6 +307,7 @@ impl<H: Dispatch> Worker<H> {
             Arc::clone(&counters),
             self.config.flush_interval,
         );
+        let contract = Contract::new(resolved.grace, self.config.stop_timeout);
         let shared = Arc::new(Shared {
             backend: self.backend,
             handler: self.handler,
@@ -320,8 +318,7 @@ impl<H: Dispatch> Worker<H> {
             fifo: attributes.fifo,
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
-            stop_receiving: CancellationToken::new(),
-            shutdown: Arc::default(),
+            shutdown: Arc::new(contract),
             metrics,
             health: self.health.as_ref().map(Health::attach),
             last_backlog: std::sync::Mutex::default(),
@@ -366,58 +363,19 @@ impl<H: Dispatch> Worker<H> {
             () = shutdown => false,
             () = &mut immediate => true,
         };
-        let stopping_at = Instant::now();
-        let deadline = stopping_at + resolved.grace;
-        // What must be done before SIGKILL: the task's stop timeout, less a moment to exit.
-        let hard_deadline = stopping_at + shared.config.stop_timeout.saturating_sub(EXIT_MARGIN);
-        let _ = shared.shutdown.deadline.set(deadline);
-        shared.shutdown.stopping.cancel();
         if let Some(health) = &shared.health {
             health.stopping();
         }
-        shared.stop_receiving.cancel();
-        pollers.wait().await;
-        tracing::info!(
-            in_flight = shared.capacity.in_use(),
-            grace = ?resolved.grace,
-            "shutdown: receiving stopped, waiting for running handlers"
-        );
-        let finished = !now
-            && tokio::select! {
-                biased;
-                () = &mut immediate => false,
-                finished = timeout_at(deadline, shared.capacity.all_returned()) => finished.is_ok(),
-            };
-        if !finished {
-            tracing::warn!(
-                in_flight = shared.capacity.in_use(),
-                "shutdown: releasing the messages of running handlers"
-            );
-            shared.shutdown.cancel_handlers.cancel();
-            // Cancelled handlers are dropped at once; one that blocks its thread cannot be,
-            // and must not keep the rest from being flushed before SIGKILL.
-            let give_up = (Instant::now() + RELEASE_WAIT).min(hard_deadline);
-            if timeout_at(give_up, shared.capacity.all_returned())
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    stuck = shared.capacity.messages_in_flight(),
-                    "shutdown: handlers did not stop; their messages stay invisible until \
-                     their visibility timeout"
-                );
-            }
-        }
-        // Every message is settled: its slot came back after. Protection goes off now
-        // that no handler runs, while the last batches are sent.
+        let parts = Parts {
+            capacity: &shared.capacity,
+            pollers: &pollers,
+            settler: &settler,
+        };
+        shared.shutdown.carry_out(parts, now, immediate).await;
+        // Every message is settled and its batches sent (or given up at the hard
+        // deadline): no handler runs, protection goes off.
         protection_stop.cancel();
         drop(shared);
-        if timeout_at(hard_deadline, settler.close()).await.is_err() {
-            tracing::error!(
-                "shutdown: deletes and visibility changes still failing at the stop timeout; \
-                 their messages will be received again"
-            );
-        }
         // The last publish comes after the last batch, so the final counts are exact.
         reporting_stop.cancel();
         if let Err(error) = reporting.await {

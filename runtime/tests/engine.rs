@@ -275,6 +275,10 @@ impl Backend for Spy {
         self.queue.name()
     }
 
+    fn receive_cancel_safe(&self) -> bool {
+        self.queue.receive_cancel_safe()
+    }
+
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
         self.largest_request
             .fetch_max(request.max_messages, Ordering::SeqCst);

@@ -106,6 +106,13 @@ impl Capacity {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// Resolves once no message is being handled (every slot handed to a message came
+    /// back), while pollers may still hold theirs. Only one task may wait here.
+    pub(crate) async fn messages_settled(&self) {
+        self.wait_until(|| usize::from(self.messages_in_flight() == 0))
+            .await;
+    }
+
     /// Resolves once every slot is back. Only one task may wait here, and only once no
     /// poller takes slots any more.
     pub(crate) async fn all_returned(&self) {

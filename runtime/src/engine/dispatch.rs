@@ -21,6 +21,7 @@ use crate::engine::capacity::Slot;
 use crate::engine::settle::ChangeKind;
 use crate::engine::stats::Counters;
 use crate::error::{BackendError, HandlerError};
+use crate::shutdown::retry_room;
 
 use crate::batch::{BatchHandler, BatchOutcome};
 use crate::handler::{Handler, Outcome};
@@ -285,7 +286,9 @@ fn settle<'a, H>(
         }
         Outcome::RetryAfter(delay) => {
             Counters::add(&counters.retried, 1);
-            let room = shared.visibility_room(delivery.received_at, Instant::now());
+            // Not cut to the shutdown deadline: the queue keeps the timer after the
+            // worker exits, and a message back early burns a receive.
+            let room = retry_room(delivery.received_at, Instant::now());
             shared
                 .settler
                 .change(delivery.receipt, delay.min(room), ChangeKind::Retry);
@@ -297,12 +300,27 @@ fn settle<'a, H>(
 }
 
 /// Sends a message's continuation, then deletes the message; if the send fails, the
-/// message itself counts as failed and comes back.
+/// message itself counts as failed and comes back. A send still under way when running
+/// handlers are given up at shutdown is abandoned and the message released: it comes
+/// back at once (its continuation may have been sent too: at least once).
 async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessage) {
     if next.group_id.is_none() {
         next.group_id = delivery.group_id.clone();
     }
-    match send(&*shared.backend, next).await {
+    let sent = tokio::select! {
+        biased;
+        () = shared.shutdown.cancelled() => None,
+        sent = send(&*shared.backend, next) => Some(sent),
+    };
+    let Some(sent) = sent else {
+        tracing::warn!(
+            message_id = %delivery.message_id,
+            "shutdown: a continuation was still being sent; releasing its message"
+        );
+        release(shared, delivery);
+        return;
+    };
+    match sent {
         Ok(continuation_id) => {
             Counters::add(&shared.counters.continued, 1);
             tracing::debug!(message_id = %delivery.message_id, %continuation_id, "handed on");
@@ -331,7 +349,7 @@ fn fail<H>(shared: &Shared<H>, delivery: Delivery, error: &HandlerError, log: bo
         Counters::add(&counters.retried, 1);
         let delay = backoff
             .delay(delivery.receive_count)
-            .min(shared.visibility_room(delivery.received_at, Instant::now()));
+            .min(retry_room(delivery.received_at, Instant::now()));
         shared
             .settler
             .change(delivery.receipt, delay, ChangeKind::Retry);
@@ -387,11 +405,11 @@ where
         tokio::select! {
             biased;
             result = handler.as_mut() => return Ending::Returned(result),
-            () = shared.shutdown.cancel_handlers.cancelled() => return Ending::Cancelled,
+            () = shared.shutdown.cancelled() => return Ending::Cancelled,
             () = &mut timed_out => return Ending::TimedOut(timeout.unwrap_or_default()),
             () = &mut next_beat => {
                 let now = Instant::now();
-                let room = shared.visibility_room(received_at, now);
+                let room = shared.shutdown.heartbeat_room(received_at, now);
                 let extension = shared.resolved.visibility.min(room);
                 if extension.is_zero() {
                     // At the cap (or the shutdown deadline): nothing more to extend.

@@ -12,9 +12,9 @@ use crate::engine::stats::Counters;
 use crate::engine::{Dispatch, Shared};
 use crate::message::Message;
 
-/// Time allowed, beyond its own long-poll wait, for a receive under way when shutdown
-/// begins to return its messages (which are then released).
-const RECEIVE_MARGIN: Duration = Duration::from_secs(2);
+/// Receives failed in a row after which the worker reports itself not ready (its queue
+/// cannot be reached) until one succeeds.
+const UNREACHABLE_AFTER: u32 = 3;
 
 /// Backoff between receives that came back empty at once (short polls, or a backend that
 /// does not long-poll), so an idle queue is not polled in a busy loop.
@@ -32,7 +32,7 @@ async fn take_slots<H>(shared: &Shared<H>) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
     let _turn = tokio::select! {
         biased;
-        () = shared.stop_receiving.cancelled() => return None,
+        () = shared.shutdown.stopping() => return None,
         turn = shared.poller_turn.lock() => turn,
     };
     gather(shared, batch).await
@@ -42,14 +42,14 @@ async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
     let capacity = &shared.capacity;
     let mut taken = tokio::select! {
         biased;
-        () = shared.stop_receiving.cancelled() => return None,
+        () = shared.shutdown.stopping() => return None,
         taken = capacity.take(batch) => taken,
     };
     let deadline = Instant::now() + shared.config.flush_interval;
     while taken < batch {
         tokio::select! {
             biased;
-            () = shared.stop_receiving.cancelled() => {
+            () = shared.shutdown.stopping() => {
                 capacity.give_back(taken);
                 return None;
             }
@@ -84,14 +84,15 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
         tokio::pin!(receive);
         let received = tokio::select! {
             biased;
-            () = shared.stop_receiving.cancelled() => {
+            () = shared.shutdown.stopping() => {
                 // A receive under way may already hold messages: SQS hands them to a
                 // request before its response arrives, and to one its client abandons.
-                // So it is let finish (its long poll, and a margin, but never past the
-                // grace deadline) and what it returns is handed back unstarted.
+                // So it is let finish (as the shutdown contract allows) and what it
+                // returns is handed back unstarted.
                 if !shared.backend.receive_cancel_safe() {
-                    let limit = (started + shared.config.wait_time + RECEIVE_MARGIN)
-                        .min(shared.shutdown.deadline.get().copied().unwrap_or(started));
+                    let limit = shared.shutdown.deadlines().map_or(started, |deadlines| {
+                        deadlines.receive_limit(started, shared.config.wait_time)
+                    });
                     match timeout_at(limit, &mut receive).await {
                         Ok(Ok(messages)) => release_unstarted(&shared, messages),
                         Ok(Err(error)) => tracing::debug!(%error, "the last receive failed"),
@@ -109,6 +110,9 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
         let pause = match received {
             Ok(messages) => {
                 errors = 0;
+                if let Some(health) = &shared.health {
+                    health.receiving();
+                }
                 let now = Instant::now();
                 if messages.is_empty() && now - started < EMPTY_TOO_FAST {
                     idle += 1;
@@ -144,6 +148,11 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 Counters::add(&shared.counters.receive_errors, 1);
                 let delay = CALL_RETRY.delay(errors);
                 tracing::warn!(%error, retry_in = ?delay, "receive failed");
+                if errors >= UNREACHABLE_AFTER
+                    && let Some(health) = &shared.health
+                {
+                    health.unreachable();
+                }
                 shared.capacity.give_back(slots);
                 Some(delay)
             }
@@ -151,7 +160,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
         beat.iter().for_each(|beat| beat.busy());
         if let Some(delay) = pause {
             tokio::select! {
-                () = shared.stop_receiving.cancelled() => return,
+                () = shared.shutdown.stopping() => return,
                 () = sleep(delay) => {}
             }
         }

@@ -7,7 +7,16 @@
 //! task is woken per message. Calls that fail as a whole are retried with backoff;
 //! entries that fail on their own are sent again when the queue says that may help, and
 //! otherwise counted and logged.
+//!
+//! For one message the latest intent wins. Every visibility change gets a number; a
+//! later change or a delete of the same message supersedes it, and a superseded change
+//! is dropped, never sent after the one that replaced it: a pending one is taken out of
+//! its batch, one waiting to be retried is dropped at its next attempt, and a change is
+//! not sent while an earlier call for the same message is still in flight. So a
+//! heartbeat that was throttled cannot land after the message's release and hide it
+//! again.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -43,6 +52,8 @@ pub(crate) struct Settler {
     pending: Mutex<Pending>,
     /// Wakes the timer task when a batch starts while it waits for one.
     batch_started: Notify,
+    /// Wakes changes waiting for an earlier call for their message to end.
+    change_call_ended: Notify,
     closed: CancellationToken,
     /// Batch calls in flight, and the timer task.
     calls: TaskTracker,
@@ -51,10 +62,35 @@ pub(crate) struct Settler {
 #[derive(Debug, Default)]
 struct Pending {
     deletes: Gathering<ReceiptHandle>,
-    changes: Gathering<(VisibilityChange, ChangeKind)>,
+    changes: Gathering<Change>,
     /// The timer task waits for a first entry (rather than sleeping until a due time).
     timer_waiting: bool,
+    /// The latest intent of each message with a visibility change pending, waiting to
+    /// be retried or in flight.
+    intents: HashMap<ReceiptHandle, Intent>,
+    /// The number of the next visibility change.
+    next_intent: u64,
 }
+
+/// One visibility change and the number that orders it among its message's intents.
+#[derive(Debug)]
+struct Change {
+    change: VisibilityChange,
+    kind: ChangeKind,
+    intent: u64,
+}
+
+/// What the settler knows of one message's visibility changes.
+#[derive(Debug)]
+struct Intent {
+    /// The number of the latest change, or [`DELETED`].
+    latest: u64,
+    /// The number of the change whose call is in flight.
+    sending: Option<u64>,
+}
+
+/// The intent of a message that was deleted: every change before it is superseded.
+const DELETED: u64 = u64::MAX;
 
 /// A batch being gathered, with the instant its first entry must be sent by.
 #[derive(Debug)]
@@ -94,6 +130,45 @@ impl<T> Gathering<T> {
     }
 }
 
+impl Pending {
+    /// Records `intent` as the latest of the message `handle`, and takes the message's
+    /// change waiting in the batch being gathered out of it.
+    fn supersede(&mut self, handle: &ReceiptHandle, intent: u64) {
+        let in_flight = match self.intents.get_mut(handle) {
+            Some(known) => {
+                known.latest = intent;
+                known.sending.is_some()
+            }
+            None if intent == DELETED => return,
+            None => {
+                self.intents.insert(
+                    handle.clone(),
+                    Intent {
+                        latest: intent,
+                        sending: None,
+                    },
+                );
+                false
+            }
+        };
+        let entries = &mut self.changes.entries;
+        if let Some(index) = entries
+            .iter()
+            .position(|change| change.change.receipt_handle == *handle)
+        {
+            entries.remove(index);
+            if entries.is_empty() {
+                self.changes.due = None;
+            }
+        }
+        if intent == DELETED && !in_flight {
+            // Nothing of it in flight: a change waiting for a retry finds no intent and
+            // is dropped.
+            self.intents.remove(handle);
+        }
+    }
+}
+
 impl Settler {
     /// Starts the timer task that sends partial batches.
     pub(crate) fn start(
@@ -107,6 +182,7 @@ impl Settler {
             flush_interval,
             pending: Mutex::default(),
             batch_started: Notify::new(),
+            change_call_ended: Notify::new(),
             closed: CancellationToken::new(),
             calls: TaskTracker::new(),
         });
@@ -114,41 +190,120 @@ impl Settler {
         settler
     }
 
-    /// Deletes a message (batched).
-    pub(crate) fn delete(&self, handle: ReceiptHandle) {
+    /// Deletes a message (batched). Its visibility changes not yet sent are dropped.
+    pub(crate) fn delete(self: &Arc<Self>, handle: ReceiptHandle) {
         let full = {
             let mut pending = self.lock();
+            if !pending.intents.is_empty() {
+                pending.supersede(&handle, DELETED);
+            }
             let started = pending.deletes.entries.is_empty();
             let full = pending.deletes.push(handle, self.flush_interval);
             self.wake_timer(&mut pending, started);
-            full
+            self.closing_batch(&mut pending.deletes, full)
         };
         if let Some(batch) = full {
             self.send(Batch::Delete(batch));
         }
     }
 
-    /// Changes a message's visibility (batched).
+    /// Changes a message's visibility (batched). It supersedes the message's earlier
+    /// changes not yet sent.
     pub(crate) fn change(
-        &self,
+        self: &Arc<Self>,
         receipt_handle: ReceiptHandle,
         timeout: Duration,
         kind: ChangeKind,
     ) {
-        let change = VisibilityChange {
-            receipt_handle,
-            timeout,
-        };
         let full = {
             let mut pending = self.lock();
+            let intent = pending.next_intent;
+            pending.next_intent += 1;
+            pending.supersede(&receipt_handle, intent);
+            let change = Change {
+                change: VisibilityChange {
+                    receipt_handle,
+                    timeout,
+                },
+                kind,
+                intent,
+            };
             let started = pending.changes.entries.is_empty();
-            let full = pending.changes.push((change, kind), self.flush_interval);
+            let full = pending.changes.push(change, self.flush_interval);
             self.wake_timer(&mut pending, started);
-            full
+            self.closing_batch(&mut pending.changes, full)
         };
         if let Some(batch) = full {
             self.send(Batch::Change(batch));
         }
+    }
+
+    /// Once the settler is closing, its timer has sent its last batches: an entry that
+    /// comes later (from a message task that outlived the wait for it) goes out at once
+    /// rather than wait for a flush that will not come.
+    fn closing_batch<T>(
+        &self,
+        gathering: &mut Gathering<T>,
+        full: Option<Vec<T>>,
+    ) -> Option<Vec<T>> {
+        if full.is_none() && self.closed.is_cancelled() && !gathering.entries.is_empty() {
+            return Some(gathering.take());
+        }
+        full
+    }
+
+    /// Takes the changes of a batch about to be sent: drops those a later intent
+    /// superseded, waits while an earlier call for one of their messages is in flight,
+    /// then marks theirs in flight.
+    async fn claim(&self, changes: &mut Vec<Change>) {
+        loop {
+            let ended = self.change_call_ended.notified();
+            tokio::pin!(ended);
+            // Registered before the check, so a call ending in between wakes us.
+            ended.as_mut().enable();
+            {
+                let mut pending = self.lock();
+                let intents = &mut pending.intents;
+                changes.retain(|change| {
+                    intents
+                        .get(&change.change.receipt_handle)
+                        .is_some_and(|intent| intent.latest == change.intent)
+                });
+                let free = changes.iter().all(|change| {
+                    intents
+                        .get(&change.change.receipt_handle)
+                        .is_some_and(|intent| intent.sending.is_none())
+                });
+                if free {
+                    for change in changes.iter() {
+                        if let Some(intent) = intents.get_mut(&change.change.receipt_handle) {
+                            intent.sending = Some(change.intent);
+                        }
+                    }
+                    return;
+                }
+            }
+            ended.await;
+        }
+    }
+
+    /// A change call ended: `done[i]` tells whether change `i` is settled (applied, or
+    /// given up) rather than to be sent again.
+    fn unclaim(&self, changes: &[Change], done: &[bool]) {
+        {
+            let mut pending = self.lock();
+            for (change, done) in changes.iter().zip(done) {
+                let handle = &change.change.receipt_handle;
+                let Some(intent) = pending.intents.get_mut(handle) else {
+                    continue;
+                };
+                intent.sending = None;
+                if intent.latest == DELETED || (*done && intent.latest == change.intent) {
+                    pending.intents.remove(handle);
+                }
+            }
+        }
+        self.change_call_ended.notify_waiters();
     }
 
     /// Sends every pending entry and waits for all batch calls to end. Call it once no
@@ -172,9 +327,8 @@ impl Settler {
         }
     }
 
-    fn send(&self, batch: Batch) {
-        self.calls
-            .spawn(batch.send(Arc::clone(&self.backend), Arc::clone(&self.counters)));
+    fn send(self: &Arc<Self>, batch: Batch) {
+        self.calls.spawn(batch.send(Arc::clone(self)));
     }
 
     /// Sends partial batches when due; at close, sends whatever is left.
@@ -214,7 +368,7 @@ impl Settler {
 /// One batch call's entries.
 enum Batch {
     Delete(Vec<ReceiptHandle>),
-    Change(Vec<(VisibilityChange, ChangeKind)>),
+    Change(Vec<Change>),
 }
 
 impl Batch {
@@ -230,7 +384,7 @@ impl Batch {
             Self::Delete(handles) => backend.delete_batch(handles).await,
             Self::Change(entries) => {
                 let changes: Vec<VisibilityChange> =
-                    entries.iter().map(|(change, _)| change.clone()).collect();
+                    entries.iter().map(|entry| entry.change.clone()).collect();
                 backend.change_visibility_batch(&changes).await
             }
         }
@@ -260,7 +414,7 @@ impl Batch {
                 let heartbeats = entries
                     .iter()
                     .zip(ok)
-                    .filter(|((_, kind), ok)| **ok && *kind == ChangeKind::Heartbeat)
+                    .filter(|(entry, ok)| **ok && entry.kind == ChangeKind::Heartbeat)
                     .count();
                 Counters::add(&counters.heartbeats, heartbeats as u64);
             }
@@ -275,34 +429,45 @@ impl Batch {
             }
             Self::Change(entries) => {
                 Counters::add(&counters.visibility_failed, 1);
-                let kind = entries[index].1;
+                let kind = entries[index].kind;
                 tracing::warn!(%error, ?kind, "visibility change failed");
             }
         }
     }
 
     /// Sends the batch, retrying what may succeed on a later attempt.
-    async fn send(mut self, backend: Arc<dyn Backend>, counters: Arc<Counters>) {
+    async fn send(mut self, settler: Arc<Settler>) {
+        let (backend, counters) = (&*settler.backend, &*settler.counters);
         for attempt in 1..=MAX_ATTEMPTS {
             let last = attempt == MAX_ATTEMPTS;
-            match self.call(&*backend).await {
-                Ok(results) => {
-                    let retry = self.record(&results, last, &counters);
-                    if !retry.contains(&true) {
-                        return;
-                    }
-                    self.retain(&retry);
-                }
-                Err(error) if error.is_retryable() && !last => {
-                    tracing::debug!(%error, attempt, "batch call failed; retrying");
-                }
-                Err(error) => {
-                    for index in 0..self.len() {
-                        self.record_failure(index, &error, &counters);
-                    }
+            if let Self::Change(changes) = &mut self {
+                settler.claim(changes).await;
+                if changes.is_empty() {
                     return;
                 }
             }
+            let result = self.call(backend).await;
+            let retry = match &result {
+                Ok(results) => self.record(results, last, counters),
+                Err(error) if error.is_retryable() && !last => {
+                    tracing::debug!(%error, attempt, "batch call failed; retrying");
+                    vec![true; self.len()]
+                }
+                Err(error) => {
+                    for index in 0..self.len() {
+                        self.record_failure(index, error, counters);
+                    }
+                    vec![false; self.len()]
+                }
+            };
+            if let Self::Change(changes) = &self {
+                let done: Vec<bool> = retry.iter().map(|retry| !retry).collect();
+                settler.unclaim(changes, &done);
+            }
+            if !retry.contains(&true) {
+                return;
+            }
+            self.retain(&retry);
             sleep(CALL_RETRY.delay(attempt)).await;
         }
     }
@@ -335,5 +500,175 @@ impl Batch {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::EmbeddedQueue;
+    use crate::backend::{QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage};
+    use crate::embedded::Operation;
+
+    async fn receive_one(queue: &EmbeddedQueue) -> ReceiptHandle {
+        let request = ReceiveRequest {
+            max_messages: 1,
+            wait_time: Duration::ZERO,
+            visibility_timeout: Some(Duration::from_secs(30)),
+        };
+        let mut received = queue.receive(request).await.expect("receive");
+        received.pop().expect("a message").receipt_handle
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_that_comes_after_close_is_sent_not_left_behind() {
+        let queue = EmbeddedQueue::new("late");
+        queue.send("a");
+        let handle = receive_one(&queue).await;
+        let settler = Settler::start(
+            Arc::new(queue.clone()),
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        settler.close().await;
+        settler.delete(handle);
+        settler.close().await;
+        assert_eq!(queue.counts().total(), 0, "the late delete was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_waiting_for_a_retry_is_dropped_once_a_later_one_supersedes_it() {
+        let queue = EmbeddedQueue::new("superseded");
+        queue.send("a");
+        let handle = receive_one(&queue).await;
+        let settler = Settler::start(
+            Arc::new(queue.clone()),
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        queue
+            .faults()
+            .throttle_next(Operation::ChangeVisibilityBatch, 1);
+        settler.change(
+            handle.clone(),
+            Duration::from_secs(600),
+            ChangeKind::Heartbeat,
+        );
+        // Sent at 5 ms, throttled, retried 25–50 ms later; the release comes between.
+        sleep(Duration::from_millis(10)).await;
+        settler.change(handle, Duration::ZERO, ChangeKind::Release);
+        settler.close().await;
+        assert_eq!(
+            queue
+                .faults()
+                .injected(Operation::ChangeVisibilityBatch)
+                .throttled,
+            1
+        );
+        assert_eq!(queue.counts().visible, 1, "the release won");
+        assert_eq!(
+            queue.stats().change_visibility_batch_entries,
+            2,
+            "the heartbeat's retry was dropped"
+        );
+    }
+
+    /// A queue whose visibility calls take `latency`, and which fails the test if two
+    /// calls for one message overlap.
+    #[derive(Debug)]
+    struct Overlaps {
+        queue: EmbeddedQueue,
+        latency: Duration,
+        in_flight: Mutex<HashSet<ReceiptHandle>>,
+        calls: Mutex<Vec<Vec<Duration>>>,
+    }
+
+    #[async_trait]
+    impl Backend for Overlaps {
+        fn name(&self) -> &str {
+            self.queue.name()
+        }
+        fn receive_cancel_safe(&self) -> bool {
+            true
+        }
+        async fn receive(
+            &self,
+            request: ReceiveRequest,
+        ) -> Result<Vec<ReceivedMessage>, BackendError> {
+            self.queue.receive(request).await
+        }
+        async fn delete_batch(
+            &self,
+            handles: &[ReceiptHandle],
+        ) -> Result<Vec<EntryResult>, BackendError> {
+            self.queue.delete_batch(handles).await
+        }
+        async fn change_visibility_batch(
+            &self,
+            changes: &[VisibilityChange],
+        ) -> Result<Vec<EntryResult>, BackendError> {
+            for change in changes {
+                let fresh = self
+                    .in_flight
+                    .lock()
+                    .expect("in flight")
+                    .insert(change.receipt_handle.clone());
+                assert!(fresh, "two visibility calls for one message at once");
+            }
+            sleep(self.latency).await;
+            let results = self.queue.change_visibility_batch(changes).await;
+            let mut in_flight = self.in_flight.lock().expect("in flight");
+            for change in changes {
+                in_flight.remove(&change.receipt_handle);
+            }
+            self.calls
+                .lock()
+                .expect("calls")
+                .push(changes.iter().map(|change| change.timeout).collect());
+            results
+        }
+        async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+            self.queue.attributes().await
+        }
+        async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+            Backend::send(&self.queue, message).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_waits_while_an_earlier_call_for_its_message_is_in_flight() {
+        let queue = EmbeddedQueue::new("in-flight");
+        queue.send("a");
+        let handle = receive_one(&queue).await;
+        let backend = Arc::new(Overlaps {
+            queue: queue.clone(),
+            latency: Duration::from_millis(500),
+            in_flight: Mutex::default(),
+            calls: Mutex::default(),
+        });
+        let settler = Settler::start(
+            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        settler.change(
+            handle.clone(),
+            Duration::from_secs(600),
+            ChangeKind::Heartbeat,
+        );
+        sleep(Duration::from_millis(100)).await; // the heartbeat's call is in flight
+        settler.change(handle, Duration::ZERO, ChangeKind::Release);
+        settler.close().await;
+        assert_eq!(
+            *backend.calls.lock().expect("calls"),
+            [vec![Duration::from_secs(600)], vec![Duration::ZERO]],
+            "the release went out after the heartbeat's call ended"
+        );
+        assert_eq!(queue.counts().visible, 1);
     }
 }

@@ -1,4 +1,4 @@
-//! Starting a worker's shutdown: from a handle, or from SIGTERM and SIGINT.
+//! Starting a shutdown: from a handle, or from SIGTERM and SIGINT.
 //!
 //! ECS stops a task with SIGTERM and, `stopTimeout` later, SIGKILL. The first signal
 //! begins a graceful shutdown; a second one (an impatient operator, or a stop in a
