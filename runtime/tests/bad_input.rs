@@ -5,15 +5,20 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotq::backend::{Backend, ReceiveRequest};
+use spotq::backend::{Backend, MessageAttribute, ReceiveRequest};
+use spotq::embedded::{MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES};
 use spotq::error::DecodeErrorKind;
-use spotq::{Context, EmbeddedQueue, HandlerError, RetryPolicy, input};
+use spotq::{
+    BackendError, Context, EmbeddedQueue, Error, HandlerError, Outcome, QueueSource, RetryPolicy,
+    SendMessage, ShutdownHandle, WorkerConfig, WorkerSpec, input,
+};
 use tokio::time::sleep;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 /// What a body that must never be logged carries.
 const SECRET: &str = "hunter2-do-not-log";
@@ -37,28 +42,53 @@ impl io::Write for Captured {
 }
 
 impl Captured {
-    /// Installs a subscriber for this thread (the test's current-thread runtime) that
-    /// logs as `spotq::logging::init` does with `RUST_LOG` unset: `info` and above, as
-    /// JSON lines when `json`.
-    fn install(&self, json: bool) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("info"))
-            .with_writer(move || writer.clone())
-            .with_ansi(false);
-        if json {
-            tracing::subscriber::set_default(builder.json().flatten_event(true).finish())
-        } else {
-            tracing::subscriber::set_default(builder.finish())
-        }
-    }
-
     fn lines(&self) -> Vec<String> {
         let bytes = self.0.lock().expect("lock").clone();
         String::from_utf8_lossy(&bytes)
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// The logs of every test in this binary, as `spotq::logging::init` writes them with
+/// `RUST_LOG` unset (`info` and above), once as text and once as JSON lines. One global
+/// subscriber: per-thread ones miss events of callsites another test's thread
+/// registered first.
+struct Logs {
+    text: Captured,
+    json: Captured,
+}
+
+impl Logs {
+    fn get() -> &'static Self {
+        static LOGS: OnceLock<Logs> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let (text, json) = (Captured::default(), Captured::default());
+            let (to_text, to_json) = (text.clone(), json.clone());
+            let subscriber = tracing_subscriber::registry()
+                .with(EnvFilter::new("info"))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(move || to_text.clone()),
+                )
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_writer(move || to_json.clone()),
+                );
+            tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+            Logs { text, json }
+        })
+    }
+
+    /// Every line of both formats.
+    fn lines(&self) -> Vec<String> {
+        let mut lines = self.text.lines();
+        lines.extend(self.json.lines());
+        lines
     }
 }
 
@@ -139,53 +169,46 @@ fn assert_no_secret(lines: &[String]) {
 
 #[tokio::test(start_paused = true)]
 async fn bodies_that_do_not_decode_are_dead_lettered_and_never_logged() {
-    for json in [false, true] {
-        HANDLED.lock().expect("lock").clear();
-        let logs = Captured::default();
-        let _guard = logs.install(json);
-        let dead_letters = EmbeddedQueue::new("orders-dlq");
-        let queue = EmbeddedQueue::builder("orders")
-            .redrive(&dead_letters, 2)
-            .build()
-            .expect("queue");
-        queue.send_many((0..30).map(|id| format!(r#"{{"id":{id},"amount_cents":100}}"#)));
-        let bad: BTreeSet<String> = bad_bodies().into_iter().collect();
-        let ids: BTreeSet<String> = bad.iter().map(|body| queue.send(body.clone())).collect();
-        let report = handle_order_worker()
-            .configure(|config| config.retry = no_backoff())
-            .worker(queue.clone())
-            .expect("bind")
-            .run_until(drained(queue.clone()))
-            .await
-            .expect("worker runs");
+    let logs = Logs::get();
+    let dead_letters = EmbeddedQueue::new("orders-dlq");
+    let queue = EmbeddedQueue::builder("orders")
+        .redrive(&dead_letters, 2)
+        .build()
+        .expect("queue");
+    queue.send_many((0..30).map(|id| format!(r#"{{"id":{id},"amount_cents":100}}"#)));
+    let bad: BTreeSet<String> = bad_bodies().into_iter().collect();
+    let ids: BTreeSet<String> = bad.iter().map(|body| queue.send(body.clone())).collect();
+    let report = handle_order_worker()
+        .configure(|config| config.retry = no_backoff())
+        .worker(queue.clone())
+        .expect("bind")
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
 
-        assert_eq!(
-            *HANDLED.lock().expect("lock"),
-            (0..30).collect::<BTreeSet<_>>(),
-            "the good orders flow on"
-        );
-        assert_eq!(report.deleted, 30);
-        assert_eq!(report.failed, 2 * bad.len() as u64, "each bad one, twice");
-        assert_eq!(bodies(&dead_letters).await, bad, "exactly the bad ones");
+    assert_eq!(
+        *HANDLED.lock().expect("lock"),
+        (0..30).collect::<BTreeSet<_>>(),
+        "the good orders flow on"
+    );
+    assert_eq!(report.deleted, 30);
+    assert_eq!(report.failed, 2 * bad.len() as u64, "each bad one, twice");
+    assert_eq!(bodies(&dead_letters).await, bad, "exactly the bad ones");
 
-        let lines = logs.lines();
-        assert_no_secret(&lines);
-        // The failures are logged, with the message id, the kind and where it broke.
+    let lines = logs.lines();
+    assert_no_secret(&lines);
+    // The failures are logged, in each format, with the message id, the kind and where
+    // the body broke.
+    for id in &ids {
         let failures: Vec<_> = lines
             .iter()
-            .filter(|line| line.contains("handler failed"))
+            .filter(|line| line.contains("handler failed") && line.contains(id.as_str()))
             .collect();
-        assert_eq!(failures.len(), 2 * bad.len(), "{lines:#?}");
-        for id in &ids {
-            assert_eq!(
-                failures
-                    .iter()
-                    .filter(|line| line.contains(id.as_str()))
-                    .count(),
-                2,
-                "{id} in {failures:#?}"
-            );
-        }
+        assert_eq!(
+            failures.len(),
+            2 * 2,
+            "two receives, two formats: {lines:#?}"
+        );
         assert!(
             failures
                 .iter()
@@ -197,15 +220,14 @@ async fn bodies_that_do_not_decode_are_dead_lettered_and_never_logged() {
 
 #[tokio::test(start_paused = true)]
 async fn a_batch_s_bodies_that_do_not_decode_are_never_logged() {
-    let logs = Captured::default();
-    let _guard = logs.install(false);
+    let logs = Logs::get();
     let dead_letters = EmbeddedQueue::new("invoices-dlq");
     let queue = EmbeddedQueue::builder("invoices")
         .redrive(&dead_letters, 1)
         .build()
         .expect("queue");
     queue.send_many((0..9).map(|number| format!(r#"{{"number":{number}}}"#)));
-    queue.send(format!(r#"{{"number":"{SECRET}"}}"#));
+    let id = queue.send(format!(r#"{{"number":"{SECRET}"}}"#));
     let report = handle_invoices_worker()
         .configure(|config| config.retry = no_backoff())
         .worker(queue.clone())
@@ -218,13 +240,14 @@ async fn a_batch_s_bodies_that_do_not_decode_are_never_logged() {
     assert_eq!(dead_letters.counts().visible, 1);
     let lines = logs.lines();
     assert_no_secret(&lines);
-    assert!(
-        lines
-            .iter()
-            .any(|line| line.contains("handler failed") && line.contains("decode")),
-        "{lines:#?}"
-    );
+    let failures = lines
+        .iter()
+        .filter(|line| line.contains("handler failed") && line.contains(&id))
+        .filter(|line| line.contains("decode"))
+        .count();
+    assert_eq!(failures, 2, "once in each format: {lines:#?}");
 }
+
 #[test]
 fn a_decode_error_says_where_and_what_kind_but_not_the_value() {
     let message = spotq::Message::detached(spotq::input::from_lambda({
@@ -259,4 +282,197 @@ fn a_decode_error_says_where_and_what_kind_but_not_the_value() {
         "{}",
         decode.input_type()
     );
+}
+
+fn rejected_code(result: Result<String, BackendError>) -> String {
+    match result {
+        Err(BackendError::Rejected { code, .. }) => code,
+        other => panic!("refused as SQS refuses it, got {other:?}"),
+    }
+}
+
+/// Receives the one message `queue` holds.
+async fn receive_one(queue: &EmbeddedQueue) -> spotq::ReceivedMessage {
+    let mut messages = queue
+        .receive(ReceiveRequest {
+            max_messages: 10,
+            wait_time: Duration::ZERO,
+            visibility_timeout: None,
+        })
+        .await
+        .expect("receive");
+    assert_eq!(messages.len(), 1);
+    messages.remove(0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_body_is_refused_as_sqs_refuses_it() {
+    let queue = EmbeddedQueue::new("empty");
+    assert_eq!(
+        rejected_code(queue.send_with(SendMessage::new(""))),
+        "MissingParameter"
+    );
+    assert_eq!(
+        rejected_code(Backend::send(&queue, SendMessage::new("")).await),
+        "MissingParameter"
+    );
+    let panic = std::panic::catch_unwind(|| queue.send("")).expect_err("send panics");
+    let text = panic
+        .downcast_ref::<String>()
+        .expect("a formatted panic message");
+    assert!(text.contains("MessageBody"), "{text}");
+    assert_eq!(queue.counts().total(), 0, "nothing was queued");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_largest_message_sqs_takes_is_taken_and_one_byte_more_is_refused() {
+    let queue = EmbeddedQueue::new("large");
+    let largest = "x".repeat(MAX_MESSAGE_BYTES);
+    queue
+        .send_with(SendMessage::new(largest.clone()))
+        .expect("1 MiB is the limit, inclusive");
+    assert_eq!(receive_one(&queue).await.body, largest, "intact");
+
+    let over = SendMessage::new("x".repeat(MAX_MESSAGE_BYTES + 1));
+    let Err(BackendError::Rejected { code, message, .. }) = queue.send_with(over) else {
+        panic!("one byte over is refused");
+    };
+    assert_eq!(code, "InvalidParameterValue");
+    assert!(message.contains("1048576 bytes"), "{message}");
+    // The attributes count toward the limit: name, type and value.
+    let with_attribute = SendMessage::new("x".repeat(MAX_MESSAGE_BYTES - 8))
+        .attribute("k", MessageAttribute::string("vv"));
+    assert_eq!(
+        rejected_code(queue.send_with(with_attribute)),
+        "InvalidParameterValue",
+        "1 + 6 + 2 attribute bytes over 1 MiB - 8"
+    );
+    // Multi-byte characters count in bytes.
+    let wide = "é".repeat(MAX_MESSAGE_BYTES / 2 + 1);
+    assert_eq!(
+        rejected_code(queue.send_with(SendMessage::new(wide))),
+        "InvalidParameterValue"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn characters_at_the_edges_of_what_sqs_allows_round_trip_and_others_are_refused() {
+    let queue = EmbeddedQueue::new("unicode");
+    let edges =
+        "\t\n\r \u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF} ünïcødé ✓ 🚀 \"quoted\" <xml/>&amp;";
+    queue
+        .send_with(SendMessage::new(edges).attribute("note", MessageAttribute::string(edges)))
+        .expect("allowed characters");
+    let message = receive_one(&queue).await;
+    assert_eq!(message.body, edges);
+    assert_eq!(
+        message.message_attributes["note"].string_value.as_deref(),
+        Some(edges)
+    );
+    for refused in [
+        "\u{0}", "a\u{8}b", "\u{B}", "\u{1F}", "\u{FFFE}", "\u{FFFF}",
+    ] {
+        assert_eq!(
+            rejected_code(queue.send_with(SendMessage::new(refused))),
+            "InvalidMessageContents",
+            "{refused:?}"
+        );
+        let in_attribute =
+            SendMessage::new("ok").attribute("note", MessageAttribute::string(refused));
+        assert_eq!(
+            rejected_code(queue.send_with(in_attribute)),
+            "InvalidMessageContents"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_attributes_of_every_type_round_trip_and_an_eleventh_is_refused() {
+    let queue = EmbeddedQueue::new("attributes");
+    let binary: Vec<u8> = (0..=255).collect();
+    let mut message = SendMessage::new("with attributes")
+        .attribute(
+            "blob",
+            MessageAttribute {
+                data_type: "Binary".to_owned(),
+                string_value: None,
+                binary_value: Some(binary.clone()),
+            },
+        )
+        .attribute(
+            "count",
+            MessageAttribute {
+                data_type: "Number.int".to_owned(),
+                string_value: Some("-12345678901234567890".to_owned()),
+                binary_value: None,
+            },
+        );
+    for n in 2..MAX_MESSAGE_ATTRIBUTES {
+        message = message.attribute(format!("attr.{n}-x_y"), MessageAttribute::string("v"));
+    }
+    queue.send_with(message.clone()).expect("ten attributes");
+    let received = receive_one(&queue).await;
+    assert_eq!(received.message_attributes.len(), MAX_MESSAGE_ATTRIBUTES);
+    assert_eq!(
+        received.message_attributes["blob"].binary_value.as_deref(),
+        Some(binary.as_slice())
+    );
+    assert_eq!(received.message_attributes["count"].data_type, "Number.int");
+
+    let eleven = message.attribute("one-too-many", MessageAttribute::string("v"));
+    assert_eq!(
+        rejected_code(queue.send_with(eleven)),
+        "InvalidParameterValue"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_the_queue_refuses_fails_its_message_which_is_dead_lettered() {
+    let dead_letters = EmbeddedQueue::new("continue-dlq");
+    let queue = EmbeddedQueue::builder("continue")
+        .redrive(&dead_letters, 2)
+        .build()
+        .expect("queue");
+    queue.send_many(["ok-1", "refused", "ok-2"]);
+    let report = spotq::Worker::builder(queue.clone())
+        .retry(no_backoff())
+        .handler(|message: spotq::Message| async move {
+            match message.body() {
+                // The next step's state is empty: SQS refuses the send.
+                "refused" => Outcome::Continue(SendMessage::new("")),
+                _ => Outcome::Ack,
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+
+    assert_eq!((report.deleted, report.continued), (2, 0));
+    assert_eq!(
+        report.failed, 2,
+        "the refused continuation, on each receive"
+    );
+    assert_eq!(
+        bodies(&dead_letters).await,
+        BTreeSet::from(["refused".to_owned()])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_fails_at_start_naming_an_unset_queue_variable() {
+    const VARIABLE: &str = "SPOTQ_BAD_INPUT_TEST_SURELY_UNSET_QUEUE";
+    let spec = WorkerSpec::new(
+        QueueSource::env(VARIABLE),
+        WorkerConfig::default(),
+        |_: spotq::Message| async {},
+    );
+    // No AWS call is made: the sources are resolved first.
+    let error = spotq::run_with([spec], ShutdownHandle::new())
+        .await
+        .expect_err("no queue");
+    let Error::Config(config) = &error else {
+        panic!("a setting error: {error:?}");
+    };
+    assert_eq!(config.setting, "queue");
+    assert!(error.to_string().contains(VARIABLE), "{error}");
 }

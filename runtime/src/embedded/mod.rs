@@ -3,7 +3,9 @@
 //! [`EmbeddedQueue`] is the zero-setup [`Backend`] for examples, tests and benchmarks:
 //! visibility timeouts, receipt handles that go stale when a message is received
 //! again, `ApproximateReceiveCount`, delays, long polls, redrive to a dead-letter queue
-//! and approximate counts all behave as on SQS. It counts every call
+//! and approximate counts all behave as on SQS, and it refuses on send what SQS refuses:
+//! an empty body, a message over 1 MiB (body and attributes), characters outside the
+//! ones SQS allows, more than 10 message attributes. It counts every call
 //! ([`stats`](EmbeddedQueue::stats)) and can be made to fail
 //! ([`faults`](EmbeddedQueue::faults)).
 //!
@@ -68,8 +70,8 @@ use self::ids::{HandleParts, MessageId};
 use self::store::{ChangeError, Delivery, Message, NewMessage, Store, UserAttributes};
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT,
-    QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy,
-    VisibilityChange, whole_seconds,
+    MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
+    RedrivePolicy, VisibilityChange, whole_seconds,
 };
 use crate::error::{BackendError, ConfigError};
 use crate::waiting::Waiting;
@@ -89,6 +91,12 @@ const FIRST_RECEIVE_TIMESTAMP: &str = "ApproximateFirstReceiveTimestamp";
 const SENDER: &str = "SenderId";
 /// `send_many` converts this many bodies outside the lock, then inserts them under it.
 const SEND_CHUNK: usize = 256;
+
+/// The largest message SQS accepts, body and message attributes together.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The most message attributes one message may carry.
+pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 
 /// Gives each queue a distinct id, so a receipt handle of one queue is invalid on any other.
 static NEXT_QUEUE_ID: AtomicU32 = AtomicU32::new(1);
@@ -256,9 +264,19 @@ impl EmbeddedQueue {
     }
 
     /// Sends a message with the queue's delay; returns its message id.
+    ///
+    /// # Panics
+    ///
+    /// On a body SQS refuses (empty, over [`MAX_MESSAGE_BYTES`], or with characters
+    /// outside those SQS allows); [`send_with`](Self::send_with) returns the error
+    /// instead.
     pub fn send(&self, body: impl Into<String>) -> String {
         let inner = &*self.inner;
-        let message = inner.new_message(body.into(), None, inner.delay, epoch_millis());
+        let body = body.into();
+        if let Err(error) = check_message("SendMessage", &body, &HashMap::new()) {
+            panic!("EmbeddedQueue::send: {error}");
+        }
+        let message = inner.new_message(body, None, inner.delay, epoch_millis());
         let id = message.id;
         inner.push(std::iter::once(message));
         id.render()
@@ -268,10 +286,15 @@ impl EmbeddedQueue {
     ///
     /// # Errors
     ///
-    /// [`BackendError::Rejected`] with code `InvalidParameterValue`, as SQS answers,
-    /// when the delay is over 15 min.
+    /// [`BackendError::Rejected`] with the code SQS answers with: `MissingParameter`
+    /// for an empty body, `InvalidMessageContents` for characters outside those SQS
+    /// allows (`#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to
+    /// #x10FFFF`), `InvalidParameterValue` for a message over [`MAX_MESSAGE_BYTES`]
+    /// (body, attribute names, types and values), more than
+    /// [`MAX_MESSAGE_ATTRIBUTES`] attributes, or a delay over 15 min.
     pub fn send_with(&self, message: SendMessage) -> Result<String, BackendError> {
         let inner = &*self.inner;
+        check_message("SendMessage", &message.body, &message.attributes)?;
         let delay = match message.delay {
             None => inner.delay,
             Some(delay) => whole_seconds_within(delay, MAX_DELAY).ok_or_else(|| {
@@ -291,6 +314,11 @@ impl EmbeddedQueue {
     /// Sends one message per body, with the queue's delay; returns how many were sent.
     /// Cheaper than [`send`](Self::send) in a loop: the lock is taken once per few
     /// hundred messages. Use `send` when the message ids matter.
+    ///
+    /// # Panics
+    ///
+    /// On a body SQS refuses, as [`send`](Self::send) does; the bodies before it are
+    /// sent.
     pub fn send_many<I>(&self, bodies: I) -> usize
     where
         I: IntoIterator,
@@ -302,12 +330,13 @@ impl EmbeddedQueue {
         let mut sent = 0;
         loop {
             let now_ms = epoch_millis();
-            chunk.extend(
-                bodies
-                    .by_ref()
-                    .take(SEND_CHUNK)
-                    .map(|body| inner.new_message(body.into(), None, inner.delay, now_ms)),
-            );
+            chunk.extend(bodies.by_ref().take(SEND_CHUNK).map(|body| {
+                let body = body.into();
+                if let Err(error) = check_message("SendMessage", &body, &HashMap::new()) {
+                    panic!("EmbeddedQueue::send_many: {error}");
+                }
+                inner.new_message(body, None, inner.delay, now_ms)
+            }));
             if chunk.is_empty() {
                 return sent;
             }
@@ -777,6 +806,76 @@ fn whole_seconds_within(duration: Duration, max: Duration) -> Option<Duration> {
     }
     let rounded = Duration::from_secs(whole_seconds(duration));
     (rounded <= max).then_some(rounded)
+}
+
+/// What SQS refuses in a message it is sent, with its error codes.
+fn check_message(
+    operation: &'static str,
+    body: &str,
+    attributes: &HashMap<String, MessageAttribute>,
+) -> Result<(), BackendError> {
+    let rejected = |code: &str, message: String| BackendError::Rejected {
+        operation,
+        code: code.to_owned(),
+        message,
+    };
+    if body.is_empty() {
+        return Err(rejected(
+            "MissingParameter",
+            "The request must contain the parameter MessageBody.".to_owned(),
+        ));
+    }
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            || c >= '\u{10000}'
+    };
+    let strings = std::iter::once(body).chain(
+        attributes
+            .values()
+            .filter_map(|attribute| attribute.string_value.as_deref()),
+    );
+    for text in strings {
+        if let Some(position) = text.find(|c: char| !allowed(c)) {
+            return Err(rejected(
+                "InvalidMessageContents",
+                format!(
+                    "Invalid characters found at byte {position}. Valid unicode characters \
+                     are #x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to \
+                     #x10FFFF"
+                ),
+            ));
+        }
+    }
+    if attributes.len() > MAX_MESSAGE_ATTRIBUTES {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "Number of message attributes [{}] exceeds the allowed maximum \
+                 [{MAX_MESSAGE_ATTRIBUTES}].",
+                attributes.len()
+            ),
+        ));
+    }
+    let size = body.len()
+        + attributes
+            .iter()
+            .map(|(name, attribute)| {
+                name.len()
+                    + attribute.data_type.len()
+                    + attribute.string_value.as_ref().map_or(0, String::len)
+                    + attribute.binary_value.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>();
+    if size > MAX_MESSAGE_BYTES {
+        return Err(invalid_parameter(
+            operation,
+            format!(
+                "One or more parameters are invalid. Reason: Message must be shorter than \
+                 {MAX_MESSAGE_BYTES} bytes (is {size})."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid_parameter(operation: &'static str, message: String) -> BackendError {
