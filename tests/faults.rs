@@ -5,10 +5,19 @@
 
 mod support;
 
-use spotq::BackendError;
-use spotq::backend::Backend;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aws_sdk_sqs::error::ProvideErrorMetadata as _;
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::backend::{Backend, ReceiveRequest};
+use spotq::{BackendError, Health, Message, Outcome, SqsBackend, Worker};
+use support::process::{Settings, WorkerProcess, signal};
 use support::proxy::FaultProxy;
-use support::{create_queue, unique};
+use support::{counts, create_queue, send, unique, until};
+use tokio::sync::oneshot;
+use tokio::time::{sleep, timeout};
 
 /// The proxy's throttling answer is throttling to the SDK (which retries it, three
 /// attempts in all by default) and to spotq's classifier; a 500 is transient; a reset
@@ -28,6 +37,18 @@ async fn injected_errors_are_sorted_as_real_ones() {
         "{stats:?}"
     );
     assert_eq!(stats.requests("GetQueueAttributes"), 3, "the SDK retried");
+    // The SDK reads it as SQS's modeled throttling error, whose code its retry
+    // classifier lists among the throttling errors.
+    let error = through
+        .client()
+        .get_queue_attributes()
+        .queue_url(through.queue_url())
+        .send()
+        .await
+        .expect_err("always throttled")
+        .into_service_error();
+    assert!(error.is_request_throttled(), "{error:?}");
+    assert_eq!(error.code(), Some("RequestThrottled"));
 
     proxy.set_rules(&["GetQueueAttributes:500:always"]).await;
     let error = through.attributes().await.expect_err("always 500");
@@ -41,6 +62,410 @@ async fn injected_errors_are_sorted_as_real_ones() {
     let stats = proxy.stats().await;
     assert_eq!(stats.faults("GetQueueAttributes", "500"), 3, "{stats:?}");
     assert_eq!(stats.faults("GetQueueAttributes", "reset"), 3, "{stats:?}");
-    assert_eq!(stats.requests("GetQueueAttributes"), 10, "{stats:?}");
+    assert_eq!(stats.requests("GetQueueAttributes"), 13, "{stats:?}");
     assert!(proxy.stop(), "the proxy exits 0 on SIGTERM");
+}
+
+/// What the handlers saw, by body: attempts, and successes (after which the worker
+/// deletes the message).
+#[derive(Debug, Default)]
+struct Ledger {
+    attempts: HashMap<String, u32>,
+    successes: HashMap<String, u32>,
+}
+
+type SharedLedger = Arc<Mutex<Ledger>>;
+
+fn lock(ledger: &SharedLedger) -> MutexGuard<'_, Ledger> {
+    ledger.lock().expect("the ledger's lock")
+}
+
+fn bodies(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{prefix}-{n}")).collect()
+}
+
+/// Every tenth body fails its first attempt (and is retried through a visibility
+/// change); the rest succeed at once.
+fn fails_once(body: &str) -> bool {
+    body.ends_with('0')
+}
+
+/// A handler that records into `ledger`, failing the first attempt of the bodies
+/// `fail_first` picks.
+fn recording(
+    ledger: &SharedLedger,
+    fail_first: fn(&str) -> bool,
+) -> impl Fn(Message) -> std::future::Ready<Outcome> + Send + Sync + 'static {
+    let ledger = Arc::clone(ledger);
+    move |message: Message| {
+        let mut ledger = lock(&ledger);
+        let body = message.body().to_owned();
+        let attempt = {
+            let attempts = ledger.attempts.entry(body.clone()).or_default();
+            *attempts += 1;
+            *attempts
+        };
+        if attempt == 1 && fail_first(&body) {
+            return std::future::ready(Outcome::fail("the first attempt fails"));
+        }
+        *ledger.successes.entry(body).or_default() += 1;
+        std::future::ready(Outcome::Ack)
+    }
+}
+
+/// Resolves once `count` distinct bodies have succeeded.
+fn all_succeeded(ledger: &SharedLedger, count: usize, limit: Duration) -> impl Future<Output = ()> {
+    let ledger = Arc::clone(ledger);
+    until(limit, move || lock(&ledger).successes.len() == count)
+}
+
+/// A queue whose messages a lapsed visibility timeout cannot bring back during a test,
+/// so every second receive of a message is one the worker asked for.
+async fn queue_with(prefix: &str, count: usize) -> SqsBackend {
+    let queue = create_queue(
+        &unique(prefix),
+        &[(QueueAttributeName::VisibilityTimeout, "120".to_owned())],
+    )
+    .await;
+    send(&queue, bodies(prefix, count)).await;
+    assert_eq!(counts(&queue).await, (count as u64, 0, 0));
+    queue
+}
+
+/// A worker with two pollers and quick retries, as the tests below run it.
+fn worker(backend: SqsBackend) -> spotq::WorkerBuilder {
+    Worker::builder(backend)
+        .concurrency(20)
+        .pollers(2)
+        .wait_time(Duration::from_secs(1))
+        .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
+}
+
+/// Every body succeeded exactly once; the bodies `fail_first` picks took two attempts.
+fn each_succeeded_once(ledger: &SharedLedger, all: &[String], fail_first: fn(&str) -> bool) {
+    let ledger = lock(ledger);
+    for body in all {
+        assert_eq!(ledger.successes.get(body), Some(&1), "{body}: {ledger:?}");
+        let expected = if fail_first(body) { 2 } else { 1 };
+        assert_eq!(ledger.attempts.get(body), Some(&expected), "{body}");
+    }
+    assert_eq!(ledger.successes.len(), all.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_deletes_and_visibility_changes_lose_nothing() {
+    const COUNT: usize = 100;
+    let queue = queue_with("throttled", COUNT).await;
+    // The first call of each action is throttled in each of the SDK's three attempts,
+    // so spotq retries it; then 30% of the calls.
+    let proxy = FaultProxy::start(
+        &[
+            "DeleteMessageBatch:throttle:count=3",
+            "DeleteMessageBatch:throttle:30%",
+            "ChangeMessageVisibilityBatch:throttle:count=3",
+            "ChangeMessageVisibilityBatch:throttle:30%",
+        ],
+        11,
+    );
+    let ledger = SharedLedger::default();
+    let report = worker(proxy.backend(&queue).await)
+        .handler(recording(&ledger, fails_once))
+        .run_until(all_succeeded(&ledger, COUNT, Duration::from_secs(40)))
+        .await
+        .expect("the worker runs");
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}");
+    assert!(
+        stats.faults("DeleteMessageBatch", "throttle") >= 1,
+        "{stats:?}"
+    );
+    assert!(
+        stats.faults("ChangeMessageVisibilityBatch", "throttle") >= 1,
+        "{stats:?}"
+    );
+    each_succeeded_once(&ledger, &bodies("throttled", COUNT), fails_once);
+    assert_eq!((report.failed, report.retried), (10, 10), "{report:?}");
+    assert_eq!(report.succeeded, COUNT as u64);
+    assert_eq!(report.deleted, COUNT as u64, "{report:?}");
+    assert_eq!(
+        (report.delete_failed, report.visibility_failed),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(counts(&queue).await, (0, 0, 0), "every message deleted");
+}
+
+/// `partial` reports entries failed that the queue did delete: the worker sends them
+/// again (SQS, and moto, accept a second delete of a deleted message), so each counts
+/// as deleted once and none is received again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_reported_failed_in_a_batch_are_sent_again() {
+    const COUNT: usize = 60;
+    let queue = queue_with("partial", COUNT).await;
+    let proxy = FaultProxy::start(
+        &[
+            "DeleteMessageBatch:partial:count=1",
+            "DeleteMessageBatch:partial:50%",
+        ],
+        12,
+    );
+    let ledger = SharedLedger::default();
+    let report = worker(proxy.backend(&queue).await)
+        .handler(recording(&ledger, |_| false))
+        .run_until(all_succeeded(&ledger, COUNT, Duration::from_secs(30)))
+        .await
+        .expect("the worker runs");
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}");
+    let partial = stats.faults("DeleteMessageBatch", "partial");
+    assert!(partial >= 1, "{stats:?}");
+    // Each partial answer was followed by a call that sent its failed entries again.
+    assert!(stats.requests("DeleteMessageBatch") > partial, "{stats:?}");
+    each_succeeded_once(&ledger, &bodies("partial", COUNT), |_| false);
+    assert_eq!(report.deleted, COUNT as u64, "{report:?}");
+    assert_eq!(
+        (report.delete_failed, report.stale_receipts),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.received, COUNT as u64, "no message came back");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+/// Receives that fail (500, 503, a reset connection) or answer slowly: the worker goes
+/// on receiving. The proxy faults a receive before forwarding it, so no message is
+/// taken by a receive whose answer is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_slow_receives_do_not_stop_the_worker() {
+    const COUNT: usize = 100;
+    let queue = queue_with("receives", COUNT).await;
+    let proxy = FaultProxy::start(
+        &[
+            // One of each first, in this order (a rule sees a request only when no
+            // earlier rule fired for it), then at a rate.
+            "ReceiveMessage:reset:count=1",
+            "ReceiveMessage:500:count=1",
+            "ReceiveMessage:503:count=1",
+            "ReceiveMessage:slow=500:count=1",
+            "ReceiveMessage:reset:5%",
+            "ReceiveMessage:500:5%",
+            "ReceiveMessage:503:5%",
+            "ReceiveMessage:slow=200:10%",
+        ],
+        13,
+    );
+    let ledger = SharedLedger::default();
+    let report = worker(proxy.backend(&queue).await)
+        .handler(recording(&ledger, fails_once))
+        .run_until(all_succeeded(&ledger, COUNT, Duration::from_secs(40)))
+        .await
+        .expect("the worker runs");
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}");
+    for fault in ["reset", "500", "503", "slow"] {
+        assert!(
+            stats.faults("ReceiveMessage", fault) >= 1,
+            "{fault}: {stats:?}"
+        );
+    }
+    each_succeeded_once(&ledger, &bodies("receives", COUNT), fails_once);
+    assert_eq!(report.deleted, COUNT as u64, "{report:?}");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+/// The worker's first call, `GetQueueAttributes`, is throttled: five times, more than
+/// the SDK's three attempts of one call, so spotq's own preflight retry is needed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_start_is_retried() {
+    const COUNT: usize = 10;
+    let queue = queue_with("start", COUNT).await;
+    let proxy = FaultProxy::start(&["GetQueueAttributes:throttle:count=5"], 14);
+    let ledger = SharedLedger::default();
+    let report = worker(proxy.backend(&queue).await)
+        .backlog_interval(None)
+        .handler(recording(&ledger, |_| false))
+        .run_until(all_succeeded(&ledger, COUNT, Duration::from_secs(30)))
+        .await
+        .expect("the worker starts despite the throttling");
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}");
+    assert_eq!(
+        stats.faults("GetQueueAttributes", "throttle"),
+        5,
+        "{stats:?}"
+    );
+    assert_eq!(stats.requests("GetQueueAttributes"), 6, "{stats:?}");
+    assert_eq!(report.deleted, COUNT as u64);
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+/// The endpoint goes away for 5 s mid-run (every connection closed at once, as an
+/// unreachable endpoint would) and comes back: the pollers back off (50 ms doubling to
+/// 5 s, jittered) rather than spin, the worker recovers without a restart, and the
+/// messages sent during the outage are processed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_waited_out_with_backoff_and_nothing_is_lost() {
+    const BEFORE: usize = 20;
+    let queue = queue_with("outage", BEFORE).await;
+    let during = bodies("outage-late", 20);
+    let proxy = FaultProxy::start(&[], 15);
+    let ledger = SharedLedger::default();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = worker(proxy.backend(&queue).await)
+        .backlog_interval(None)
+        .handler(recording(&ledger, |_| false))
+        .run_until(async {
+            let _ = stopped.await;
+        });
+    let script = async {
+        all_succeeded(&ledger, BEFORE, Duration::from_secs(20)).await;
+        let before = proxy.stats().await;
+        proxy.down().await;
+        send(&queue, during.clone()).await;
+        sleep(Duration::from_secs(5)).await;
+        let after = proxy.stats().await;
+        proxy.up().await;
+        all_succeeded(&ledger, BEFORE + during.len(), Duration::from_secs(20)).await;
+        let _ = stop.send(());
+        (before, after)
+    };
+    let (report, (before, after)) = tokio::join!(worker, script);
+    let report = report.expect("the worker runs");
+
+    let attempts = after.requests("ReceiveMessage") - before.requests("ReceiveMessage");
+    let refused = after.faults("ReceiveMessage", "down") - before.faults("ReceiveMessage", "down");
+    eprintln!("outage: {attempts} receive attempts in 5 s, {refused} refused; {report:?}");
+    assert!(
+        refused >= 2,
+        "both pollers tried during the outage: {after:?}"
+    );
+    assert!(
+        attempts < 100,
+        "{attempts} receive attempts in 5 s with 2 pollers: a busy loop"
+    );
+    let mut all = bodies("outage", BEFORE);
+    all.extend(during);
+    each_succeeded_once(&ledger, &all, |_| false);
+    assert!(report.receive_errors >= 2, "{report:?}");
+    assert_eq!(report.deleted, all.len() as u64, "{report:?}");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+/// Readiness follows the queue: after 3 receives in a row fail the worker reports
+/// itself not ready, and ready again on the next receive that succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_lost_while_receives_fail_and_comes_back() {
+    let queue = queue_with("ready", 0).await;
+    let proxy = FaultProxy::start(&[], 16);
+    let health = Health::default();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let worker = Worker::builder(proxy.backend(&queue).await)
+        .wait_time(Duration::from_secs(1))
+        .backlog_interval(None)
+        .health(health.clone())
+        .handler(|_: Message| async {})
+        .run_until(async {
+            let _ = stopped.await;
+        });
+    let script = async {
+        until(Duration::from_secs(10), || health.is_ready()).await;
+        proxy.down().await;
+        let lost = timeout(Duration::from_secs(10), async {
+            while health.is_ready() {
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let refused = proxy.stats().await.faults("ReceiveMessage", "down");
+        proxy.up().await;
+        let back = timeout(Duration::from_secs(15), async {
+            while !health.is_ready() {
+                sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let _ = stop.send(());
+        (lost.is_ok(), refused, back.is_ok())
+    };
+    let (report, (lost, refused, back)) = tokio::join!(worker, script);
+    report.expect("the worker runs");
+    assert!(refused >= 3, "receives failed: {refused}");
+    assert!(
+        lost,
+        "still ready after {refused} receives failed in a row (10 s of outage)"
+    );
+    assert!(back, "not ready again within 15 s of the endpoint's return");
+}
+
+/// A worker process SIGTERMed while half its visibility changes are throttled (and the
+/// first release batch in all three of the SDK's attempts): the releases of the
+/// messages it held are retried, and once it has exited every one is visible at once
+/// (the queue's visibility timeout is 120 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_are_released_at_sigterm_through_throttling() {
+    const HELD: usize = 16;
+    let queue = create_queue(
+        &unique("release"),
+        &[(QueueAttributeName::VisibilityTimeout, "120".to_owned())],
+    )
+    .await;
+    let held: BTreeSet<String> = (0..HELD).map(|n| format!("held{n}:600000")).collect();
+    send(&queue, held.iter().cloned()).await;
+    let proxy = FaultProxy::start(
+        &[
+            "ChangeMessageVisibilityBatch:throttle:count=3",
+            "ChangeMessageVisibilityBatch:throttle:50%",
+        ],
+        17,
+    );
+    let settings = Settings {
+        grace_secs: 1,
+        stop_timeout_secs: 10,
+        concurrency: HELD,
+        env: vec![
+            ("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint()),
+            ("AWS_ENDPOINT_URL_SQS".to_owned(), proxy.endpoint()),
+        ],
+        ..Settings::default()
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("start", HELD).await;
+    assert_eq!(counts(&queue).await, (0, HELD as u64, 0));
+
+    signal(worker.worker_pid(false), "TERM");
+    let status = worker.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+    let stats = proxy.stats().await;
+    eprintln!("release: {stats:?}");
+    assert!(
+        stats.faults("ChangeMessageVisibilityBatch", "throttle") >= 1,
+        "{stats:?}"
+    );
+    assert!(worker.bodies("done").is_empty());
+    assert_eq!(
+        counts(&queue).await,
+        (HELD as u64, 0, 0),
+        "every held message visible right after the exit"
+    );
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::ZERO,
+        visibility_timeout: Some(Duration::from_secs(60)),
+    };
+    let mut received = BTreeSet::new();
+    for _ in 0..10 {
+        let batch = queue.receive(request).await.expect("receive");
+        if batch.is_empty() {
+            break;
+        }
+        received.extend(batch.into_iter().map(|message| message.body));
+    }
+    assert_eq!(
+        received, held,
+        "a receive right after the exit gets them all"
+    );
 }
