@@ -36,7 +36,14 @@ fn five_hundred_messages_through_faults_and_signals_lose_and_strand_nothing() {
             "--seed",
             "500",
         ])
-        .args(["--fault-rate", "4", "--poison-share", "0.02"])
+        .args([
+            "--fault-rate",
+            "4",
+            "--poison-share",
+            "0.02",
+            "--long-share",
+            "0.15",
+        ])
         .args(["--visibility-timeout", &VISIBILITY_TIMEOUT_SECS.to_string()])
         .args(["--drain-timeout", "60s", "--endpoint", &endpoint])
         .arg("--worker")
@@ -98,6 +105,7 @@ fn five_hundred_messages_through_faults_and_signals_lose_and_strand_nothing() {
         "{context}"
     );
     assert!(number("held_at_sigkills") > 0, "{context}");
+    assert!(number("held_at_sigterm_exits") > 0, "{context}");
     assert!(
         report["faults_total"].as_u64().unwrap_or(0) > 0,
         "{context}"

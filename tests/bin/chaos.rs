@@ -31,6 +31,7 @@ use clap::Parser;
 /// The process-level chaos run (see the crate docs).
 #[derive(Debug, Parser)]
 #[command(
+    args_override_self = true,
     name = "spotq-chaos",
     about = "The process-level chaos run: workers, faults, signals, one table"
 )]
@@ -65,6 +66,10 @@ struct Flags {
     /// The share of messages that are poison.
     #[arg(long, default_value_t = 0.01)]
     poison_share: f64,
+    /// The share of handlers that take 1–2.5 s, longer than the grace period (the rest
+    /// take 5 ms–1 s).
+    #[arg(long, default_value_t = 0.03)]
+    long_share: f64,
     /// The queue's visibility timeout, whole seconds.
     #[arg(long, default_value_t = 8)]
     visibility_timeout: u64,
@@ -128,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         signal_every: flags.signal_every,
         sigkill_share: flags.sigkill_share,
         poison_share: flags.poison_share,
+        long_share: flags.long_share,
         visibility_timeout_secs: flags.visibility_timeout,
         max_receive_count: flags.max_receive_count,
         grace_secs: flags.grace,
@@ -322,6 +328,15 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             format!(
                 "handler starts, {} left in the queue at the end",
                 f.left_in_queue
+            ),
+        ),
+        (
+            "receives without a handler",
+            f.receives_without_handler.to_string(),
+            format!(
+                "released unstarted at a shutdown, cut off by a SIGKILL or lost with a \
+                 failed call; the slowest came back {} after the message's previous record",
+                seconds(f.longest_return_after_unhandled_ms)
             ),
         ),
         (

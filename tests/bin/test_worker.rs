@@ -70,13 +70,14 @@ async fn main() -> anyhow::Result<()> {
     // `SPOTQ_HTTP_ADDR` (port 0 allowed): /metrics, /health and /ready; the bound address
     // goes to the event log as `listening ADDR`.
     let health = spotq::Health::default();
-    let server = match std::env::var("SPOTQ_HTTP_ADDR") {
-        Ok(addr) => {
-            let server = spotq::serve::serve(addr.parse()?, health.clone()).await?;
+    let server = match std::env::var_os(spotq::serve::ADDR_VAR) {
+        Some(_) => {
+            let server =
+                spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
             record("listening", &server.local_addr().to_string(), None);
             Some(server)
         }
-        Err(_) => None,
+        None => None,
     };
 
     let backend = SqsBackend::from_env(&queue).await?;

@@ -2,7 +2,7 @@
 //! its worker processes, the paced producer, the signals, the drain, and what the
 //! verifier reads at the end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct Settings {
     pub sigkill_share: f64,
     /// The share of messages that are poison.
     pub poison_share: f64,
+    /// The share of handlers that take 1–2.5 s (the rest take 5 ms–1 s).
+    pub long_share: f64,
     /// The queue's visibility timeout (whole seconds).
     pub visibility_timeout_secs: u64,
     /// The redrive policy's `maxReceiveCount`.
@@ -93,6 +95,11 @@ pub struct Outcome {
     pub wall: Duration,
 }
 
+/// An SDK error with its causes in the message (its `Display` names only the kind).
+fn sdk(error: impl std::error::Error + Send + Sync + 'static) -> anyhow::Error {
+    anyhow::anyhow!("{}", aws_sdk_sqs::error::DisplayErrorContext(&error))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -118,9 +125,15 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
 
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&settings.endpoint)
-        .region(
-            aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1"),
-        )
+        // An emulator on loopback: throwaway credentials, never the environment's.
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "spotq-chaos",
+        ))
+        .region(aws_config::Region::new("us-east-1"))
         .load()
         .await;
     let client = Client::new(&aws);
@@ -158,7 +171,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         settings.duration,
     ));
     let signals = chaos(settings, &local, &events_path, &producer, &mut rng).await;
-    let sent = producer.await.context("the producer")??;
+    let (sent, sent_at) = producer.await.context("the producer")??;
     let drained = drain(&client, &queue_url, settings.drain_timeout).await;
     controller.stop().await;
     let killed_by_controller = local.killed();
@@ -178,6 +191,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let figures = crate::verify::verify(&Inputs {
         poison: poison.intersection(&sent).cloned().collect(),
         sent,
+        sent_at,
         events,
         signals,
         dead_lettered,
@@ -202,7 +216,8 @@ async fn create_queues(client: &Client, settings: &Settings) -> anyhow::Result<(
         .create_queue()
         .queue_name(format!("{name}-dlq"))
         .send()
-        .await?
+        .await
+        .map_err(sdk)?
         .queue_url
         .context("the dead-letter queue's URL")?;
     let dlq_arn = client
@@ -210,7 +225,8 @@ async fn create_queues(client: &Client, settings: &Settings) -> anyhow::Result<(
         .queue_url(&dlq_url)
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
-        .await?
+        .await
+        .map_err(sdk)?
         .attributes
         .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
         .context("the dead-letter queue's ARN")?;
@@ -227,7 +243,8 @@ async fn create_queues(client: &Client, settings: &Settings) -> anyhow::Result<(
         )
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
-        .await?
+        .await
+        .map_err(sdk)?
         .queue_url
         .context("the queue's URL")?;
     Ok((queue_url, dlq_url))
@@ -263,6 +280,9 @@ async fn start_controller(
         ("SPOTQ_RETRY_MAX_MS", "1500".to_owned()),
         ("AWS_ENDPOINT_URL", worker_endpoint.to_owned()),
         ("AWS_ENDPOINT_URL_SQS", worker_endpoint.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
     let env = env
@@ -320,8 +340,9 @@ env = {{ {env} }}
 }
 
 /// The bodies to send, in order, and the poison ones: `cN:MS` (a handler of MS ms) and
-/// `pN:MS:fail` (fails every time). Handler times: mostly 5–200 ms, some up to 1 s, a
-/// few 1–1.5 s (longer than a 1 s grace period, so SIGTERMs cut some handlers).
+/// `pN:MS:fail` (fails every time, after 5–50 ms). Handler times: `long_share` of them
+/// 1–2.5 s (longer than a 1 s grace period, so SIGTERMs cut some handlers), of the rest
+/// 85 % 5–200 ms and 15 % 200 ms–1 s.
 fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSet<String>) {
     // An exact number of poison messages, at random places.
     let poison_count = (settings.messages as f64 * settings.poison_share).round() as usize;
@@ -336,10 +357,12 @@ fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSe
             poison.insert(body.clone());
             bodies.push(body);
         } else {
-            let millis = match rng.u32(0..100) {
-                0..85 => rng.u64(5..200),
-                85..98 => rng.u64(200..1_000),
-                _ => rng.u64(1_000..1_500),
+            let millis = if rng.f64() < settings.long_share {
+                rng.u64(1_000..2_500)
+            } else if rng.u32(0..100) < 85 {
+                rng.u64(5..200)
+            } else {
+                rng.u64(200..1_000)
             };
             bodies.push(format!("c{n}:{millis}"));
         }
@@ -347,17 +370,21 @@ fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSe
     (bodies, poison)
 }
 
+/// What the producer sent: the bodies the queue accepted, and when.
+type Sent = (BTreeSet<String>, HashMap<String, u64>);
+
 /// Sends the bodies in batches of 10, evenly over `duration`. Returns what the queue
-/// accepted.
+/// accepted, and when.
 async fn produce(
     client: Client,
     queue_url: String,
     bodies: Vec<String>,
     duration: Duration,
-) -> anyhow::Result<BTreeSet<String>> {
+) -> anyhow::Result<Sent> {
     let batches = bodies.len().div_ceil(10).max(1);
     let mut ticker = tokio::time::interval(duration / u32::try_from(batches).unwrap_or(u32::MAX));
     let mut sent = BTreeSet::new();
+    let mut sent_at = HashMap::new();
     for chunk in bodies.chunks(10) {
         ticker.tick().await;
         let mut pending: Vec<(usize, &String)> = chunk.iter().enumerate().collect();
@@ -373,19 +400,21 @@ async fn produce(
             }
             match batch.send().await {
                 Ok(output) => {
+                    let at = now_ms();
                     let failed: BTreeSet<&str> =
                         output.failed().iter().map(|entry| entry.id()).collect();
                     for (index, body) in &pending {
                         if !failed.contains(index.to_string().as_str()) {
                             sent.insert((*body).clone());
+                            sent_at.insert((*body).clone(), at);
                         }
                     }
                     pending.retain(|(index, _)| failed.contains(index.to_string().as_str()));
                 }
                 Err(error) if attempt < 9 => {
-                    eprintln!("send failed (attempt {attempt}), again: {error}");
+                    eprintln!("send failed (attempt {attempt}), again: {}", sdk(error));
                 }
-                Err(error) => return Err(error).context("send a batch"),
+                Err(error) => return Err(sdk(error)).context("send a batch"),
             }
             if pending.is_empty() {
                 break;
@@ -393,7 +422,7 @@ async fn produce(
             tokio::time::sleep(Duration::from_millis(100 << attempt.min(4))).await;
         }
     }
-    Ok(sent)
+    Ok((sent, sent_at))
 }
 
 /// A worker's event log, read as it grows.
@@ -437,7 +466,7 @@ async fn chaos(
     settings: &Settings,
     local: &LocalTarget,
     events: &Path,
-    producer: &tokio::task::JoinHandle<anyhow::Result<BTreeSet<String>>>,
+    producer: &tokio::task::JoinHandle<anyhow::Result<Sent>>,
     rng: &mut fastrand::Rng,
 ) -> Vec<SignalSent> {
     let mut sent = Vec::new();
@@ -541,6 +570,7 @@ async fn receive_all(client: &Client, queue_url: &str) -> anyhow::Result<Vec<Str
             .wait_time_seconds(0)
             .send()
             .await
+            .map_err(sdk)
             .context("receive at the end")?;
         let messages = output.messages.unwrap_or_default();
         empty = if messages.is_empty() { empty + 1 } else { 0 };

@@ -31,10 +31,19 @@
 //!   so it waits out its visibility timeout counted from the last receive or heartbeat
 //!   before the kill: bounded by the visibility timeout plus one poll.
 //!
+//! - **receives without a handler** (reported, not judged): a recorded receive whose
+//!   receive count skips one or more numbers after the message's previous record: the
+//!   skipped receives reached no handler (received during a shutdown and released
+//!   unstarted, cut off by a SIGKILL, or answered but lost with a failed call). With
+//!   them, the longest time from the message's previous record (its send, or its
+//!   previous handler's start or end) to the receive that reached a handler: about a
+//!   poll for a release, a visibility timeout for a receive cut off by a SIGKILL; longer
+//!   would mean a receive in transit was stranded.
+//!
 //! Caveats stated rather than hidden: a message received during shutdown and released
 //! unstarted leaves no record (the engine releases it before any handler sees it), so
-//! stranding of such a message would show only as a late receive, not in this figure;
-//! poison handlers are short (well inside the grace period), so none is held at a
+//! stranding of such a message shows only in the receives without a handler, not in
+//! the stranded figure; poison handlers are short (well inside the grace period), so none is held at a
 //! SIGTERM exit; pids are assumed not to be reused within a run.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -83,6 +92,8 @@ pub struct SignalSent {
 pub struct Inputs {
     /// Bodies the queue accepted.
     pub sent: BTreeSet<String>,
+    /// When each was accepted, ms since the Unix epoch.
+    pub sent_at: HashMap<String, u64>,
     /// The poison ones among them (their handler always fails).
     pub poison: BTreeSet<String>,
     /// Every worker's event records.
@@ -118,6 +129,11 @@ pub struct Figures {
     pub left_in_queue: usize,
     /// Handler starts (receives that reached a handler).
     pub receives: usize,
+    /// Receives that reached no handler (skipped receive counts).
+    pub receives_without_handler: usize,
+    /// The longest time from a message's previous record to a receive that reached a
+    /// handler after receives that did not, in ms.
+    pub longest_return_after_unhandled_ms: u64,
     /// Worker processes that got as far as `ready`.
     pub workers_started: usize,
     /// SIGTERMs the run sent.
@@ -160,10 +176,15 @@ pub fn verify(inputs: &Inputs) -> Figures {
     // handler finished.
     let mut starts: HashMap<&str, Vec<&Event>> = HashMap::new();
     let mut finished: BTreeSet<(u32, &str, Option<u32>)> = BTreeSet::new();
+    // Every record's time per message, for the receives without a handler.
+    let mut records: HashMap<&str, Vec<u64>> = HashMap::new();
     let mut done: HashMap<&str, usize> = HashMap::new();
     let mut ready = BTreeSet::new();
     let mut exits: BTreeMap<u32, u64> = BTreeMap::new();
     for event in &inputs.events {
+        if matches!(event.event.as_str(), "start" | "done" | "fail") {
+            records.entry(&event.body).or_default().push(event.at_ms);
+        }
         match event.event.as_str() {
             "start" => starts.entry(&event.body).or_default().push(event),
             "done" | "fail" => {
@@ -185,6 +206,28 @@ pub fn verify(inputs: &Inputs) -> Figures {
         list.sort_by_key(|event| event.at_ms);
     }
     figures.receives = starts.values().map(Vec::len).sum();
+    for (body, list) in &starts {
+        let mut previous_count = 0;
+        for start in list {
+            let Some(count) = start.receive else {
+                continue;
+            };
+            if count > previous_count + 1 {
+                figures.receives_without_handler += (count - previous_count - 1) as usize;
+                let previous = records
+                    .get(body)
+                    .and_then(|times| times.iter().filter(|&&at| at < start.at_ms).max())
+                    .copied()
+                    .or_else(|| inputs.sent_at.get(*body).copied());
+                if let Some(previous) = previous {
+                    figures.longest_return_after_unhandled_ms = figures
+                        .longest_return_after_unhandled_ms
+                        .max(start.at_ms.saturating_sub(previous));
+                }
+            }
+            previous_count = previous_count.max(count);
+        }
+    }
     figures.workers_started = ready.len();
 
     let dead: BTreeSet<&str> = inputs.dead_lettered.iter().map(String::as_str).collect();
@@ -398,6 +441,27 @@ mod tests {
             figures.other_exits, 1,
             "pid 2 neither exited nor was killed"
         );
+    }
+
+    #[test]
+    fn receives_that_reached_no_handler_are_counted_with_their_return() {
+        let mut events = lifecycle(1, 0, None);
+        events.extend([
+            // Receive 1 reached no handler (released at a shutdown); back 300 ms after
+            // the send.
+            event("start", "a:1", 1, 1_300, 2),
+            event("done", "a:1", 1, 1_301, 2),
+            // Receives 2 and 3 reached no handler; back 9 s after the first's end.
+            event("start", "b:1", 1, 1_000, 1),
+            event("fail", "b:1", 1, 1_010, 1),
+            event("start", "b:1", 1, 10_010, 4),
+            event("done", "b:1", 1, 10_020, 4),
+        ]);
+        let mut inputs = inputs(&["a:1", "b:1"], events);
+        inputs.sent_at = [("a:1".to_owned(), 1_000), ("b:1".to_owned(), 900)].into();
+        let figures = verify(&inputs);
+        assert_eq!(figures.receives_without_handler, 3);
+        assert_eq!(figures.longest_return_after_unhandled_ms, 9_000);
     }
 
     #[test]
