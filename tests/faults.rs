@@ -17,7 +17,7 @@ use support::process::{Settings, WorkerProcess, signal};
 use support::proxy::FaultProxy;
 use support::{counts, create_queue, send, unique, until};
 use tokio::sync::oneshot;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Instant, sleep, timeout};
 
 /// The proxy's throttling answer is throttling to the SDK (which retries it, three
 /// attempts in all by default) and to spotq's classifier; a 500 is transient; a reset
@@ -468,4 +468,63 @@ async fn held_messages_are_released_at_sigterm_through_throttling() {
         received, held,
         "a receive right after the exit gets them all"
     );
+}
+
+/// Deletes and visibility changes that never get an answer (the proxy holds them for a
+/// minute) do not hold a SIGTERMed worker past its stop timeout: it gives them up at the
+/// hard deadline and exits 0 before SIGKILL would come. What they leave is what a
+/// queue that never answered leaves: the messages are received again after their
+/// visibility timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_never_answer_do_not_hold_the_exit_past_the_stop_timeout() {
+    const QUICK: usize = 8;
+    const LONG: usize = 8;
+    let queue = create_queue(
+        &unique("hang"),
+        &[(QueueAttributeName::VisibilityTimeout, "120".to_owned())],
+    )
+    .await;
+    let mut all: Vec<String> = (0..QUICK).map(|n| format!("quick{n}:10")).collect();
+    all.extend((0..LONG).map(|n| format!("long{n}:600000")));
+    send(&queue, all).await;
+    let proxy = FaultProxy::start(
+        &[
+            "DeleteMessageBatch:slow=60000:always",
+            "ChangeMessageVisibilityBatch:slow=60000:always",
+        ],
+        18,
+    );
+    let settings = Settings {
+        grace_secs: 1,
+        stop_timeout_secs: 5,
+        concurrency: QUICK + LONG,
+        env: vec![
+            ("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint()),
+            ("AWS_ENDPOINT_URL_SQS".to_owned(), proxy.endpoint()),
+        ],
+        ..Settings::default()
+    };
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    worker.wait_for("start", QUICK + LONG).await;
+    worker.wait_for("done", QUICK).await;
+
+    let signalled = Instant::now();
+    signal(worker.worker_pid(false), "TERM");
+    let status = worker.wait_exit(Duration::from_secs(20)).await;
+    let took = signalled.elapsed();
+    let stats = proxy.stats().await;
+    eprintln!("{status} after {took:?}; {stats:?}");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        took < Duration::from_secs(settings.stop_timeout_secs),
+        "exited {took:?} after SIGTERM, past the {} s stop timeout",
+        settings.stop_timeout_secs
+    );
+    assert!(stats.faults("DeleteMessageBatch", "slow") >= 1, "{stats:?}");
+    assert!(
+        stats.faults("ChangeMessageVisibilityBatch", "slow") >= 1,
+        "{stats:?}"
+    );
+    // Requests given up during their delay never reach the queue.
+    assert_eq!(counts(&queue).await, (0, (QUICK + LONG) as u64, 0));
 }

@@ -13,14 +13,22 @@
 //! `Action=`):
 //!
 //! - `throttle`: HTTP 400 with SQS's throttling error, `RequestThrottled` (the JSON
-//!   protocol's `__type` and `x-amzn-query-error`), which both the AWS SDK's retry
-//!   classifier and `spotq::error::classify` treat as throttling;
-//! - `500`, `503`: a server error;
+//!   protocol's `__type` and `x-amzn-query-error`; XML for the query protocol), which
+//!   both the AWS SDK's retry classifier and `spotq::error::classify` treat as
+//!   throttling;
+//! - `500`, `503`: a server error (`InternalError`, `ServiceUnavailable`);
 //! - `reset`: the connection is closed without a response;
-//! - `slow=MS`: forwarded after MS ms;
-//! - `partial`: forwarded, then some entries of a successful batch answer are reported
-//!   in `Failed` with the retryable `InternalError` although the queue applied them
-//!   (a retried delete of a deleted message is harmless; a retried send duplicates).
+//! - `slow=MS`: forwarded after MS ms; a client that gives up meanwhile (closes the
+//!   connection) is never forwarded, so a late receive takes no message;
+//! - `partial`: forwarded, then some entries (about half, at least one) of a successful
+//!   JSON batch answer are reported in `Failed` with the retryable `InternalError`
+//!   although the queue applied them. A retried delete of a deleted message is
+//!   harmless (SQS and moto accept it), a retried visibility change sets the same
+//!   timeout again a moment later, a retried `SendMessageBatch` entry is a duplicate.
+//!   An answer without successful entries (or not JSON) is left alone and not counted.
+//!
+//! `throttle`, `500`, `503` and `reset` are answered without forwarding: the queue
+//! never sees the request, so a faulted receive takes no message.
 //!
 //! `WHEN` is `N%` (seeded by `--seed`), `count=N` (the first N matching requests) or
 //! `always`; the first rule that fires applies. The control endpoint on the same port
