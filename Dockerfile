@@ -83,7 +83,8 @@ COPY --from=worker-binaries --chmod=0444 /out/ca-certificates.crt /etc/ssl/certs
 COPY --from=worker-binaries --chmod=0555 /out/spotq-healthcheck /out/worker /usr/local/bin/
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-# /metrics, /health and /ready (examples/sqs_worker.rs serves them on 0.0.0.0:8080).
+# /metrics, /health and /ready (examples/sqs_worker.rs serves them on $SPOTQ_HTTP_ADDR,
+# default 0.0.0.0:8080; a task that moves them probes the new port in its health check).
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \

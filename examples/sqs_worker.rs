@@ -1,6 +1,6 @@
 //! A worker binary for an ECS task: SQS through the standard AWS configuration, JSON or
-//! text logs, `/metrics` + `/health` + `/ready` on port 8080, and the Spot shutdown
-//! contract on SIGTERM.
+//! text logs, `/metrics` + `/health` + `/ready` on `SPOTQ_HTTP_ADDR` (default
+//! `0.0.0.0:8080`), and the Spot shutdown contract on SIGTERM.
 //!
 //! Run with: `SPOTQ_QUEUE=orders cargo run --example sqs_worker`
 //! (against a local endpoint: add `AWS_ENDPOINT_URL=http://127.0.0.1:5055` and test
@@ -29,7 +29,8 @@ async fn main() -> anyhow::Result<()> {
     let queue =
         std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE names the queue (name or URL)")?;
     let health = Health::default();
-    let server = spotq::serve::serve("0.0.0.0:8080".parse()?, health.clone()).await?;
+    // $SPOTQ_HTTP_ADDR, default 0.0.0.0:8080; a bad value stops the start, naming it.
+    let server = spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
 
     // Standard AWS chain; AWS_ENDPOINT_URL(_SQS) points it at a local endpoint.
     let report = Worker::builder(SqsBackend::from_env(&queue).await?)

@@ -250,7 +250,21 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
 
     // The port and the health path the example serves, probed by the image's binary.
     let example = code("examples/sqs_worker.rs");
-    let port = number_after(&example, "serve::serve(\"0.0.0.0:", "the worker's port");
+    assert!(
+        example.contains("serve::serve(spotq::serve::addr_from_env()?"),
+        "the example serves on $SPOTQ_HTTP_ADDR"
+    );
+    let port = number_after(
+        &code("runtime/src/serve.rs"),
+        "DEFAULT_HTTP_ADDR: &str = \"0.0.0.0:",
+        "the worker's default port",
+    );
+    assert!(
+        environment(worker)
+            .iter()
+            .all(|(name, _)| name != "SPOTQ_HTTP_ADDR"),
+        "the task serves on the default port its health check probes"
+    );
     assert_eq!(worker["portMappings"][0]["containerPort"], port);
     let serve = code("runtime/src/serve.rs");
     assert!(

@@ -29,6 +29,10 @@
 //! # }
 //! ```
 //!
+//! A worker binary reads the address from the environment with [`addr_from_env`]:
+//! `SPOTQ_HTTP_ADDR`, default `0.0.0.0:8080`, so a task definition can move it without
+//! a rebuild (`examples/sqs_worker.rs` does this).
+//!
 //! The container health check is then `["CMD-SHELL", "curl -f
 //! http://localhost:9090/health || exit 1"]` (the image needs `curl`). A task that is
 //! draining stays healthy.
@@ -52,6 +56,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ConfigError;
 use crate::health::Health;
 
 /// The content type of the Prometheus text exposition format.
@@ -75,6 +80,44 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How long to wait after a failed `accept` (out of file descriptors, say) before the
 /// next, so that a persistent failure does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The environment variable that sets where a worker binary serves `/metrics`,
+/// `/health` and `/ready` (read by [`addr_from_env`]).
+pub const ADDR_VAR: &str = "SPOTQ_HTTP_ADDR";
+
+/// Where a worker binary serves when [`ADDR_VAR`] is unset: every interface, port 8080
+/// (the port of the image's health check and of `deploy/worker-task-definition.json`).
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:8080";
+
+/// The address in `$SPOTQ_HTTP_ADDR` (`IP:PORT`, e.g. `127.0.0.1:9100`, `[::]:8080`;
+/// port 0 picks a free one), or [`DEFAULT_HTTP_ADDR`] when it is unset or empty.
+///
+/// # Errors
+///
+/// A [`ConfigError`] naming `SPOTQ_HTTP_ADDR` when the value is not an address.
+pub fn addr_from_env() -> Result<SocketAddr, ConfigError> {
+    parse_addr(std::env::var_os(ADDR_VAR).as_deref())
+}
+
+fn parse_addr(value: Option<&std::ffi::OsStr>) -> Result<SocketAddr, ConfigError> {
+    let invalid = |value: &dyn std::fmt::Debug| {
+        ConfigError::new(
+            ADDR_VAR,
+            value,
+            format!("an IP address and port, e.g. {DEFAULT_HTTP_ADDR} (port 0: any free port)"),
+        )
+    };
+    let text = match value {
+        None => DEFAULT_HTTP_ADDR,
+        Some(value) => value.to_str().ok_or_else(|| invalid(&value))?.trim(),
+    };
+    let text = if text.is_empty() {
+        DEFAULT_HTTP_ADDR
+    } else {
+        text
+    };
+    text.parse().map_err(|_| invalid(&text))
+}
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]

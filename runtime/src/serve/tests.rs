@@ -268,3 +268,32 @@ async fn dropping_the_server_stops_it() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[test]
+fn the_address_comes_from_spotq_http_addr_or_defaults_to_port_8080() {
+    use std::ffi::OsStr;
+    let parsed = |value: Option<&str>| parse_addr(value.map(OsStr::new));
+    assert_eq!(
+        parsed(None),
+        Ok(DEFAULT_HTTP_ADDR.parse().expect("default"))
+    );
+    assert_eq!(parsed(Some("  ")), parsed(None), "empty: the default");
+    assert_eq!(
+        parsed(Some("127.0.0.1:9100")),
+        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, 9100)))
+    );
+    assert_eq!(
+        parsed(Some("[::1]:0")).map(|addr| addr.port()),
+        Ok(0),
+        "IPv6, any free port"
+    );
+    for bad in ["8080", "localhost:8080", "0.0.0.0:99999", "0.0.0.0"] {
+        let error = parsed(Some(bad)).expect_err(bad);
+        assert_eq!(error.setting, ADDR_VAR);
+        let text = error.to_string();
+        assert!(
+            text.contains("SPOTQ_HTTP_ADDR") && text.contains(bad),
+            "{text}"
+        );
+    }
+}
