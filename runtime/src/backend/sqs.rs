@@ -54,7 +54,20 @@ impl SqsBackend {
             .queue_name(queue)
             .send()
             .await
-            .map_err(|error| classify("GetQueueUrl", error))?;
+            .map_err(|error| match classify("GetQueueUrl", error) {
+                // SQS's message does not say which queue: with several workers in one
+                // process the error must.
+                BackendError::Rejected {
+                    operation,
+                    code,
+                    message,
+                } => BackendError::Rejected {
+                    operation,
+                    code,
+                    message: format!("{message} (queue `{queue}`)"),
+                },
+                other => other,
+            })?;
         let url = output.queue_url().ok_or_else(|| BackendError::Rejected {
             operation: "GetQueueUrl",
             code: "MissingQueueUrl".to_owned(),
