@@ -528,3 +528,56 @@ async fn calls_that_never_answer_do_not_hold_the_exit_past_the_stop_timeout() {
     // Requests given up during their delay never reach the queue.
     assert_eq!(counts(&queue).await, (0, (QUICK + LONG) as u64, 0));
 }
+
+/// Heartbeats of long handlers under heavy throttling (60% of the visibility changes,
+/// which the SDK retries inside a call with backoffs of up to seconds), then shutdown:
+/// no heartbeat (or an SDK retry of one) lands after the release of its message, so
+/// every released message stays visible from the worker's return on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_heartbeats_never_hide_a_released_message() {
+    const HELD: usize = 16;
+    let queue = queue_with("rehide", HELD).await;
+    let proxy = FaultProxy::start(&["ChangeMessageVisibilityBatch:throttle:60%"], 19);
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler_started = Arc::clone(&started);
+    let report = worker(proxy.backend(&queue).await)
+        .concurrency(HELD)
+        .backlog_interval(None)
+        .visibility_timeout(Duration::from_secs(4))
+        .heartbeat(spotq::Heartbeat::Every(Duration::from_millis(1000)))
+        .stop_timeout(Duration::from_secs(8))
+        .shutdown_grace(Duration::from_secs(2))
+        .handler(move |_: Message| {
+            handler_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { sleep(Duration::from_secs(600)).await }
+        })
+        .run_until(async {
+            until(Duration::from_secs(20), || {
+                started.load(std::sync::atomic::Ordering::SeqCst) == HELD
+            })
+            .await;
+            // Heartbeats (and their retries) under way when shutdown begins.
+            sleep(Duration::from_secs(2)).await;
+        })
+        .await
+        .expect("the worker runs");
+    let returned = Instant::now();
+
+    let mut seen = Vec::new();
+    while returned.elapsed() < Duration::from_secs(4) {
+        seen.push(counts(&queue).await);
+        sleep(Duration::from_millis(100)).await;
+    }
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}");
+    assert!(
+        stats.faults("ChangeMessageVisibilityBatch", "throttle") >= 3,
+        "{stats:?}"
+    );
+    assert!(report.heartbeats >= 1, "{report:?}");
+    assert_eq!(report.released, HELD as u64, "{report:?}");
+    assert!(
+        seen.iter().all(|counts| *counts == (HELD as u64, 0, 0)),
+        "a released message was hidden again after the worker returned: {seen:?}"
+    );
+}
