@@ -6,13 +6,14 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aws_sdk_sqs::error::ProvideErrorMetadata as _;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, ReceiveRequest};
-use spotq::{BackendError, Health, Message, Outcome, SqsBackend, Worker};
+use spotq::{BackendError, Health, Heartbeat, Message, Outcome, SqsBackend, Worker};
 use support::process::{Settings, WorkerProcess, signal};
 use support::proxy::FaultProxy;
 use support::{counts, create_queue, send, unique, until};
@@ -538,22 +539,22 @@ async fn throttled_heartbeats_never_hide_a_released_message() {
     const HELD: usize = 16;
     let queue = queue_with("rehide", HELD).await;
     let proxy = FaultProxy::start(&["ChangeMessageVisibilityBatch:throttle:60%"], 19);
-    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
     let handler_started = Arc::clone(&started);
     let report = worker(proxy.backend(&queue).await)
         .concurrency(HELD)
         .backlog_interval(None)
         .visibility_timeout(Duration::from_secs(4))
-        .heartbeat(spotq::Heartbeat::Every(Duration::from_millis(1000)))
+        .heartbeat(Heartbeat::Every(Duration::from_secs(1)))
         .stop_timeout(Duration::from_secs(8))
         .shutdown_grace(Duration::from_secs(2))
         .handler(move |_: Message| {
-            handler_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            handler_started.fetch_add(1, Ordering::SeqCst);
             async { sleep(Duration::from_secs(600)).await }
         })
         .run_until(async {
             until(Duration::from_secs(20), || {
-                started.load(std::sync::atomic::Ordering::SeqCst) == HELD
+                started.load(Ordering::SeqCst) == HELD
             })
             .await;
             // Heartbeats (and their retries) under way when shutdown begins.
@@ -580,4 +581,56 @@ async fn throttled_heartbeats_never_hide_a_released_message() {
         seen.iter().all(|counts| *counts == (HELD as u64, 0, 0)),
         "a released message was hidden again after the worker returned: {seen:?}"
     );
+}
+
+/// A heartbeat call that never gets an answer (the SDK sets no call timeout, so a
+/// connection that goes silent holds a call for as long as TCP does) must not keep its
+/// messages from being released at shutdown, and the report must not count a release
+/// that was never sent as released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails: the settler sends no change for a message while an earlier call for it \
+            is in flight, so a heartbeat call that never answers holds back the release of \
+            its messages past the hard deadline and they stay invisible (10 of 16 here); \
+            the report still counts them released"]
+async fn a_heartbeat_call_that_never_answers_does_not_hold_back_the_release() {
+    const HELD: usize = 16;
+    let queue = queue_with("hungbeat", HELD).await;
+    let proxy = FaultProxy::start(&[], 20);
+    let started = Arc::new(AtomicUsize::new(0));
+    let handler_started = Arc::clone(&started);
+    let report = worker(proxy.backend(&queue).await)
+        .concurrency(HELD)
+        .backlog_interval(None)
+        .visibility_timeout(Duration::from_secs(30))
+        .heartbeat(Heartbeat::Every(Duration::from_secs(1)))
+        .stop_timeout(Duration::from_secs(6))
+        .shutdown_grace(Duration::from_secs(1))
+        .handler(move |_: Message| {
+            handler_started.fetch_add(1, Ordering::SeqCst);
+            sleep(Duration::from_secs(600))
+        })
+        .run_until(async {
+            until(Duration::from_secs(20), || {
+                started.load(Ordering::SeqCst) == HELD
+            })
+            .await;
+            // The next heartbeat batch (10 of the 16 messages) hangs; the rest pass.
+            proxy
+                .set_rules(&["ChangeMessageVisibilityBatch:slow=60000:count=1"])
+                .await;
+            sleep(Duration::from_secs(2)).await;
+        })
+        .await
+        .expect("the worker runs");
+    let left = counts(&queue).await;
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}\n{left:?}");
+    assert_eq!(stats.faults("ChangeMessageVisibilityBatch", "slow"), 1);
+    assert_eq!(
+        left,
+        (HELD as u64, 0, 0),
+        "every held message visible after the worker returned"
+    );
+    assert_eq!(report.released, left.0, "{report:?}");
 }
