@@ -634,3 +634,47 @@ async fn a_heartbeat_call_that_never_answers_does_not_hold_back_the_release() {
     );
     assert_eq!(report.released, left.0, "{report:?}");
 }
+
+/// A continuation whose send never gets an answer when shutdown comes: the send is
+/// given up and the message released, visible at once after the worker returns (long
+/// before the stop timeout), with no continuation sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
+    let queue = queue_with("handon", 1).await;
+    let proxy = FaultProxy::start(&["SendMessage:slow=60000:always"], 21);
+    let handed = Arc::new(AtomicUsize::new(0));
+    let handler_handed = Arc::clone(&handed);
+    let report = worker(proxy.backend(&queue).await)
+        .backlog_interval(None)
+        .stop_timeout(Duration::from_secs(6))
+        .shutdown_grace(Duration::from_secs(1))
+        .handler(move |_: Message| {
+            handler_handed.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Outcome::Continue(spotq::SendMessage::new("next")))
+        })
+        .run_until(async {
+            until(Duration::from_secs(20), || {
+                handed.load(Ordering::SeqCst) == 1
+            })
+            .await;
+            sleep(Duration::from_millis(500)).await;
+        })
+        .await
+        .expect("the worker runs");
+    let left = counts(&queue).await;
+
+    let stats = proxy.stats().await;
+    eprintln!("{stats:?}\n{report:?}\n{left:?}");
+    assert_eq!(stats.faults("SendMessage", "slow"), 1, "{stats:?}");
+    assert_eq!((report.continued, report.released), (0, 1), "{report:?}");
+    assert_eq!(
+        left,
+        (1, 0, 0),
+        "the message released, no continuation sent"
+    );
+    assert!(
+        report.elapsed < Duration::from_secs(6),
+        "{:?}: the worker waited for the send past the stop timeout",
+        report.elapsed
+    );
+}
