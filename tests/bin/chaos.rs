@@ -302,8 +302,12 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             "longest invisible after SIGKILL",
             seconds(f.longest_invisible_after_sigkill_ms),
             format!(
-                "from a SIGKILL to the next receive of a message the killed worker held ({} such), visibility timeout {} s",
-                f.held_at_sigkills, settings.visibility_timeout_secs
+                "from a SIGKILL to the next receive of a message the killed worker held ({} \
+                 such; {} more came back through a receive that reached no handler, untimed), \
+                 visibility timeout {} s",
+                f.held_at_sigkills,
+                f.held_at_sigkills_via_unhandled,
+                settings.visibility_timeout_secs
             ),
         ),
         (

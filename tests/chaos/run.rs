@@ -184,6 +184,13 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
     let dead_lettered = receive_all(&client, &dlq_url).await?;
     let left = receive_all(&client, &queue_url).await?;
     let events = read_events(&events_path)?;
+    // The signals beside the event log, for whoever reads a failed run's records.
+    let signal_lines: String = signals
+        .iter()
+        .map(|signal| format!("{}\n", serde_json::json!(signal)))
+        .collect();
+    std::fs::write(settings.work_dir.join("signals.jsonl"), signal_lines)
+        .context("write the signals")?;
     for url in [&queue_url, &dlq_url] {
         let _ = client.delete_queue().queue_url(url).send().await;
     }

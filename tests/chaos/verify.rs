@@ -26,8 +26,11 @@
 //!   again within about one poll; one left invisible comes back only when its visibility
 //!   timeout (extended by heartbeats) runs out, well past the window.
 //! - **longest invisible after SIGKILL**: for each message whose latest receive before a
-//!   SIGKILL was by the killed worker and which was received again afterwards, the time
-//!   from the SIGKILL to that next receive; the longest. Nothing releases such a message,
+//!   SIGKILL was by the killed worker and whose next receive reached a handler (its
+//!   receive count is the next number), the time from the SIGKILL to that next receive;
+//!   the longest. A message whose next receive reached no handler (say, a receive cut
+//!   off by another SIGKILL, after which it waits out another visibility timeout) is
+//!   counted apart, untimed: when that receive happened is not recorded. Nothing releases such a message,
 //!   so it waits out its visibility timeout counted from the last receive or heartbeat
 //!   before the kill: bounded by the visibility timeout plus one poll.
 //!
@@ -152,8 +155,11 @@ pub struct Figures {
     /// The longest time from a SIGTERM exit to the next receive of a message it held,
     /// in ms (0 when re-received before the exit).
     pub longest_return_after_sigterm_ms: u64,
-    /// Messages a SIGKILLed worker held that were received again.
+    /// Messages a SIGKILLed worker held whose next receive reached a handler.
     pub held_at_sigkills: usize,
+    /// Messages a SIGKILLed worker held whose next receive reached no handler (their
+    /// return is not timed: that receive left no record).
+    pub held_at_sigkills_via_unhandled: usize,
     /// The longest time from a SIGKILL to the next receive of a message the killed
     /// worker held, in ms.
     pub longest_invisible_after_sigkill_ms: u64,
@@ -299,20 +305,29 @@ pub fn verify(inputs: &Inputs) -> Figures {
             Signal::Kill => {
                 figures.sigkills_sent += 1;
                 killed.insert(signal.pid);
-                for (body, list) in &starts {
-                    let held = list
+                for list in starts.values() {
+                    let Some(held) = list
                         .iter()
                         .rev()
                         .find(|event| event.at_ms <= signal.at_ms)
-                        .is_some_and(|last| last.pid == signal.pid);
-                    if !held {
+                        .filter(|last| last.pid == signal.pid)
+                    else {
                         continue;
-                    }
-                    if let Some(at) = next_start(body, signal.at_ms) {
+                    };
+                    let Some(next) = list.iter().find(|event| event.at_ms > signal.at_ms) else {
+                        continue;
+                    };
+                    let consecutive = match (held.receive, next.receive) {
+                        (Some(held), Some(next)) => next == held + 1,
+                        _ => true,
+                    };
+                    if consecutive {
                         figures.held_at_sigkills += 1;
                         figures.longest_invisible_after_sigkill_ms = figures
                             .longest_invisible_after_sigkill_ms
-                            .max(at - signal.at_ms);
+                            .max(next.at_ms - signal.at_ms);
+                    } else {
+                        figures.held_at_sigkills_via_unhandled += 1;
                     }
                 }
             }
@@ -480,12 +495,17 @@ mod tests {
             event("done", "c:1", 1, 1_600, 1),
             event("start", "c:1", 2, 10_000, 2),
             event("done", "c:1", 2, 10_100, 2),
+            // Back only through a receive that reached no handler (count 2 unrecorded):
+            // counted apart, not timed.
+            event("start", "e:1", 1, 1_700, 1),
+            event("start", "e:1", 2, 18_000, 3),
+            event("done", "e:1", 2, 18_100, 3),
             // Last received by another worker before the kill: not held by pid 1.
             event("start", "d:1", 1, 500, 1),
             event("start", "d:1", 2, 1_800, 2),
             event("done", "d:1", 2, 1_900, 2),
         ]);
-        let mut inputs = inputs(&["a:1", "b:1", "c:1", "d:1"], events);
+        let mut inputs = inputs(&["a:1", "b:1", "c:1", "d:1", "e:1"], events);
         inputs.signals = vec![SignalSent {
             pid: 1,
             signal: Signal::Kill,
@@ -494,6 +514,7 @@ mod tests {
         let figures = verify(&inputs);
         assert_eq!(figures.sigkills_sent, 1);
         assert_eq!(figures.held_at_sigkills, 2);
+        assert_eq!(figures.held_at_sigkills_via_unhandled, 1);
         assert_eq!(figures.longest_invisible_after_sigkill_ms, 8_000);
         assert_eq!(figures.duplicates, 1);
         assert_eq!((figures.lost, figures.other_exits), (0, 0));
