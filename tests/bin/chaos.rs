@@ -338,8 +338,8 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             "receives without a handler",
             f.receives_without_handler.to_string(),
             format!(
-                "released unstarted at a shutdown, cut off by a SIGKILL or lost with a \
-                 failed call; the slowest came back {} after the message's previous record",
+                "skipped receive counts: released unstarted at a shutdown, or cut off by a \
+                 SIGKILL; the slowest came back {} after the message's previous record",
                 seconds(f.longest_return_after_unhandled_ms)
             ),
         ),

@@ -37,7 +37,8 @@
 //! - **receives without a handler** (reported, not judged): a recorded receive whose
 //!   receive count skips one or more numbers after the message's previous record: the
 //!   skipped receives reached no handler (received during a shutdown and released
-//!   unstarted, cut off by a SIGKILL, or answered but lost with a failed call). With
+//!   unstarted, or cut off by a SIGKILL; the proxy answers its faults without
+//!   forwarding, so a faulted receive takes no message). With
 //!   them, the longest time from the message's previous record (its send, or its
 //!   previous handler's start or end) to the receive that reached a handler: about a
 //!   poll for a release, a visibility timeout for a receive cut off by a SIGKILL; longer
