@@ -29,8 +29,8 @@ use crate::backend::{
     Backend, EntryErrorKind, EntryResult, MAX_BATCH, ReceiptHandle, VisibilityChange,
 };
 use crate::backoff::CALL_RETRY;
-use crate::engine::stats::Counters;
 use crate::error::BackendError;
+use crate::telemetry::stats::Counters;
 
 /// Attempts per batch call before its entries are given up (the SDK retries inside each).
 const MAX_ATTEMPTS: u32 = 8;
@@ -512,8 +512,8 @@ mod tests {
 
     use super::*;
     use crate::EmbeddedQueue;
+    use crate::backend::embedded::Operation;
     use crate::backend::{QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage};
-    use crate::embedded::Operation;
 
     async fn receive_one(queue: &EmbeddedQueue) -> ReceiptHandle {
         let request = ReceiveRequest {
