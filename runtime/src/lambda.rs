@@ -32,12 +32,12 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 
-use crate::batch::{BatchHandler, BatchOutcome};
+use crate::api::batch::{BatchHandler, BatchOutcome};
+use crate::api::handler::{Handler, Outcome};
+use crate::api::input::from_lambda;
+use crate::api::message::Message;
 use crate::error::BoxError;
-use crate::handler::{Handler, Outcome};
-use crate::input::from_lambda;
-use crate::message::Message;
-use crate::spec::WorkerSpec;
+use crate::worker::spec::WorkerSpec;
 
 /// Runs `spec`'s handler as the Lambda function of this process, until the Lambda
 /// runtime stops it.

@@ -53,32 +53,18 @@
 //!   (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task count behind
 //!   backlog per task.
 
+mod api;
 pub mod backend;
 mod backoff;
-mod batch;
-mod config;
-mod drain;
 pub mod ecs;
-pub mod embedded;
-pub mod emf;
-mod engine;
+pub mod engine;
 pub mod error;
-mod handler;
-pub mod health;
-pub mod input;
 #[cfg(feature = "lambda")]
 pub mod lambda;
-mod local_http;
-pub mod logging;
-mod message;
-pub mod protection;
-mod sdk_error;
-pub mod serve;
 pub mod shutdown;
-mod spec;
+mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
-mod waiting;
 mod worker;
 
 /// Lambda's event types (`aws_lambda_events`), for handlers that take an
@@ -89,22 +75,22 @@ pub use aws_lambda_events as lambda_events;
 #[cfg(feature = "macros")]
 pub use spotq_macros::worker;
 
+pub use api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
+pub use api::handler::{Handler, IntoOutcome, Outcome};
+pub use api::input;
+pub use api::message::{Context, Message};
+pub use backend::embedded::{self, EmbeddedQueue};
 pub use backend::{
     Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
 };
 pub use backoff::Backoff;
-pub use batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
-pub use config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
-pub use drain::Drained;
-pub use embedded::EmbeddedQueue;
-pub use engine::stats::RunReport;
-pub use engine::{Dispatch, PerBatch, PerMessage};
+pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
-pub use handler::{Handler, IntoOutcome, Outcome};
-pub use health::Health;
-pub use message::{Context, Message};
 pub use shutdown::ShutdownHandle;
-pub use spec::{
-    AnyWorker, BoxedBatchHandler, BoxedHandler, QueueSource, WorkerSpec, run, run_all, run_with,
-};
-pub use worker::{Worker, WorkerBuilder};
+pub use telemetry::health::{self, Health};
+pub use telemetry::stats::RunReport;
+pub use telemetry::{emf, logging, serve};
+pub use worker::builder::{Worker, WorkerBuilder};
+pub use worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
+pub use worker::drain::Drained;
+pub use worker::spec::{QueueSource, WorkerSpec, run, run_all, run_with};

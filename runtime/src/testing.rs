@@ -2,7 +2,7 @@
 //!
 //! A stand-in for the ECS agent's task-protection endpoint, on 127.0.0.1: it records
 //! each request and answers as told. Point `$ECS_AGENT_URI` (or
-//! [`TaskProtection::new`](crate::protection::TaskProtection::new)) at
+//! [`TaskProtection::new`](crate::ecs::protection::TaskProtection::new)) at
 //! [`AgentStandIn::uri`].
 
 use std::collections::VecDeque;

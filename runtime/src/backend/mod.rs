@@ -17,6 +17,8 @@ use async_trait::async_trait;
 
 use crate::error::BackendError;
 
+pub mod embedded;
+pub(crate) mod sdk_error;
 mod sqs;
 pub use sqs::SqsBackend;
 

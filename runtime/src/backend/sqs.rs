@@ -11,13 +11,13 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 
+use crate::backend::sdk_error::classify;
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
     ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendMessage, VisibilityChange,
     whole_seconds,
 };
 use crate::error::BackendError;
-use crate::sdk_error::classify;
 
 /// An SQS queue reached through `aws-sdk-sqs`.
 ///

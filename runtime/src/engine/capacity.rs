@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-use crate::waiting::Waiting;
+use crate::engine::waiting::Waiting;
 
 #[derive(Debug)]
 pub(crate) struct Capacity {

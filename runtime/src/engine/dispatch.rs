@@ -15,17 +15,17 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::backend::{Backend, ReceiptHandle, SendMessage};
 use crate::backoff::CALL_RETRY;
-use crate::config::RetryPolicy;
 use crate::engine::Shared;
 use crate::engine::capacity::Slot;
 use crate::engine::settle::ChangeKind;
-use crate::engine::stats::Counters;
 use crate::error::{BackendError, HandlerError};
 use crate::shutdown::retry_room;
+use crate::telemetry::stats::Counters;
+use crate::worker::config::RetryPolicy;
 
-use crate::batch::{BatchHandler, BatchOutcome};
-use crate::handler::{Handler, Outcome};
-use crate::message::Message;
+use crate::api::batch::{BatchHandler, BatchOutcome};
+use crate::api::handler::{Handler, Outcome};
+use crate::api::message::Message;
 
 /// Attempts at sending a continuation before the message counts as failed.
 const SEND_ATTEMPTS: u32 = 5;

@@ -1,6 +1,11 @@
 //! The engine: pollers that receive only what they can start, one task per message, and
 //! a settle loop that batches deletes and visibility changes.
 //!
+//! Its public items are the machinery that appears in the types of
+//! [`Worker`](crate::Worker) and [`WorkerSpec`](crate::WorkerSpec): how handlers are
+//! called ([`PerMessage`], [`PerBatch`], sealed by [`Dispatch`]) and the boxed handlers
+//! of a spec. User code names them rarely and implements none of them.
+//!
 //! Permits bound the handlers in flight. A poller first takes one permit (waiting if all
 //! are in use), then as many more as are free, up to the batch size, and asks the queue
 //! for that many messages: a message is never received that cannot start at once, so no
@@ -9,26 +14,24 @@
 
 pub(crate) mod capacity;
 mod dispatch;
-pub(crate) mod metrics;
 mod poller;
-mod report;
 pub(crate) mod settle;
-pub(crate) mod stats;
+pub(crate) mod waiting;
 
 use std::sync::Arc;
 
 use crate::backend::{Backend, QueueAttributes};
-use crate::config::{Resolved, WorkerConfig};
 use crate::engine::capacity::Capacity;
-use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
-use crate::engine::stats::Counters;
-use crate::health::WorkerHealth;
 use crate::shutdown::Contract;
+use crate::telemetry::health::WorkerHealth;
+use crate::telemetry::metrics::WorkerMetrics;
+use crate::telemetry::stats::Counters;
+use crate::worker::config::{Resolved, WorkerConfig};
 
+pub use crate::worker::spec::{AnyWorker, BoxedBatchHandler, BoxedHandler};
 pub use dispatch::{Dispatch, PerBatch, PerMessage};
 pub(crate) use poller::poll;
-pub(crate) use report::{emf_record, report};
 
 /// What every task of one worker shares.
 #[derive(Debug)]

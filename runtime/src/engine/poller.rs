@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep, timeout_at};
 
+use crate::api::message::Message;
 use crate::backend::{ReceiveRequest, ReceivedMessage};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::settle::ChangeKind;
-use crate::engine::stats::Counters;
 use crate::engine::{Dispatch, Shared};
-use crate::message::Message;
+use crate::telemetry::stats::Counters;
 
 /// Receives failed in a row after which the worker reports itself not ready (its queue
 /// cannot be reached) until one succeeds.

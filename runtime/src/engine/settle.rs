@@ -29,8 +29,8 @@ use crate::backend::{
     Backend, EntryErrorKind, EntryResult, MAX_BATCH, ReceiptHandle, VisibilityChange,
 };
 use crate::backoff::CALL_RETRY;
-use crate::engine::stats::Counters;
 use crate::error::BackendError;
+use crate::telemetry::stats::Counters;
 
 /// Attempts per batch call before its entries are given up (the SDK retries inside each).
 const MAX_ATTEMPTS: u32 = 8;
@@ -253,9 +253,11 @@ impl Settler {
     }
 
     /// Takes the changes of a batch about to be sent: drops those a later intent
-    /// superseded, waits while an earlier call for one of their messages is in flight,
-    /// then marks theirs in flight.
-    async fn claim(&self, changes: &mut Vec<Change>) {
+    /// superseded and marks the rest in flight. A change whose message has an earlier
+    /// call still in flight is held back: it goes on in a batch of its own, which waits
+    /// for that call to end, so it holds up none of the others. Waits only when every
+    /// change is held back.
+    async fn claim(self: &Arc<Self>, changes: &mut Vec<Change>) {
         loop {
             let ended = self.change_call_ended.notified();
             tokio::pin!(ended);
@@ -264,21 +266,30 @@ impl Settler {
             {
                 let mut pending = self.lock();
                 let intents = &mut pending.intents;
-                changes.retain(|change| {
-                    intents
-                        .get(&change.change.receipt_handle)
-                        .is_some_and(|intent| intent.latest == change.intent)
-                });
-                let free = changes.iter().all(|change| {
-                    intents
-                        .get(&change.change.receipt_handle)
-                        .is_some_and(|intent| intent.sending.is_none())
-                });
-                if free {
-                    for change in changes.iter() {
-                        if let Some(intent) = intents.get_mut(&change.change.receipt_handle) {
-                            intent.sending = Some(change.intent);
+                let mut held_back = Vec::new();
+                for change in std::mem::take(changes) {
+                    match intents.get_mut(&change.change.receipt_handle) {
+                        Some(intent) if intent.latest == change.intent => {
+                            if intent.sending.is_none() {
+                                intent.sending = Some(change.intent);
+                                changes.push(change);
+                            } else {
+                                held_back.push(change);
+                            }
                         }
+                        // Superseded: a later change or a delete replaced it.
+                        _ => {}
+                    }
+                }
+                if changes.is_empty() {
+                    *changes = held_back;
+                    if changes.is_empty() {
+                        return;
+                    }
+                } else {
+                    drop(pending);
+                    if !held_back.is_empty() {
+                        self.send(Batch::Change(held_back));
                     }
                     return;
                 }
@@ -512,8 +523,8 @@ mod tests {
 
     use super::*;
     use crate::EmbeddedQueue;
+    use crate::backend::embedded::Operation;
     use crate::backend::{QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage};
-    use crate::embedded::Operation;
 
     async fn receive_one(queue: &EmbeddedQueue) -> ReceiptHandle {
         let request = ReceiveRequest {
@@ -585,7 +596,23 @@ mod tests {
         queue: EmbeddedQueue,
         latency: Duration,
         in_flight: Mutex<HashSet<ReceiptHandle>>,
-        calls: Mutex<Vec<Vec<Duration>>>,
+        /// Each call's start and its changes.
+        calls: Mutex<Vec<(Instant, Vec<(ReceiptHandle, Duration)>)>>,
+    }
+
+    impl Overlaps {
+        fn new(queue: &EmbeddedQueue, latency: Duration) -> Arc<Self> {
+            Arc::new(Self {
+                queue: queue.clone(),
+                latency,
+                in_flight: Mutex::default(),
+                calls: Mutex::default(),
+            })
+        }
+
+        fn calls(&self) -> Vec<(Instant, Vec<(ReceiptHandle, Duration)>)> {
+            self.calls.lock().expect("calls").clone()
+        }
     }
 
     #[async_trait]
@@ -612,6 +639,13 @@ mod tests {
             &self,
             changes: &[VisibilityChange],
         ) -> Result<Vec<EntryResult>, BackendError> {
+            self.calls.lock().expect("calls").push((
+                Instant::now(),
+                changes
+                    .iter()
+                    .map(|change| (change.receipt_handle.clone(), change.timeout))
+                    .collect(),
+            ));
             for change in changes {
                 let fresh = self
                     .in_flight
@@ -626,10 +660,6 @@ mod tests {
             for change in changes {
                 in_flight.remove(&change.receipt_handle);
             }
-            self.calls
-                .lock()
-                .expect("calls")
-                .push(changes.iter().map(|change| change.timeout).collect());
             results
         }
         async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
@@ -643,32 +673,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_waits_while_an_earlier_call_for_its_message_is_in_flight() {
         let queue = EmbeddedQueue::new("in-flight");
-        queue.send("a");
-        let handle = receive_one(&queue).await;
-        let backend = Arc::new(Overlaps {
-            queue: queue.clone(),
-            latency: Duration::from_millis(500),
-            in_flight: Mutex::default(),
-            calls: Mutex::default(),
-        });
+        queue.send_many(["a", "b"]);
+        let (a, b) = (receive_one(&queue).await, receive_one(&queue).await);
+        let backend = Overlaps::new(&queue, Duration::from_millis(500));
         let settler = Settler::start(
             Arc::clone(&backend) as Arc<dyn Backend>,
             Arc::default(),
             Duration::from_millis(5),
         );
-        settler.change(
-            handle.clone(),
-            Duration::from_secs(600),
-            ChangeKind::Heartbeat,
-        );
-        sleep(Duration::from_millis(100)).await; // the heartbeat's call is in flight
-        settler.change(handle, Duration::ZERO, ChangeKind::Release);
+        let started = Instant::now();
+        settler.change(a.clone(), Duration::from_secs(600), ChangeKind::Heartbeat);
+        sleep(Duration::from_millis(100)).await; // a's heartbeat is in flight
+        // One batch (sent at once by the close): a's release must wait for a's
+        // heartbeat; b's must not.
+        settler.change(a.clone(), Duration::ZERO, ChangeKind::Release);
+        settler.change(b.clone(), Duration::ZERO, ChangeKind::Release);
         settler.close().await;
+        let calls: Vec<(u128, Vec<(ReceiptHandle, Duration)>)> = backend
+            .calls()
+            .into_iter()
+            .map(|(at, changes)| ((at - started).as_millis(), changes))
+            .collect();
         assert_eq!(
-            *backend.calls.lock().expect("calls"),
-            [vec![Duration::from_secs(600)], vec![Duration::ZERO]],
-            "the release went out after the heartbeat's call ended"
+            calls,
+            [
+                (5, vec![(a.clone(), Duration::from_secs(600))]),
+                (100, vec![(b, Duration::ZERO)]),
+                (505, vec![(a, Duration::ZERO)]),
+            ],
+            "b's release went out at once, a's after a's heartbeat call ended"
         );
-        assert_eq!(queue.counts().visible, 1);
+        assert_eq!(queue.counts().visible, 2);
     }
 }

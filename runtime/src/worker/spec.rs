@@ -9,17 +9,17 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::api::batch::{BatchHandler, BatchOutcome};
+use crate::api::handler::{Handler, Outcome};
+use crate::api::message::Message;
 use crate::backend::{Backend, SqsBackend};
-use crate::batch::{BatchHandler, BatchOutcome};
-use crate::config::WorkerConfig;
-use crate::engine::stats::RunReport;
 use crate::engine::{PerBatch, PerMessage};
 use crate::error::{ConfigError, Error};
-use crate::handler::{Handler, Outcome};
-use crate::health::Health;
-use crate::message::Message;
 use crate::shutdown::ShutdownHandle;
-use crate::worker::Worker;
+use crate::telemetry::health::Health;
+use crate::telemetry::stats::RunReport;
+use crate::worker::builder::Worker;
+use crate::worker::config::WorkerConfig;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -34,6 +34,9 @@
 //! # }
 //! ```
 
+pub(crate) mod agent;
+pub mod protection;
+
 use std::env::VarError;
 use std::time::Duration;
 
@@ -42,9 +45,9 @@ use aws_sdk_ecs::types::{Failure, Service, Task};
 use hyper::{Method, Uri};
 use serde_json::Value;
 
+use crate::backend::sdk_error::classify;
+use crate::ecs::agent::{LocalHttp, base_uri_from, endpoint, excerpt};
 use crate::error::{BackendError, BoxError, ConfigError};
-use crate::local_http::{LocalHttp, base_uri_from, endpoint, excerpt};
-use crate::sdk_error::classify;
 
 /// The environment variable ECS sets in every container of a task: the base URI of the
 /// task metadata endpoint, version 4.

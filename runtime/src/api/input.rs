@@ -35,10 +35,10 @@ use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use serde::de::DeserializeOwned;
 
+use crate::api::batch::{BatchOutcome, IntoBatchOutcome, ItemFailure};
+use crate::api::message::{Context, Message};
 use crate::backend::{MessageAttribute, ReceiptHandle, ReceivedMessage};
-use crate::batch::{BatchOutcome, IntoBatchOutcome, ItemFailure};
 use crate::error::{DecodeError, HandlerError};
-use crate::message::{Context, Message};
 
 /// The body decoded from JSON into `T`. A body that does not decode is a
 /// [`HandlerError::Decode`] holding a [`DecodeError`]: its text says where and what kind

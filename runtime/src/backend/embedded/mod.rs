@@ -73,8 +73,8 @@ use crate::backend::{
     MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
     RedrivePolicy, VisibilityChange, whole_seconds,
 };
+use crate::engine::waiting::Waiting;
 use crate::error::{BackendError, ConfigError};
-use crate::waiting::Waiting;
 
 /// The default visibility timeout of a queue, as on SQS.
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);

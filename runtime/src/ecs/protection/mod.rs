@@ -37,8 +37,8 @@ use hyper::{Method, Uri};
 use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
+use crate::ecs::agent::{ExchangeError, LocalHttp, base_uri_from, endpoint, excerpt};
 use crate::error::{BoxError, ConfigError};
-use crate::local_http::{ExchangeError, LocalHttp, base_uri_from, endpoint, excerpt};
 
 pub use driver::ProtectionReport;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::backend::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 use crate::backoff::Backoff;
+use crate::ecs::protection::ProtectionConfig;
 use crate::error::ConfigError;
-use crate::protection::ProtectionConfig;
 
 /// The longest ECS `stopTimeout`: the time between SIGTERM and SIGKILL.
 pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);

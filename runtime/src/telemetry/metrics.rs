@@ -13,7 +13,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Unit};
 
 use crate::backend::QueueAttributes;
-use crate::engine::stats::Counters;
+use crate::telemetry::stats::Counters;
 
 /// Every metric a worker publishes: name, kind, unit, help. The table in the docs is
 /// this list.

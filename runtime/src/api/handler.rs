@@ -3,9 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::api::message::Message;
 use crate::backend::SendMessage;
 use crate::error::{BoxError, HandlerError};
-use crate::message::Message;
 
 /// What the worker does with a message once its handler returns.
 #[derive(Debug)]

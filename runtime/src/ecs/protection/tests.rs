@@ -12,7 +12,7 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::local_http::EXCERPT_CHARS;
+use crate::ecs::agent::EXCERPT_CHARS;
 use crate::testing::{AgentStandIn as Agent, Call, PATIENCE, Reply, STATE};
 
 /// Protection through `agent` with settings in milliseconds.

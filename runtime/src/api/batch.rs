@@ -9,8 +9,8 @@ use std::future::Future;
 
 use aws_lambda_events::sqs::SqsBatchResponse;
 
+use crate::api::message::Message;
 use crate::error::{BoxError, HandlerError};
-use crate::message::Message;
 
 /// What the worker does with the messages of a batch once its handler returns.
 #[derive(Debug)]

@@ -9,11 +9,11 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EmfSettings;
 use crate::ecs::EcsService;
-use crate::emf::{EmfRecord, Unit};
 use crate::engine::Shared;
-use crate::engine::metrics::{PUBLISH_EVERY, backlog_per_task};
+use crate::telemetry::emf::{EmfRecord, Unit};
+use crate::telemetry::metrics::{PUBLISH_EVERY, backlog_per_task};
+use crate::worker::config::EmfSettings;
 
 /// The longest an ECS call of the sampler may take (the SDK sets no call timeout).
 const ECS_CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,22 +9,23 @@ use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::batch::BatchHandler;
+use crate::api::handler::Handler;
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
-use crate::batch::BatchHandler;
-use crate::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
-use crate::emf::spawn_emf_reporter;
+use crate::ecs::protection::{ProtectionConfig, TaskProtection};
 use crate::engine::capacity::Capacity;
-use crate::engine::metrics::WorkerMetrics;
 use crate::engine::settle::Settler;
-use crate::engine::stats::{Counters, RunReport};
 use crate::engine::{Dispatch, PerBatch, PerMessage};
-use crate::engine::{Shared, emf_record, poll, report};
+use crate::engine::{Shared, poll};
 use crate::error::{BackendError, Error};
-use crate::handler::Handler;
-use crate::health::Health;
-use crate::protection::{ProtectionConfig, TaskProtection};
 use crate::shutdown::{Contract, Parts, ShutdownHandle};
+use crate::telemetry::emf::spawn_emf_reporter;
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::WorkerMetrics;
+use crate::telemetry::report::{emf_record, report};
+use crate::telemetry::stats::{Counters, RunReport};
+use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
@@ -229,7 +230,7 @@ impl WorkerBuilder {
     }
 
     /// Finishes the worker with any way of calling handlers.
-    pub fn dispatch<H: Dispatch>(self, handler: H) -> Worker<H> {
+    pub(crate) fn dispatch<H: Dispatch>(self, handler: H) -> Worker<H> {
         Worker {
             backend: self.backend,
             config: self.config,
