@@ -16,9 +16,7 @@
 //!
 //! Every run checks the same cases, drawn from a fixed seed per property: 512 per
 //! property by default, `PROPTEST_CASES=N` for more, `PROPTEST_RNG_SEED=S` for others.
-//! Failures are not persisted: a failing case prints its shrunk input. A property that
-//! fails on a known defect is `#[ignore]`d with the defect named; run it with
-//! `cargo test -p spotq --test properties -- --include-ignored`.
+//! Failures are not persisted: a failing case prints its shrunk input.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -1521,8 +1519,6 @@ proptest! {
 proptest! {
     #![proptest_config(config(6))]
     #[test]
-    #[ignore = "fails: the settler holds a whole visibility batch while any of its messages \
-                has a call in flight, so a release waits for another message's slow heartbeat"]
     fn handlers_given_up_on_are_released_at_once(case in cases()) {
         let run = run(&case);
         prop_assume!(!run.config_rejected);
