@@ -29,6 +29,8 @@ pub struct FaultProxy {
 pub struct ProxyStats {
     pub requests: BTreeMap<String, u64>,
     pub faults: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Client connections the proxy accepted.
+    pub connections: u64,
 }
 
 impl ProxyStats {
@@ -136,6 +138,7 @@ impl FaultProxy {
                 .flatten()
                 .map(|(action, faults)| (action.clone(), numbers(faults)))
                 .collect(),
+            connections: value["connections"].as_u64().unwrap_or(0),
         }
     }
 
