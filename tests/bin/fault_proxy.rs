@@ -187,6 +187,9 @@ impl Proxy {
             Some(Fault::Slow(delay)) => {
                 self.count_fault(&action, "slow");
                 tokio::time::sleep(delay).await;
+                if self.down.load(Ordering::Acquire) {
+                    return Err(Closed("the proxy went down during the delay"));
+                }
             }
             Some(Fault::Partial) | None => {}
         }
