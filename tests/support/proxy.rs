@@ -27,7 +27,9 @@ pub struct FaultProxy {
 /// (`throttle`, `500`, `503`, `reset`, `slow`, `partial`, `down`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
+    /// Requests by action, faulted or not.
     pub requests: BTreeMap<String, u64>,
+    /// Faults injected, by action and fault.
     pub faults: BTreeMap<String, BTreeMap<String, u64>>,
     /// Client connections the proxy accepted.
     pub connections: u64,
