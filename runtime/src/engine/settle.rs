@@ -597,8 +597,11 @@ mod tests {
         latency: Duration,
         in_flight: Mutex<HashSet<ReceiptHandle>>,
         /// Each call's start and its changes.
-        calls: Mutex<Vec<(Instant, Vec<(ReceiptHandle, Duration)>)>>,
+        calls: Mutex<Vec<Call>>,
     }
+
+    /// When a visibility call started, and its changes.
+    type Call = (Instant, Vec<(ReceiptHandle, Duration)>);
 
     impl Overlaps {
         fn new(queue: &EmbeddedQueue, latency: Duration) -> Arc<Self> {
@@ -610,7 +613,7 @@ mod tests {
             })
         }
 
-        fn calls(&self) -> Vec<(Instant, Vec<(ReceiptHandle, Duration)>)> {
+        fn calls(&self) -> Vec<Call> {
             self.calls.lock().expect("calls").clone()
         }
     }
