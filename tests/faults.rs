@@ -726,10 +726,6 @@ async fn throttled_heartbeats_never_hide_a_released_message() {
 /// messages from being released at shutdown, and the report must not count a release
 /// that was never sent as released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: the settler sends no change for a message while an earlier call for it \
-            is in flight, so a heartbeat call that never answers holds back the release of \
-            its messages past the hard deadline and they stay invisible (10 of 16 here); \
-            the report still counts them released"]
 async fn a_heartbeat_call_that_never_answers_does_not_hold_back_the_release() {
     const HELD: usize = 16;
     let queue = queue_with("hungbeat", HELD).await;
