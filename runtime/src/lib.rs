@@ -83,7 +83,7 @@ pub use backend::embedded::{self, EmbeddedQueue};
 pub use backend::{
     Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
 };
-pub use backoff::Backoff;
+pub use backoff::{Backoff, retry};
 pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use shutdown::ShutdownHandle;
