@@ -51,7 +51,7 @@
 //!   embed it; [`protection`] for task scale-in protection.
 //! - [`serve`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker binary exposes
 //!   (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task count behind
-//!   backlog per task.
+//!   backlog per task; [`metric_names`] for programs that read `/metrics`.
 
 mod api;
 pub mod backend;
@@ -88,6 +88,7 @@ pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use shutdown::ShutdownHandle;
 pub use telemetry::health::{self, Health};
+pub use telemetry::metrics::names as metric_names;
 pub use telemetry::stats::RunReport;
 pub use telemetry::{emf, logging, serve};
 pub use worker::builder::{Worker, WorkerBuilder};
