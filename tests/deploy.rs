@@ -592,6 +592,16 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
             .intersection(&BTreeSet::from(["sqs:GetQueueAttributes".to_owned()]))
             .cloned(),
     );
+    // The service's counts come through spotq::ecs::describe_service: DescribeServices.
+    assert!(
+        controller.contains("describe_service("),
+        "the controller reads the service through spotq::ecs::describe_service"
+    );
+    calls.extend(
+        sdk_calls(&code("runtime/src/ecs/mod.rs"))
+            .intersection(&BTreeSet::from(["ecs:DescribeServices".to_owned()]))
+            .cloned(),
+    );
     assert_eq!(
         actions(&policy),
         calls,

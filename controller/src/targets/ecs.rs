@@ -1,16 +1,14 @@
-//! An ECS service: `DescribeServices` for its counts, `UpdateService` for its desired
-//! count.
+//! An ECS service: `DescribeServices` (through [`spotq::ecs::describe_service`]) for
+//! its counts, `UpdateService` for its desired count.
 
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::Service;
+use spotq::ecs::{EcsError, describe_service};
 use spotq::error::classify;
 
 use super::{Target, TargetError};
 use crate::decision::ServiceCounts;
-
-/// `Service.status` of a deleted service.
-const INACTIVE: &str = "INACTIVE";
 
 /// An ECS service whose desired count the controller sets.
 ///
@@ -57,27 +55,15 @@ pub(crate) fn counts_of(service: &Service) -> ServiceCounts {
 #[async_trait]
 impl Target for EcsTarget {
     async fn counts(&self) -> Result<ServiceCounts, TargetError> {
-        let output = self
-            .client
-            .describe_services()
-            .cluster(&self.cluster)
-            .services(&self.service)
-            .send()
+        let described = describe_service(&self.client, &self.cluster, &self.service)
             .await
-            .map_err(|error| classify("DescribeServices", error))?;
-        let Some(service) = output.services().first() else {
-            let reason = output
-                .failures()
-                .first()
-                .and_then(|failure| failure.reason())
-                .unwrap_or("MISSING")
-                .to_owned();
-            return Err(self.not_found(reason));
-        };
-        if service.status() == Some(INACTIVE) {
-            return Err(self.not_found(INACTIVE.to_owned()));
-        }
-        Ok(counts_of(service))
+            .map_err(|error| match error {
+                EcsError::Api(error) => TargetError::Api(error),
+                EcsError::ServiceNotFound { reason, .. } => self.not_found(reason),
+                // `describe_service` fails only in the two ways above.
+                other => self.not_found(other.to_string()),
+            })?;
+        Ok(counts_of(&described))
     }
 
     async fn set_desired(&self, desired: u32) -> Result<(), TargetError> {

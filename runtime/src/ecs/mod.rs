@@ -218,20 +218,8 @@ impl EcsService {
     /// It lags: a starting task counts once it runs, a stopping one until it has
     /// stopped, and it can read 0 moments after this task started. Divide by at least 1.
     pub async fn running_count(&self) -> Result<u64, EcsError> {
-        let output = self
-            .client
-            .describe_services()
-            .cluster(&self.cluster)
-            .services(&self.service)
-            .send()
-            .await
-            .map_err(|error| classify("DescribeServices", error))?;
-        running_count_of(
-            &self.cluster,
-            &self.service,
-            output.services(),
-            output.failures(),
-        )
+        let described = describe_service(&self.client, &self.cluster, &self.service).await?;
+        Ok(running_count_of(&described))
     }
 
     /// The cluster, name or ARN (as the task metadata gave it, after
@@ -339,12 +327,34 @@ fn service_of(
 }
 
 /// The running count a `DescribeServices` answer gives for the one service asked.
-fn running_count_of(
+/// Reads one ECS service with `DescribeServices`: its desired, running and pending
+/// counts and its deployments, as ECS reports them.
+///
+/// A service ECS does not know (a failure such as `MISSING`) or describes as
+/// `INACTIVE` (deleted) is [`EcsError::ServiceNotFound`]; a call that failed as a whole
+/// is [`EcsError::Api`]. Needs `ecs:DescribeServices` on the service.
+pub async fn describe_service(
+    client: &Client,
     cluster: &str,
     service: &str,
-    services: &[Service],
+) -> Result<Service, EcsError> {
+    let output = client
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|error| classify("DescribeServices", error))?;
+    described_service_of(cluster, service, output.services(), output.failures()).cloned()
+}
+
+/// The described service of a `DescribeServices` answer, or why there is none.
+fn described_service_of<'a>(
+    cluster: &str,
+    service: &str,
+    services: &'a [Service],
     failures: &[Failure],
-) -> Result<u64, EcsError> {
+) -> Result<&'a Service, EcsError> {
     let not_found = |reason: String| EcsError::ServiceNotFound {
         cluster: cluster.to_owned(),
         service: service.to_owned(),
@@ -356,8 +366,13 @@ fn running_count_of(
     if described.status() == Some(INACTIVE) {
         return Err(not_found(INACTIVE.to_owned()));
     }
-    // ECS never reports a negative count; 0 is the honest reading of one if it did.
-    Ok(u64::try_from(described.running_count()).unwrap_or(0))
+    Ok(described)
+}
+
+/// A described service's running count; ECS never reports a negative one, and 0 is the
+/// honest reading of one if it did.
+fn running_count_of(described: &Service) -> u64 {
+    u64::try_from(described.running_count()).unwrap_or(0)
 }
 
 /// The first failure's reason and detail. An answer with neither the resource nor a
@@ -514,7 +529,9 @@ mod tests {
 
     #[test]
     fn running_count_is_read_from_an_active_or_draining_service() {
-        let count = |described: Service| running_count_of("jobs", "orders", &[described], &[]);
+        let count = |described: Service| {
+            described_service_of("jobs", "orders", &[described], &[]).map(running_count_of)
+        };
         assert_eq!(count(service("ACTIVE", 3)).expect("active"), 3);
         // A draining service is being deleted but its tasks still run and share the queue.
         assert_eq!(count(service("DRAINING", 2)).expect("draining"), 2);
@@ -523,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_deleted_service_is_not_found() {
-        let missing = running_count_of(
+        let missing = described_service_of(
             "jobs",
             "orders",
             &[],
@@ -547,7 +564,7 @@ mod tests {
         }
         assert!(!missing.is_retryable());
 
-        let deleted = running_count_of("jobs", "orders", &[service("INACTIVE", 0)], &[])
+        let deleted = described_service_of("jobs", "orders", &[service("INACTIVE", 0)], &[])
             .expect_err("deleted");
         assert!(
             matches!(&deleted, EcsError::ServiceNotFound { reason, .. } if reason == "INACTIVE"),
