@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use spotq::{Health, ShutdownHandle};
 use spotq::logging::{LogFormat, init};
+use spotq::{Health, ShutdownHandle};
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::run::Controller;
 
