@@ -95,11 +95,7 @@ impl SqsQueue {
 impl QueueSource for SqsQueue {
     async fn counts(&self) -> Result<QueueCounts, BackendError> {
         let attributes = self.backend.attributes().await?;
-        Ok(QueueCounts {
-            visible: attributes.visible,
-            not_visible: attributes.not_visible,
-            delayed: attributes.delayed,
-        })
+        Ok(attributes.counts())
     }
 }
 

@@ -26,6 +26,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
+/// A queue's approximate counts, from `GetQueueAttributes`: the runtime's type.
+pub use spotq::backend::QueueCounts;
 use tokio::time::Instant;
 
 /// How many tasks a service needs for its queue's backlog.
@@ -118,24 +120,6 @@ impl Default for Policy {
             in_flight_wake_polls: 3,
             tolerance: 0.1,
         }
-    }
-}
-
-/// A queue's approximate counts, from `GetQueueAttributes`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// `ApproximateNumberOfMessages`.
-    pub visible: u64,
-    /// `ApproximateNumberOfMessagesNotVisible`: in flight.
-    pub not_visible: u64,
-    /// `ApproximateNumberOfMessagesDelayed`.
-    pub delayed: u64,
-}
-
-impl QueueCounts {
-    /// Whether all three counts are 0.
-    pub fn is_empty(&self) -> bool {
-        self.visible == 0 && self.not_visible == 0 && self.delayed == 0
     }
 }
 

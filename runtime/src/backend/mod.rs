@@ -228,6 +228,31 @@ pub struct RedrivePolicy {
     pub max_receive_count: u32,
 }
 
+/// Approximate counts of a queue, as `GetQueueAttributes` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// `ApproximateNumberOfMessages`: messages a receive could take now, including
+    /// received messages whose visibility timeout has lapsed.
+    pub visible: u64,
+    /// `ApproximateNumberOfMessagesNotVisible`: messages in flight (received, not yet
+    /// deleted, visibility timeout not lapsed).
+    pub not_visible: u64,
+    /// `ApproximateNumberOfMessagesDelayed`: messages whose delay has not passed yet.
+    pub delayed: u64,
+}
+
+impl QueueCounts {
+    /// All messages in the queue, whatever their state.
+    pub fn total(&self) -> u64 {
+        self.visible + self.not_visible + self.delayed
+    }
+
+    /// Whether all three counts are 0.
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
 /// The approximate counts and settings of a queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueAttributes {
@@ -243,6 +268,17 @@ pub struct QueueAttributes {
     pub redrive_policy: Option<RedrivePolicy>,
     /// Whether the queue is a FIFO queue.
     pub fifo: bool,
+}
+
+impl QueueAttributes {
+    /// The three approximate counts.
+    pub fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            visible: self.visible,
+            not_visible: self.not_visible,
+            delayed: self.delayed,
+        }
+    }
 }
 
 /// What the engine needs from a queue.

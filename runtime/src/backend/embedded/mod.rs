@@ -63,7 +63,7 @@ use tokio::time::Instant;
 
 pub use self::faults::{Faults, InjectedFaults, Operation};
 pub use self::stats::RequestStats;
-pub use self::store::QueueCounts;
+pub use crate::backend::QueueCounts;
 pub use crate::backend::SendMessage;
 
 use self::ids::{HandleParts, MessageId};

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::ids::MessageId;
 use super::stats::RequestStats;
-use crate::backend::{MAX_VISIBILITY, MessageAttribute};
+use crate::backend::{MAX_VISIBILITY, MessageAttribute, QueueCounts};
 
 /// User attributes of a message; `None` when there are none, to skip an allocation.
 pub(super) type UserAttributes = Option<Arc<HashMap<String, MessageAttribute>>>;
@@ -90,26 +90,6 @@ pub(super) enum ChangeError {
     InvalidHandle,
     /// The new deadline would be more than 12 h after the receive.
     PastCap,
-}
-
-/// Approximate counts of a queue, as `GetQueueAttributes` reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// `ApproximateNumberOfMessages`: messages a receive could take now, including
-    /// received messages whose visibility timeout has lapsed.
-    pub visible: u64,
-    /// `ApproximateNumberOfMessagesNotVisible`: messages in flight (received, not yet
-    /// deleted, visibility timeout not lapsed).
-    pub not_visible: u64,
-    /// `ApproximateNumberOfMessagesDelayed`: messages whose delay has not passed yet.
-    pub delayed: u64,
-}
-
-impl QueueCounts {
-    /// All messages in the queue, whatever their state.
-    pub fn total(&self) -> u64 {
-        self.visible + self.not_visible + self.delayed
-    }
 }
 
 /// A deadline in the timer heap; ordered by time, then by stamp (age).
