@@ -13,6 +13,7 @@ use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{Backoff, CALL_RETRY};
+#[cfg(feature = "ecs")]
 use crate::ecs::protection::{ProtectionConfig, TaskProtection};
 use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
@@ -26,6 +27,17 @@ use crate::telemetry::metrics::WorkerMetrics;
 use crate::telemetry::report::{emf_record, report};
 use crate::telemetry::stats::{Counters, RunReport};
 use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
+
+/// Without feature `ecs` there is no task protection: a driver that is never built.
+#[cfg(not(feature = "ecs"))]
+enum TaskProtection {}
+
+#[cfg(not(feature = "ecs"))]
+impl TaskProtection {
+    fn run<F>(self, _in_flight: F, _stop: CancellationToken) -> std::future::Ready<()> {
+        match self {}
+    }
+}
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
@@ -168,7 +180,9 @@ impl WorkerBuilder {
     }
 
     /// ECS task scale-in protection settings, or `None` to turn it off (default: on
-    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task).
+    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task). Feature `ecs`.
+    #[cfg(feature = "ecs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
     pub fn task_protection(mut self, task_protection: Option<ProtectionConfig>) -> Self {
         self.config.task_protection = task_protection;
         self
@@ -292,10 +306,13 @@ impl<H: Dispatch> Worker<H> {
         if let Some(emf) = &self.emf {
             emf.settings.validate()?;
         }
+        #[cfg(feature = "ecs")]
         let protection = match self.config.task_protection {
             Some(config) => TaskProtection::from_env(config)?,
             None => None,
         };
+        #[cfg(not(feature = "ecs"))]
+        let protection: Option<TaskProtection> = None;
         let attributes = preflight(&*self.backend).await?;
         let resolved = self.config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());
