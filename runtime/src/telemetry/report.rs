@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-
+#[cfg(feature = "ecs")]
 use std::time::Duration;
 
 #[cfg(feature = "ecs")]
