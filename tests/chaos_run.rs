@@ -28,22 +28,14 @@ fn five_hundred_messages_through_faults_and_signals_lose_and_strand_nothing() {
     let json = dir.with_extension("json");
     let output = Command::new(env!("CARGO_BIN_EXE_spotq-chaos"))
         .args(["--messages", "500", "--workers", "4", "--concurrency", "8"])
-        .args([
-            "--duration",
-            "35s",
-            "--signal-every",
-            "1500ms",
-            "--seed",
-            "500",
-        ])
-        .args([
-            "--fault-rate",
-            "4",
-            "--poison-share",
-            "0.02",
-            "--long-share",
-            "0.15",
-        ])
+        .args(["--duration", "35s", "--seed", "500", "--fault-rate", "4"])
+        // A signal a second, 60 % SIGTERM; a quarter of the handlers outlast the 1 s
+        // grace period, so SIGTERMs find messages to release.
+        .args(["--signal-every", "1s", "--sigkill-share", "0.4"])
+        .args(["--long-share", "0.25", "--poison-share", "0.02"])
+        // Each SIGTERM release and each SIGKILL costs a receive: a healthy message may
+        // not reach the dead-letter queue by bad luck.
+        .args(["--max-receive-count", "6"])
         .args(["--visibility-timeout", &VISIBILITY_TIMEOUT_SECS.to_string()])
         .args(["--drain-timeout", "60s", "--endpoint", &endpoint])
         .arg("--worker")

@@ -74,7 +74,7 @@ struct Flags {
     #[arg(long, default_value_t = 8)]
     visibility_timeout: u64,
     /// The redrive policy's maxReceiveCount.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 5)]
     max_receive_count: u32,
     /// The workers' grace period after SIGTERM, whole seconds.
     #[arg(long, default_value_t = 1)]
@@ -291,11 +291,16 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             "stranded after SIGTERM exits",
             f.stranded.to_string(),
             format!(
-                "of {} messages held (handler started, not finished) at {} SIGTERM exits, not received again within {} of the exit (must be 0); the slowest came back after {}",
+                "of {} messages held (handler started, not finished) at {} SIGTERM exits, \
+                 not received again within {} of the exit (must be 0); the slowest came back \
+                 after {}; {} at their last allowed receive went to the DLQ; {} were taken \
+                 by a receive that a SIGKILL cut off",
                 f.held_at_sigterm_exits,
                 f.sigterm_exits,
                 seconds(u64::try_from(settings.strand_window.as_millis()).unwrap_or(0)),
-                seconds(f.longest_return_after_sigterm_ms)
+                seconds(f.longest_return_after_sigterm_ms),
+                f.held_at_sigterm_exits_redriven,
+                f.held_at_sigterm_exits_taken_by_kill
             ),
         ),
         (

@@ -35,15 +35,19 @@
 //! is never forwarded:
 //!
 //! - `GET /__proxy/stats`: `{"requests":{"ReceiveMessage":12,…},
-//!   "faults":{"ReceiveMessage":{"throttle":3},…}}` (requests counts every forwarded or
-//!   faulted request by action, faults what was injected; `down` counts the requests
-//!   refused while down);
+//!   "faults":{"ReceiveMessage":{"throttle":3},…},"connections":2}` (requests counts
+//!   every forwarded or faulted request by action, faults what was injected, `down` the
+//!   requests refused while down; connections the client connections accepted);
 //! - `GET /__proxy/rules`: the rules in force; `PUT /__proxy/rules` with a JSON list of
 //!   rule strings replaces them (`[]` clears; counts start again);
 //! - `PUT /__proxy/down`: every request but the control endpoint's has its connection
 //!   closed at once, as an unreachable endpoint would; `PUT /__proxy/up` restores.
 //!
-//! It holds at most one request and one response in memory per connection.
+//! Hop-by-hop headers (`Connection` and those it names, `Keep-Alive`,
+//! `Transfer-Encoding`, …) belong to each connection and are not passed on, so a
+//! client keeps its connection alive even when the emulator closes every one of its
+//! own (moto answers `Connection: close`). It holds at most one request and one
+//! response in memory per connection.
 
 #[path = "../fault_proxy/protocol.rs"]
 mod protocol;
@@ -60,7 +64,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
@@ -116,6 +120,7 @@ impl std::error::Error for Closed {}
 struct Stats {
     requests: BTreeMap<String, u64>,
     faults: BTreeMap<String, BTreeMap<String, u64>>,
+    connections: u64,
 }
 
 struct Proxy {
@@ -182,10 +187,14 @@ impl Proxy {
             Some(Fault::Slow(delay)) => {
                 self.count_fault(&action, "slow");
                 tokio::time::sleep(delay).await;
+                if self.down.load(Ordering::Acquire) {
+                    return Err(Closed("the proxy went down during the delay"));
+                }
             }
             Some(Fault::Partial) | None => {}
         }
 
+        strip_hop_by_hop(&mut parts.headers);
         let mut target = self.upstream.clone().into_parts();
         target.path_and_query = parts.uri.path_and_query().cloned();
         parts.uri = Uri::from_parts(target).map_err(|_| Closed("unforwardable URI"))?;
@@ -198,6 +207,7 @@ impl Proxy {
             }
         };
         let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
         let Ok(body) = Limited::new(body, MAX_RESPONSE).collect().await else {
             return Err(Closed("upstream response unreadable or too large"));
         };
@@ -235,6 +245,7 @@ impl Proxy {
                     &serde_json::json!({
                         "requests": stats.requests,
                         "faults": stats.faults,
+                        "connections": stats.connections,
                     }),
                 )
             }
@@ -274,6 +285,39 @@ impl Proxy {
                 "GET /__proxy/stats, GET|PUT /__proxy/rules, PUT /__proxy/down, PUT /__proxy/up",
             ),
         }
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110, section 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Drops the hop-by-hop headers, and those `Connection` names. The body is forwarded
+/// whole, so hyper writes its length anew.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        headers.remove(name);
     }
 }
 
@@ -354,6 +398,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             },
         };
+        lock(&proxy.stats).connections += 1;
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             let service = service_fn(move |request| Arc::clone(&proxy).handle(request));
@@ -365,4 +410,40 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind_and_the_rest_pass() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("host", "127.0.0.1:4566"),
+            ("x-amz-target", "AmazonSQS.ReceiveMessage"),
+            ("authorization", "AWS4-HMAC-SHA256 x"),
+            ("content-length", "2"),
+            ("connection", "close, X-Private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["authorization", "content-length", "host", "x-amz-target"]
+        );
+    }
+
+    #[test]
+    fn the_upstream_must_be_plain_http_with_an_authority() {
+        assert!(upstream_uri("http://127.0.0.1:5055").is_ok());
+        assert!(upstream_uri("https://127.0.0.1:5055").is_err());
+        assert!(upstream_uri("127.0.0.1:5055").is_err());
+    }
 }

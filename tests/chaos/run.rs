@@ -204,6 +204,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         dead_lettered,
         left,
         strand_window_ms,
+        max_receive_count: settings.max_receive_count,
+        visibility_timeout_ms: settings.visibility_timeout_secs * 1000,
     });
     Ok(Outcome {
         figures,

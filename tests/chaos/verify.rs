@@ -21,7 +21,12 @@
 //!   (it writes an `exit` record once `Worker::run` has returned) must release every
 //!   message whose handler it had started and not finished. Such a message is
 //!   *held at the exit*; it is *stranded* if no worker starts it again within the
-//!   strand window (a few seconds, far below the visibility timeout) of the exit. The
+//!   strand window (a few seconds, far below the visibility timeout) of the exit —
+//!   unless it was held at its `maxReceiveCount`-th receive and is in the dead-letter
+//!   queue: then its next receive moved it there (untimed, counted apart), or its next
+//!   recorded receive skips a count and comes a visibility timeout after a moment at
+//!   which another worker was SIGKILLed (−0.5 s to +1 s): then that worker took it with
+//!   a receive that reached no handler (counted apart). The
 //!   producer is paced below the workers' capacity, so a released message is received
 //!   again within about one poll; one left invisible comes back only when its visibility
 //!   timeout (extended by heartbeats) runs out, well past the window.
@@ -110,6 +115,10 @@ pub struct Inputs {
     pub left: Vec<String>,
     /// How long after a SIGTERM exit a held message must be received again.
     pub strand_window_ms: u64,
+    /// The redrive policy's `maxReceiveCount`.
+    pub max_receive_count: u32,
+    /// The queue's visibility timeout, in ms.
+    pub visibility_timeout_ms: u64,
 }
 
 /// The figures of the table (see the module docs for each definition).
@@ -151,6 +160,12 @@ pub struct Figures {
     /// Messages whose handler had started and not finished when their worker exited
     /// after SIGTERM.
     pub held_at_sigterm_exits: usize,
+    /// Of those, messages held at their last allowed receive that the next receive moved
+    /// to the dead-letter queue (untimed: that receive left no record).
+    pub held_at_sigterm_exits_redriven: usize,
+    /// Of those, messages taken by a receive that reached no handler, in a worker a
+    /// SIGKILL ended just after (back a visibility timeout later: not stranded by the exit).
+    pub held_at_sigterm_exits_taken_by_kill: usize,
     /// Of those, messages not received again within the strand window.
     pub stranded: usize,
     /// The longest time from a SIGTERM exit to the next receive of a message it held,
@@ -170,6 +185,13 @@ pub struct Figures {
     /// the message was received again (none: never).
     pub stranded_messages: Vec<(String, u32, Option<u64>)>,
 }
+
+/// A SIGKILL this long before, or [`KILL_SLACK_AFTER_MS`] after, the moment a message
+/// held at a SIGTERM exit was taken again (its return less the visibility timeout)
+/// explains a take that reached no handler.
+const KILL_SLACK_BEFORE_MS: u64 = 500;
+/// See [`KILL_SLACK_BEFORE_MS`].
+const KILL_SLACK_AFTER_MS: u64 = 1_000;
 
 /// Computes the figures.
 pub fn verify(inputs: &Inputs) -> Figures {
@@ -281,11 +303,35 @@ pub fn verify(inputs: &Inputs) -> Figures {
                 }
                 figures.held_at_sigterm_exits += 1;
                 let back = next_start(body, start.at_ms).map(|at| at.saturating_sub(exit_ms));
+                // Its last allowed receive: the next one moved it to the dead-letter
+                // queue, leaving no record.
+                let redriven = back.is_none()
+                    && dead.contains(*body)
+                    && start.receive >= Some(inputs.max_receive_count);
+                // Received again, but by a receive that reached no handler and whose
+                // worker a SIGKILL ended just after (its message then waits out the
+                // visibility timeout): the receive is dated from the message's return.
+                let next = list.iter().find(|event| event.at_ms > start.at_ms);
+                let taken_by_killed = next.is_some_and(|next| {
+                    let skipped = matches!(
+                        (start.receive, next.receive),
+                        (Some(held), Some(next)) if next > held + 1
+                    );
+                    let taken = next.at_ms.saturating_sub(inputs.visibility_timeout_ms);
+                    skipped
+                        && inputs.signals.iter().any(|signal| {
+                            signal.signal == Signal::Kill
+                                && signal.at_ms + KILL_SLACK_BEFORE_MS >= taken
+                                && signal.at_ms <= taken + KILL_SLACK_AFTER_MS
+                        })
+                });
                 match back {
+                    Some(_) if taken_by_killed => figures.held_at_sigterm_exits_taken_by_kill += 1,
                     Some(delay) if delay <= inputs.strand_window_ms => {
                         figures.longest_return_after_sigterm_ms =
                             figures.longest_return_after_sigterm_ms.max(delay);
                     }
+                    None if redriven => figures.held_at_sigterm_exits_redriven += 1,
                     _ => {
                         figures.stranded += 1;
                         figures
@@ -368,6 +414,8 @@ mod tests {
             sent: sent.iter().map(|body| (*body).to_owned()).collect(),
             events,
             strand_window_ms: 3_000,
+            max_receive_count: 4,
+            visibility_timeout_ms: 8_000,
             ..Inputs::default()
         }
     }
@@ -432,31 +480,58 @@ mod tests {
             event("done", "finished:1", 2, 12_100, 2),
             // Never received again: stranded, and lost.
             event("start", "never:1", 1, 1_000, 1),
+            // Released, taken at once by pid 2 (receive 2, no handler), which is
+            // SIGKILLed 300 ms later: back at receive 3 a visibility timeout on.
+            event("start", "taken:1", 1, 1_000, 1),
+            event("start", "taken:1", 3, 13_000, 3),
+            event("done", "taken:1", 3, 13_100, 3),
+            // Held at its 4th receive; the 5th moved it to the DLQ: not stranded.
+            event("start", "redriven:1", 1, 1_000, 4),
+            // Held at its 3rd: it should have been received again.
+            event("start", "dead-early:1", 1, 1_000, 3),
         ]);
-        let mut inputs = inputs(&["back:1", "late:1", "finished:1", "never:1"], events);
-        inputs.signals = vec![SignalSent {
-            pid: 1,
-            signal: Signal::Term,
-            at_ms: 4_000,
-        }];
+        let mut inputs = inputs(
+            &[
+                "back:1",
+                "late:1",
+                "finished:1",
+                "never:1",
+                "redriven:1",
+                "dead-early:1",
+            ],
+            events,
+        );
+        inputs.dead_lettered = vec!["redriven:1".to_owned(), "dead-early:1".to_owned()];
+        inputs.signals = vec![
+            SignalSent {
+                pid: 1,
+                signal: Signal::Term,
+                at_ms: 4_000,
+            },
+            SignalSent {
+                pid: 2,
+                signal: Signal::Kill,
+                at_ms: 5_300,
+            },
+        ];
         let figures = verify(&inputs);
         assert_eq!(figures.sigterms_sent, 1);
         assert_eq!(figures.sigterm_exits, 1);
-        assert_eq!(figures.held_at_sigterm_exits, 3);
-        assert_eq!(figures.stranded, 2);
+        assert_eq!(figures.held_at_sigterm_exits, 6);
+        assert_eq!(figures.held_at_sigterm_exits_redriven, 1);
+        assert_eq!(figures.held_at_sigterm_exits_taken_by_kill, 1);
+        assert_eq!(figures.stranded, 3);
         assert_eq!(
             figures.stranded_messages,
             vec![
+                ("dead-early:1".to_owned(), 1, None),
                 ("late:1".to_owned(), 1, Some(8_000)),
                 ("never:1".to_owned(), 1, None)
             ]
         );
         assert_eq!(figures.longest_return_after_sigterm_ms, 500);
         assert_eq!(figures.lost, 1);
-        assert_eq!(
-            figures.other_exits, 1,
-            "pid 2 neither exited nor was killed"
-        );
+        assert_eq!(figures.other_exits, 0, "pid 1 exited, pid 2 was killed");
     }
 
     #[test]

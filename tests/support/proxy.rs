@@ -27,8 +27,12 @@ pub struct FaultProxy {
 /// (`throttle`, `500`, `503`, `reset`, `slow`, `partial`, `down`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
+    /// Requests by action, faulted or not.
     pub requests: BTreeMap<String, u64>,
+    /// Faults injected, by action and fault.
     pub faults: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Client connections the proxy accepted.
+    pub connections: u64,
 }
 
 impl ProxyStats {
@@ -136,6 +140,7 @@ impl FaultProxy {
                 .flatten()
                 .map(|(action, faults)| (action.clone(), numbers(faults)))
                 .collect(),
+            connections: value["connections"].as_u64().unwrap_or(0),
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub(crate) mod capacity;
 mod dispatch;
+mod lifecycle;
 mod poller;
 pub(crate) mod settle;
 pub(crate) mod waiting;
@@ -31,6 +32,7 @@ use crate::worker::config::{Resolved, WorkerConfig};
 
 pub use crate::worker::spec::{AnyWorker, BoxedBatchHandler, BoxedHandler};
 pub use dispatch::{Dispatch, PerBatch, PerMessage};
+pub(crate) use lifecycle::{Engine, Setup};
 pub(crate) use poller::poll;
 
 /// What every task of one worker shares.

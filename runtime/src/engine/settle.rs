@@ -17,6 +17,7 @@
 //! again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -31,6 +32,10 @@ use crate::backend::{
 use crate::backoff::CALL_RETRY;
 use crate::error::BackendError;
 use crate::telemetry::stats::Counters;
+
+/// How long, once the settler closes, a change still waits for an earlier call for its
+/// message that has not answered, before it is sent anyway (the stop timeout is near).
+const CLOSING_WAIT: Duration = Duration::from_millis(500);
 
 /// Attempts per batch call before its entries are given up (the SDK retries inside each).
 const MAX_ATTEMPTS: u32 = 8;
@@ -54,6 +59,10 @@ pub(crate) struct Settler {
     batch_started: Notify,
     /// Wakes changes waiting for an earlier call for their message to end.
     change_call_ended: Notify,
+    /// When [`close`](Self::close) was first called.
+    closed_at: std::sync::OnceLock<Instant>,
+    /// Entries handed to batch calls and not yet settled: deletes, visibility changes.
+    unsettled: [AtomicU64; 2],
     closed: CancellationToken,
     /// Batch calls in flight, and the timer task.
     calls: TaskTracker,
@@ -81,12 +90,18 @@ struct Change {
 }
 
 /// What the settler knows of one message's visibility changes.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Intent {
     /// The number of the latest change, or [`DELETED`].
     latest: u64,
-    /// The number of the change whose call is in flight.
-    sending: Option<u64>,
+    /// Calls in flight with a change of this message: more than one only once the
+    /// settler is closing (see [`CLOSING_WAIT`]).
+    in_flight: u32,
+    /// The latest change was applied, or given up.
+    latest_done: bool,
+    /// The latest change, sent while an earlier call was in flight: sent again if that
+    /// call ends last, so the latest intent still wins.
+    resend: Option<(Duration, ChangeKind)>,
 }
 
 /// The intent of a message that was deleted: every change before it is superseded.
@@ -137,7 +152,9 @@ impl Pending {
         let in_flight = match self.intents.get_mut(handle) {
             Some(known) => {
                 known.latest = intent;
-                known.sending.is_some()
+                known.latest_done = false;
+                known.resend = None;
+                known.in_flight > 0
             }
             None if intent == DELETED => return,
             None => {
@@ -145,7 +162,7 @@ impl Pending {
                     handle.clone(),
                     Intent {
                         latest: intent,
-                        sending: None,
+                        ..Intent::default()
                     },
                 );
                 false
@@ -183,6 +200,8 @@ impl Settler {
             pending: Mutex::default(),
             batch_started: Notify::new(),
             change_call_ended: Notify::new(),
+            closed_at: std::sync::OnceLock::new(),
+            unsettled: [AtomicU64::new(0), AtomicU64::new(0)],
             closed: CancellationToken::new(),
             calls: TaskTracker::new(),
         });
@@ -256,13 +275,19 @@ impl Settler {
     /// superseded and marks the rest in flight. A change whose message has an earlier
     /// call still in flight is held back: it goes on in a batch of its own, which waits
     /// for that call to end, so it holds up none of the others. Waits only when every
-    /// change is held back.
-    async fn claim(self: &Arc<Self>, changes: &mut Vec<Change>) {
+    /// change is held back, and only until the settler closes: a call that never answers
+    /// must not keep the last releases from going out before the worker exits. Returns
+    /// how many changes went on in a batch of their own.
+    async fn claim(self: &Arc<Self>, changes: &mut Vec<Change>) -> usize {
         loop {
             let ended = self.change_call_ended.notified();
             tokio::pin!(ended);
             // Registered before the check, so a call ending in between wakes us.
             ended.as_mut().enable();
+            // Once the settler has been closing for a moment, a call that has not answered
+            // by then holds nothing back any more.
+            let gave_up_at = self.closed_at.get().map(|closed| *closed + CLOSING_WAIT);
+            let closing = gave_up_at.is_some_and(|at| Instant::now() >= at);
             {
                 let mut pending = self.lock();
                 let intents = &mut pending.intents;
@@ -270,8 +295,11 @@ impl Settler {
                 for change in std::mem::take(changes) {
                     match intents.get_mut(&change.change.receipt_handle) {
                         Some(intent) if intent.latest == change.intent => {
-                            if intent.sending.is_none() {
-                                intent.sending = Some(change.intent);
+                            if intent.in_flight == 0 || closing {
+                                if intent.in_flight > 0 {
+                                    intent.resend = Some((change.change.timeout, change.kind));
+                                }
+                                intent.in_flight += 1;
                                 changes.push(change);
                             } else {
                                 held_back.push(change);
@@ -284,23 +312,45 @@ impl Settler {
                 if changes.is_empty() {
                     *changes = held_back;
                     if changes.is_empty() {
-                        return;
+                        return 0;
                     }
                 } else {
                     drop(pending);
-                    if !held_back.is_empty() {
+                    let moved = held_back.len();
+                    if moved > 0 {
                         self.send(Batch::Change(held_back));
                     }
-                    return;
+                    return moved;
                 }
             }
-            ended.await;
+            tokio::select! {
+                () = ended => {}
+                () = self.closed.cancelled(), if gave_up_at.is_none() => {}
+                () = sleep_until(gave_up_at.unwrap_or_else(Instant::now)), if gave_up_at.is_some() => {}
+            }
+        }
+    }
+
+    /// Counts every entry not yet settled as failed: the worker gives up on them (its
+    /// stop timeout is at hand). Their messages will be received again.
+    pub(crate) fn abandon(&self) {
+        let deletes = self.unsettled[0].swap(0, Ordering::AcqRel);
+        let changes = self.unsettled[1].swap(0, Ordering::AcqRel);
+        Counters::add(&self.counters.delete_failed, deletes);
+        Counters::add(&self.counters.visibility_failed, changes);
+        if deletes + changes > 0 {
+            tracing::error!(
+                deletes,
+                visibility_changes = changes,
+                "shutdown: given up unsent at the stop timeout"
+            );
         }
     }
 
     /// A change call ended: `done[i]` tells whether change `i` is settled (applied, or
     /// given up) rather than to be sent again.
-    fn unclaim(&self, changes: &[Change], done: &[bool]) {
+    fn unclaim(self: &Arc<Self>, changes: &[Change], done: &[bool]) {
+        let mut resends = Vec::new();
         {
             let mut pending = self.lock();
             for (change, done) in changes.iter().zip(done) {
@@ -308,11 +358,37 @@ impl Settler {
                 let Some(intent) = pending.intents.get_mut(handle) else {
                     continue;
                 };
-                intent.sending = None;
-                if intent.latest == DELETED || (*done && intent.latest == change.intent) {
-                    pending.intents.remove(handle);
+                intent.in_flight = intent.in_flight.saturating_sub(1);
+                if *done && intent.latest == change.intent {
+                    intent.latest_done = true;
+                }
+                if intent.in_flight > 0 {
+                    continue;
+                }
+                match intent.resend.take() {
+                    // An earlier call ended after the latest one: send the latest again.
+                    Some((timeout, kind))
+                        if intent.latest != DELETED && change.intent != intent.latest =>
+                    {
+                        intent.latest_done = false;
+                        resends.push(Change {
+                            change: VisibilityChange {
+                                receipt_handle: handle.clone(),
+                                timeout,
+                            },
+                            kind,
+                            intent: intent.latest,
+                        });
+                    }
+                    _ if intent.latest == DELETED || intent.latest_done => {
+                        pending.intents.remove(handle);
+                    }
+                    _ => {}
                 }
             }
+        }
+        if !resends.is_empty() {
+            self.send(Batch::Change(resends));
         }
         self.change_call_ended.notify_waiters();
     }
@@ -320,6 +396,7 @@ impl Settler {
     /// Sends every pending entry and waits for all batch calls to end. Call it once no
     /// task will settle anything more.
     pub(crate) async fn close(&self) {
+        let _ = self.closed_at.set(Instant::now());
         self.closed.cancel();
         self.calls.close();
         self.calls.wait().await;
@@ -339,6 +416,7 @@ impl Settler {
     }
 
     fn send(self: &Arc<Self>, batch: Batch) {
+        self.unsettled[batch.kind()].fetch_add(batch.len() as u64, Ordering::AcqRel);
         self.calls.spawn(batch.send(Arc::clone(self)));
     }
 
@@ -383,6 +461,14 @@ enum Batch {
 }
 
 impl Batch {
+    /// The index of this batch's kind in [`Settler::unsettled`].
+    fn kind(&self) -> usize {
+        match self {
+            Self::Delete(_) => 0,
+            Self::Change(_) => 1,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::Delete(entries) => entries.len(),
@@ -448,11 +534,24 @@ impl Batch {
 
     /// Sends the batch, retrying what may succeed on a later attempt.
     async fn send(mut self, settler: Arc<Settler>) {
+        let mut accounted = self.len();
+        let kind = self.kind();
+        self.attempts(&settler, &mut accounted).await;
+        settler.unsettled[kind]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                Some(left.saturating_sub(accounted as u64))
+            })
+            .ok();
+    }
+
+    /// The attempts of [`send`](Self::send); `accounted` drops by the entries that went on
+    /// in a batch of their own.
+    async fn attempts(&mut self, settler: &Arc<Settler>, accounted: &mut usize) {
         let (backend, counters) = (&*settler.backend, &*settler.counters);
         for attempt in 1..=MAX_ATTEMPTS {
             let last = attempt == MAX_ATTEMPTS;
-            if let Self::Change(changes) = &mut self {
-                settler.claim(changes).await;
+            if let Self::Change(changes) = self {
+                *accounted -= settler.claim(changes).await;
                 if changes.is_empty() {
                     return;
                 }
@@ -471,7 +570,7 @@ impl Batch {
                     vec![false; self.len()]
                 }
             };
-            if let Self::Change(changes) = &self {
+            if let Self::Change(changes) = &*self {
                 let done: Vec<bool> = retry.iter().map(|retry| !retry).collect();
                 settler.unclaim(changes, &done);
             }
@@ -589,16 +688,21 @@ mod tests {
         );
     }
 
-    /// A queue whose visibility calls take `latency`, and which fails the test if two
-    /// calls for one message overlap.
+    /// A queue whose visibility calls take `latency`, and which counts calls for one
+    /// message that overlap.
     #[derive(Debug)]
     struct Overlaps {
         queue: EmbeddedQueue,
         latency: Duration,
         in_flight: Mutex<HashSet<ReceiptHandle>>,
+        /// Calls that began while another for one of their messages was in flight.
+        overlaps: AtomicU64,
         /// Each call's start and its changes.
-        calls: Mutex<Vec<(Instant, Vec<(ReceiptHandle, Duration)>)>>,
+        calls: Mutex<Vec<Call>>,
     }
+
+    /// When a visibility call started, and its changes.
+    type Call = (Instant, Vec<(ReceiptHandle, Duration)>);
 
     impl Overlaps {
         fn new(queue: &EmbeddedQueue, latency: Duration) -> Arc<Self> {
@@ -606,11 +710,12 @@ mod tests {
                 queue: queue.clone(),
                 latency,
                 in_flight: Mutex::default(),
+                overlaps: AtomicU64::new(0),
                 calls: Mutex::default(),
             })
         }
 
-        fn calls(&self) -> Vec<(Instant, Vec<(ReceiptHandle, Duration)>)> {
+        fn calls(&self) -> Vec<Call> {
             self.calls.lock().expect("calls").clone()
         }
     }
@@ -652,7 +757,9 @@ mod tests {
                     .lock()
                     .expect("in flight")
                     .insert(change.receipt_handle.clone());
-                assert!(fresh, "two visibility calls for one message at once");
+                if !fresh {
+                    self.overlaps.fetch_add(1, Ordering::SeqCst);
+                }
             }
             sleep(self.latency).await;
             let results = self.queue.change_visibility_batch(changes).await;
@@ -684,10 +791,10 @@ mod tests {
         let started = Instant::now();
         settler.change(a.clone(), Duration::from_secs(600), ChangeKind::Heartbeat);
         sleep(Duration::from_millis(100)).await; // a's heartbeat is in flight
-        // One batch (sent at once by the close): a's release must wait for a's
-        // heartbeat; b's must not.
+        // One batch: a's release must wait for a's heartbeat; b's must not.
         settler.change(a.clone(), Duration::ZERO, ChangeKind::Release);
         settler.change(b.clone(), Duration::ZERO, ChangeKind::Release);
+        sleep(Duration::from_secs(2)).await;
         settler.close().await;
         let calls: Vec<(u128, Vec<(ReceiptHandle, Duration)>)> = backend
             .calls()
@@ -698,11 +805,55 @@ mod tests {
             calls,
             [
                 (5, vec![(a.clone(), Duration::from_secs(600))]),
-                (100, vec![(b, Duration::ZERO)]),
+                (105, vec![(b, Duration::ZERO)]),
                 (505, vec![(a, Duration::ZERO)]),
             ],
             "b's release went out at once, a's after a's heartbeat call ended"
         );
+        assert_eq!(backend.overlaps.load(Ordering::SeqCst), 0);
         assert_eq!(queue.counts().visible, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_never_answers_holds_a_release_back_only_until_the_close() {
+        let queue = EmbeddedQueue::new("hung");
+        queue.send("a");
+        let a = receive_one(&queue).await;
+        let backend = Overlaps::new(&queue, Duration::from_secs(3600));
+        let counters = Arc::new(Counters::default());
+        let settler = Settler::start(
+            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::clone(&counters),
+            Duration::from_millis(5),
+        );
+        settler.change(a.clone(), Duration::from_secs(600), ChangeKind::Heartbeat);
+        sleep(Duration::from_millis(100)).await; // the heartbeat's call hangs
+        settler.change(a, Duration::ZERO, ChangeKind::Release);
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            backend.calls().len(),
+            1,
+            "the release waits while the settler is open"
+        );
+        let closing = tokio::time::timeout(Duration::from_secs(2), settler.close()).await;
+        assert!(closing.is_err(), "both calls hang");
+        let calls = backend.calls();
+        assert_eq!(
+            calls.len(),
+            2,
+            "the release went out once the settler closed"
+        );
+        assert_eq!(
+            calls[1].0 - calls[0].0,
+            Duration::from_millis(1595),
+            "500 ms after the close (at 1.1 s)"
+        );
+        assert_eq!(calls[1].1[0].1, Duration::ZERO);
+        settler.abandon();
+        assert_eq!(
+            counters.report(Duration::ZERO).visibility_failed,
+            2,
+            "both unanswered changes are counted as failed"
+        );
     }
 }

@@ -292,6 +292,7 @@ async fn flush(settler: &Settler, deadlines: &Deadlines) {
             "shutdown: deletes and visibility changes still failing at the stop timeout; \
              their messages will be received again"
         );
+        settler.abandon();
     }
 }
 

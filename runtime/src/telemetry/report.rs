@@ -112,29 +112,29 @@ impl Tasks {
     #[cfg(feature = "ecs")]
     async fn discover() -> Option<Self> {
         Some(match EcsService::from_env().await {
-                Ok(Some(service)) => {
-                    tracing::info!(
-                        cluster = service.cluster(),
-                        service = service.service(),
-                        "backlog per task counts the tasks of this ECS service"
-                    );
-                    Self::Ecs(service)
-                }
-                Ok(None) => {
-                    tracing::info!(
-                        "backlog per task is not published: no running-task count \
+            Ok(Some(service)) => {
+                tracing::info!(
+                    cluster = service.cluster(),
+                    service = service.service(),
+                    "backlog per task counts the tasks of this ECS service"
+                );
+                Self::Ecs(service)
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "backlog per task is not published: no running-task count \
                          (set running_tasks, or run in an ECS service)"
-                    );
-                    Self::Unknown
-                }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(%error, "finding this task's ECS service failed; retrying");
-                    return None;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "backlog per task is not published");
-                    Self::Unknown
-                }
+                );
+                Self::Unknown
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "finding this task's ECS service failed; retrying");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "backlog per task is not published");
+                Self::Unknown
+            }
         })
     }
 

@@ -5,42 +5,19 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::{Instant, sleep};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
-use crate::backend::{Backend, QueueAttributes};
-use crate::backoff::{Backoff, CALL_RETRY};
+use crate::backend::Backend;
+use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
-use crate::ecs::protection::{ProtectionConfig, TaskProtection};
-use crate::engine::capacity::Capacity;
-use crate::engine::settle::Settler;
-use crate::engine::{Dispatch, PerBatch, PerMessage};
-use crate::engine::{Shared, poll};
-use crate::error::{BackendError, Error};
-use crate::shutdown::{Contract, Parts, ShutdownHandle};
-use crate::telemetry::emf::spawn_emf_reporter;
+use crate::ecs::protection::ProtectionConfig;
+use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup};
+use crate::error::Error;
+use crate::shutdown::ShutdownHandle;
+use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::health::Health;
-use crate::telemetry::metrics::WorkerMetrics;
-use crate::telemetry::report::{emf_record, report};
-use crate::telemetry::stats::{Counters, RunReport};
+use crate::telemetry::stats::RunReport;
 use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
-
-/// Without feature `ecs` there is no task protection: a driver that is never built.
-#[cfg(not(feature = "ecs"))]
-enum TaskProtection {}
-
-#[cfg(not(feature = "ecs"))]
-impl TaskProtection {
-    fn run<F>(self, _in_flight: F, _stop: CancellationToken) -> std::future::Ready<()> {
-        match self {}
-    }
-}
-
-/// Attempts at reading the queue's attributes before the worker gives up starting.
-const PREFLIGHT_ATTEMPTS: u32 = 5;
 
 /// A queue consumer: pollers, a handler, and the settings that bind them.
 ///
@@ -53,20 +30,6 @@ pub struct Worker<H> {
     health: Option<Health>,
     emf: Option<EmfOutput>,
     handler: H,
-}
-
-/// Where a worker writes its EMF lines.
-struct EmfOutput {
-    settings: EmfSettings,
-    out: Box<dyn Write + Send>,
-}
-
-impl std::fmt::Debug for EmfOutput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmfOutput")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Builds a [`Worker`]: settings first, the handler last.
@@ -301,135 +264,20 @@ impl<H: Dispatch> Worker<H> {
         shutdown: impl Future<Output = ()>,
         immediate: impl Future<Output = ()>,
     ) -> Result<RunReport, Error> {
-        let started = Instant::now();
-        self.config.validate()?;
-        if let Some(emf) = &self.emf {
-            emf.settings.validate()?;
-        }
-        #[cfg(feature = "ecs")]
-        let protection = match self.config.task_protection {
-            Some(config) => TaskProtection::from_env(config)?,
-            None => None,
-        };
-        #[cfg(not(feature = "ecs"))]
-        let protection: Option<TaskProtection> = None;
-        let attributes = preflight(&*self.backend).await?;
-        let resolved = self.config.resolve(attributes.visibility_timeout)?;
-        let counters = Arc::new(Counters::default());
-        let metrics = WorkerMetrics::register(
-            self.backend.name(),
-            self.config.name.as_deref().unwrap_or(self.backend.name()),
-        );
-        let settler = Settler::start(
-            Arc::clone(&self.backend),
-            Arc::clone(&counters),
-            self.config.flush_interval,
-        );
-        let contract = Contract::new(resolved.grace, self.config.stop_timeout);
-        let shared = Arc::new(Shared {
+        let engine = Engine::start(Setup {
             backend: self.backend,
-            handler: self.handler,
-            capacity: Capacity::new(self.config.concurrency),
-            poller_turn: tokio::sync::Mutex::new(()),
             config: self.config,
-            resolved,
-            fifo: attributes.fifo,
-            counters: Arc::clone(&counters),
-            settler: Arc::clone(&settler),
-            shutdown: Arc::new(contract),
-            metrics,
-            health: self.health.as_ref().map(Health::attach),
-            last_backlog: std::sync::Mutex::default(),
-        });
-        tracing::info!(
-            queue = shared.backend.name(),
-            concurrency = shared.config.concurrency,
-            pollers = resolved.pollers,
-            visibility = ?resolved.visibility,
-            "worker started"
-        );
-        // Started before anything else runs: it is the one start step that can fail.
-        let reporting_stop = CancellationToken::new();
-        let emf = match self.emf {
-            Some(EmfOutput { settings, out }) => Some(spawn_emf_reporter(
-                settings.interval,
-                emf_record(Arc::clone(&shared), settings.clone()),
-                out,
-                reporting_stop.clone(),
-            )?),
-            None => None,
-        };
-        let pollers = TaskTracker::new();
-        for _ in 0..resolved.pollers {
-            pollers.spawn(poll(Arc::clone(&shared)));
-        }
-        pollers.close();
-        if let Some(health) = &shared.health {
-            health.receiving();
-        }
-        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
-        let protection_stop = CancellationToken::new();
-        let protection = protection.map(|protection| {
-            let shared = Arc::clone(&shared);
-            let stop = protection_stop.clone();
-            tokio::spawn(protection.run(move || shared.capacity.messages_in_flight(), stop))
-        });
-
+            handler: self.handler,
+            health: self.health,
+            emf: self.emf,
+        })
+        .await?;
         tokio::pin!(immediate);
         // `immediate` may already have fired (and must not be polled again).
         let now = tokio::select! {
             () = shutdown => false,
             () = &mut immediate => true,
         };
-        if let Some(health) = &shared.health {
-            health.stopping();
-        }
-        let parts = Parts {
-            capacity: &shared.capacity,
-            pollers: &pollers,
-            settler: &settler,
-        };
-        shared.shutdown.carry_out(parts, now, immediate).await;
-        // Every message is settled and its batches sent (or given up at the hard
-        // deadline): no handler runs, protection goes off.
-        protection_stop.cancel();
-        drop(shared);
-        // The last publish comes after the last batch, so the final counts are exact.
-        reporting_stop.cancel();
-        if let Err(error) = reporting.await {
-            tracing::error!(%error, "the reporter task failed");
-        }
-        if let Some(Err(error)) = match emf {
-            Some(emf) => Some(emf.await),
-            None => None,
-        } {
-            tracing::error!(%error, "the EMF reporter failed");
-        }
-        if let Some(protection) = protection {
-            match protection.await {
-                Ok(report) => tracing::info!(?report, "task protection stopped"),
-                Err(error) => tracing::error!(%error, "task protection driver failed"),
-            }
-        }
-        let report = counters.report(started.elapsed());
-        tracing::info!(?report, "worker stopped");
-        Ok(report)
-    }
-}
-
-/// Reads the queue's attributes: the worker learns the default visibility timeout, and a
-/// queue that does not exist or cannot be read fails the start.
-async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendError> {
-    let mut attempt = 1;
-    loop {
-        match backend.attributes().await {
-            Ok(attributes) => return Ok(attributes),
-            Err(error) if error.is_retryable() && attempt < PREFLIGHT_ATTEMPTS => {
-                tracing::warn!(%error, attempt, "reading queue attributes failed; retrying");
-                sleep(CALL_RETRY.delay(attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
-        }
+        Ok(engine.stop(now, immediate).await)
     }
 }

@@ -444,6 +444,9 @@ async fn the_driver_survives_a_failing_agent_and_recovers() {
             "retried {gap:?} after a failure; backoff is {backoff} ms"
         );
     }
+    // The agent has answered the fourth call; let the driver read that answer before it
+    // is stopped (on a loaded machine it may not have run yet).
+    sleep(Duration::from_millis(300)).await;
 
     stop.cancel();
     let report = driver.await.expect("driver");

@@ -42,6 +42,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ConfigError;
+use crate::worker::config::EmfSettings;
 
 /// The most metrics one record may carry (EMF: at most 100 `MetricDefinition`s).
 pub const MAX_METRICS: usize = 100;
@@ -562,6 +563,20 @@ fn report(record: &mut impl FnMut() -> Option<EmfRecord>, out: &mut impl Write) 
     line.push('\n');
     if let Err(error) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
         tracing::warn!(%error, "an EMF line could not be written");
+    }
+}
+
+/// Where a worker writes its EMF lines.
+pub(crate) struct EmfOutput {
+    pub(crate) settings: EmfSettings,
+    pub(crate) out: Box<dyn Write + Send>,
+}
+
+impl std::fmt::Debug for EmfOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmfOutput")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,0 +1,238 @@
+//! The engine's lifecycle: [`Engine::start`] checks the settings, reads the queue and
+//! starts every part (pollers, settler, reporters, task protection); [`Engine::stop`]
+//! carries out the shutdown contract and stops the reporters. The worker builder only
+//! collects settings.
+
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, QueueAttributes};
+use crate::backoff::CALL_RETRY;
+#[cfg(feature = "ecs")]
+use crate::ecs::protection::{ProtectionReport, TaskProtection};
+use crate::engine::capacity::Capacity;
+use crate::engine::settle::Settler;
+use crate::engine::{Dispatch, Shared, poll};
+use crate::error::{BackendError, Error};
+use crate::shutdown::{Contract, Parts};
+use crate::telemetry::emf::{EmfOutput, spawn_emf_reporter};
+use crate::telemetry::health::Health;
+use crate::telemetry::metrics::WorkerMetrics;
+use crate::telemetry::report::{emf_record, report};
+use crate::telemetry::stats::{Counters, RunReport};
+use crate::worker::config::WorkerConfig;
+
+/// Without feature `ecs` there is no task protection: a driver that is never built.
+#[cfg(not(feature = "ecs"))]
+enum TaskProtection {}
+
+#[cfg(not(feature = "ecs"))]
+type ProtectionReport = ();
+
+#[cfg(not(feature = "ecs"))]
+impl TaskProtection {
+    fn run<F>(self, _in_flight: F, _stop: CancellationToken) -> std::future::Ready<()> {
+        match self {}
+    }
+}
+
+/// Attempts at reading the queue's attributes before the worker gives up starting.
+const PREFLIGHT_ATTEMPTS: u32 = 5;
+
+/// What a worker is made of before it starts.
+pub(crate) struct Setup<H> {
+    pub backend: Arc<dyn Backend>,
+    pub config: WorkerConfig,
+    pub handler: H,
+    pub health: Option<Health>,
+    pub emf: Option<EmfOutput>,
+}
+
+/// A started worker: its parts, owned together until [`stop`](Self::stop).
+pub(crate) struct Engine<H> {
+    started: Instant,
+    shared: Arc<Shared<H>>,
+    settler: Arc<Settler>,
+    counters: Arc<Counters>,
+    pollers: TaskTracker,
+    reporting_stop: CancellationToken,
+    reporting: JoinHandle<()>,
+    emf: Option<JoinHandle<()>>,
+    protection_stop: CancellationToken,
+    protection: Option<JoinHandle<ProtectionReport>>,
+}
+
+impl<H: Dispatch> Engine<H> {
+    /// Checks every setting, reads the queue's attributes (a queue that does not exist or
+    /// cannot be read fails the start), then starts pollers, reporters and protection.
+    pub(crate) async fn start(setup: Setup<H>) -> Result<Self, Error> {
+        let Setup {
+            backend,
+            config,
+            handler,
+            health,
+            emf,
+        } = setup;
+        let started = Instant::now();
+        config.validate()?;
+        if let Some(emf) = &emf {
+            emf.settings.validate()?;
+        }
+        #[cfg(feature = "ecs")]
+        let protection = match config.task_protection {
+            Some(protection) => TaskProtection::from_env(protection)?,
+            None => None,
+        };
+        #[cfg(not(feature = "ecs"))]
+        let protection: Option<TaskProtection> = None;
+        let attributes = preflight(&*backend).await?;
+        let resolved = config.resolve(attributes.visibility_timeout)?;
+        let counters = Arc::new(Counters::default());
+        let metrics = WorkerMetrics::register(
+            backend.name(),
+            config.name.as_deref().unwrap_or(backend.name()),
+        );
+        let settler = Settler::start(
+            Arc::clone(&backend),
+            Arc::clone(&counters),
+            config.flush_interval,
+        );
+        let contract = Contract::new(resolved.grace, config.stop_timeout);
+        let shared = Arc::new(Shared {
+            backend,
+            handler,
+            capacity: Capacity::new(config.concurrency),
+            poller_turn: tokio::sync::Mutex::new(()),
+            config,
+            resolved,
+            fifo: attributes.fifo,
+            counters: Arc::clone(&counters),
+            settler: Arc::clone(&settler),
+            shutdown: Arc::new(contract),
+            metrics,
+            health: health.as_ref().map(Health::attach),
+            last_backlog: std::sync::Mutex::default(),
+        });
+        tracing::info!(
+            queue = shared.backend.name(),
+            concurrency = shared.config.concurrency,
+            pollers = resolved.pollers,
+            visibility = ?resolved.visibility,
+            "worker started"
+        );
+        // Started before anything else runs: it is the one start step that can fail.
+        let reporting_stop = CancellationToken::new();
+        let emf = match emf {
+            Some(EmfOutput { settings, out }) => Some(spawn_emf_reporter(
+                settings.interval,
+                emf_record(Arc::clone(&shared), settings.clone()),
+                out,
+                reporting_stop.clone(),
+            )?),
+            None => None,
+        };
+        let pollers = TaskTracker::new();
+        for _ in 0..resolved.pollers {
+            pollers.spawn(poll(Arc::clone(&shared)));
+        }
+        pollers.close();
+        if let Some(health) = &shared.health {
+            health.receiving();
+        }
+        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
+        let protection_stop = CancellationToken::new();
+        let protection = protection.map(|protection| {
+            let shared = Arc::clone(&shared);
+            let stop = protection_stop.clone();
+            tokio::spawn(protection.run(move || shared.capacity.messages_in_flight(), stop))
+        });
+        Ok(Self {
+            started,
+            shared,
+            settler,
+            counters,
+            pollers,
+            reporting_stop,
+            reporting,
+            emf,
+            protection_stop,
+            protection,
+        })
+    }
+
+    /// Shuts down by the [shutdown contract](crate::shutdown) (`immediate` when shutdown
+    /// asked to release running handlers at once; a later `hurry` does the same), stops
+    /// the reporters after the last batch, and reports the run.
+    pub(crate) async fn stop(
+        self,
+        immediate: bool,
+        hurry: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> RunReport {
+        let Self {
+            started,
+            shared,
+            settler,
+            counters,
+            pollers,
+            reporting_stop,
+            reporting,
+            emf,
+            protection_stop,
+            protection,
+        } = self;
+        if let Some(health) = &shared.health {
+            health.stopping();
+        }
+        let parts = Parts {
+            capacity: &shared.capacity,
+            pollers: &pollers,
+            settler: &settler,
+        };
+        shared.shutdown.carry_out(parts, immediate, hurry).await;
+        // Every message is settled and its batches sent (or given up at the hard
+        // deadline): no handler runs, protection goes off.
+        protection_stop.cancel();
+        drop(shared);
+        // The last publish comes after the last batch, so the final counts are exact.
+        reporting_stop.cancel();
+        if let Err(error) = reporting.await {
+            tracing::error!(%error, "the reporter task failed");
+        }
+        if let Some(Err(error)) = match emf {
+            Some(emf) => Some(emf.await),
+            None => None,
+        } {
+            tracing::error!(%error, "the EMF reporter failed");
+        }
+        if let Some(protection) = protection {
+            match protection.await {
+                Ok(report) => tracing::info!(?report, "task protection stopped"),
+                Err(error) => tracing::error!(%error, "task protection driver failed"),
+            }
+        }
+        let report = counters.report(started.elapsed());
+        tracing::info!(?report, "worker stopped");
+        report
+    }
+}
+
+/// Reads the queue's attributes: the worker learns the default visibility timeout, and a
+/// queue that does not exist or cannot be read fails the start.
+async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendError> {
+    let mut attempt = 1;
+    loop {
+        match backend.attributes().await {
+            Ok(attributes) => return Ok(attributes),
+            Err(error) if error.is_retryable() && attempt < PREFLIGHT_ATTEMPTS => {
+                tracing::warn!(%error, attempt, "reading queue attributes failed; retrying");
+                sleep(CALL_RETRY.delay(attempt)).await;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
