@@ -255,7 +255,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
         "the example serves on $SPOTQ_HTTP_ADDR"
     );
     let port = number_after(
-        &code("runtime/src/serve.rs"),
+        &code("runtime/src/telemetry/serve/mod.rs"),
         "DEFAULT_HTTP_ADDR: &str = \"0.0.0.0:",
         "the worker's default port",
     );
@@ -266,7 +266,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
         "the task serves on the default port its health check probes"
     );
     assert_eq!(worker["portMappings"][0]["containerPort"], port);
-    let serve = code("runtime/src/serve.rs");
+    let serve = code("runtime/src/telemetry/serve/mod.rs");
     assert!(
         serve.contains("\"/health\" => Path::Health"),
         "spotq::serve answers /health"
@@ -297,7 +297,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
         read_by_worker.contains("SPOTQ_LOG_FORMAT"),
         "{read_by_worker:?}"
     );
-    assert!(code("runtime/src/logging.rs").contains("EnvFilter::try_from_default_env()"));
+    assert!(code("runtime/src/telemetry/logging.rs").contains("EnvFilter::try_from_default_env()"));
     read_by_worker.insert("RUST_LOG".to_owned()); // EnvFilter's default variable
     let env = environment(worker);
     check_environment(&env, &read_by_worker);
@@ -392,7 +392,7 @@ fn the_controller_runs_always_on_and_scales_the_worker_service() {
     let worker_service = json("deploy/worker-service.json");
 
     let mut read_by_controller = env_names_in(&code_below("controller/src"));
-    read_by_controller.extend(env_names_in(&code("runtime/src/logging.rs")));
+    read_by_controller.extend(env_names_in(&code("runtime/src/telemetry/logging.rs")));
     read_by_controller.insert("RUST_LOG".to_owned());
     let env = environment(controller);
     check_environment(&env, &read_by_controller);
@@ -525,10 +525,10 @@ fn the_worker_policy_grants_exactly_the_calls_the_worker_makes() {
 
     let sqs = code("runtime/src/backend/sqs.rs");
     let mut calls = sdk_calls(&sqs);
-    calls.extend(sdk_calls(&code("runtime/src/ecs.rs")));
+    calls.extend(sdk_calls(&code("runtime/src/ecs/mod.rs")));
     // Task protection goes through the ECS agent (PUT $ECS_AGENT_URI/task-protection/
     // v1/state), which calls UpdateTaskProtection with the task role.
-    let protection = code("runtime/src/protection.rs");
+    let protection = code("runtime/src/ecs/protection/mod.rs");
     assert!(protection.contains("/task-protection/v1/state") && protection.contains("Method::PUT"));
     assert!(
         !protection.contains("Method::GET"),
