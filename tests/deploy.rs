@@ -411,7 +411,7 @@ fn the_controller_runs_always_on_and_scales_the_worker_service() {
     );
 
     let port = number_after(
-        &code("controller/src/config.rs"),
+        &code("controller/src/config/mod.rs"),
         "DEFAULT_HTTP_ADDR: &str = \"0.0.0.0:",
         "the controller's port",
     );

@@ -3,6 +3,7 @@
 //! with backoff every call goes through.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -47,28 +48,19 @@ impl Retryable for BackendError {
 }
 
 impl Retry {
-    /// Runs `call` until it succeeds, fails for good, or the attempts are used up;
-    /// `on_error` sees every failure (for logs and error counters).
-    pub async fn run<T, E, F, Fut>(&self, mut call: F, mut on_error: impl FnMut(&E)) -> Result<T, E>
+    /// Runs `call` until it succeeds, fails for good, or the attempts are used up
+    /// ([`spotq::retry`]); `on_error` sees every failure (for logs and error counters).
+    pub async fn run<T, E, F, Fut>(&self, call: F, mut on_error: impl FnMut(&E)) -> Result<T, E>
     where
-        E: Retryable,
+        E: Retryable + fmt::Display,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(error) => {
-                    on_error(&error);
-                    if attempt >= self.attempts.max(1) || !error.is_retryable() {
-                        return Err(error);
-                    }
-                    tokio::time::sleep(self.backoff.delay(attempt)).await;
-                    attempt += 1;
-                }
-            }
-        }
+        let is_retryable = |error: &E| {
+            on_error(error);
+            error.is_retryable()
+        };
+        spotq::retry(self.backoff, self.attempts, is_retryable, call).await
     }
 }
 
@@ -291,6 +283,12 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
 
     #[derive(Debug)]
     struct Flaky(bool);
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "flaky (retryable: {})", self.0)
+        }
+    }
 
     impl Retryable for Flaky {
         fn is_retryable(&self) -> bool {

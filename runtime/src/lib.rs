@@ -116,7 +116,7 @@ pub use api::message::{Context, Message};
 pub use backend::SqsBackend;
 pub use backend::embedded::{self, EmbeddedQueue};
 pub use backend::{Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage};
-pub use backoff::Backoff;
+pub use backoff::{Backoff, retry};
 #[cfg(feature = "ecs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub use ecs::protection;

@@ -1,6 +1,8 @@
 use super::*;
 
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
+
+use crate::decision::{BacklogTarget, Policy};
 
 fn cli(args: &[&str]) -> Cli {
     let mut argv = vec!["spotq-controller"];

@@ -1,0 +1,103 @@
+//! The TOML file: `http_addr`, `dry_run`, `[defaults]` and `[[binding]]` entries, read
+//! as they are written; `resolve` checks them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use super::duration::parse_duration;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) http_addr: Option<String>,
+    pub(super) dry_run: Option<bool>,
+    #[serde(default)]
+    pub(super) defaults: FileBinding,
+    #[serde(default, rename = "binding")]
+    pub(super) bindings: Vec<FileBinding>,
+}
+
+/// A `[[binding]]` entry, or the `[defaults]` of them all.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileBinding {
+    pub(super) name: Option<String>,
+    pub(super) queue: Option<String>,
+    pub(super) cluster: Option<String>,
+    pub(super) service: Option<String>,
+    pub(super) local: Option<FileLocal>,
+    pub(super) min: Option<u32>,
+    pub(super) max: Option<u32>,
+    pub(super) backlog_per_task: Option<f64>,
+    pub(super) latency_goal: Option<DurationValue>,
+    pub(super) message_time: Option<DurationValue>,
+    pub(super) concurrency: Option<u32>,
+    pub(super) activation: Option<u64>,
+    pub(super) poll_interval: Option<DurationValue>,
+    pub(super) scale_in_cooldown: Option<DurationValue>,
+    pub(super) empty_polls: Option<u32>,
+    pub(super) max_step: Option<u32>,
+    pub(super) count_delayed: Option<bool>,
+    pub(super) in_flight_wake_polls: Option<u32>,
+    pub(super) tolerance: Option<f64>,
+    pub(super) metrics_urls: Option<Vec<String>>,
+}
+
+/// A binding's `[binding.local]` table: worker processes on this machine.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLocal {
+    pub(super) command: Vec<String>,
+    #[serde(default)]
+    pub(super) env: BTreeMap<String, String>,
+    pub(super) stop_timeout: Option<DurationValue>,
+}
+
+/// A duration in the file: `"500ms"`, `"5s"`, `"2m"`, `"1h"`, or a number of seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum DurationValue {
+    Seconds(f64),
+    Text(String),
+}
+
+impl FileConfig {
+    /// Reads the file's text; an error names the file (`path`, else `--config`) and
+    /// the line.
+    pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|error| {
+            let setting =
+                path.map_or_else(|| "--config".to_owned(), |path| path.display().to_string());
+            ConfigError::new(
+                setting,
+                error.message().to_owned() + &span_hint(text, &error),
+            )
+        })
+    }
+}
+
+impl DurationValue {
+    /// The duration, or an error naming `setting`.
+    pub(super) fn to_duration(&self, setting: &str) -> Result<Duration, ConfigError> {
+        match self {
+            Self::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
+                .map_err(|error| ConfigError::new(setting, format!("{seconds}: {error}"))),
+            Self::Text(text) => {
+                parse_duration(text).map_err(|message| ConfigError::new(setting, message))
+            }
+        }
+    }
+}
+
+/// ` (line N)` for a TOML error with a position.
+fn span_hint(text: &str, error: &toml::de::Error) -> String {
+    error.span().map_or_else(String::new, |span| {
+        let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+        format!(" (line {line})")
+    })
+}

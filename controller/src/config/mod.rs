@@ -1,0 +1,196 @@
+//! The controller's settings: command-line flags (each with an environment fallback)
+//! and a TOML file, checked at start so that a bad value fails naming its setting.
+//!
+//! Precedence, per binding setting: the binding's own entry in the file, then the flags
+//! (or their environment variables), then the file's `[defaults]`, then the built-in
+//! default. `--queue` with `--cluster` and `--service` (or `--local-command`) adds one
+//! binding to those of the file.
+//!
+//! ```toml
+//! http_addr = "0.0.0.0:9090"
+//!
+//! [defaults]
+//! poll_interval = "5s"
+//! scale_in_cooldown = "2m"
+//!
+//! [[binding]]
+//! queue = "orders"
+//! cluster = "jobs"
+//! service = "orders-worker"
+//! max = 20
+//! backlog_per_task = 50
+//!
+//! [[binding]]
+//! name = "thumbnails"
+//! queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/thumbnails"
+//! cluster = "jobs"
+//! service = "thumbnailer"
+//! latency_goal = "30s"
+//! message_time = "800ms"
+//! concurrency = 8
+//! ```
+//!
+//! The parts: `cli` (the flags), `file` (the TOML file), `duration` (how both write a
+//! duration) and `resolve` (the precedence and the checks of each binding).
+
+mod cli;
+mod duration;
+mod file;
+mod resolve;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use cli::{Cli, ScalingFlags};
+pub use duration::parse_duration;
+
+use crate::decision::Policy;
+use file::FileConfig;
+
+/// The default address of `/metrics` and `/health`.
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9090";
+/// The default poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// The default time a local worker process gets between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest poll interval allowed: GetQueueAttributes and DescribeServices are
+/// rate-limited per account.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A setting that is missing, malformed or out of range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{setting}`: {message}")]
+pub struct ConfigError {
+    /// The setting: a flag (`--max`), or a path in the file (`binding[1].max`).
+    pub setting: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the controller runs with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where to serve `/metrics` and `/health`.
+    pub http_addr: SocketAddr,
+    /// Decide and log, but change nothing.
+    pub dry_run: bool,
+    /// The queues and what they scale.
+    pub bindings: Vec<Binding>,
+}
+
+/// One queue and the tasks it scales.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Binding {
+    /// The name in logs and metric labels.
+    pub name: String,
+    /// The queue: a name or a URL.
+    pub queue: String,
+    /// What to scale.
+    pub target: TargetConfig,
+    /// How to scale it.
+    pub policy: Policy,
+    /// How often to read the queue and the target.
+    pub poll_interval: Duration,
+    /// Workers' `/metrics` URLs to measure per-task throughput from.
+    pub metrics_urls: Vec<String>,
+}
+
+/// What a binding scales.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetConfig {
+    /// An ECS service's desired count.
+    Ecs {
+        /// The cluster, name or ARN.
+        cluster: String,
+        /// The service, name or ARN.
+        service: String,
+    },
+    /// Worker processes on this machine.
+    Local(LocalConfig),
+}
+
+/// How to run local worker processes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalConfig {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// More environment for the program.
+    pub env: Vec<(String, String)>,
+    /// How long a worker gets between SIGTERM and SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the file `cli.config` names (if any) and combines it with the flags.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    ConfigError::new(
+                        "--config",
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })?;
+                Some(text)
+            }
+            None => None,
+        };
+        Self::from_parts(cli, file.as_deref())
+    }
+
+    /// Combines the flags with the text of a config file.
+    pub fn from_parts(cli: &Cli, file: Option<&str>) -> Result<Self, ConfigError> {
+        let file = match file {
+            Some(text) => FileConfig::parse(text, cli.config.as_deref())?,
+            None => FileConfig::default(),
+        };
+        let http_addr = resolve::http_addr(cli.http_addr, file.http_addr.as_deref())?;
+        let mut bindings = Vec::new();
+        for (index, entry) in file.bindings.iter().enumerate() {
+            let prefix = format!("binding[{index}]");
+            bindings.push(resolve::binding(
+                &prefix,
+                entry,
+                &cli.scaling,
+                &file.defaults,
+                None,
+            )?);
+        }
+        if let Some((entry, local)) = cli.binding()? {
+            bindings.push(resolve::binding(
+                "",
+                &entry,
+                &cli.scaling,
+                &file.defaults,
+                local,
+            )?);
+        }
+        resolve::check_bindings(&bindings)?;
+        Ok(Self {
+            http_addr,
+            dry_run: cli.dry_run || file.dry_run.unwrap_or(false),
+            bindings,
+        })
+    }
+}
+
+/// The queue's name: the last path segment of a URL, or the name itself.
+pub fn queue_name(queue: &str) -> &str {
+    queue
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(queue)
+}
+
+#[cfg(test)]
+mod tests;

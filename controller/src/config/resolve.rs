@@ -1,0 +1,393 @@
+//! Precedence and checks: each binding setting from the binding's entry, then the
+//! flags, then the file's `[defaults]`, then the built-in default; a value out of range
+//! fails naming where it was given.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::cli::ScalingFlags;
+use super::file::FileBinding;
+use super::{
+    Binding, ConfigError, DEFAULT_HTTP_ADDR, DEFAULT_POLL_INTERVAL, DEFAULT_STOP_TIMEOUT,
+    LocalConfig, MIN_POLL_INTERVAL, TargetConfig, queue_name,
+};
+use crate::decision::{BacklogTarget, Policy};
+
+/// Where one binding's settings come from, in precedence order.
+struct Sources<'a> {
+    /// `binding[N]` for an entry of the file; empty for the binding given by flags.
+    prefix: &'a str,
+    entry: &'a FileBinding,
+    flags: &'a ScalingFlags,
+    defaults: &'a FileBinding,
+}
+
+impl Sources<'_> {
+    /// How an error names a setting: `--max-step` for the flags' binding,
+    /// `binding[1].max_step` for an entry of the file.
+    fn setting(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("--{}", name.replace('_', "-"))
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+}
+
+/// One binding setting, with the name to report it by.
+struct Layered<'a, T> {
+    value: Option<T>,
+    setting: &'static str,
+    sources: &'a Sources<'a>,
+}
+
+impl<T> Layered<'_, T> {
+    fn name(&self) -> String {
+        self.sources.setting(self.setting)
+    }
+}
+
+/// A setting by precedence: the entry's own value, then the flag, then the file's
+/// default.
+macro_rules! layer {
+    ($sources:expr, $field:ident) => {{
+        let sources: &Sources<'_> = $sources;
+        Layered {
+            value: sources
+                .entry
+                .$field
+                .clone()
+                .or_else(|| sources.flags.$field.clone().map(Into::into))
+                .or_else(|| sources.defaults.$field.clone()),
+            setting: stringify!($field),
+            sources,
+        }
+    }};
+}
+
+/// A duration setting by the same precedence; a value from the file is parsed here,
+/// so an error names where it was written.
+macro_rules! duration {
+    ($sources:expr, $field:ident) => {{
+        let sources: &Sources<'_> = $sources;
+        match (
+            &sources.entry.$field,
+            sources.flags.$field,
+            &sources.defaults.$field,
+        ) {
+            (Some(value), _, _) => Some(value.to_duration(&sources.setting(stringify!($field)))?),
+            (None, Some(flag), _) => Some(flag),
+            (None, None, Some(value)) => {
+                Some(value.to_duration(concat!("defaults.", stringify!($field)))?)
+            }
+            (None, None, None) => None,
+        }
+    }};
+}
+
+/// Where to serve `/metrics` and `/health`: the flag, then the file, then the default.
+pub(super) fn http_addr(
+    flag: Option<SocketAddr>,
+    file: Option<&str>,
+) -> Result<SocketAddr, ConfigError> {
+    match (flag, file) {
+        (Some(addr), _) => Ok(addr),
+        (None, Some(text)) => text.parse().map_err(|error| {
+            ConfigError::new("http_addr", format!("{text:?} is not an address: {error}"))
+        }),
+        (None, None) => DEFAULT_HTTP_ADDR
+            .parse()
+            .map_err(|_| ConfigError::new("http_addr", "the default does not parse")),
+    }
+}
+
+/// The checks across bindings: there is at least one, and no two share a name (it
+/// labels their logs and metrics).
+pub(super) fn check_bindings(bindings: &[Binding]) -> Result<(), ConfigError> {
+    if bindings.is_empty() {
+        return Err(ConfigError::new(
+            "--queue",
+            "no binding: give --queue with --cluster and --service (or --local-command), \
+             or [[binding]] entries in a --config file",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (index, binding) in bindings.iter().enumerate() {
+        if !names.insert(binding.name.as_str()) {
+            return Err(ConfigError::new(
+                format!("binding[{index}].name"),
+                format!("{:?} names two bindings; give each a `name`", binding.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One binding from its entry, the flags and the file's defaults, checked.
+pub(super) fn binding(
+    prefix: &str,
+    entry: &FileBinding,
+    flags: &ScalingFlags,
+    defaults: &FileBinding,
+    local_from_flags: Option<LocalConfig>,
+) -> Result<Binding, ConfigError> {
+    let sources = Sources {
+        prefix,
+        entry,
+        flags,
+        defaults,
+    };
+    let queue = entry
+        .queue
+        .clone()
+        .filter(|queue| !queue.trim().is_empty())
+        .ok_or_else(|| ConfigError::new(sources.setting("queue"), "a binding needs a queue"))?;
+    let name = entry
+        .name
+        .clone()
+        .unwrap_or_else(|| queue_name(&queue).to_owned());
+    let target = target(&sources, local_from_flags)?;
+    let (min, max) = bounds(&sources)?;
+    let sizing = sizing(&sources)?;
+    let poll_interval = poll_interval(&sources)?;
+    let policy = Policy {
+        min,
+        max,
+        target: sizing,
+        ..pace(&sources)?
+    };
+    let metrics_urls = metrics_urls(&sources)?;
+    Ok(Binding {
+        name,
+        queue,
+        target,
+        policy,
+        poll_interval,
+        metrics_urls,
+    })
+}
+
+/// What the binding scales: an ECS service (cluster and service), or local processes
+/// (the entry's `[binding.local]`, or the flags' `--local-command`).
+fn target(
+    sources: &Sources<'_>,
+    local_from_flags: Option<LocalConfig>,
+) -> Result<TargetConfig, ConfigError> {
+    let entry = sources.entry;
+    let local = match (&entry.local, local_from_flags) {
+        (Some(local), _) => {
+            let stop_timeout = match &local.stop_timeout {
+                Some(value) => value.to_duration(&sources.setting("local.stop_timeout"))?,
+                None => DEFAULT_STOP_TIMEOUT,
+            };
+            Some(LocalConfig {
+                command: local.command.clone(),
+                env: local.env.clone().into_iter().collect(),
+                stop_timeout,
+            })
+        }
+        (None, local) => local,
+    };
+    match (&entry.cluster, &entry.service, local) {
+        (None, None, Some(local)) => {
+            if local
+                .command
+                .first()
+                .is_none_or(|program| program.is_empty())
+            {
+                return Err(ConfigError::new(
+                    sources.setting("local.command"),
+                    "names no program to run",
+                ));
+            }
+            if local.stop_timeout.is_zero() {
+                return Err(ConfigError::new(
+                    sources.setting("local.stop_timeout"),
+                    "must be more than 0",
+                ));
+            }
+            Ok(TargetConfig::Local(local))
+        }
+        (Some(cluster), Some(service), None) => Ok(TargetConfig::Ecs {
+            cluster: cluster.clone(),
+            service: service.clone(),
+        }),
+        (Some(_), Some(_), Some(_)) => Err(ConfigError::new(
+            sources.setting("local"),
+            "a binding scales an ECS service or local processes, not both",
+        )),
+        (None, _, _) => Err(ConfigError::new(
+            sources.setting("cluster"),
+            "a binding needs an ECS cluster and service (or a local command)",
+        )),
+        (Some(_), None, _) => Err(ConfigError::new(
+            sources.setting("service"),
+            "a binding needs an ECS service with its cluster",
+        )),
+    }
+}
+
+/// The fewest and the most tasks: `max` at least 1 and at least `min`.
+fn bounds(sources: &Sources<'_>) -> Result<(u32, u32), ConfigError> {
+    let base = Policy::default();
+    let min = layer!(sources, min).value.unwrap_or(base.min);
+    let max_layer = layer!(sources, max);
+    let max = max_layer.value.unwrap_or(base.max);
+    if max == 0 {
+        return Err(ConfigError::new(max_layer.name(), "must be at least 1"));
+    }
+    if min > max {
+        return Err(ConfigError::new(
+            max_layer.name(),
+            format!("must be at least min ({min}), is {max}"),
+        ));
+    }
+    Ok((min, max))
+}
+
+/// How many messages a task should have: a fixed `backlog_per_task`, or a
+/// `latency_goal` with the `message_time` and `concurrency` behind it. A binding's own
+/// choice of kind wins over the other kind from the flags or the defaults.
+fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, ConfigError> {
+    let (entry, flags, defaults) = (sources.entry, sources.flags, sources.defaults);
+    let backlog = layer!(sources, backlog_per_task);
+    let latency_goal = duration!(sources, latency_goal);
+    let message_time = duration!(sources, message_time);
+    let concurrency = layer!(sources, concurrency);
+    let both = |from: &str| {
+        ConfigError::new(
+            from.to_owned(),
+            "give backlog_per_task or latency_goal, not both",
+        )
+    };
+    if entry.latency_goal.is_some() && entry.backlog_per_task.is_some() {
+        return Err(both(&sources.setting("latency_goal")));
+    }
+    if flags.latency_goal.is_some() && flags.backlog_per_task.is_some() {
+        return Err(both("--latency-goal"));
+    }
+    let by_latency = if entry.latency_goal.is_some() || entry.backlog_per_task.is_some() {
+        entry.latency_goal.is_some()
+    } else if flags.latency_goal.is_some() || flags.backlog_per_task.is_some() {
+        flags.latency_goal.is_some()
+    } else {
+        defaults.latency_goal.is_some()
+    };
+    match (by_latency, latency_goal, backlog.value) {
+        (true, Some(goal), _) => {
+            let message_time = message_time.ok_or_else(|| {
+                ConfigError::new(
+                    sources.setting("message_time"),
+                    "latency_goal needs the time one message takes",
+                )
+            })?;
+            if goal.is_zero() {
+                return Err(ConfigError::new(
+                    sources.setting("latency_goal"),
+                    "must be more than 0",
+                ));
+            }
+            if message_time.is_zero() {
+                return Err(ConfigError::new(
+                    sources.setting("message_time"),
+                    "must be more than 0",
+                ));
+            }
+            let concurrency_value = concurrency.value.unwrap_or(1);
+            if concurrency_value == 0 {
+                return Err(ConfigError::new(concurrency.name(), "must be at least 1"));
+            }
+            Ok(BacklogTarget::Latency {
+                goal,
+                message_time,
+                concurrency: concurrency_value,
+            })
+        }
+        (_, _, Some(per_task)) => {
+            if !(per_task.is_finite() && per_task > 0.0) {
+                return Err(ConfigError::new(
+                    backlog.name(),
+                    format!("must be a number above 0, is {per_task}"),
+                ));
+            }
+            Ok(BacklogTarget::PerTask(per_task))
+        }
+        _ => Ok(Policy::default().target),
+    }
+}
+
+/// How often to read the queue and the target: at least [`MIN_POLL_INTERVAL`].
+fn poll_interval(sources: &Sources<'_>) -> Result<Duration, ConfigError> {
+    let poll_interval = duration!(sources, poll_interval).unwrap_or(DEFAULT_POLL_INTERVAL);
+    if poll_interval < MIN_POLL_INTERVAL {
+        return Err(ConfigError::new(
+            sources.setting("poll_interval"),
+            format!("must be at least {MIN_POLL_INTERVAL:?}, is {poll_interval:?}"),
+        ));
+    }
+    Ok(poll_interval)
+}
+
+/// The pace of the policy: when to wake, when and how far to scale in; the bounds and
+/// the sizing are the built-in defaults here, for [`binding`] to fill in.
+fn pace(sources: &Sources<'_>) -> Result<Policy, ConfigError> {
+    let base = Policy::default();
+    let scale_in_cooldown = duration!(sources, scale_in_cooldown).unwrap_or(base.scale_in_cooldown);
+    let empty_polls = layer!(sources, empty_polls);
+    let empty_polls_value = empty_polls.value.unwrap_or(base.empty_polls);
+    if empty_polls_value == 0 {
+        return Err(ConfigError::new(empty_polls.name(), "must be at least 1"));
+    }
+    let max_step = layer!(sources, max_step);
+    if max_step.value == Some(0) {
+        return Err(ConfigError::new(max_step.name(), "must be at least 1"));
+    }
+    let wake_polls = layer!(sources, in_flight_wake_polls);
+    let wake_polls_value = wake_polls.value.unwrap_or(base.in_flight_wake_polls);
+    if wake_polls_value == 0 {
+        return Err(ConfigError::new(wake_polls.name(), "must be at least 1"));
+    }
+    let tolerance = layer!(sources, tolerance);
+    let tolerance_value = tolerance.value.unwrap_or(base.tolerance);
+    if !(0.0..1.0).contains(&tolerance_value) {
+        return Err(ConfigError::new(
+            tolerance.name(),
+            format!("must be at least 0 and below 1, is {tolerance_value}"),
+        ));
+    }
+    Ok(Policy {
+        activation: layer!(sources, activation).value.unwrap_or(base.activation),
+        scale_in_cooldown,
+        empty_polls: empty_polls_value,
+        max_step: max_step.value,
+        count_delayed: layer!(sources, count_delayed)
+            .value
+            .unwrap_or(base.count_delayed),
+        in_flight_wake_polls: wake_polls_value,
+        tolerance: tolerance_value,
+        ..base
+    })
+}
+
+/// Workers' `/metrics` URLs: the entry's list, else the flags', else the defaults';
+/// each an `http://` URL.
+fn metrics_urls(sources: &Sources<'_>) -> Result<Vec<String>, ConfigError> {
+    let flags = &sources.flags.metrics_urls;
+    let metrics_urls = sources
+        .entry
+        .metrics_urls
+        .clone()
+        .or_else(|| (!flags.is_empty()).then(|| flags.clone()))
+        .or_else(|| sources.defaults.metrics_urls.clone())
+        .unwrap_or_default();
+    for url in &metrics_urls {
+        if !url.starts_with("http://") {
+            return Err(ConfigError::new(
+                sources.setting("metrics_urls"),
+                format!("{url:?} is not an http:// URL"),
+            ));
+        }
+    }
+    Ok(metrics_urls)
+}
