@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use spotq::backend::Backend;
-use spotq::{BackendError, Backoff, SqsBackend};
+use spotq::{BackendError, Backoff, SqsBackend, metric_names};
 
 use crate::decision::QueueCounts;
 
@@ -131,13 +131,15 @@ impl WorkerSample {
                 continue;
             };
             let name = series.split('{').next().unwrap_or(series).trim();
-            match name {
-                "spotq_handler_duration_seconds_sum" => sample.duration_sum += value,
-                "spotq_handler_duration_seconds_count" => {
+            // The handler duration is a summary: its `_sum` and `_count` series.
+            let duration_series = name.strip_prefix(metric_names::HANDLER_DURATION_SECONDS);
+            match duration_series {
+                Some("_sum") => sample.duration_sum += value,
+                Some("_count") => {
                     sample.duration_count += value;
                     has_count = true;
                 }
-                "spotq_concurrency" => {
+                _ if name == metric_names::CONCURRENCY => {
                     sample.concurrency += value;
                     has_concurrency = true;
                 }

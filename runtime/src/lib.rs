@@ -51,7 +51,7 @@
 //!   embed it; [`protection`] for task scale-in protection.
 //! - [`serve`], [`prometheus`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker
 //!   binary exposes (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task
-//!   count behind backlog per task.
+//!   count behind backlog per task; [`metric_names`] for programs that read `/metrics`.
 //!
 //! # Features
 //!
@@ -127,6 +127,7 @@ pub use telemetry::health::{self, Health};
 #[cfg(feature = "logging")]
 #[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
 pub use telemetry::logging;
+pub use telemetry::metrics::names as metric_names;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use telemetry::prometheus;

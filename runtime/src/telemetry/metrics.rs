@@ -15,125 +15,171 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 use crate::backend::QueueAttributes;
 use crate::telemetry::stats::Counters;
 
+/// The names of the metrics a worker publishes (see the catalog in the crate docs),
+/// for programs that read a worker's `/metrics`. A histogram is exported as a
+/// Prometheus summary: its series are the name with `_sum` and `_count` appended.
+pub mod names {
+    /// `spotq_messages_received_total` (counter): Messages received from the queue.
+    pub const MESSAGES_RECEIVED: &str = "spotq_messages_received_total";
+    /// `spotq_messages_succeeded_total` (counter): Handlers that acknowledged their message.
+    pub const MESSAGES_SUCCEEDED: &str = "spotq_messages_succeeded_total";
+    /// `spotq_messages_failed_total` (counter): Handlers that failed, panicked or timed out.
+    pub const MESSAGES_FAILED: &str = "spotq_messages_failed_total";
+    /// `spotq_messages_retried_total` (counter): Messages made visible again after a failure or a requested retry.
+    pub const MESSAGES_RETRIED: &str = "spotq_messages_retried_total";
+    /// `spotq_messages_continued_total` (counter): Messages whose work was handed on in a new message.
+    pub const MESSAGES_CONTINUED: &str = "spotq_messages_continued_total";
+    /// `spotq_messages_released_total` (counter): Messages released unfinished at shutdown.
+    pub const MESSAGES_RELEASED: &str = "spotq_messages_released_total";
+    /// `spotq_messages_deleted_total` (counter): Messages deleted from the queue.
+    pub const MESSAGES_DELETED: &str = "spotq_messages_deleted_total";
+    /// `spotq_delete_failures_total` (counter): Deletes that failed (the message will be received again).
+    pub const DELETE_FAILURES: &str = "spotq_delete_failures_total";
+    /// `spotq_visibility_failures_total` (counter): Visibility changes that failed.
+    pub const VISIBILITY_FAILURES: &str = "spotq_visibility_failures_total";
+    /// `spotq_stale_receipts_total` (counter): Deletes or visibility changes refused for a stale receipt handle.
+    pub const STALE_RECEIPTS: &str = "spotq_stale_receipts_total";
+    /// `spotq_heartbeats_total` (counter): Visibility extensions of long-running handlers.
+    pub const HEARTBEATS: &str = "spotq_heartbeats_total";
+    /// `spotq_receive_errors_total` (counter): Receive calls that failed.
+    pub const RECEIVE_ERRORS: &str = "spotq_receive_errors_total";
+    /// `spotq_handler_duration_seconds` (histogram): Time from receive to the handler's outcome.
+    pub const HANDLER_DURATION_SECONDS: &str = "spotq_handler_duration_seconds";
+    /// `spotq_messages_in_flight` (gauge): Messages being handled now.
+    pub const MESSAGES_IN_FLIGHT: &str = "spotq_messages_in_flight";
+    /// `spotq_concurrency` (gauge): Handlers allowed at once.
+    pub const CONCURRENCY: &str = "spotq_concurrency";
+    /// `spotq_utilization` (gauge): Messages in flight over concurrency, 0 to 1.
+    pub const UTILIZATION: &str = "spotq_utilization";
+    /// `spotq_queue_messages_visible` (gauge): ApproximateNumberOfMessages, from the backlog sampler.
+    pub const QUEUE_MESSAGES_VISIBLE: &str = "spotq_queue_messages_visible";
+    /// `spotq_queue_messages_not_visible` (gauge): ApproximateNumberOfMessagesNotVisible, from the backlog sampler.
+    pub const QUEUE_MESSAGES_NOT_VISIBLE: &str = "spotq_queue_messages_not_visible";
+    /// `spotq_queue_messages_delayed` (gauge): ApproximateNumberOfMessagesDelayed, from the backlog sampler.
+    pub const QUEUE_MESSAGES_DELAYED: &str = "spotq_queue_messages_delayed";
+    /// `spotq_backlog_per_task` (gauge): (visible + not visible) / running tasks (at least 1); absent while the task count is unknown.
+    pub const BACKLOG_PER_TASK: &str = "spotq_backlog_per_task";
+}
+
 /// Every metric a worker publishes: name, kind, unit, help. The table in the docs is
 /// this list.
 pub(crate) const CATALOG: &[(&str, &str, Unit, &str)] = &[
     (
-        "spotq_messages_received_total",
+        names::MESSAGES_RECEIVED,
         "counter",
         Unit::Count,
         "Messages received from the queue.",
     ),
     (
-        "spotq_messages_succeeded_total",
+        names::MESSAGES_SUCCEEDED,
         "counter",
         Unit::Count,
         "Handlers that acknowledged their message.",
     ),
     (
-        "spotq_messages_failed_total",
+        names::MESSAGES_FAILED,
         "counter",
         Unit::Count,
         "Handlers that failed, panicked or timed out.",
     ),
     (
-        "spotq_messages_retried_total",
+        names::MESSAGES_RETRIED,
         "counter",
         Unit::Count,
         "Messages made visible again after a failure or a requested retry.",
     ),
     (
-        "spotq_messages_continued_total",
+        names::MESSAGES_CONTINUED,
         "counter",
         Unit::Count,
         "Messages whose work was handed on in a new message.",
     ),
     (
-        "spotq_messages_released_total",
+        names::MESSAGES_RELEASED,
         "counter",
         Unit::Count,
         "Messages released unfinished at shutdown.",
     ),
     (
-        "spotq_messages_deleted_total",
+        names::MESSAGES_DELETED,
         "counter",
         Unit::Count,
         "Messages deleted from the queue.",
     ),
     (
-        "spotq_delete_failures_total",
+        names::DELETE_FAILURES,
         "counter",
         Unit::Count,
         "Deletes that failed (the message will be received again).",
     ),
     (
-        "spotq_visibility_failures_total",
+        names::VISIBILITY_FAILURES,
         "counter",
         Unit::Count,
         "Visibility changes that failed.",
     ),
     (
-        "spotq_stale_receipts_total",
+        names::STALE_RECEIPTS,
         "counter",
         Unit::Count,
         "Deletes or visibility changes refused for a stale receipt handle.",
     ),
     (
-        "spotq_heartbeats_total",
+        names::HEARTBEATS,
         "counter",
         Unit::Count,
         "Visibility extensions of long-running handlers.",
     ),
     (
-        "spotq_receive_errors_total",
+        names::RECEIVE_ERRORS,
         "counter",
         Unit::Count,
         "Receive calls that failed.",
     ),
     (
-        "spotq_handler_duration_seconds",
+        names::HANDLER_DURATION_SECONDS,
         "histogram",
         Unit::Seconds,
         "Time from receive to the handler's outcome.",
     ),
     (
-        "spotq_messages_in_flight",
+        names::MESSAGES_IN_FLIGHT,
         "gauge",
         Unit::Count,
         "Messages being handled now.",
     ),
     (
-        "spotq_concurrency",
+        names::CONCURRENCY,
         "gauge",
         Unit::Count,
         "Handlers allowed at once.",
     ),
     (
-        "spotq_utilization",
+        names::UTILIZATION,
         "gauge",
         Unit::Percent,
         "Messages in flight over concurrency, 0 to 1.",
     ),
     (
-        "spotq_queue_messages_visible",
+        names::QUEUE_MESSAGES_VISIBLE,
         "gauge",
         Unit::Count,
         "ApproximateNumberOfMessages, from the backlog sampler.",
     ),
     (
-        "spotq_queue_messages_not_visible",
+        names::QUEUE_MESSAGES_NOT_VISIBLE,
         "gauge",
         Unit::Count,
         "ApproximateNumberOfMessagesNotVisible, from the backlog sampler.",
     ),
     (
-        "spotq_queue_messages_delayed",
+        names::QUEUE_MESSAGES_DELAYED,
         "gauge",
         Unit::Count,
         "ApproximateNumberOfMessagesDelayed, from the backlog sampler.",
     ),
     (
-        "spotq_backlog_per_task",
+        names::BACKLOG_PER_TASK,
         "gauge",
         Unit::Count,
         "(visible + not visible) / running tasks (at least 1); absent while the task count is unknown.",
@@ -169,27 +215,27 @@ impl WorkerMetrics {
         Self {
             // In the order of `Counters::values`.
             counters: vec![
-                counter("spotq_messages_received_total"),
-                counter("spotq_messages_succeeded_total"),
-                counter("spotq_messages_failed_total"),
-                counter("spotq_messages_retried_total"),
-                counter("spotq_messages_continued_total"),
-                counter("spotq_messages_released_total"),
-                counter("spotq_messages_deleted_total"),
-                counter("spotq_delete_failures_total"),
-                counter("spotq_visibility_failures_total"),
-                counter("spotq_stale_receipts_total"),
-                counter("spotq_heartbeats_total"),
-                counter("spotq_receive_errors_total"),
+                counter(names::MESSAGES_RECEIVED),
+                counter(names::MESSAGES_SUCCEEDED),
+                counter(names::MESSAGES_FAILED),
+                counter(names::MESSAGES_RETRIED),
+                counter(names::MESSAGES_CONTINUED),
+                counter(names::MESSAGES_RELEASED),
+                counter(names::MESSAGES_DELETED),
+                counter(names::DELETE_FAILURES),
+                counter(names::VISIBILITY_FAILURES),
+                counter(names::STALE_RECEIPTS),
+                counter(names::HEARTBEATS),
+                counter(names::RECEIVE_ERRORS),
             ],
-            handler_duration: metrics::histogram!("spotq_handler_duration_seconds", &labels),
-            in_flight: gauge("spotq_messages_in_flight"),
-            concurrency: gauge("spotq_concurrency"),
-            utilization: gauge("spotq_utilization"),
-            visible: gauge("spotq_queue_messages_visible"),
-            not_visible: gauge("spotq_queue_messages_not_visible"),
-            delayed: gauge("spotq_queue_messages_delayed"),
-            backlog_per_task: gauge("spotq_backlog_per_task"),
+            handler_duration: metrics::histogram!(names::HANDLER_DURATION_SECONDS, &labels),
+            in_flight: gauge(names::MESSAGES_IN_FLIGHT),
+            concurrency: gauge(names::CONCURRENCY),
+            utilization: gauge(names::UTILIZATION),
+            visible: gauge(names::QUEUE_MESSAGES_VISIBLE),
+            not_visible: gauge(names::QUEUE_MESSAGES_NOT_VISIBLE),
+            delayed: gauge(names::QUEUE_MESSAGES_DELAYED),
+            backlog_per_task: gauge(names::BACKLOG_PER_TASK),
         }
     }
 
