@@ -3,11 +3,10 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use spotq::Health;
 use spotq::logging::{LogFormat, init};
+use spotq::{Health, ShutdownHandle};
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::run::Controller;
-use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,8 +14,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A bad setting stops the controller here, naming the setting.
     let config = Config::load(&cli)?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    // SIGTERM or SIGINT stops the loops (and a local target's workers, with SIGTERM);
+    // the handlers are installed before anything starts, so an early signal is not lost.
+    let shutdown = ShutdownHandle::new();
+    shutdown
+        .on_termination_signals()
+        .context("cannot handle SIGTERM and SIGINT")?;
 
     // `/health` answers 200 while the process serves, `/ready` while its loops run;
     // `/metrics` has the figures.
@@ -30,10 +33,8 @@ async fn main() -> anyhow::Result<()> {
     );
     let controller = Controller::start(config).await?;
     health.set_ready(true);
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
-    }
+    shutdown.begun().await;
+    tracing::info!("spotq-controller stopping");
     health.set_ready(false);
     controller.stop().await;
     server.shutdown().await;

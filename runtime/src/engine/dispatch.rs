@@ -14,7 +14,7 @@ use futures_util::future::{Either, Ready, ready};
 use tokio::time::{Instant, sleep_until};
 
 use crate::backend::{Backend, ReceiptHandle, SendMessage};
-use crate::backoff::CALL_RETRY;
+use crate::backoff::{CALL_RETRY, retry};
 use crate::engine::Shared;
 use crate::engine::capacity::Slot;
 use crate::engine::settle::ChangeKind;
@@ -358,17 +358,13 @@ fn fail<H>(shared: &Shared<H>, delivery: Delivery, error: &HandlerError, log: bo
 
 /// Sends a continuation, retrying what may succeed later.
 async fn send(backend: &dyn Backend, message: SendMessage) -> Result<String, BackendError> {
-    let mut attempt = 1;
-    loop {
-        match backend.send(message.clone()).await {
-            Err(error) if error.is_retryable() && attempt < SEND_ATTEMPTS => {
-                tracing::debug!(%error, attempt, "sending a continuation failed; retrying");
-                tokio::time::sleep(CALL_RETRY.delay(attempt)).await;
-                attempt += 1;
-            }
-            result => return result,
-        }
-    }
+    retry(
+        CALL_RETRY,
+        SEND_ATTEMPTS,
+        BackendError::is_retryable,
+        || backend.send(message.clone()),
+    )
+    .await
 }
 
 /// A uniform pick in `[0, max]`; zero when `max` is zero.

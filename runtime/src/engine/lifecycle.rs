@@ -6,12 +6,12 @@
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, QueueAttributes};
-use crate::backoff::CALL_RETRY;
+use crate::backoff::{CALL_RETRY, retry};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::{ProtectionReport, TaskProtection};
 use crate::engine::capacity::Capacity;
@@ -223,16 +223,15 @@ impl<H: Dispatch> Engine<H> {
 /// Reads the queue's attributes: the worker learns the default visibility timeout, and a
 /// queue that does not exist or cannot be read fails the start.
 async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendError> {
-    let mut attempt = 1;
-    loop {
-        match backend.attributes().await {
-            Ok(attributes) => return Ok(attributes),
-            Err(error) if error.is_retryable() && attempt < PREFLIGHT_ATTEMPTS => {
-                tracing::warn!(%error, attempt, "reading queue attributes failed; retrying");
-                sleep(CALL_RETRY.delay(attempt)).await;
-                attempt += 1;
-            }
-            Err(error) => return Err(error),
+    let retryable = |error: &BackendError| {
+        let retryable = error.is_retryable();
+        if retryable {
+            tracing::warn!(%error, "reading queue attributes failed");
         }
-    }
+        retryable
+    };
+    retry(CALL_RETRY, PREFLIGHT_ATTEMPTS, retryable, || {
+        backend.attributes()
+    })
+    .await
 }

@@ -42,7 +42,9 @@ impl ShutdownHandle {
         self.graceful.is_cancelled()
     }
 
-    pub(crate) async fn begun(&self) {
+    /// Waits until shutdown has begun (by [`begin`](Self::begin), [`now`](Self::now) or
+    /// a signal): for a program that runs its own loops beside, or instead of, a worker.
+    pub async fn begun(&self) {
         self.graceful.cancelled().await;
     }
 
