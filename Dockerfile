@@ -33,10 +33,13 @@ FROM toolchain AS build-worker
 # The worker: an example of this workspace (`WORKER_KIND=example`) or a [[bin]] target
 # (`WORKER_KIND=bin`) of the package WORKER_PACKAGE.
 ARG WORKER=sqs_worker
+# The cargo features the worker needs: the examples on SQS need the examples' `sqs`
+# (empty for a [[bin]] of a package of your own that needs none).
+ARG WORKER_FEATURES=spotq-examples/sqs
 ARG WORKER_KIND=example
 ARG WORKER_PACKAGE=spotq-examples
 RUN cargo build --release --target x86_64-unknown-linux-musl \
-        -p "${WORKER_PACKAGE}" "--${WORKER_KIND}" "${WORKER}" \
+        -p "${WORKER_PACKAGE}" "--${WORKER_KIND}" "${WORKER}" --features "${WORKER_FEATURES}" \
         -p spotq-healthcheck --bin spotq-healthcheck \
     && mkdir /out \
     && release=target/x86_64-unknown-linux-musl/release \

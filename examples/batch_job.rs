@@ -3,8 +3,8 @@
 //! exits 0. A SIGTERM (a Spot interruption) still stops it the usual way: handlers get
 //! the grace period and every message they hold goes back to the queue at once.
 //!
-//! Run with: `cargo run --example batch_job` (on the embedded queue), or
-//! `JOBS_QUEUE=jobs cargo run --example batch_job` for an SQS queue.
+//! Run with: `cargo run --features sqs --example batch_job` (on the embedded queue), or
+//! `JOBS_QUEUE=jobs cargo run --features sqs --example batch_job` for an SQS queue.
 
 use std::time::Duration;
 

@@ -2,9 +2,9 @@
 //! Lambda's `SqsBatchResponse` to say which messages failed. The listed ones are retried
 //! (and dead-lettered after the queue's `maxReceiveCount`), the rest deleted.
 //!
-//! Run with: `cargo run --example batch_partial` (on the embedded queue), or
-//! `INVOICES_QUEUE=invoices cargo run --example batch_partial` for an SQS queue, until
-//! SIGTERM.
+//! Run with: `cargo run --features sqs --example batch_partial` (on the embedded queue),
+//! or `INVOICES_QUEUE=invoices cargo run --features sqs --example batch_partial` for an
+//! SQS queue, until SIGTERM.
 
 use std::time::Duration;
 

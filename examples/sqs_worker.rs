@@ -2,7 +2,7 @@
 //! text logs, `/metrics` + `/health` + `/ready` on `SPOTQ_HTTP_ADDR` (default
 //! `0.0.0.0:8080`), and the Spot shutdown contract on SIGTERM.
 //!
-//! Run with: `SPOTQ_QUEUE=orders cargo run --example sqs_worker`
+//! Run with: `SPOTQ_QUEUE=orders cargo run --features sqs --example sqs_worker`
 //! (against a local endpoint: add `AWS_ENDPOINT_URL=http://127.0.0.1:5055` and test
 //! credentials, e.g. after `scripts/moto.sh start`).
 

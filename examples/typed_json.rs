@@ -4,9 +4,10 @@
 //! ends in the dead-letter queue through the queue's redrive policy, like an order the
 //! handler rejects.
 //!
-//! Run with: `cargo run --example typed_json` (on the embedded queue: no AWS account, no
-//! server), or `ORDERS_QUEUE=orders cargo run --example typed_json` for an SQS queue
-//! (standard AWS configuration; `AWS_ENDPOINT_URL` for a local endpoint), until SIGTERM.
+//! Run with: `cargo run --features sqs --example typed_json` (on the embedded queue: no
+//! AWS account, no server), or `ORDERS_QUEUE=orders cargo run --features sqs --example
+//! typed_json` for an SQS queue (standard AWS configuration; `AWS_ENDPOINT_URL` for a
+//! local endpoint), until SIGTERM.
 
 use std::time::Duration;
 

@@ -3,6 +3,8 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
+#[cfg(any(feature = "sqs", feature = "ecs"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
 pub use crate::backend::sdk_error::classify;
 
 /// A boxed error from user code or a dependency.

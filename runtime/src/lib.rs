@@ -49,21 +49,52 @@
 //!   [`EmbeddedQueue`] (in-process, SQS semantics, fault injection).
 //! - [`Worker::run`]: the ECS task's main loop (SIGTERM/SIGINT); [`ShutdownHandle`] to
 //!   embed it; [`protection`] for task scale-in protection.
-//! - [`serve`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker binary exposes
-//!   (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task count behind
-//!   backlog per task; [`metric_names`] for programs that read `/metrics`.
+//! - [`serve`], [`prometheus`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker
+//!   binary exposes (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task
+//!   count behind backlog per task; [`metric_names`] for programs that read `/metrics`.
+//!
+//! # Features
+//!
+//! Libraries emit, binaries export: spotq emits through the [`metrics`] and `tracing`
+//! facades only, and the parts a worker binary adds are cargo features. The defaults are
+//! what a worker binary in an ECS task uses; a library that depends on spotq turns them
+//! off (`default-features = false`) and names what it needs. The engine, the embedded
+//! queue, the [`Backend`] seam, [`WorkerSpec`] and [`run_all`], [`emf`] and [`Health`]
+//! need none.
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | `macros` | yes | `#[spotq::worker]` |
+//! | `sqs` | yes | [`SqsBackend`] (`aws-sdk-sqs`, `aws-config`), [`WorkerSpec::connect`], [`run`] and [`run_with`] (queues by name or URL), [`error::classify`] |
+//! | `ecs` | yes | [`ecs`] (`aws-sdk-ecs`): the running-task count behind backlog per task; [`protection`] and [`WorkerConfig::task_protection`] |
+//! | `serve` | yes | [`serve`]: `/metrics`, `/health`, `/ready` (turns on `prometheus`) |
+//! | `logging` | yes | [`logging`]: the `tracing-subscriber` setup |
+//! | `prometheus` | through `serve` | [`prometheus`]: the Prometheus recorder |
+//! | `lambda` | no | [`lambda`]: the same handlers as an SQS-triggered Lambda function |
+//! | `test-util` | no | [`testing`]: a stand-in for the ECS agent (turns on `ecs`) |
+//!
+//! Without `ecs`, a worker holds no task scale-in protection and publishes backlog per
+//! task only with [`WorkerConfig::running_tasks`] set. Without `sqs`, a
+//! `#[spotq::worker]` spec runs on any backend through [`WorkerSpec::worker`] and
+//! [`run_all`]; `spotq::run` (queues by name) is not there.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api;
 pub mod backend;
 mod backoff;
+#[cfg(feature = "ecs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub mod ecs;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "lambda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
 pub mod shutdown;
 mod telemetry;
-#[cfg(any(test, feature = "test-util"))]
+#[cfg(all(feature = "ecs", any(test, feature = "test-util")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 mod worker;
 
@@ -73,25 +104,41 @@ mod worker;
 pub use aws_lambda_events as lambda_events;
 /// `#[spotq::worker]`: turns an `async fn` into a worker; see [`spotq_macros::worker`].
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use spotq_macros::worker;
 
 pub use api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
 pub use api::handler::{Handler, IntoOutcome, Outcome};
 pub use api::input;
 pub use api::message::{Context, Message};
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
+pub use backend::SqsBackend;
 pub use backend::embedded::{self, EmbeddedQueue};
-pub use backend::{
-    Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage, SqsBackend,
-};
+pub use backend::{Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage};
 pub use backoff::{Backoff, retry};
+#[cfg(feature = "ecs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
 pub use shutdown::ShutdownHandle;
+pub use telemetry::emf;
 pub use telemetry::health::{self, Health};
+#[cfg(feature = "logging")]
+#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
+pub use telemetry::logging;
 pub use telemetry::metrics::names as metric_names;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub use telemetry::prometheus;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub use telemetry::serve;
 pub use telemetry::stats::RunReport;
-pub use telemetry::{emf, logging, serve};
 pub use worker::builder::{Worker, WorkerBuilder};
 pub use worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use worker::drain::Drained;
-pub use worker::spec::{QueueSource, WorkerSpec, run, run_all, run_with};
+pub use worker::spec::{QueueSource, WorkerSpec, run_all};
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
+pub use worker::spec::{run, run_with};

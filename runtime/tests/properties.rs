@@ -773,8 +773,11 @@ async fn run_paused(case: Case) -> Run {
         .batch_size(case.batch_size)
         .wait_time(Duration::from_secs(case.wait_secs))
         .retry(RetryPolicy::Backoff(case.backoff()))
-        .stop_timeout(Duration::from_millis(case.stop_timeout_ms))
-        .task_protection(None);
+        .stop_timeout(Duration::from_millis(case.stop_timeout_ms));
+    #[cfg(feature = "ecs")]
+    {
+        worker = worker.task_protection(None);
+    }
     if let Some(timeout) = case.handler_timeout_ms {
         worker = worker.handler_timeout(Duration::from_millis(timeout));
     }

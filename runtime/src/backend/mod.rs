@@ -2,8 +2,8 @@
 //!
 //! A [`Backend`] receives messages, deletes them in batches, changes their visibility in
 //! batches and reads the queue's attributes. Two implementations ship with spotq:
-//! [`SqsBackend`] over `aws-sdk-sqs`, and the in-process
-//! [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics.
+//! [`SqsBackend`] over `aws-sdk-sqs` (feature `sqs`, on by default), and the in-process
+//! [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics (always there).
 //!
 //! Batch calls return one result per entry, in the order of the request: like SQS, a
 //! batch call can succeed as a whole (HTTP 200) while single entries fail.
@@ -18,8 +18,12 @@ use async_trait::async_trait;
 use crate::error::BackendError;
 
 pub mod embedded;
+#[cfg(any(feature = "sqs", feature = "ecs"))]
 pub(crate) mod sdk_error;
+#[cfg(feature = "sqs")]
 mod sqs;
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use sqs::SqsBackend;
 
 /// The most messages one receive call may ask for, and the most entries in a batch call.

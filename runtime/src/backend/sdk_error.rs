@@ -65,7 +65,8 @@ where
     }
 }
 
-#[cfg(test)]
+// The SQS and ECS errors of both services, so with both features.
+#[cfg(all(test, feature = "sqs", feature = "ecs"))]
 mod tests {
     use super::*;
 

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{CALL_RETRY, retry};
+#[cfg(feature = "ecs")]
 use crate::ecs::protection::{ProtectionReport, TaskProtection};
 use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
@@ -24,6 +25,20 @@ use crate::telemetry::metrics::WorkerMetrics;
 use crate::telemetry::report::{emf_record, report};
 use crate::telemetry::stats::{Counters, RunReport};
 use crate::worker::config::WorkerConfig;
+
+/// Without feature `ecs` there is no task protection: a driver that is never built.
+#[cfg(not(feature = "ecs"))]
+enum TaskProtection {}
+
+#[cfg(not(feature = "ecs"))]
+type ProtectionReport = ();
+
+#[cfg(not(feature = "ecs"))]
+impl TaskProtection {
+    fn run<F>(self, _in_flight: F, _stop: CancellationToken) -> std::future::Ready<()> {
+        match self {}
+    }
+}
 
 /// Attempts at reading the queue's attributes before the worker gives up starting.
 const PREFLIGHT_ATTEMPTS: u32 = 5;
@@ -67,10 +82,13 @@ impl<H: Dispatch> Engine<H> {
         if let Some(emf) = &emf {
             emf.settings.validate()?;
         }
+        #[cfg(feature = "ecs")]
         let protection = match config.task_protection {
             Some(protection) => TaskProtection::from_env(protection)?,
             None => None,
         };
+        #[cfg(not(feature = "ecs"))]
+        let protection: Option<TaskProtection> = None;
         let attributes = preflight(&*backend).await?;
         let resolved = config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());

@@ -3,12 +3,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-
+#[cfg(feature = "ecs")]
 use std::time::Duration;
 
-use tokio::time::{Instant, MissedTickBehavior, interval, timeout};
+#[cfg(feature = "ecs")]
+use tokio::time::timeout;
+use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "ecs")]
 use crate::ecs::EcsService;
 use crate::engine::Shared;
 use crate::telemetry::emf::{EmfRecord, Unit};
@@ -16,6 +19,7 @@ use crate::telemetry::metrics::{PUBLISH_EVERY, backlog_per_task};
 use crate::worker::config::EmfSettings;
 
 /// The longest an ECS call of the sampler may take (the SDK sets no call timeout).
+#[cfg(feature = "ecs")]
 const ECS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until `stop`, then publishes once more so the final counts are exact.
@@ -67,6 +71,7 @@ enum Tasks {
     /// Not looked for yet: the worker may run in an ECS service.
     Discover,
     /// The ECS service this task belongs to.
+    #[cfg(feature = "ecs")]
     Ecs(EcsService),
     /// Neither: backlog per task is not published rather than guessed.
     Unknown,
@@ -76,34 +81,18 @@ impl Tasks {
     /// The current count, discovering the ECS service on first use.
     async fn count(&mut self) -> Option<u64> {
         if let Self::Discover = self {
-            *self = match EcsService::from_env().await {
-                Ok(Some(service)) => {
-                    tracing::info!(
-                        cluster = service.cluster(),
-                        service = service.service(),
-                        "backlog per task counts the tasks of this ECS service"
-                    );
-                    Self::Ecs(service)
-                }
-                Ok(None) => {
-                    tracing::info!(
-                        "backlog per task is not published: no running-task count \
-                         (set running_tasks, or run in an ECS service)"
-                    );
-                    Self::Unknown
-                }
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(%error, "finding this task's ECS service failed; retrying");
-                    return None;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "backlog per task is not published");
-                    Self::Unknown
-                }
-            };
+            #[cfg(feature = "ecs")]
+            let found = Self::discover().await;
+            #[cfg(not(feature = "ecs"))]
+            let found = Some(Self::not_discoverable());
+            match found {
+                Some(tasks) => *self = tasks,
+                None => return None,
+            }
         }
         match self {
             Self::Configured(count) => Some(*count),
+            #[cfg(feature = "ecs")]
             Self::Ecs(service) => match timeout(ECS_CALL_TIMEOUT, service.running_count()).await {
                 Ok(Ok(count)) => Some(count),
                 Ok(Err(error)) => {
@@ -117,6 +106,46 @@ impl Tasks {
             },
             Self::Discover | Self::Unknown => None,
         }
+    }
+
+    /// The ECS service this task runs in; `None` to try again at the next sample.
+    #[cfg(feature = "ecs")]
+    async fn discover() -> Option<Self> {
+        Some(match EcsService::from_env().await {
+            Ok(Some(service)) => {
+                tracing::info!(
+                    cluster = service.cluster(),
+                    service = service.service(),
+                    "backlog per task counts the tasks of this ECS service"
+                );
+                Self::Ecs(service)
+            }
+            Ok(None) => {
+                tracing::info!(
+                    "backlog per task is not published: no running-task count \
+                         (set running_tasks, or run in an ECS service)"
+                );
+                Self::Unknown
+            }
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(%error, "finding this task's ECS service failed; retrying");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "backlog per task is not published");
+                Self::Unknown
+            }
+        })
+    }
+
+    /// Without feature `ecs` there is no service to ask.
+    #[cfg(not(feature = "ecs"))]
+    fn not_discoverable() -> Self {
+        tracing::info!(
+            "backlog per task is not published: no running-task count \
+             (set running_tasks, or build spotq with feature `ecs` and run in an ECS service)"
+        );
+        Self::Unknown
     }
 }
 

@@ -9,6 +9,7 @@ use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
+#[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup};
 use crate::error::Error;
@@ -142,7 +143,9 @@ impl WorkerBuilder {
     }
 
     /// ECS task scale-in protection settings, or `None` to turn it off (default: on
-    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task).
+    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task). Feature `ecs`.
+    #[cfg(feature = "ecs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
     pub fn task_protection(mut self, task_protection: Option<ProtectionConfig>) -> Self {
         self.config.task_protection = task_protection;
         self

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::backend::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 use crate::backoff::Backoff;
+#[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::error::ConfigError;
 
@@ -121,7 +122,10 @@ pub struct WorkerConfig {
     pub release_jitter: Duration,
     /// ECS task scale-in protection while handlers run, through the agent at
     /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
-    /// Default: on, with [`ProtectionConfig::default`].
+    /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it there
+    /// is no setting, and no protection.
+    #[cfg(feature = "ecs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
     pub task_protection: Option<ProtectionConfig>,
     /// The `worker` label of the metrics; the queue's name when `None`.
     pub name: Option<String>,
@@ -131,8 +135,8 @@ pub struct WorkerConfig {
     pub backlog_interval: Option<Duration>,
     /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in an
     /// ECS service reads its service's running count (task metadata, then
-    /// `ecs:DescribeTasks` and `ecs:DescribeServices`); elsewhere the gauge is not
-    /// published.
+    /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
+    /// gauge is not published.
     pub running_tasks: Option<u64>,
 }
 
@@ -151,6 +155,7 @@ impl Default for WorkerConfig {
             stop_timeout: Duration::from_secs(30),
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
+            #[cfg(feature = "ecs")]
             task_protection: Some(ProtectionConfig::default()),
             name: None,
             backlog_interval: Some(Duration::from_secs(20)),
@@ -236,6 +241,7 @@ impl WorkerConfig {
         {
             return Err(ConfigError::new("backlog_interval", interval, "1 s to 1 h"));
         }
+        #[cfg(feature = "ecs")]
         if let Some(protection) = &self.task_protection {
             protection.validate()?;
         }

@@ -12,7 +12,9 @@ use futures_util::stream::FuturesUnordered;
 use crate::api::batch::{BatchHandler, BatchOutcome};
 use crate::api::handler::{Handler, Outcome};
 use crate::api::message::Message;
-use crate::backend::{Backend, SqsBackend};
+use crate::backend::Backend;
+#[cfg(feature = "sqs")]
+use crate::backend::SqsBackend;
 use crate::engine::{PerBatch, PerMessage};
 use crate::error::{ConfigError, Error};
 use crate::shutdown::ShutdownHandle;
@@ -222,11 +224,14 @@ impl WorkerSpec {
 
     /// Connects to the SQS queue its [`QueueSource`] names, through the standard AWS
     /// configuration chain (`AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL` included).
+    #[cfg(feature = "sqs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
     pub async fn connect(self) -> Result<AnyWorker, Error> {
         let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         self.connect_with(&aws_sdk_sqs::Client::new(&config)).await
     }
 
+    #[cfg(feature = "sqs")]
     async fn connect_with(self, client: &aws_sdk_sqs::Client) -> Result<AnyWorker, Error> {
         let queue = self.queue.resolve()?;
         check_fifo(self.fifo, &queue)?;
@@ -301,6 +306,11 @@ impl AnyWorker {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Feature `sqs`. Without it, bind each spec to its backend with
+/// [`WorkerSpec::worker`] and run them with [`run_all`].
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub async fn run(specs: impl IntoIterator<Item = WorkerSpec>) -> Result<Vec<RunReport>, Error> {
     let shutdown = ShutdownHandle::new();
     shutdown.on_termination_signals().map_err(Error::Signals)?;
@@ -308,6 +318,8 @@ pub async fn run(specs: impl IntoIterator<Item = WorkerSpec>) -> Result<Vec<RunR
 }
 
 /// As [`run`], until `shutdown` begins instead of a signal.
+#[cfg(feature = "sqs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub async fn run_with(
     specs: impl IntoIterator<Item = WorkerSpec>,
     shutdown: ShutdownHandle,

@@ -40,7 +40,7 @@
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -50,7 +50,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
@@ -58,6 +57,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ConfigError;
 use crate::telemetry::health::Health;
+/// The recorder [`serve`] installs, from [`spotq::prometheus`](crate::prometheus).
+pub use crate::telemetry::prometheus::install_recorder;
+use crate::telemetry::prometheus::{PrometheusHandle, RecorderError};
 
 /// The content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -135,10 +137,10 @@ pub enum ServeError {
     /// Another metrics recorder is already the process's global recorder. Use
     /// [`serve_with`] and a handle to that recorder instead.
     #[error(
-        "cannot install the Prometheus recorder: another metrics recorder is already \
-         installed in this process (use `serve_with` with a handle to it)"
+        "cannot serve /metrics from spotq's Prometheus recorder (use `serve_with` with a \
+         handle to the recorder installed)"
     )]
-    Recorder(#[source] BuildError),
+    Recorder(#[from] RecorderError),
 }
 
 /// The running endpoint. It stops when [`shutdown`](Self::shutdown) is awaited or when
@@ -175,31 +177,6 @@ impl Drop for Server {
         // The task winds down on its own, as `shutdown` does, without being awaited.
         self.stop.cancel();
     }
-}
-
-/// Installs the Prometheus recorder as the process's global [`metrics`] recorder, and
-/// returns a handle to it.
-///
-/// The first call installs it; later calls return a handle to the same recorder, so
-/// [`serve`] may be called more than once in a process. The recorder has the exporter's
-/// defaults (histograms rendered as summaries); a binary that wants another
-/// configuration builds its own with [`PrometheusBuilder`] and calls [`serve_with`].
-///
-/// # Errors
-///
-/// [`ServeError::Recorder`] if a recorder other than this one is already installed.
-pub fn install_recorder() -> Result<PrometheusHandle, ServeError> {
-    // Held across the install so that two first calls cannot both try.
-    static INSTALLED: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(handle) = installed.as_ref() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(ServeError::Recorder)?;
-    *installed = Some(handle.clone());
-    Ok(handle)
 }
 
 /// Installs the Prometheus recorder (see [`install_recorder`]) and serves `/metrics`,
