@@ -48,7 +48,12 @@
 //! - [`Backend`]: the queue seam, with [`SqsBackend`] (`aws-sdk-sqs`) and
 //!   [`EmbeddedQueue`] (in-process, SQS semantics, fault injection).
 //! - [`Worker::run`]: the ECS task's main loop (SIGTERM/SIGINT); [`ShutdownHandle`] to
-//!   embed it; [`protection`] for task scale-in protection.
+//!   embed it; [`shutdown`]: the Spot shutdown contract, its steps and deadlines;
+//!   [`protection`] for task scale-in protection.
+//! - [`engine`]: the machinery that appears in the types of [`Worker`] and
+//!   [`WorkerSpec`] (how handlers are called); [`retry`] and [`Backoff`]: the one retry
+//!   loop; [`input`]: decoders from a message to a handler's input; [`error`]: the
+//!   error types.
 //! - [`serve`], [`prometheus`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker
 //!   binary exposes (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task
 //!   count behind backlog per task; [`metric_names`] for programs that read `/metrics`.
