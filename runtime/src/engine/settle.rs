@@ -12,9 +12,10 @@
 //! later change or a delete of the same message supersedes it, and a superseded change
 //! is dropped, never sent after the one that replaced it: a pending one is taken out of
 //! its batch, one waiting to be retried is dropped at its next attempt, and a change is
-//! not sent while an earlier call for the same message is still in flight. So a
-//! heartbeat that was throttled cannot land after the message's release and hide it
-//! again.
+//! not sent while an earlier call for the same message is still in flight (once the
+//! settler has been closing for [`CLOSING_WAIT`], it is sent anyway, and sent again if
+//! the earlier call ends after it). So a heartbeat that was throttled cannot land after
+//! the message's release and hide it again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
