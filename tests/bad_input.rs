@@ -38,6 +38,7 @@ fn receive_request() -> ReceiveRequest {
         max_messages: 10,
         wait_time: Duration::from_secs(1),
         visibility_timeout: Some(Duration::from_secs(60)),
+        attempt_id: None,
     }
 }
 

@@ -594,6 +594,7 @@ async fn held_messages_are_released_at_sigterm_through_throttling() {
         max_messages: 10,
         wait_time: Duration::ZERO,
         visibility_timeout: Some(Duration::from_secs(60)),
+        attempt_id: None,
     };
     let mut received = BTreeSet::new();
     for _ in 0..10 {

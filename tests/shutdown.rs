@@ -59,6 +59,7 @@ async fn receive_visible(queue: &SqsBackend) -> Vec<(String, u32)> {
         max_messages: 10,
         wait_time: Duration::ZERO,
         visibility_timeout: Some(Duration::from_secs(60)),
+        attempt_id: None,
     };
     let mut received = Vec::new();
     loop {

@@ -228,6 +228,7 @@ async fn batch_calls_report_each_entry() {
         max_messages: 10,
         wait_time: Duration::from_secs(1),
         visibility_timeout: None,
+        attempt_id: None,
     };
     let mut received = Vec::new();
     while received.len() < 2 {
@@ -315,6 +316,7 @@ async fn delayed_and_in_flight_messages_are_counted() {
         max_messages: 1,
         wait_time: Duration::ZERO,
         visibility_timeout: Some(Duration::from_secs(30)),
+        attempt_id: None,
     };
     assert_eq!(queue.receive(request).await.expect("receive").len(), 1);
     assert_eq!(counts(&queue).await, (1, 1, 1));

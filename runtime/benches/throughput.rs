@@ -64,6 +64,7 @@ where
                     max_messages: 10,
                     wait_time: Duration::ZERO,
                     visibility_timeout: None,
+                    attempt_id: None,
                 };
                 loop {
                     let batch = queue.receive(request).await.expect("receive");

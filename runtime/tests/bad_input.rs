@@ -152,6 +152,7 @@ async fn bodies(queue: &EmbeddedQueue) -> BTreeSet<String> {
                 max_messages: 10,
                 wait_time: Duration::ZERO,
                 visibility_timeout: Some(Duration::from_secs(600)),
+                attempt_id: None,
             })
             .await
             .expect("receive");
@@ -298,6 +299,7 @@ async fn receive_one(queue: &EmbeddedQueue) -> spotq::ReceivedMessage {
             max_messages: 10,
             wait_time: Duration::ZERO,
             visibility_timeout: None,
+            attempt_id: None,
         })
         .await
         .expect("receive");

@@ -731,6 +731,7 @@ async fn a_long_job_checkpoints_when_its_task_is_stopping() {
         max_messages: 10,
         wait_time: Duration::ZERO,
         visibility_timeout: None,
+        attempt_id: None,
     };
     let left = queue.receive(request).await.expect("receive");
     assert_eq!(left.len(), 1);

@@ -677,6 +677,7 @@ fn take_visible(queue: &EmbeddedQueue) -> HashSet<String> {
             max_messages: 10,
             wait_time: Duration::ZERO,
             visibility_timeout: Some(MAX_VISIBILITY),
+            attempt_id: None,
         };
         let messages = queue
             .receive(request)

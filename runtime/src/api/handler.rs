@@ -23,8 +23,11 @@ pub enum Outcome {
     /// queue, then delete the one being handled. A long job checkpoints this way when
     /// its task is stopping ([`Context::stopping`](crate::Context::stopping)), and goes
     /// on elsewhere without a receive counted towards the dead-letter queue. On a FIFO
-    /// queue the continuation keeps the message's group unless it names its own. If the
-    /// send fails, nothing is deleted and the message counts as failed.
+    /// queue the continuation keeps the message's group unless it names its own, and
+    /// on one without content-based deduplication it is sent with the message's id as
+    /// its deduplication id unless it names its own: a message handed on twice (its
+    /// delete failed) hands on once. If the send fails, nothing is deleted and the
+    /// message counts as failed.
     Continue(SendMessage),
 }
 

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use crate::error::BackendError;
 
 pub mod embedded;
+pub(crate) mod fifo;
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 pub(crate) mod sdk_error;
 #[cfg(feature = "sqs")]
@@ -25,6 +26,8 @@ mod sqs;
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use sqs::SqsBackend;
+
+pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
 
 /// The most messages one receive call may ask for, and the most entries in a batch call.
 pub const MAX_BATCH: usize = 10;
@@ -123,9 +126,13 @@ pub struct SendMessage {
     /// User-defined message attributes, returned with every receive.
     pub attributes: HashMap<String, MessageAttribute>,
     /// `MessageGroupId`: required on FIFO queues (messages of one group are delivered
-    /// in order), optional on standard ones.
+    /// in order), optional on standard ones. At most [`MAX_FIFO_ID_LEN`] ASCII letters,
+    /// digits and punctuation marks.
     pub group_id: Option<String>,
-    /// `MessageDeduplicationId`, for FIFO queues without content-based deduplication.
+    /// `MessageDeduplicationId` (FIFO queues only): a message sent with the id of one
+    /// sent in the last 5 minutes is accepted but not stored again. Required on FIFO
+    /// queues without content-based deduplication; on those with it, it replaces the
+    /// SHA-256 of the body. Same characters as the group id.
     pub deduplication_id: Option<String>,
 }
 
@@ -176,6 +183,9 @@ pub struct ReceiveRequest {
     pub wait_time: Duration,
     /// The visibility timeout of the received messages; the queue's default when `None`.
     pub visibility_timeout: Option<Duration>,
+    /// `ReceiveRequestAttemptId` (FIFO queues): a receive retried with the id of one
+    /// whose answer was lost gets that one's messages back. See [`ReceiveAttemptId`].
+    pub attempt_id: Option<ReceiveAttemptId>,
 }
 
 /// Why one entry of a batch call failed.
@@ -270,8 +280,11 @@ pub struct QueueAttributes {
     pub visibility_timeout: Duration,
     /// The redrive policy, if the queue has one.
     pub redrive_policy: Option<RedrivePolicy>,
-    /// Whether the queue is a FIFO queue.
+    /// Whether the queue is a FIFO queue (`FifoQueue`).
     pub fifo: bool,
+    /// Whether a FIFO queue derives the deduplication id of a message sent without one
+    /// from its body (`ContentBasedDeduplication`).
+    pub content_based_deduplication: bool,
 }
 
 impl QueueAttributes {

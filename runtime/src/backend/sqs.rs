@@ -107,7 +107,8 @@ impl Backend for SqsBackend {
             .max_number_of_messages(seconds_i32(request.max_messages as u64))
             .wait_time_seconds(seconds_i32(whole_seconds(request.wait_time)))
             .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All");
+            .message_attribute_names("All")
+            .set_receive_request_attempt_id(request.attempt_id.map(|id| id.as_str().to_owned()));
         if let Some(visibility) = request.visibility_timeout {
             call = call.visibility_timeout(seconds_i32(whole_seconds(visibility)));
         }
@@ -213,6 +214,7 @@ impl Backend for SqsBackend {
                 .and_then(|value| value.parse().ok())
                 .unwrap_or(0)
         };
+        let flag = |name: QueueAttributeName| attributes.get(&name).is_some_and(|on| on == "true");
         Ok(QueueAttributes {
             visible: number(QueueAttributeName::ApproximateNumberOfMessages),
             not_visible: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -221,9 +223,8 @@ impl Backend for SqsBackend {
             redrive_policy: attributes
                 .get(&QueueAttributeName::RedrivePolicy)
                 .and_then(|policy| parse_redrive_policy(policy)),
-            fifo: attributes
-                .get(&QueueAttributeName::FifoQueue)
-                .is_some_and(|fifo| fifo == "true"),
+            fifo: flag(QueueAttributeName::FifoQueue),
+            content_based_deduplication: flag(QueueAttributeName::ContentBasedDeduplication),
         })
     }
 }

@@ -13,6 +13,7 @@ use futures_util::FutureExt;
 use futures_util::future::{Either, Ready, ready};
 use tokio::time::{Instant, sleep_until};
 
+use crate::backend::fifo::continuation_deduplication_id;
 use crate::backend::{Backend, ReceiptHandle, SendMessage};
 use crate::backoff::{CALL_RETRY, retry};
 use crate::engine::Shared;
@@ -302,10 +303,14 @@ fn settle<'a, H>(
 /// Sends a message's continuation, then deletes the message; if the send fails, the
 /// message itself counts as failed and comes back. A send still under way when running
 /// handlers are given up at shutdown is abandoned and the message released: it comes
-/// back at once (its continuation may have been sent too: at least once).
+/// back at once (its continuation may have been sent too: at least once, except on a
+/// FIFO queue within its 5-minute deduplication window).
 async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessage) {
     if next.group_id.is_none() {
         next.group_id = delivery.group_id.clone();
+    }
+    if shared.fifo && !shared.content_based_deduplication && next.deduplication_id.is_none() {
+        next.deduplication_id = Some(continuation_deduplication_id(&delivery.message_id));
     }
     let sent = tokio::select! {
         biased;

@@ -90,6 +90,7 @@ impl<H: Dispatch> Engine<H> {
         #[cfg(not(feature = "ecs"))]
         let protection: Option<TaskProtection> = None;
         let attributes = preflight(&*backend).await?;
+        let fifo = is_fifo(backend.name(), &attributes);
         let resolved = config.resolve(attributes.visibility_timeout)?;
         let counters = Arc::new(Counters::default());
         let metrics = WorkerMetrics::register(
@@ -109,7 +110,8 @@ impl<H: Dispatch> Engine<H> {
             poller_turn: tokio::sync::Mutex::new(()),
             config,
             resolved,
-            fifo: attributes.fifo,
+            fifo,
+            content_based_deduplication: attributes.content_based_deduplication,
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
             shutdown: Arc::new(contract),
@@ -122,6 +124,7 @@ impl<H: Dispatch> Engine<H> {
             concurrency = shared.config.concurrency,
             pollers = resolved.pollers,
             visibility = ?resolved.visibility,
+            fifo,
             "worker started"
         );
         // Started before anything else runs: it is the one start step that can fail.
@@ -220,6 +223,13 @@ impl<H: Dispatch> Engine<H> {
     }
 }
 
+/// Whether the queue is a FIFO queue: its name ends in `.fifo` (as every FIFO queue's
+/// does, and no standard queue's) or its `FifoQueue` attribute says so. Either is
+/// enough: a backend may report no attributes, or a name that is not the queue's.
+fn is_fifo(name: &str, attributes: &QueueAttributes) -> bool {
+    attributes.fifo || name.ends_with(".fifo")
+}
+
 /// Reads the queue's attributes: the worker learns the default visibility timeout, and a
 /// queue that does not exist or cannot be read fails the start.
 async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendError> {
@@ -234,4 +244,23 @@ async fn preflight(backend: &dyn Backend) -> Result<QueueAttributes, BackendErro
         backend.attributes()
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_is_fifo_by_its_name_or_its_attribute() {
+        let standard = QueueAttributes::default();
+        let fifo = QueueAttributes {
+            fifo: true,
+            ..QueueAttributes::default()
+        };
+        assert!(!is_fifo("orders", &standard));
+        assert!(is_fifo("orders.fifo", &standard));
+        assert!(is_fifo("orders", &fifo));
+        assert!(is_fifo("orders.fifo", &fifo));
+        assert!(!is_fifo("orders.fifo.dlq", &standard));
+    }
 }

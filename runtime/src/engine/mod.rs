@@ -14,6 +14,8 @@
 
 pub(crate) mod capacity;
 mod dispatch;
+#[cfg(test)]
+mod fifo_tests;
 mod lifecycle;
 mod poller;
 pub(crate) mod settle;
@@ -42,8 +44,12 @@ pub struct Shared<H> {
     pub(crate) handler: H,
     pub(crate) config: WorkerConfig,
     pub(crate) resolved: Resolved,
-    /// Whether the queue is a FIFO queue (continuations keep their message's group).
+    /// Whether the queue is a FIFO queue (continuations keep their message's group;
+    /// receives carry attempt ids).
     pub(crate) fifo: bool,
+    /// Whether a FIFO queue deduplicates by content; without it, a continuation is sent
+    /// with a deduplication id derived from its message.
+    pub(crate) content_based_deduplication: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) settler: Arc<Settler>,
     /// The bound on handlers in flight.

@@ -6,10 +6,11 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::api::message::Message;
-use crate::backend::{ReceiveRequest, ReceivedMessage};
+use crate::backend::{ReceiveAttemptId, ReceiveRequest, ReceivedMessage};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::settle::ChangeKind;
 use crate::engine::{Dispatch, Shared};
+use crate::error::BackendError;
 use crate::telemetry::stats::Counters;
 
 /// Receives failed in a row after which the worker reports itself not ready (its queue
@@ -66,6 +67,8 @@ async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
 pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
     let mut errors = 0;
     let mut idle = 0;
+    // The attempt id of a receive to send again (FIFO queues).
+    let mut retry: Option<ReceiveAttemptId> = None;
     let beat = shared.health.as_ref().map(|health| health.poller());
     loop {
         // Waiting for free slots is waiting for handlers, not being stuck.
@@ -78,6 +81,9 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
             max_messages: slots,
             wait_time: shared.config.wait_time,
             visibility_timeout: shared.config.visibility_timeout,
+            attempt_id: shared
+                .fifo
+                .then(|| retry.take().unwrap_or_else(ReceiveAttemptId::random)),
         };
         let started = Instant::now();
         let receive = shared.backend.receive(request);
@@ -145,6 +151,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
             }
             Err(error) => {
                 errors += 1;
+                retry = retry_after(&request, &error);
                 Counters::add(&shared.counters.receive_errors, 1);
                 let delay = CALL_RETRY.delay(errors);
                 tracing::warn!(%error, retry_in = ?delay, "receive failed");
@@ -167,6 +174,23 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
     }
 }
 
+/// The attempt id of the receive after one that failed with `error`, if it is to be
+/// the same (FIFO queues; after a success, each receive gets a fresh one).
+///
+/// The same after a failure that may have come after the queue took messages (a
+/// network failure, a timeout, a server error: [`BackendError::Transient`]): SQS then
+/// answers with the messages the lost answer held instead of keeping them invisible
+/// until their visibility timeout. A fresh one after throttling or a rejection, which
+/// the queue answers without taking any. The retry may have fewer free slots than the
+/// lost attempt asked for; it still keeps the id, since the messages the lost attempt
+/// took come back with no other id.
+fn retry_after(request: &ReceiveRequest, error: &BackendError) -> Option<ReceiveAttemptId> {
+    match error {
+        BackendError::Transient { .. } => request.attempt_id,
+        BackendError::Throttled { .. } | BackendError::Rejected { .. } => None,
+    }
+}
+
 /// Hands messages received as shutdown began back to the queue at once: no handler
 /// started on them.
 fn release_unstarted<H>(shared: &Shared<H>, messages: Vec<ReceivedMessage>) {
@@ -183,5 +207,52 @@ fn release_unstarted<H>(shared: &Shared<H>, messages: Vec<ReceivedMessage>) {
         shared
             .settler
             .change(message.receipt_handle, Duration::ZERO, ChangeKind::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(attempt_id: Option<ReceiveAttemptId>) -> ReceiveRequest {
+        ReceiveRequest {
+            max_messages: 10,
+            wait_time: Duration::from_secs(20),
+            visibility_timeout: None,
+            attempt_id,
+        }
+    }
+
+    fn transient() -> BackendError {
+        BackendError::Transient {
+            operation: "ReceiveMessage",
+            message: "connection reset".to_owned(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_receive_lost_to_the_network_is_retried_with_its_attempt_id() {
+        let sent = ReceiveAttemptId::random();
+        assert_eq!(retry_after(&request(Some(sent)), &transient()), Some(sent));
+        // A standard queue's receive has no attempt id to keep.
+        assert_eq!(retry_after(&request(None), &transient()), None);
+    }
+
+    #[test]
+    fn throttling_and_rejection_start_a_fresh_attempt() {
+        let sent = Some(ReceiveAttemptId::random());
+        let throttled = BackendError::Throttled {
+            operation: "ReceiveMessage",
+            message: "Rate exceeded".to_owned(),
+        };
+        let rejected = BackendError::Rejected {
+            operation: "ReceiveMessage",
+            code: "AccessDenied".to_owned(),
+            message: "denied".to_owned(),
+        };
+        for error in [throttled, rejected] {
+            assert_eq!(retry_after(&request(sent), &error), None, "{error}");
+        }
     }
 }

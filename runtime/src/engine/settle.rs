@@ -631,6 +631,7 @@ mod tests {
             max_messages: 1,
             wait_time: Duration::ZERO,
             visibility_timeout: Some(Duration::from_secs(30)),
+            attempt_id: None,
         };
         let mut received = queue.receive(request).await.expect("receive");
         received.pop().expect("a message").receipt_handle

@@ -112,6 +112,7 @@ mod tests {
                 max_messages: 1,
                 wait_time: Duration::ZERO,
                 visibility_timeout: Some(Duration::from_secs(300)),
+                attempt_id: None,
             })
             .await
             .expect("receive");

@@ -2,7 +2,8 @@
 //!
 //! Faults are armed per [`Operation`] and consumed by the calls that follow, so a test
 //! can say "throttle the next two receives" and then assert, through
-//! [`Faults::injected`], that both throttles actually fired.
+//! [`Faults::injected`], that both throttles actually fired. Most faults fail a call
+//! before it does anything; a lost response fails it after it did everything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,6 +73,8 @@ pub struct InjectedFaults {
     pub failed_entries: u64,
     /// Calls slowed down by an added latency.
     pub delayed: u64,
+    /// Calls served whose response was then lost ([`BackendError::Transient`]).
+    pub lost: u64,
 }
 
 /// The faults armed on one [`EmbeddedQueue`](super::EmbeddedQueue), per operation.
@@ -80,7 +83,8 @@ pub struct InjectedFaults {
 /// every clone of the queue. Arming a count replaces what was left of the previous
 /// one, so `throttle_next(op, 0)` disarms. When several call faults are armed for one
 /// operation, a call consumes only one of them, in the order throttle, transient
-/// failure, rejection. A call that fails as a whole changes nothing in the queue.
+/// failure, rejection. A call that fails as a whole changes nothing in the queue,
+/// except one whose response is lost ([`lose_next_responses`](Self::lose_next_responses)).
 #[derive(Debug, Default)]
 pub struct Faults {
     operations: [OperationFaults; 5],
@@ -91,6 +95,7 @@ struct OperationFaults {
     throttle: AtomicU64,
     fail: AtomicU64,
     reject: AtomicU64,
+    lose: AtomicU64,
     fail_entries: AtomicU64,
     /// Zero means no added latency.
     latency_nanos: AtomicU64,
@@ -104,6 +109,7 @@ struct Fired {
     rejected: AtomicU64,
     failed_entries: AtomicU64,
     delayed: AtomicU64,
+    lost: AtomicU64,
 }
 
 impl Faults {
@@ -123,6 +129,16 @@ impl Faults {
     /// (code `AccessDenied`), like a permissions error.
     pub fn reject_next(&self, operation: Operation, calls: u64) {
         self.of(operation).reject.store(calls, Ordering::Release);
+    }
+
+    /// Serves the next `calls` calls of `operation`, then fails them with
+    /// [`BackendError::Transient`] as if the response were lost on its way back: the
+    /// queue did what was asked (a receive's messages are in flight, a delete deleted).
+    /// What a retry then finds is what SQS would show it: nothing for a receive of a
+    /// standard queue until the visibility timeout lapses; the same messages for a
+    /// FIFO receive retried with the same `ReceiveRequestAttemptId`.
+    pub fn lose_next_responses(&self, operation: Operation, calls: u64) {
+        self.of(operation).lose.store(calls, Ordering::Release);
     }
 
     /// Fails the next `entries` entries of batch calls of `operation` with an
@@ -156,6 +172,7 @@ impl Faults {
                 &faults.throttle,
                 &faults.fail,
                 &faults.reject,
+                &faults.lose,
                 &faults.fail_entries,
                 &faults.latency_nanos,
             ] {
@@ -173,6 +190,7 @@ impl Faults {
             rejected: fired.rejected.load(Ordering::Acquire),
             failed_entries: fired.failed_entries.load(Ordering::Acquire),
             delayed: fired.delayed.load(Ordering::Acquire),
+            lost: fired.lost.load(Ordering::Acquire),
         }
     }
 
@@ -210,6 +228,20 @@ impl Faults {
             });
         }
         Ok(())
+    }
+
+    /// Fails a call that was served if a lost response is armed.
+    pub(super) fn after_call(&self, operation: Operation) -> Result<(), BackendError> {
+        let faults = self.of(operation);
+        if !take_one(&faults.lose) {
+            return Ok(());
+        }
+        faults.fired.lost.fetch_add(1, Ordering::AcqRel);
+        Err(BackendError::Transient {
+            operation: operation.api_name(),
+            message: "the response was lost (injected fault)".to_owned(),
+            source: None,
+        })
     }
 
     /// The entry error for the next entry of a batch call, if an entry fault is armed.

@@ -1,9 +1,10 @@
-//! An in-process queue with the semantics of an Amazon SQS standard queue.
+//! An in-process queue with the semantics of an Amazon SQS standard or FIFO queue.
 //!
 //! [`EmbeddedQueue`] is the zero-setup [`Backend`] for examples, tests and benchmarks:
 //! visibility timeouts, receipt handles that go stale when a message is received
-//! again, `ApproximateReceiveCount`, delays, long polls, redrive to a dead-letter queue
-//! and approximate counts all behave as on SQS, and it refuses on send what SQS refuses:
+//! again, `ApproximateReceiveCount`, delays, long polls, redrive to a dead-letter queue,
+//! FIFO message groups and approximate counts all behave as on SQS, and it refuses on
+//! send what SQS refuses:
 //! an empty body, a message over 1 MiB (body and attributes), characters outside the
 //! ones SQS allows, more than 10 message attributes. It counts every call
 //! ([`stats`](EmbeddedQueue::stats)) and can be made to fail
@@ -31,6 +32,7 @@
 //!     max_messages: 10,
 //!     wait_time: Duration::from_secs(20),
 //!     visibility_timeout: None,
+//!     attempt_id: None,
 //! };
 //! let messages = queue.receive(request).await?;
 //! assert_eq!(messages[0].receive_count(), 1);
@@ -43,8 +45,63 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # FIFO queues
+//!
+//! [`EmbeddedQueueBuilder::fifo`] (or a name ending in `.fifo` given to
+//! [`EmbeddedQueue::new`]) makes a FIFO queue, as SQS documents them:
+//! - every message is sent with a `MessageGroupId` ([`SendMessage::group_id`]), and
+//!   with a `MessageDeduplicationId` unless the queue has content-based deduplication
+//!   (then the SHA-256 of the body stands in); a message sent with the deduplication
+//!   id of one sent in the last 5 minutes is accepted and not stored again. Delays are
+//!   the queue's only;
+//! - the messages of a group are handed out in the order they were sent, and none
+//!   while one of the group is in flight (received, and neither deleted nor back to
+//!   visible). A receive hands out as many of one group as it can, in order, before it
+//!   moves on to the next, so one receive may hold several messages of a group;
+//! - received messages carry `MessageGroupId`, `MessageDeduplicationId` and
+//!   `SequenceNumber` (increasing across the queue) among their system attributes;
+//! - a receive retried with the [`ReceiveAttemptId`](crate::backend::ReceiveAttemptId)
+//!   of one in the last 5 minutes whose messages are untouched gets those messages
+//!   again, with the same receipt handles;
+//! - redrive moves a message to the (FIFO) dead-letter queue in its group's order, and
+//!   it no longer holds its group back.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use spotq::backend::{Backend, ReceiveRequest, SendMessage};
+//! use spotq::embedded::EmbeddedQueue;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let queue = EmbeddedQueue::builder("orders.fifo")
+//!     .fifo()
+//!     .content_based_deduplication()
+//!     .build()?;
+//! for step in ["created", "paid", "shipped"] {
+//!     queue.send_with(SendMessage::new(step).group_id("order-1"))?;
+//! }
+//! let request = ReceiveRequest {
+//!     max_messages: 10,
+//!     wait_time: Duration::ZERO,
+//!     visibility_timeout: None,
+//!     attempt_id: None,
+//! };
+//! let bodies: Vec<_> = queue.receive(request).await?.into_iter().map(|m| m.body).collect();
+//! assert_eq!(bodies, ["created", "paid", "shipped"]);
+//! // The group is in flight: nothing more of it until those are deleted or visible again.
+//! queue.send_with(SendMessage::new("delivered").group_id("order-1"))?;
+//! assert!(queue.receive(request).await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
 
+mod builder;
 mod faults;
+mod fifo;
+#[cfg(test)]
+mod fifo_tests;
 mod ids;
 mod stats;
 mod store;
@@ -61,17 +118,19 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use self::builder::EmbeddedQueueBuilder;
 pub use self::faults::{Faults, InjectedFaults, Operation};
 pub use self::stats::RequestStats;
 pub use crate::backend::QueueCounts;
 pub use crate::backend::SendMessage;
 
+use self::builder::FIFO_SUFFIX;
 use self::ids::{HandleParts, MessageId};
 use self::store::{ChangeError, Delivery, Message, NewMessage, Store, UserAttributes};
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT,
-    MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    RedrivePolicy, VisibilityChange, whole_seconds,
+    MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveAttemptId, ReceiveRequest,
+    ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
 };
 use crate::engine::waiting::Waiting;
 use crate::error::{BackendError, ConfigError};
@@ -89,6 +148,9 @@ const RECEIVE_COUNT: &str = "ApproximateReceiveCount";
 const SENT_TIMESTAMP: &str = "SentTimestamp";
 const FIRST_RECEIVE_TIMESTAMP: &str = "ApproximateFirstReceiveTimestamp";
 const SENDER: &str = "SenderId";
+const GROUP_ID: &str = "MessageGroupId";
+const DEDUPLICATION_ID: &str = "MessageDeduplicationId";
+const SEQUENCE_NUMBER: &str = "SequenceNumber";
 /// `send_many` converts this many bodies outside the lock, then inserts them under it.
 const SEND_CHUNK: usize = 256;
 
@@ -101,7 +163,7 @@ pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 /// Gives each queue a distinct id, so a receipt handle of one queue is invalid on any other.
 static NEXT_QUEUE_ID: AtomicU32 = AtomicU32::new(1);
 
-/// An in-process queue with the semantics of an SQS standard queue.
+/// An in-process queue with the semantics of an SQS standard or FIFO queue.
 ///
 /// Cheap to clone: clones share one queue. Sending is synchronous and works from any
 /// thread; receiving and the batch calls go through the [`Backend`] trait. See the
@@ -119,6 +181,8 @@ struct Inner {
     visibility_timeout: Duration,
     delay: Duration,
     redrive: Option<Redrive>,
+    fifo: bool,
+    content_based_deduplication: bool,
     next_seq: AtomicU64,
     store: Mutex<Store>,
     /// Wakes long polls when a message may have become visible or a deadline moved up.
@@ -135,113 +199,66 @@ struct Redrive {
     max_receive_count: u32,
 }
 
-/// Configures an [`EmbeddedQueue`]; from [`EmbeddedQueue::builder`].
-#[derive(Debug)]
-#[must_use]
-pub struct EmbeddedQueueBuilder {
+/// The settings of a queue, checked.
+struct Settings {
     name: String,
     visibility_timeout: Duration,
     delay: Duration,
-    redrive: Option<(EmbeddedQueue, u32)>,
-}
-
-impl EmbeddedQueueBuilder {
-    /// The default visibility timeout of received messages (SQS `VisibilityTimeout`):
-    /// at most 12 h, a fraction of a second rounded up. Default 30 s.
-    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
-        self.visibility_timeout = timeout;
-        self
-    }
-
-    /// The delay of every message sent without its own (SQS `DelaySeconds`): at most
-    /// 15 min, a fraction of a second rounded up. Default none.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = delay;
-        self
-    }
-
-    /// Moves a message to `dead_letter` when it would be received for the
-    /// `max_receive_count + 1`th time (SQS `RedrivePolicy`); 1 to 1000.
-    pub fn redrive(mut self, dead_letter: &EmbeddedQueue, max_receive_count: u32) -> Self {
-        self.redrive = Some((dead_letter.clone(), max_receive_count));
-        self
-    }
-
-    /// Builds the queue.
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the setting when the visibility timeout is over 12 h,
-    /// the delay over 15 min, or `max_receive_count` is 0 or over 1000.
-    pub fn build(self) -> Result<EmbeddedQueue, ConfigError> {
-        let visibility_timeout = whole_seconds_within(self.visibility_timeout, MAX_VISIBILITY)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "visibility_timeout",
-                    self.visibility_timeout,
-                    "at most 12 hours (43200 s)",
-                )
-            })?;
-        let delay = whole_seconds_within(self.delay, MAX_DELAY)
-            .ok_or_else(|| ConfigError::new("delay", self.delay, "at most 15 minutes (900 s)"))?;
-        let redrive = match self.redrive {
-            None => None,
-            Some((_, count)) if count == 0 || count > MAX_RECEIVE_COUNT => {
-                return Err(ConfigError::new(
-                    "max_receive_count",
-                    count,
-                    "from 1 to 1000",
-                ));
-            }
-            Some((dead_letter, max_receive_count)) => Some(Redrive {
-                dead_letter,
-                max_receive_count,
-            }),
-        };
-        Ok(EmbeddedQueue::with(
-            self.name,
-            visibility_timeout,
-            delay,
-            redrive,
-        ))
-    }
+    redrive: Option<Redrive>,
+    fifo: bool,
+    content_based_deduplication: bool,
 }
 
 impl EmbeddedQueue {
-    /// A queue with SQS defaults: 30 s visibility timeout, no delay, no redrive.
+    /// A queue with SQS defaults: 30 s visibility timeout, no delay, no redrive. A name
+    /// that ends in `.fifo` makes a FIFO queue (without content-based deduplication), as
+    /// SQS allows that suffix on FIFO queues only.
     pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
         // The defaults are within every limit: no need to go through `build`'s checks.
-        Self::with(name.into(), DEFAULT_VISIBILITY, Duration::ZERO, None)
+        Self::with(Settings {
+            fifo: name.ends_with(FIFO_SUFFIX),
+            name,
+            visibility_timeout: DEFAULT_VISIBILITY,
+            delay: Duration::ZERO,
+            redrive: None,
+            content_based_deduplication: false,
+        })
     }
 
     /// A queue from settings already checked.
-    fn with(
-        name: String,
-        visibility_timeout: Duration,
-        delay: Duration,
-        redrive: Option<Redrive>,
-    ) -> Self {
+    fn with(settings: Settings) -> Self {
+        let mut attributes = vec![
+            RECEIVE_COUNT,
+            SENT_TIMESTAMP,
+            FIRST_RECEIVE_TIMESTAMP,
+            SENDER,
+        ];
+        if settings.fifo {
+            attributes.extend([GROUP_ID, DEDUPLICATION_ID, SEQUENCE_NUMBER]);
+        }
         let inner = Inner {
             id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
             salt: fastrand::u32(..),
-            name,
-            visibility_timeout,
-            delay,
-            redrive,
+            name: settings.name,
+            visibility_timeout: settings.visibility_timeout,
+            delay: settings.delay,
+            redrive: settings.redrive,
+            fifo: settings.fifo,
+            content_based_deduplication: settings.content_based_deduplication,
             next_seq: AtomicU64::new(0),
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(if settings.fifo {
+                Store::fifo()
+            } else {
+                Store::default()
+            }),
             notify: Notify::new(),
             waiting: AtomicUsize::new(0),
             faults: Faults::default(),
-            attribute_template: [
-                RECEIVE_COUNT,
-                SENT_TIMESTAMP,
-                FIRST_RECEIVE_TIMESTAMP,
-                SENDER,
-            ]
-            .into_iter()
-            .map(|name| (name.to_owned(), String::new()))
-            .collect(),
+            attribute_template: attributes
+                .into_iter()
+                .map(|name| (name.to_owned(), String::new()))
+                .collect(),
         };
         Self {
             inner: Arc::new(inner),
@@ -250,12 +267,7 @@ impl EmbeddedQueue {
 
     /// Starts configuring a queue; see [`EmbeddedQueueBuilder`].
     pub fn builder(name: impl Into<String>) -> EmbeddedQueueBuilder {
-        EmbeddedQueueBuilder {
-            name: name.into(),
-            visibility_timeout: DEFAULT_VISIBILITY,
-            delay: Duration::ZERO,
-            redrive: None,
-        }
+        EmbeddedQueueBuilder::new(name.into())
     }
 
     /// The queue's name.
@@ -268,11 +280,12 @@ impl EmbeddedQueue {
     /// # Panics
     ///
     /// On a body SQS refuses (empty, over [`MAX_MESSAGE_BYTES`], or with characters
-    /// outside those SQS allows); [`send_with`](Self::send_with) returns the error
-    /// instead.
+    /// outside those SQS allows), and on a FIFO queue, whose messages need a group;
+    /// [`send_with`](Self::send_with) returns the error instead.
     pub fn send(&self, body: impl Into<String>) -> String {
         let inner = &*self.inner;
         let body = body.into();
+        inner.refuse_fifo("send");
         if let Err(error) = check_message("SendMessage", &body, &HashMap::new()) {
             panic!("EmbeddedQueue::send: {error}");
         }
@@ -282,19 +295,34 @@ impl EmbeddedQueue {
         id.render()
     }
 
-    /// Sends a message with its own delay or attributes; returns its message id.
+    /// Sends a message with its own delay, attributes, or (FIFO queues) group and
+    /// deduplication id; returns its message id. On a FIFO queue, a message whose
+    /// deduplication id was sent in the last 5 minutes is accepted but not stored
+    /// again: the id returned is that of the message sent first.
     ///
     /// # Errors
     ///
     /// [`BackendError::Rejected`] with the code SQS answers with: `MissingParameter`
-    /// for an empty body, `InvalidMessageContents` for characters outside those SQS
-    /// allows (`#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to
-    /// #x10FFFF`), `InvalidParameterValue` for a message over [`MAX_MESSAGE_BYTES`]
-    /// (body, attribute names, types and values), more than
-    /// [`MAX_MESSAGE_ATTRIBUTES`] attributes, or a delay over 15 min.
+    /// for an empty body or a FIFO message without a group, `InvalidMessageContents`
+    /// for characters outside those SQS allows (`#x9 | #xA | #xD | #x20 to #xD7FF |
+    /// #xE000 to #xFFFD | #x10000 to #x10FFFF`), `InvalidParameterValue` for a message
+    /// over [`MAX_MESSAGE_BYTES`] (body, attribute names, types and values), more than
+    /// [`MAX_MESSAGE_ATTRIBUTES`] attributes, a delay over 15 min, a delay of its own
+    /// on a FIFO queue, a FIFO message without a deduplication id on a queue without
+    /// content-based deduplication, a group or deduplication id SQS would refuse, or a
+    /// deduplication id on a standard queue.
     pub fn send_with(&self, message: SendMessage) -> Result<String, BackendError> {
         let inner = &*self.inner;
         check_message("SendMessage", &message.body, &message.attributes)?;
+        let fifo = if inner.fifo {
+            Some(fifo::check_send(
+                &message,
+                inner.content_based_deduplication,
+            )?)
+        } else {
+            fifo::check_standard_send(&message)?;
+            None
+        };
         let delay = match message.delay {
             None => inner.delay,
             Some(delay) => whole_seconds_within(delay, MAX_DELAY).ok_or_else(|| {
@@ -305,7 +333,11 @@ impl EmbeddedQueue {
             })?,
         };
         let attributes = (!message.attributes.is_empty()).then(|| Arc::new(message.attributes));
-        let message = inner.new_message(message.body, attributes, delay, epoch_millis());
+        let mut message = inner.new_message(message.body, attributes, delay, epoch_millis());
+        if fifo.is_some() {
+            message.fifo = fifo;
+            return Ok(inner.push_deduplicated(message).render());
+        }
         let id = message.id;
         inner.push(std::iter::once(message));
         Ok(id.render())
@@ -317,14 +349,15 @@ impl EmbeddedQueue {
     ///
     /// # Panics
     ///
-    /// On a body SQS refuses, as [`send`](Self::send) does; the bodies before it are
-    /// sent.
+    /// On a body SQS refuses, as [`send`](Self::send) does (the bodies before it are
+    /// sent), and on a FIFO queue.
     pub fn send_many<I>(&self, bodies: I) -> usize
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
         let inner = &*self.inner;
+        inner.refuse_fifo("send_many");
         let mut bodies = bodies.into_iter();
         let mut chunk = Vec::with_capacity(SEND_CHUNK);
         let mut sent = 0;
@@ -377,6 +410,7 @@ impl fmt::Debug for EmbeddedQueue {
             .field("name", &inner.name)
             .field("visibility_timeout", &inner.visibility_timeout)
             .field("delay", &inner.delay)
+            .field("fifo", &inner.fifo)
             .field(
                 "dead_letter",
                 &inner
@@ -393,6 +427,7 @@ struct ReceiveParams {
     max_messages: usize,
     wait_time: Duration,
     visibility: Duration,
+    attempt_id: Option<ReceiveAttemptId>,
 }
 
 /// One look at the store by a receive call.
@@ -428,7 +463,41 @@ impl Inner {
             attributes,
             sent_at_ms,
             delay,
+            fifo: None,
         }
+    }
+
+    /// Panics in `method`, a send of bodies alone, on a FIFO queue.
+    fn refuse_fifo(&self, method: &str) {
+        assert!(
+            !self.fifo,
+            "EmbeddedQueue::{method}: a FIFO queue's messages need a group \
+             (MessageGroupId): use send_with"
+        );
+    }
+
+    /// Adds a FIFO message unless one with its deduplication id was sent in the last
+    /// 5 minutes; returns the id of the message added, or of that one.
+    fn push_deduplicated(&self, message: NewMessage) -> MessageId {
+        let now = Instant::now();
+        let deduplication_id = message
+            .fifo
+            .as_ref()
+            .map(|fifo| Arc::clone(&fifo.deduplication_id));
+        let id = message.id;
+        let wake = {
+            let mut store = self.lock();
+            if let Some(original) = deduplication_id.and_then(|dedup| store.original(now, &dedup)) {
+                store.stats.deduplicated_sends += 1;
+                return original;
+            }
+            store.stats.messages_sent += 1;
+            store.push(message, now)
+        };
+        if wake {
+            self.wake();
+        }
+        id
     }
 
     fn push(&self, messages: impl Iterator<Item = NewMessage>) {
@@ -476,6 +545,7 @@ impl Inner {
                 params.max_messages,
                 params.visibility,
                 max_receive_count,
+                params.attempt_id,
                 &mut deliveries,
                 &mut dead_letters,
             );
@@ -519,7 +589,15 @@ impl Inner {
                 RECEIVE_COUNT => delivery.receive_count.to_string(),
                 SENT_TIMESTAMP => delivery.sent_at_ms.to_string(),
                 FIRST_RECEIVE_TIMESTAMP => delivery.first_received_at_ms.to_string(),
-                _ => SENDER_ID.to_owned(),
+                SENDER => SENDER_ID.to_owned(),
+                // Only a FIFO queue's template has the names below, and its messages
+                // all carry a tag.
+                GROUP_ID => fifo_attribute(&delivery, |tag| tag.group.to_string()),
+                DEDUPLICATION_ID => {
+                    fifo_attribute(&delivery, |tag| tag.deduplication_id.to_string())
+                }
+                // Twenty digits, like SQS's: ordered as text as they are as numbers.
+                _ => fifo_attribute(&delivery, |tag| format!("{:020}", tag.sequence)),
             };
         }
         let handle = HandleParts {
@@ -613,8 +691,14 @@ impl Backend for EmbeddedQueue {
             let registered = (!first).then(|| Waiting::register(&inner.waiting));
             let notified = inner.notify.notified();
             let next_deadline = match inner.attempt(&params, deadline, first) {
-                Attempt::Delivered(messages) => return Ok(messages),
-                Attempt::Empty => return Ok(Vec::new()),
+                Attempt::Delivered(messages) => {
+                    inner.faults.after_call(Operation::Receive)?;
+                    return Ok(messages);
+                }
+                Attempt::Empty => {
+                    inner.faults.after_call(Operation::Receive)?;
+                    return Ok(Vec::new());
+                }
                 Attempt::Wait(next_deadline) => next_deadline,
             };
             if first {
@@ -662,6 +746,7 @@ impl Backend for EmbeddedQueue {
             }
         }
         drop(deleted);
+        inner.faults.after_call(operation)?;
         Ok(results)
     }
 
@@ -707,12 +792,15 @@ impl Backend for EmbeddedQueue {
         if wake {
             inner.wake();
         }
+        inner.faults.after_call(operation)?;
         Ok(results)
     }
 
     async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
         self.inner.faults.before_call(Operation::Send).await?;
-        self.send_with(message)
+        let id = self.send_with(message)?;
+        self.inner.faults.after_call(Operation::Send)?;
+        Ok(id)
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
@@ -727,6 +815,7 @@ impl Backend for EmbeddedQueue {
             store.stats.attributes_calls += 1;
             store.counts(now)
         };
+        inner.faults.after_call(Operation::Attributes)?;
         Ok(QueueAttributes {
             visible: counts.visible,
             not_visible: counts.not_visible,
@@ -736,9 +825,15 @@ impl Backend for EmbeddedQueue {
                 dead_letter_target: redrive.dead_letter.name().to_owned(),
                 max_receive_count: redrive.max_receive_count,
             }),
-            fifo: false,
+            fifo: inner.fifo,
+            content_based_deduplication: inner.content_based_deduplication,
         })
     }
+}
+
+/// A FIFO system attribute of a delivery; empty for a message without a tag.
+fn fifo_attribute(delivery: &Delivery, value: impl FnOnce(&fifo::Tag) -> String) -> String {
+    delivery.fifo.as_deref().map(value).unwrap_or_default()
 }
 
 /// Checks a receive request the way SQS does.
@@ -779,6 +874,7 @@ fn check_receive(
         max_messages: request.max_messages,
         wait_time,
         visibility,
+        attempt_id: request.attempt_id,
     })
 }
 

@@ -32,6 +32,12 @@ pub struct RequestStats {
     pub messages_deleted: u64,
     /// Messages this queue moved to its dead-letter queue.
     pub messages_dead_lettered: u64,
+    /// Sends to a FIFO queue accepted without storing the message: a message with the
+    /// same deduplication id was sent in the 5 minutes before.
+    pub deduplicated_sends: u64,
+    /// Receive calls of a FIFO queue answered with the messages of an earlier one with
+    /// the same `ReceiveRequestAttemptId`.
+    pub replayed_receives: u64,
 }
 
 impl RequestStats {

@@ -9,8 +9,11 @@
 //! has to search an index. Stale entries are compacted away once they outnumber live
 //! ones, which keeps each operation O(batch · log n) amortized and memory bounded.
 //!
-//! FIFO queues would replace `ready` with per-group queues plus a queue of unblocked
-//! groups; nothing else here depends on how visible messages are ordered.
+//! A FIFO queue leaves `ready` empty: its visible messages are ordered by their groups
+//! (see [`super::fifo`]), and its receives serve groups instead (`store/fifo.rs`).
+//! Everything else is shared: states, slots, timers, stamps, counts.
+
+mod fifo;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -19,9 +22,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::fifo::{Entry, Fifo, FifoSend, Tag};
 use super::ids::MessageId;
 use super::stats::RequestStats;
-use crate::backend::{MAX_VISIBILITY, MessageAttribute, QueueCounts};
+use crate::backend::{MAX_VISIBILITY, MessageAttribute, QueueCounts, ReceiveAttemptId};
 
 /// User attributes of a message; `None` when there are none, to skip an allocation.
 pub(super) type UserAttributes = Option<Arc<HashMap<String, MessageAttribute>>>;
@@ -38,6 +42,8 @@ pub(super) struct NewMessage {
     pub(super) sent_at_ms: u64,
     /// Visible at once when zero.
     pub(super) delay: Duration,
+    /// Group and deduplication id, on a FIFO queue.
+    pub(super) fifo: Option<FifoSend>,
 }
 
 /// A message held by the store.
@@ -54,6 +60,8 @@ pub(super) struct Message {
     /// Changes with every state change; index entries carry the stamp they were made for.
     stamp: u64,
     state: State,
+    /// Group, deduplication id and sequence number, on a FIFO queue.
+    fifo: Option<Arc<Tag>>,
 }
 
 #[derive(Clone, Copy)]
@@ -81,6 +89,7 @@ pub(super) struct Delivery {
     pub(super) receive_count: u32,
     pub(super) slot: usize,
     pub(super) token: u64,
+    pub(super) fifo: Option<Arc<Tag>>,
 }
 
 /// Why a change of visibility was refused.
@@ -107,10 +116,29 @@ pub(super) struct Store {
     last_stamp: u64,
     counts: QueueCounts,
     pub(super) stats: RequestStats,
+    /// Groups, deduplication and receive attempts, on a FIFO queue.
+    fifo: Option<Fifo>,
 }
 
 impl Store {
-    /// Adds a message; returns whether long polls should look again.
+    /// The store of a FIFO queue.
+    pub(super) fn fifo() -> Self {
+        Self {
+            fifo: Some(Fifo::default()),
+            ..Self::default()
+        }
+    }
+
+    /// The message a FIFO queue took with `deduplication_id` in the last 5 minutes: a
+    /// send with that id is a duplicate of it.
+    pub(super) fn original(&mut self, now: Instant, deduplication_id: &str) -> Option<MessageId> {
+        self.fifo
+            .as_mut()
+            .and_then(|fifo| fifo.deduplication.original(now, deduplication_id))
+    }
+
+    /// Adds a message; returns whether long polls should look again. On a FIFO queue,
+    /// the message joins the end of its group and its deduplication id is remembered.
     pub(super) fn push(&mut self, message: NewMessage, now: Instant) -> bool {
         let stamp = self.next_stamp();
         let (state, deadline) = if message.delay.is_zero() {
@@ -118,6 +146,12 @@ impl Store {
         } else {
             (State::Delayed, Some(now + message.delay))
         };
+        let tag = self.fifo.as_mut().map(|fifo| {
+            let send = message.fifo.unwrap_or_else(FifoSend::unchecked);
+            fifo.deduplication
+                .record(now, &send.deduplication_id, message.id);
+            fifo.tag(send.group, send.deduplication_id)
+        });
         let slot = self.insert(Message {
             id: message.id,
             body: message.body,
@@ -128,11 +162,15 @@ impl Store {
             receipt: None,
             stamp,
             state,
+            fifo: tag.clone(),
         });
+        self.join_group(tag.as_ref(), slot, deadline.is_none());
         match deadline {
             None => {
                 self.counts.visible += 1;
-                self.ready.push_back((slot, stamp));
+                if self.fifo.is_none() {
+                    self.ready.push_back((slot, stamp));
+                }
                 true
             }
             Some(deadline) => {
@@ -142,7 +180,8 @@ impl Store {
         }
     }
 
-    /// Receives up to `max` visible messages into `out`, oldest first.
+    /// Receives up to `max` visible messages into `out`, oldest first (on a FIFO queue,
+    /// group by group: see `receive_fifo`, which also answers a retried `attempt`).
     ///
     /// With `max_receive_count`, a message already received that many times is moved
     /// into `dead_letters` instead (removed from this store). Returns whether long polls
@@ -155,9 +194,22 @@ impl Store {
         max: usize,
         visibility: Duration,
         max_receive_count: Option<u32>,
+        attempt: Option<ReceiveAttemptId>,
         out: &mut Vec<Delivery>,
         dead_letters: &mut Vec<Message>,
     ) -> bool {
+        if self.fifo.is_some() {
+            return self.receive_fifo(
+                now,
+                now_ms,
+                max,
+                visibility,
+                max_receive_count,
+                attempt,
+                out,
+                dead_letters,
+            );
+        }
         self.promote(now);
         let mut wake = false;
         while out.len() < max {
@@ -177,23 +229,8 @@ impl Store {
             }
             self.last_stamp += 1;
             let token = self.last_stamp;
-            message.receive_count = message.receive_count.saturating_add(1);
-            if message.receipt.is_none() {
-                message.first_received_at_ms = now_ms;
-            }
-            message.receipt = Some(Receipt { token, at: now });
-            message.stamp = token;
-            message.state = State::InFlight;
-            out.push(Delivery {
-                id: message.id,
-                body: Arc::clone(&message.body),
-                attributes: message.attributes.clone(),
-                sent_at_ms: message.sent_at_ms,
-                first_received_at_ms: message.first_received_at_ms,
-                receive_count: message.receive_count,
-                slot,
-                token,
-            });
+            hand_out(message, token, now, now_ms);
+            out.push(delivery(message, slot, token));
             self.counts.visible -= 1;
             self.counts.not_visible += 1;
             wake |= self.schedule(now + visibility, token, slot);
@@ -204,20 +241,36 @@ impl Store {
     }
 
     /// Takes in messages moved here from another queue's redrive: visible at once, with
-    /// their id, body, attributes and sent time, and a fresh receive count.
+    /// their id, body, attributes and sent time, and a fresh receive count. On a FIFO
+    /// queue they keep their group and deduplication id, in the order they came, with
+    /// sequence numbers of this queue.
     pub(super) fn accept_dead_letters(&mut self, messages: Vec<Message>) {
         for message in messages {
             let stamp = self.next_stamp();
+            let tag = self.fifo.as_mut().map(|fifo| {
+                let (group, deduplication_id) = match &message.fifo {
+                    Some(tag) => (Arc::clone(&tag.group), Arc::clone(&tag.deduplication_id)),
+                    None => {
+                        let send = FifoSend::unchecked();
+                        (send.group, send.deduplication_id)
+                    }
+                };
+                fifo.tag(group, deduplication_id)
+            });
             let slot = self.insert(Message {
                 first_received_at_ms: 0,
                 receive_count: 0,
                 receipt: None,
                 stamp,
                 state: State::Visible,
+                fifo: tag.clone(),
                 ..message
             });
             self.counts.visible += 1;
-            self.ready.push_back((slot, stamp));
+            self.join_group(tag.as_ref(), slot, true);
+            if self.fifo.is_none() {
+                self.ready.push_back((slot, stamp));
+            }
         }
     }
 
@@ -231,6 +284,10 @@ impl Store {
             State::Visible => self.counts.visible -= 1,
             State::InFlight => self.counts.not_visible -= 1,
             State::Delayed => self.counts.delayed -= 1,
+        }
+        if let (Some(fifo), Some(tag)) = (&mut self.fifo, &message.fifo) {
+            let in_flight = matches!(message.state, State::InFlight);
+            fifo.groups.removed(&tag.group, in_flight);
         }
         self.stats.messages_deleted += 1;
         self.compact_timers();
@@ -268,11 +325,21 @@ impl Store {
         let wake = if timeout.is_zero() {
             message.state = State::Visible;
             self.counts.visible += 1;
-            self.ready.push_back((slot, stamp));
+            let was_in_flight = matches!(was, State::InFlight);
+            made_visible(
+                &mut self.ready,
+                &mut self.fifo,
+                message,
+                slot,
+                was_in_flight,
+            );
             true
         } else {
             message.state = State::InFlight;
             self.counts.not_visible += 1;
+            if let (Some(fifo), Some(tag), State::Visible) = (&mut self.fifo, &message.fifo, was) {
+                fifo.groups.hidden(&tag.group);
+            }
             self.schedule(now + timeout, stamp, slot)
         };
         self.compact_timers();
@@ -320,7 +387,25 @@ impl Store {
                 State::Visible => self.counts.visible -= 1,
             }
             self.counts.visible += 1;
-            self.ready.push_back((slot, next));
+            let was_in_flight = matches!(was, State::InFlight);
+            made_visible(
+                &mut self.ready,
+                &mut self.fifo,
+                message,
+                slot,
+                was_in_flight,
+            );
+        }
+    }
+
+    /// On a FIFO queue, lists a message that just entered the store in its group.
+    fn join_group(&mut self, tag: Option<&Arc<Tag>>, slot: usize, visible: bool) {
+        if let (Some(fifo), Some(tag)) = (&mut self.fifo, tag) {
+            let entry = Entry {
+                slot,
+                sequence: tag.sequence,
+            };
+            fifo.groups.add(&tag.group, entry, visible);
         }
     }
 
@@ -403,6 +488,48 @@ impl Store {
     }
 }
 
+/// Makes a message that just became visible receivable: a standard queue appends it to
+/// `ready`; a FIFO queue (whose group already lists it) offers its group, now that it
+/// has a visible message and maybe nothing in flight any more.
+fn made_visible(
+    ready: &mut VecDeque<(usize, u64)>,
+    fifo: &mut Option<Fifo>,
+    message: &Message,
+    slot: usize,
+    was_in_flight: bool,
+) {
+    match (fifo, &message.fifo) {
+        (Some(fifo), Some(tag)) => fifo.groups.became_visible(&tag.group, was_in_flight),
+        _ => ready.push_back((slot, message.stamp)),
+    }
+}
+
+/// Moves a visible message in flight under a new receive.
+fn hand_out(message: &mut Message, token: u64, now: Instant, now_ms: u64) {
+    message.receive_count = message.receive_count.saturating_add(1);
+    if message.receipt.is_none() {
+        message.first_received_at_ms = now_ms;
+    }
+    message.receipt = Some(Receipt { token, at: now });
+    message.stamp = token;
+    message.state = State::InFlight;
+}
+
+/// What a receive of the message in `slot` under `token` hands out.
+fn delivery(message: &Message, slot: usize, token: u64) -> Delivery {
+    Delivery {
+        id: message.id,
+        body: Arc::clone(&message.body),
+        attributes: message.attributes.clone(),
+        sent_at_ms: message.sent_at_ms,
+        first_received_at_ms: message.first_received_at_ms,
+        receive_count: message.receive_count,
+        slot,
+        token,
+        fifo: message.fifo.clone(),
+    }
+}
+
 /// The message in `slot` if the index entry with `stamp` still describes it. A free
 /// function over the slab, so callers can still update the store's other fields.
 fn live_mut(slots: &mut [Option<Message>], slot: usize, stamp: u64) -> Option<&mut Message> {
@@ -435,6 +562,7 @@ mod tests {
             attributes: None,
             sent_at_ms: 0,
             delay,
+            fifo: None,
         }
     }
 
@@ -446,6 +574,7 @@ mod tests {
             0,
             max,
             Duration::from_secs(visibility),
+            None,
             None,
             &mut out,
             &mut dead,

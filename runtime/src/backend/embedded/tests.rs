@@ -20,6 +20,7 @@ fn request(max_messages: usize, wait_time: Duration) -> ReceiveRequest {
         max_messages,
         wait_time,
         visibility_timeout: None,
+        attempt_id: None,
     }
 }
 
@@ -889,6 +890,8 @@ async fn stats_count_calls_entries_and_messages() -> Result<()> {
             messages_received: 4,
             messages_deleted: 3,
             messages_dead_lettered: 0,
+            deduplicated_sends: 0,
+            replayed_receives: 0,
         }
     );
     assert_eq!(queue.stats().api_calls(), 6);
