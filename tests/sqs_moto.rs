@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, VisibilityChange};
+use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, SendMessage, VisibilityChange};
 use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use support::proxy::FaultProxy;
 use support::{counts, create_queue, emulator_endpoint, send, unique, until};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -411,6 +412,197 @@ async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
             ("step-2".to_owned(), group)
         ]
     );
+}
+
+/// A FIFO queue without content-based deduplication (every send names its
+/// deduplication id), with a short visibility timeout.
+async fn fifo_queue(prefix: &str) -> SqsBackend {
+    create_queue(
+        &format!("{}.fifo", unique(prefix)),
+        &[
+            (QueueAttributeName::FifoQueue, "true".to_owned()),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "false".to_owned(),
+            ),
+            (QueueAttributeName::VisibilityTimeout, "2".to_owned()),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_messages_come_back_with_their_group_deduplication_id_and_sequence_number() {
+    let queue = fifo_queue("fifo-attributes").await;
+    let attributes = queue.attributes().await.expect("attributes");
+    assert!(attributes.fifo);
+    assert!(!attributes.content_based_deduplication);
+    for (body, deduplication_id) in [("first", "d-1"), ("second", "d-2")] {
+        queue
+            .send(
+                SendMessage::new(body)
+                    .group_id("tenant-7")
+                    .deduplication_id(deduplication_id),
+            )
+            .await
+            .expect("send");
+    }
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::from_secs(1),
+        visibility_timeout: None,
+        attempt_id: Some(spotq::backend::ReceiveAttemptId::random()),
+    };
+    let received = queue.receive(request).await.expect("receive");
+    let bodies: Vec<_> = received
+        .iter()
+        .map(|message| message.body.as_str())
+        .collect();
+    assert_eq!(bodies, ["first", "second"], "in order, both of one group");
+    for (message, deduplication_id) in received.iter().zip(["d-1", "d-2"]) {
+        let attribute = |name: &str| message.attributes.get(name).map(String::as_str);
+        assert_eq!(attribute("MessageGroupId"), Some("tenant-7"));
+        assert_eq!(attribute("MessageDeduplicationId"), Some(deduplication_id));
+        let sequence = attribute("SequenceNumber").expect("a sequence number");
+        assert!(
+            !sequence.is_empty() && sequence.bytes().all(|byte| byte.is_ascii_digit()),
+            "{sequence:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_fifo_queue_without_content_based_deduplication_a_continuation_is_deduplicated_by_its_message()
+ {
+    let queue = fifo_queue("fifo-continue").await;
+    let first = queue
+        .send(
+            SendMessage::new("step-1")
+                .group_id("tenant-7")
+                .deduplication_id("step-1"),
+        )
+        .await
+        .expect("send");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (handler_seen, done) = (Arc::clone(&seen), Arc::clone(&seen));
+    let report = Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let seen = Arc::clone(&handler_seen);
+            async move {
+                let attribute = |name: &str| message.attributes().get(name).cloned();
+                seen.lock().expect("lock").push((
+                    message.body().to_owned(),
+                    attribute("MessageGroupId"),
+                    attribute("MessageDeduplicationId"),
+                ));
+                match message.body() {
+                    // Neither group nor deduplication id: the worker sets both.
+                    "step-1" => Outcome::Continue(SendMessage::new("step-2")),
+                    _ => Outcome::Ack,
+                }
+            }
+        })
+        .run_until(until(Duration::from_secs(20), move || {
+            done.lock().expect("lock").len() == 2
+        }))
+        .await
+        .expect("worker runs");
+
+    assert_eq!((report.continued, report.failed), (1, 0), "{report:?}");
+    let seen = seen.lock().expect("lock").clone();
+    let group = Some("tenant-7".to_owned());
+    assert_eq!(
+        seen,
+        [
+            (
+                "step-1".to_owned(),
+                group.clone(),
+                Some("step-1".to_owned())
+            ),
+            ("step-2".to_owned(), group, Some(first)),
+        ]
+    );
+}
+
+/// The `ReceiveRequestAttemptId` of each receive the proxy saw, in order.
+async fn attempt_ids(proxy: &FaultProxy) -> Vec<Option<String>> {
+    proxy
+        .bodies("ReceiveMessage")
+        .await
+        .iter()
+        .map(|body| {
+            let request: serde_json::Value = serde_json::from_str(body).expect("a JSON request");
+            request["ReceiveRequestAttemptId"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_receive_retried_after_a_lost_answer_sends_the_same_attempt_id() {
+    let queue = fifo_queue("fifo-attempt").await;
+    queue
+        .send(
+            SendMessage::new("only")
+                .group_id("tenant-7")
+                .deduplication_id("only"),
+        )
+        .await
+        .expect("send");
+    // The SDK tries a call three times: the first three answers lost fail the
+    // worker's first receive; the worker retries it, and the SDK's second try of that
+    // is answered.
+    let proxy = FaultProxy::start(&["ReceiveMessage:lost:count=4"], 11);
+    let through = proxy.backend(&queue).await;
+    let handled = Arc::new(AtomicU32::new(0));
+    let handler_handled = Arc::clone(&handled);
+    let report = Worker::builder(through)
+        .concurrency(1)
+        .wait_time(Duration::from_secs(1))
+        .handler(move |_message: Message| {
+            handler_handled.fetch_add(1, Ordering::SeqCst);
+            async {}
+        })
+        .run_until({
+            let handled = Arc::clone(&handled);
+            async move {
+                until(Duration::from_secs(30), move || {
+                    handled.load(Ordering::SeqCst) == 1
+                })
+                .await;
+                // One more receive after the answered one.
+                sleep(Duration::from_secs(2)).await;
+            }
+        })
+        .await
+        .expect("worker runs");
+
+    let stats = proxy.stats().await;
+    assert_eq!(stats.faults("ReceiveMessage", "lost"), 4, "{stats:?}");
+    assert_eq!(report.deleted, 1);
+    let ids = attempt_ids(&proxy).await;
+    assert!(ids.len() >= 6, "{ids:?}");
+    let lost = ids[0]
+        .clone()
+        .expect("a FIFO receive carries an attempt id");
+    assert!(
+        ids[..5]
+            .iter()
+            .all(|id| id.as_deref() == Some(lost.as_str())),
+        "the SDK's retries and the worker's carry the lost attempt's id: {ids:?}"
+    );
+    assert!(
+        ids[5..]
+            .iter()
+            .all(|id| id.as_ref().is_some_and(|id| *id != lost)),
+        "after an answer, a new attempt: {ids:?}"
+    );
+    // moto does not replay attempts: the message the lost answer held came back after
+    // its visibility timeout.
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+    assert!(proxy.stop());
 }
 
 /// Bodies the `#[spotq::worker]` batch handler below has seen, with their receive counts.

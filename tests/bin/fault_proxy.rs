@@ -18,6 +18,9 @@
 //!   throttling;
 //! - `500`, `503`: a server error (`InternalError`, `ServiceUnavailable`);
 //! - `reset`: the connection is closed without a response;
+//! - `lost`: forwarded, then the queue's answer is dropped and the connection closed,
+//!   as when a response is lost on its way back: the queue did what was asked (a
+//!   receive took its messages), and the client sees a connection error;
 //! - `slow=MS`: forwarded after MS ms; a client that gives up meanwhile (closes the
 //!   connection) is never forwarded, so a late receive takes no message;
 //! - `partial`: forwarded, then some entries (about half, at least one) of a successful
@@ -38,6 +41,9 @@
 //!   "faults":{"ReceiveMessage":{"throttle":3},…},"connections":2}` (requests counts
 //!   every forwarded or faulted request by action, faults what was injected, `down` the
 //!   requests refused while down; connections the client connections accepted);
+//! - `GET /__proxy/bodies`: `{"ReceiveMessage":["{\"QueueUrl\":…}",…],…}`, the bodies
+//!   of the last 64 requests of each action, faulted or not, oldest first (to check
+//!   what a client sent, e.g. the `ReceiveRequestAttemptId` of its retries);
 //! - `GET /__proxy/rules`: the rules in force; `PUT /__proxy/rules` with a JSON list of
 //!   rule strings replaces them (`[]` clears; counts start again);
 //! - `PUT /__proxy/down`: every request but the control endpoint's has its connection
@@ -54,7 +60,7 @@ mod protocol;
 #[path = "../fault_proxy/rules.rs"]
 mod rules;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,6 +87,8 @@ const MAX_REQUEST: usize = 16 << 20;
 const MAX_RESPONSE: usize = 64 << 20;
 /// Where the control endpoint lives; never forwarded.
 const CONTROL: &str = "/__proxy/";
+/// Request bodies kept per action for `GET /__proxy/bodies`.
+const BODIES_KEPT: usize = 64;
 
 /// A fault-injecting HTTP proxy in front of an SQS emulator.
 #[derive(Debug, Parser)]
@@ -121,6 +129,8 @@ struct Stats {
     requests: BTreeMap<String, u64>,
     faults: BTreeMap<String, BTreeMap<String, u64>>,
     connections: u64,
+    /// The last request bodies of each action, oldest first.
+    bodies: BTreeMap<String, VecDeque<String>>,
 }
 
 struct Proxy {
@@ -137,11 +147,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Proxy {
-    fn count_request(&self, action: &str) {
-        *lock(&self.stats)
-            .requests
-            .entry(action.to_owned())
-            .or_default() += 1;
+    fn count_request(&self, action: &str, body: &[u8]) {
+        let mut stats = lock(&self.stats);
+        *stats.requests.entry(action.to_owned()).or_default() += 1;
+        let bodies = stats.bodies.entry(action.to_owned()).or_default();
+        if bodies.len() == BODIES_KEPT {
+            bodies.pop_front();
+        }
+        bodies.push_back(String::from_utf8_lossy(body).into_owned());
     }
 
     fn count_fault(&self, action: &str, fault: &str) {
@@ -164,7 +177,7 @@ impl Proxy {
         let body = body.to_bytes();
         let action = protocol::action_of(&parts.headers, &parts.uri, &body)
             .unwrap_or_else(|| "Unknown".to_owned());
-        self.count_request(&action);
+        self.count_request(&action, &body);
         if self.down.load(Ordering::Acquire) {
             self.count_fault(&action, "down");
             return Err(Closed("the proxy is down"));
@@ -191,7 +204,7 @@ impl Proxy {
                     return Err(Closed("the proxy went down during the delay"));
                 }
             }
-            Some(Fault::Partial) | None => {}
+            Some(Fault::Lost | Fault::Partial) | None => {}
         }
 
         strip_hop_by_hop(&mut parts.headers);
@@ -211,6 +224,10 @@ impl Proxy {
         let Ok(body) = Limited::new(body, MAX_RESPONSE).collect().await else {
             return Err(Closed("upstream response unreadable or too large"));
         };
+        if fault == Some(Fault::Lost) {
+            self.count_fault(&action, "lost");
+            return Err(Closed("response lost (injected)"));
+        }
         let mut body = body.to_bytes();
         if fault == Some(Fault::Partial) && parts.status.is_success() {
             let rewritten = protocol::fail_some_entries(&body, |succeeded| {
@@ -249,6 +266,9 @@ impl Proxy {
                     }),
                 )
             }
+            (Method::GET, "bodies") => {
+                json(StatusCode::OK, &serde_json::json!(lock(&self.stats).bodies))
+            }
             (Method::GET, "rules") => json(StatusCode::OK, &lock(&self.rules).texts().into()),
             (Method::PUT, "rules") => {
                 let body = match Limited::new(request.into_body(), 1 << 20).collect().await {
@@ -282,7 +302,8 @@ impl Proxy {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "GET /__proxy/stats, GET|PUT /__proxy/rules, PUT /__proxy/down, PUT /__proxy/up",
+                "GET /__proxy/stats, GET /__proxy/bodies, GET|PUT /__proxy/rules, \
+                 PUT /__proxy/down, PUT /__proxy/up",
             ),
         }
     }

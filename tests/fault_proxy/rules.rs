@@ -2,7 +2,7 @@
 //!
 //! - `ACTION`: an SQS action name as the request names it (`ReceiveMessage`,
 //!   `DeleteMessageBatch`, …) or `*` for every request.
-//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `slow=MS` or `partial`.
+//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `lost`, `slow=MS` or `partial`.
 //! - `WHEN`: `N%` (a rate, drawn from the seeded generator), `count=N` (the first N
 //!   requests the rule sees) or `always`.
 //!
@@ -22,6 +22,8 @@ pub enum Fault {
     Status(u16),
     /// The connection is closed without a response.
     Reset,
+    /// Forwarded; then the answer is dropped and the connection closed.
+    Lost,
     /// Forwarded after this delay.
     Slow(Duration),
     /// Forwarded; then some entries of a successful batch answer are reported failed.
@@ -37,6 +39,7 @@ impl Fault {
             Self::Status(503) => "503",
             Self::Status(_) => "status",
             Self::Reset => "reset",
+            Self::Lost => "lost",
             Self::Slow(_) => "slow",
             Self::Partial => "partial",
         }
@@ -81,7 +84,7 @@ impl fmt::Display for RuleError {
         write!(
             f,
             "bad rule {:?}: {} (expected ACTION:FAULT:WHEN, FAULT one of throttle, 500, 503, \
-             reset, slow=MS, partial; WHEN one of N%, count=N, always)",
+             reset, lost, slow=MS, partial; WHEN one of N%, count=N, always)",
             self.rule, self.reason
         )
     }
@@ -116,6 +119,7 @@ impl std::str::FromStr for Rule {
             "500" => Fault::Status(500),
             "503" => Fault::Status(503),
             "reset" => Fault::Reset,
+            "lost" => Fault::Lost,
             "partial" => Fault::Partial,
             other => match other.strip_prefix("slow=") {
                 Some(millis) => {
@@ -244,6 +248,12 @@ mod tests {
                 When::Always,
             ),
             ("*:reset:100%", None, Fault::Reset, When::Rate(1.0)),
+            (
+                "ReceiveMessage:lost:count=4",
+                Some("ReceiveMessage"),
+                Fault::Lost,
+                When::Count(4),
+            ),
             (
                 "SendMessage:slow=250:0%",
                 Some("SendMessage"),

@@ -24,7 +24,7 @@ pub struct FaultProxy {
 }
 
 /// What the proxy counted: requests by action, and faults injected by action and fault
-/// (`throttle`, `500`, `503`, `reset`, `slow`, `partial`, `down`).
+/// (`throttle`, `500`, `503`, `reset`, `lost`, `slow`, `partial`, `down`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
     /// Requests by action, faulted or not.
@@ -142,6 +142,20 @@ impl FaultProxy {
                 .collect(),
             connections: value["connections"].as_u64().unwrap_or(0),
         }
+    }
+
+    /// `GET /__proxy/bodies`: the bodies of the last requests that named `action`,
+    /// oldest first.
+    pub async fn bodies(&self, action: &str) -> Vec<String> {
+        let (status, body) = self.call(Method::GET, "bodies", String::new()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("bodies JSON");
+        value[action]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|body| body.as_str().map(str::to_owned))
+            .collect()
     }
 
     /// `PUT /__proxy/rules`: replaces the rules (`&[]` clears them).

@@ -61,9 +61,9 @@
 //!   moves on to the next, so one receive may hold several messages of a group;
 //! - received messages carry `MessageGroupId`, `MessageDeduplicationId` and
 //!   `SequenceNumber` (increasing across the queue) among their system attributes;
-//! - a receive retried with the [`ReceiveAttemptId`](crate::backend::ReceiveAttemptId)
-//!   of one in the last 5 minutes whose messages are untouched gets those messages
-//!   again, with the same receipt handles;
+//! - a receive retried with the [`ReceiveAttemptId`] of one in the last 5 minutes
+//!   whose messages are untouched gets those messages again, with the same receipt
+//!   handles;
 //! - redrive moves a message to the (FIFO) dead-letter queue in its group's order, and
 //!   it no longer holds its group back.
 //!
@@ -133,7 +133,7 @@ use crate::backend::{
     ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
 };
 use crate::engine::waiting::Waiting;
-use crate::error::{BackendError, ConfigError};
+use crate::error::BackendError;
 
 /// The default visibility timeout of a queue, as on SQS.
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);

@@ -8,6 +8,7 @@ use tokio::time::{Instant, advance, sleep};
 
 use super::*;
 use crate::backend::MessageAttribute;
+use crate::error::ConfigError;
 
 const SECOND: Duration = Duration::from_secs(1);
 
