@@ -134,6 +134,13 @@ pub trait BatchHandler: Send + Sync + 'static {
     /// Handles the messages of one receive.
     fn handle(&self, messages: Vec<Message>)
     -> impl Future<Output = BatchOutcome> + Send + 'static;
+
+    /// Resolves once the handler can take another batch; as [`Handler::ready`].
+    ///
+    /// [`Handler::ready`]: crate::Handler::ready
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 impl<F, Fut, R> BatchHandler for F

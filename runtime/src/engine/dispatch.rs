@@ -71,6 +71,11 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     /// Starts handling the messages of one receive; each holds a slot of the capacity.
     #[doc(hidden)]
     fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>);
+
+    /// Resolves once the handler can take more messages; pollers wait for it before
+    /// they take permits.
+    #[doc(hidden)]
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Calls a [`Handler`] once per message, each message in its own task.
@@ -91,6 +96,10 @@ impl<H: Handler> Dispatch for PerMessage<H> {
             tokio::spawn(process(Arc::clone(shared), delivery, handler));
         }
     }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
+    }
 }
 
 impl<B: BatchHandler> Dispatch for PerBatch<B> {
@@ -98,6 +107,10 @@ impl<B: BatchHandler> Dispatch for PerBatch<B> {
         if !messages.is_empty() {
             tokio::spawn(process_batch(Arc::clone(shared), messages));
         }
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
     }
 }
 
