@@ -14,6 +14,7 @@ use crate::error::{BoxError, HandlerError};
 
 /// What the worker does with the messages of a batch once its handler returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BatchOutcome {
     /// Every message is done: delete them all.
     Ack,

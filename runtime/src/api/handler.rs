@@ -9,6 +9,7 @@ use crate::error::{BoxError, HandlerError};
 
 /// What the worker does with a message once its handler returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The message is done: delete it.
     Ack,

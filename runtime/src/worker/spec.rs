@@ -31,6 +31,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Where a worker's queue comes from: a name or URL fixed in the code, or an
 /// environment variable read when the worker starts (queue URLs differ per deployment).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum QueueSource {
     /// A queue name (resolved with `GetQueueUrl`) or URL.
     Name(&'static str),
