@@ -15,6 +15,7 @@
 
 pub(crate) mod capacity;
 mod dispatch;
+mod group;
 mod lifecycle;
 mod poller;
 pub(crate) mod settle;

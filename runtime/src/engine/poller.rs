@@ -137,17 +137,15 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                             "backend returned more messages than asked for"
                         );
                     }
-                    // Each message task owns its slot from here and hands it back; the
-                    // slots left over go back now.
-                    let handed = messages.len().min(slots);
-                    shared.capacity.hand_to_messages(handed);
-                    shared.capacity.give_back(slots - handed);
+                    // The message tasks own the slots they keep from here and hand them
+                    // back; the slots left over go back now.
                     let messages = messages
                         .into_iter()
                         .take(slots)
                         .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
                         .collect();
-                    H::dispatch(&shared, messages);
+                    let kept = H::dispatch(&shared, messages);
+                    shared.capacity.give_back(slots - kept);
                     None
                 }
             }
