@@ -50,6 +50,11 @@ use proc_macro::TokenStream;
 /// SQS until SIGTERM; `spec.worker(queue)` binds one to any backend, such as an
 /// `EmbeddedQueue` in a test.
 ///
+/// Tower layers (a rate limit, a timeout, a user's middleware) go on the spec, not in
+/// the attribute: `handle_order_worker().layer(RateLimitLayer::new(50,
+/// Duration::from_secs(1)))` for a per-message handler, `.batch_layer(...)` for a batch
+/// handler (`spotq::WorkerSpec::layer`).
+///
 /// # Handler shapes
 ///
 /// The macro runs before type checking, so it reads the signature as written:

@@ -12,6 +12,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// The top-level error of running a worker.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A setting is out of range; nothing was sent to the queue.
     #[error(transparent)]
@@ -52,6 +53,7 @@ impl ConfigError {
 
 /// A queue call that failed as a whole.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The queue asked the caller to slow down. Retryable after a backoff.
     #[error("{operation} was throttled: {message}")]
@@ -105,6 +107,7 @@ impl BackendError {
 /// the worker: the message is retried per the retry policy and, after the queue's
 /// `maxReceiveCount`, moved to the dead-letter queue by the queue's redrive policy.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// The handler returned an error.
     #[error("handler failed: {0}")]

@@ -116,6 +116,7 @@ pub use api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
 pub use api::handler::{Handler, IntoOutcome, Outcome};
 pub use api::input;
 pub use api::message::{Context, Message};
+pub use api::service::{HandlerService, ServiceHandler};
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use backend::SqsBackend;

@@ -14,6 +14,7 @@ use crate::error::{BoxError, HandlerError};
 
 /// What the worker does with the messages of a batch once its handler returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum BatchOutcome {
     /// Every message is done: delete them all.
     Ack,
@@ -134,6 +135,13 @@ pub trait BatchHandler: Send + Sync + 'static {
     /// Handles the messages of one receive.
     fn handle(&self, messages: Vec<Message>)
     -> impl Future<Output = BatchOutcome> + Send + 'static;
+
+    /// Resolves once the handler can take another batch; as [`Handler::ready`].
+    ///
+    /// [`Handler::ready`]: crate::Handler::ready
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 impl<F, Fut, R> BatchHandler for F

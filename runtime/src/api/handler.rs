@@ -9,6 +9,7 @@ use crate::error::{BoxError, HandlerError};
 
 /// What the worker does with a message once its handler returns.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The message is done: delete it.
     Ack,
@@ -91,6 +92,17 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one message. The future owns what it needs (it does not borrow the
     /// handler), so the worker can start it before its task exists.
     fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static;
+
+    /// Resolves once the handler can take another message. The poller waits for it
+    /// before it takes permits and receives, so a handler that is not ready (a rate
+    /// limit, say) holds receiving back instead of leaving messages received and
+    /// waiting. Plain functions are always ready; a [`ServiceHandler`] is ready when
+    /// its service is.
+    ///
+    /// [`ServiceHandler`]: crate::ServiceHandler
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::ready(())
+    }
 }
 
 impl<F, Fut, R> Handler for F

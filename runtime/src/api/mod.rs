@@ -1,8 +1,9 @@
 //! What user code sees: the [`Message`](crate::Message) and its
 //! [`Context`](crate::Context), the [`Handler`](crate::Handler) and its
-//! [`Outcome`](crate::Outcome), batch handlers, and the input decoders.
+//! [`Outcome`](crate::Outcome), batch handlers, handlers as tower services, and the input decoders.
 
 pub(crate) mod batch;
 pub(crate) mod handler;
 pub mod input;
 pub(crate) mod message;
+pub(crate) mod service;

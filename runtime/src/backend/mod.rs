@@ -190,6 +190,7 @@ pub struct ReceiveRequest {
 
 /// Why one entry of a batch call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EntryErrorKind {
     /// The receipt handle is stale or unknown (`ReceiptHandleIsInvalid`): the message was
     /// received again or already deleted. Not retryable.

@@ -72,6 +72,7 @@ const MISSING: &str = "MISSING";
 
 /// Why the service or its running count could not be found.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EcsError {
     /// The metadata URI is not a plain `http://` URL.
     #[error(transparent)]

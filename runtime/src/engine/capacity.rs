@@ -100,6 +100,14 @@ impl Capacity {
         self.held.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// One message handed to a task that keeps its slot (a [`Permit`]) is settled.
+    pub(crate) fn message_settled(&self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.returned.notify_one();
+        }
+    }
+
     /// Messages being handled. A long poll on an idle queue holds slots but no message,
     /// so this is not [`in_use`](Self::in_use).
     pub(crate) fn messages_in_flight(&self) -> usize {
@@ -117,6 +125,18 @@ impl Capacity {
     /// poller takes slots any more.
     pub(crate) async fn all_returned(&self) {
         self.wait_until(|| usize::from(self.in_use() == 0)).await;
+    }
+}
+
+/// A slot kept by a task that runs several messages one after another (a FIFO group),
+/// handed back when the task ends. Each of its messages is settled with
+/// [`Capacity::message_settled`].
+#[derive(Debug)]
+pub(crate) struct Permit<'a>(pub(crate) &'a Capacity);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        self.0.give_back(1);
     }
 }
 

@@ -18,6 +18,7 @@ use crate::backend::{Backend, ReceiptHandle, SendMessage};
 use crate::backoff::{CALL_RETRY, retry};
 use crate::engine::Shared;
 use crate::engine::capacity::Slot;
+use crate::engine::group;
 use crate::engine::settle::ChangeKind;
 use crate::error::{BackendError, HandlerError};
 use crate::shutdown::retry_room;
@@ -32,7 +33,7 @@ use crate::api::message::Message;
 const SEND_ATTEMPTS: u32 = 5;
 
 /// How a handler's run ended.
-enum Ending<T> {
+pub(super) enum Ending<T> {
     Returned(T),
     /// The shutdown deadline passed while the handler ran.
     Cancelled,
@@ -41,17 +42,17 @@ enum Ending<T> {
 }
 
 /// What settling one message needs once its handler has taken the message.
-struct Delivery {
+pub(super) struct Delivery {
     receipt: ReceiptHandle,
     message_id: String,
     receive_count: u32,
-    received_at: Instant,
+    pub(super) received_at: Instant,
     /// The message group, on FIFO queues: a continuation keeps it.
-    group_id: Option<String>,
+    pub(super) group_id: Option<String>,
 }
 
 impl Delivery {
-    fn of<H>(shared: &Shared<H>, message: &Message) -> Self {
+    pub(super) fn of<H>(shared: &Shared<H>, message: &Message) -> Self {
         let context = message.context();
         Self {
             receipt: message.receipt_handle().clone(),
@@ -69,9 +70,16 @@ impl Delivery {
 /// How the handlers of a worker are called: [`PerMessage`] or [`PerBatch`]. The
 /// engine's pollers hand every receive to it; it spawns the tasks that own the messages.
 pub trait Dispatch: Send + Sync + Sized + 'static {
-    /// Starts handling the messages of one receive; each holds a slot of the capacity.
+    /// Starts handling the messages of one receive, which the poller took a slot of the
+    /// capacity for each; returns how many of those slots the tasks keep (the poller
+    /// gives back the rest). Every message counts as held until it is settled.
     #[doc(hidden)]
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>);
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize;
+
+    /// Resolves once the handler can take more messages; pollers wait for it before
+    /// they take permits.
+    #[doc(hidden)]
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_;
 }
 
 /// Calls a [`Handler`] once per message, each message in its own task.
@@ -83,7 +91,12 @@ pub struct PerMessage<H>(pub H);
 pub struct PerBatch<B>(pub B);
 
 impl<H: Handler> Dispatch for PerMessage<H> {
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) {
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize {
+        shared.capacity.hand_to_messages(messages.len());
+        if shared.fifo {
+            return group::dispatch(shared, messages);
+        }
+        let slots = messages.len();
         for message in messages {
             let delivery = Delivery::of(shared, &message);
             // Started here, so the task holds the message once, inside the handler's
@@ -91,14 +104,26 @@ impl<H: Handler> Dispatch for PerMessage<H> {
             let handler = start(|| shared.handler.0.handle(message), Outcome::Fail);
             tokio::spawn(process(Arc::clone(shared), delivery, handler));
         }
+        slots
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
     }
 }
 
 impl<B: BatchHandler> Dispatch for PerBatch<B> {
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) {
-        if !messages.is_empty() {
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize {
+        let slots = messages.len();
+        shared.capacity.hand_to_messages(slots);
+        if slots > 0 {
             tokio::spawn(process_batch(Arc::clone(shared), messages));
         }
+        slots
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
     }
 }
 
@@ -119,29 +144,38 @@ async fn process<H: Send + Sync>(
     // to `supervise`, whose timers live in a box of their own.
     let first = poll_fn(|cx| {
         Poll::Ready(match handler.as_mut().poll(cx) {
-            Poll::Ready(result) => First::Finished(
-                delivery
-                    .take()
-                    .and_then(|delivery| finish(&shared, delivery, Ending::Returned(result))),
-            ),
+            Poll::Ready(result) => match delivery.take() {
+                Some(delivery) => {
+                    First::Finished(finish(&shared, delivery, Ending::Returned(result)))
+                }
+                None => First::Finished(Settled::Now(Verdict::Released)),
+            },
             Poll::Pending => First::Running,
         })
     })
     .await;
-    let handing_on = match (first, delivery) {
-        (First::Finished(handing_on), _) => handing_on,
-        (First::Running, Some(delivery)) => Box::pin(run_to_end(&shared, handler, delivery)).await,
-        (First::Running, None) => None,
+    let settled = match (first, delivery) {
+        (First::Finished(settled), _) => settled,
+        (First::Running, Some(delivery)) => {
+            let mut clock = Clock::new(&shared, delivery.received_at);
+            let ending = Box::pin(supervise(
+                &shared,
+                handler,
+                std::slice::from_ref(&delivery),
+                &mut clock,
+            ))
+            .await;
+            finish(&shared, delivery, ending)
+        }
+        (First::Running, None) => return,
     };
-    if let Some(handing_on) = handing_on {
-        handing_on.await;
-    }
+    settled.verdict().await;
 }
 
 /// Calls a handler for its future. A panic in the call itself (before any future
 /// exists) fails the message like a panic while it runs, instead of unwinding through
 /// the poller.
-fn start<F: Future>(
+pub(super) fn start<F: Future>(
     call: impl FnOnce() -> F,
     failed: impl FnOnce(HandlerError) -> F::Output,
 ) -> Either<F, Ready<F::Output>> {
@@ -153,34 +187,71 @@ fn start<F: Future>(
     }
 }
 
-/// A continuation still to send before its message is deleted.
-type HandingOn<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// How settling a message came out: what the messages of its group behind it (on a
+/// FIFO queue) must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Deleted (or handed on): the next message of the group may run.
+    Done,
+    /// Failed or put back for a retry: the rest of the group must wait for it.
+    Failed,
+    /// Released at shutdown: the rest of the group goes back too.
+    Released,
+}
+
+/// A message's settling: done now, or a continuation still to send before its message
+/// is deleted (boxed, so the send's state stays out of every message task).
+pub(super) enum Settled<'a> {
+    Now(Verdict),
+    Later(Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>),
+}
+
+impl Settled<'_> {
+    pub(super) async fn verdict(self) -> Verdict {
+        match self {
+            Self::Now(verdict) => verdict,
+            Self::Later(handing_on) => handing_on.await,
+        }
+    }
+}
 
 /// What the first poll of a handler came to.
 enum First<'a> {
-    Finished(Option<HandingOn<'a>>),
+    Finished(Settled<'a>),
     Running,
 }
 
-/// Supervises a handler that did not finish on its first poll, then settles its message.
-async fn run_to_end<'a, H: Send + Sync, F>(
-    shared: &'a Shared<H>,
-    handler: Pin<&mut F>,
-    delivery: Delivery,
-) -> Option<HandingOn<'a>>
-where
-    F: Future<Output = std::thread::Result<Outcome>>,
-{
-    let ending = supervise(shared, handler, std::slice::from_ref(&delivery)).await;
-    finish(shared, delivery, ending)
+/// When a handler started and when its messages' next heartbeat is due; a FIFO group's
+/// messages share one, so a group's heartbeats keep their interval from one message to
+/// the next.
+pub(super) struct Clock {
+    pub(super) started: Instant,
+    next_beat: Instant,
+}
+
+impl Clock {
+    pub(super) fn new<H>(shared: &Shared<H>, received_at: Instant) -> Self {
+        Self {
+            started: received_at,
+            next_beat: shared
+                .resolved
+                .heartbeat
+                .map_or_else(|| far(received_at), |interval| received_at + interval),
+        }
+    }
+}
+
+/// An instant no timer reaches.
+fn far(from: Instant) -> Instant {
+    from + Duration::from_secs(86_400 * 365)
 }
 
 /// Settles a message whose handler's run ended.
-fn finish<H: Send + Sync>(
+pub(super) fn finish<H: Send + Sync>(
     shared: &Shared<H>,
     delivery: Delivery,
     ending: Ending<std::thread::Result<Outcome>>,
-) -> Option<HandingOn<'_>> {
+) -> Settled<'_> {
     let outcome = match ending {
         Ending::Returned(result) => {
             record_duration(shared, &delivery);
@@ -188,11 +259,11 @@ fn finish<H: Send + Sync>(
         }
         Ending::Cancelled => {
             release(shared, delivery);
-            return None;
+            return Settled::Now(Verdict::Released);
         }
         Ending::TimedOut(timeout) => Outcome::Fail(HandlerError::TimedOut(timeout)),
     };
-    settle(shared, delivery, outcome).map(|handing_on| Box::pin(handing_on) as HandingOn<'_>)
+    settle(shared, delivery, outcome)
 }
 
 /// Runs a batch handler for the messages of one receive and settles each message by
@@ -206,7 +277,9 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
     let handler = start(|| shared.handler.0.handle(messages), BatchOutcome::Fail);
     let handler = AssertUnwindSafe(handler).catch_unwind();
     tokio::pin!(handler);
-    let outcome = match supervise(&shared, handler, &deliveries).await {
+    let received_at = deliveries.first().map(|delivery| delivery.received_at);
+    let mut clock = Clock::new(&shared, received_at.unwrap_or_else(Instant::now));
+    let outcome = match supervise(&shared, handler, &deliveries, &mut clock).await {
         Ending::Returned(result) => {
             for delivery in &deliveries {
                 record_duration(&shared, delivery);
@@ -236,19 +309,25 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
             return;
         }
     };
+    // On a FIFO queue a failed item holds back the items of its group that follow it in
+    // the batch: they go back to the queue (released, not deleted), so the group starts
+    // again from the failed one.
+    let mut held_back: Vec<Option<String>> = Vec::new();
     for (delivery, slot) in deliveries.into_iter().zip(slots) {
-        match failures
+        let failure = failures
             .iter()
             .position(|failure| failure.message_id == delivery.message_id)
-        {
-            Some(index) => {
-                let failure = failures.swap_remove(index);
-                fail(&shared, delivery, &failure.error, true);
+            .map(|index| failures.swap_remove(index));
+        if let Some(failure) = failure {
+            if shared.fifo {
+                held_back.push(delivery.group_id.clone());
             }
-            None => {
-                Counters::add(&shared.counters.succeeded, 1);
-                shared.settler.delete(delivery.receipt);
-            }
+            fail(&shared, delivery, &failure.error, true);
+        } else if held_back.contains(&delivery.group_id) {
+            release(&shared, delivery);
+        } else {
+            Counters::add(&shared.counters.succeeded, 1);
+            shared.settler.delete(delivery.receipt);
         }
         drop(slot);
     }
@@ -263,7 +342,7 @@ fn record_duration<H>(shared: &Shared<H>, delivery: &Delivery) {
 
 /// Hands a message whose handler was cancelled at the shutdown deadline back to the
 /// queue at once (or after a little jitter), so another task takes it.
-fn release<H>(shared: &Shared<H>, delivery: Delivery) {
+pub(super) fn release<H>(shared: &Shared<H>, delivery: Delivery) {
     Counters::add(&shared.counters.released, 1);
     let delay = jittered(shared.config.release_jitter);
     shared
@@ -272,18 +351,14 @@ fn release<H>(shared: &Shared<H>, delivery: Delivery) {
 }
 
 /// Settles one message by its handler's outcome. A continuation must be sent before
-/// its message is deleted: that is returned as a future, which the caller boxes so the
-/// send's state stays out of every message task.
-fn settle<'a, H>(
-    shared: &'a Shared<H>,
-    delivery: Delivery,
-    outcome: Outcome,
-) -> Option<impl Future<Output = ()> + 'a> {
+/// its message is deleted: that is left to do, boxed.
+fn settle<H: Send + Sync>(shared: &Shared<H>, delivery: Delivery, outcome: Outcome) -> Settled<'_> {
     let counters = &shared.counters;
     match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
             shared.settler.delete(delivery.receipt);
+            return Settled::Now(Verdict::Done);
         }
         Outcome::RetryAfter(delay) => {
             Counters::add(&counters.retried, 1);
@@ -294,10 +369,12 @@ fn settle<'a, H>(
                 .settler
                 .change(delivery.receipt, delay.min(room), ChangeKind::Retry);
         }
-        Outcome::Continue(next) => return Some(hand_on(shared, delivery, next)),
+        Outcome::Continue(next) => {
+            return Settled::Later(Box::pin(hand_on(shared, delivery, next)));
+        }
         Outcome::Fail(error) => fail(shared, delivery, &error, true),
     }
-    None
+    Settled::Now(Verdict::Failed)
 }
 
 /// Sends a message's continuation, then deletes the message; if the send fails, the
@@ -305,7 +382,7 @@ fn settle<'a, H>(
 /// handlers are given up at shutdown is abandoned and the message released: it comes
 /// back at once (its continuation may have been sent too: at least once, except on a
 /// FIFO queue within its 5-minute deduplication window).
-async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessage) {
+async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessage) -> Verdict {
     if next.group_id.is_none() {
         next.group_id = delivery.group_id.clone();
     }
@@ -323,22 +400,26 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
             "shutdown: a continuation was still being sent; releasing its message"
         );
         release(shared, delivery);
-        return;
+        return Verdict::Released;
     };
     match sent {
         Ok(continuation_id) => {
             Counters::add(&shared.counters.continued, 1);
             tracing::debug!(message_id = %delivery.message_id, %continuation_id, "handed on");
             shared.settler.delete(delivery.receipt);
+            Verdict::Done
         }
-        Err(error) => fail(shared, delivery, &HandlerError::failed(error), true),
+        Err(error) => {
+            fail(shared, delivery, &HandlerError::failed(error), true);
+            Verdict::Failed
+        }
     }
 }
 
 /// A failure of one message (of its handler, its batch, or sending its continuation):
 /// counted, logged when `log` (a failed batch logs once for all its messages), and
 /// retried per the retry policy.
-fn fail<H>(shared: &Shared<H>, delivery: Delivery, error: &HandlerError, log: bool) {
+pub(super) fn fail<H>(shared: &Shared<H>, delivery: Delivery, error: &HandlerError, log: bool) {
     let counters = &shared.counters;
     Counters::add(&counters.failed, 1);
     if log {
@@ -381,12 +462,15 @@ fn jittered(max: Duration) -> Duration {
     Duration::from_nanos(fastrand::u64(0..=nanos))
 }
 
-/// Runs a handler to its end, the handler timeout or the shutdown deadline, whichever
-/// comes first, extending the visibility of its messages on every heartbeat.
-async fn supervise<H, F, T>(
+/// Runs a handler to its end, the handler timeout (from `clock.started`) or the shutdown
+/// deadline, whichever comes first, extending the visibility of `deliveries` (its
+/// messages, and on a FIFO queue the messages of its group waiting behind it) on every
+/// heartbeat.
+pub(super) async fn supervise<H, F, T>(
     shared: &Shared<H>,
     mut handler: Pin<&mut F>,
     deliveries: &[Delivery],
+    clock: &mut Clock,
 ) -> Ending<T>
 where
     F: Future<Output = T>,
@@ -396,10 +480,10 @@ where
     };
     let heartbeat = shared.resolved.heartbeat;
     let timeout = shared.config.handler_timeout;
-    let far = received_at + Duration::from_secs(86_400 * 365);
-    let timed_out = sleep_until(timeout.map_or(far, |timeout| received_at + timeout));
+    let timed_out =
+        sleep_until(timeout.map_or_else(|| far(clock.started), |timeout| clock.started + timeout));
     tokio::pin!(timed_out);
-    let next_beat = sleep_until(heartbeat.map_or(far, |interval| received_at + interval));
+    let next_beat = sleep_until(clock.next_beat);
     tokio::pin!(next_beat);
 
     loop {
@@ -412,9 +496,9 @@ where
                 let now = Instant::now();
                 let room = shared.shutdown.heartbeat_room(received_at, now);
                 let extension = shared.resolved.visibility.min(room);
-                if extension.is_zero() {
+                clock.next_beat = if extension.is_zero() {
                     // At the cap (or the shutdown deadline): nothing more to extend.
-                    next_beat.as_mut().reset(far);
+                    far(now)
                 } else {
                     for delivery in deliveries {
                         shared.settler.change(
@@ -423,9 +507,9 @@ where
                             ChangeKind::Heartbeat,
                         );
                     }
-                    let interval = heartbeat.unwrap_or(extension);
-                    next_beat.as_mut().reset(now + interval);
-                }
+                    now + heartbeat.unwrap_or(extension)
+                };
+                next_beat.as_mut().reset(clock.next_beat);
             }
         }
     }

@@ -3,8 +3,9 @@
 //!
 //! Its public items are the machinery that appears in the types of
 //! [`Worker`](crate::Worker) and [`WorkerSpec`](crate::WorkerSpec): how handlers are
-//! called ([`PerMessage`], [`PerBatch`], sealed by [`Dispatch`]) and the boxed handlers
-//! of a spec. User code names them rarely and implements none of them.
+//! called ([`PerMessage`], [`PerBatch`], sealed by [`Dispatch`]), how a builder's layers
+//! wrap them ([`Wrap`]) and the boxed handlers of a spec. User code names them rarely
+//! and implements none of them.
 //!
 //! Permits bound the handlers in flight. A poller first takes one permit (waiting if all
 //! are in use), then as many more as are free, up to the batch size, and asks the queue
@@ -16,10 +17,12 @@ pub(crate) mod capacity;
 mod dispatch;
 #[cfg(test)]
 mod fifo_tests;
+mod group;
 mod lifecycle;
 mod poller;
 pub(crate) mod settle;
 pub(crate) mod waiting;
+mod wrap;
 
 use std::sync::Arc;
 
@@ -32,10 +35,11 @@ use crate::telemetry::metrics::WorkerMetrics;
 use crate::telemetry::stats::Counters;
 use crate::worker::config::{Resolved, WorkerConfig};
 
-pub use crate::worker::spec::{AnyWorker, BoxedBatchHandler, BoxedHandler};
+pub use crate::worker::spec::{AnyWorker, Boxed, BoxedBatchHandler, BoxedHandler};
 pub use dispatch::{Dispatch, PerBatch, PerMessage};
 pub(crate) use lifecycle::{Engine, Setup};
 pub(crate) use poller::poll;
+pub use wrap::Wrap;
 
 /// What every task of one worker shares.
 #[derive(Debug)]

@@ -23,19 +23,27 @@ const IDLE: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_se
 /// An empty receive faster than this did not wait: back off before the next.
 const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 
-/// Takes the slots for one receive: one (waiting while all are in use), then every free
-/// one up to the batch size. When that falls short because handlers hold the rest, it
-/// waits up to `flush_interval` for more to come back: under load, receives stay full
-/// batches instead of splintering into one-message calls. Pollers take turns, so
-/// returning slots fill one poller's batch rather than trickling to all of them.
+/// Takes the slots for one receive once the handler is ready: one (waiting while all are
+/// in use), then every free one up to the batch size. When that falls short because
+/// handlers hold the rest, it waits up to `flush_interval` for more to come back: under
+/// load, receives stay full batches instead of splintering into one-message calls.
+/// Pollers take turns, so returning slots fill one poller's batch rather than trickling
+/// to all of them.
 /// Returns `None` when receiving stops.
-async fn take_slots<H>(shared: &Shared<H>) -> Option<usize> {
+async fn take_slots<H: Dispatch>(shared: &Shared<H>) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
     let _turn = tokio::select! {
         biased;
         () = shared.shutdown.stopping() => return None,
         turn = shared.poller_turn.lock() => turn,
     };
+    // A handler that is not ready (a layer's rate limit, say) holds receiving back here,
+    // before any permit is taken.
+    tokio::select! {
+        biased;
+        () = shared.shutdown.stopping() => return None,
+        () = shared.handler.ready() => {}
+    }
     gather(shared, batch).await
 }
 
@@ -135,17 +143,15 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                             "backend returned more messages than asked for"
                         );
                     }
-                    // Each message task owns its slot from here and hands it back; the
-                    // slots left over go back now.
-                    let handed = messages.len().min(slots);
-                    shared.capacity.hand_to_messages(handed);
-                    shared.capacity.give_back(slots - handed);
+                    // The message tasks own the slots they keep from here and hand them
+                    // back; the slots left over go back now.
                     let messages = messages
                         .into_iter()
                         .take(slots)
                         .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
                         .collect();
-                    H::dispatch(&shared, messages);
+                    let kept = H::dispatch(&shared, messages);
+                    shared.capacity.give_back(slots - kept);
                     None
                 }
             }

@@ -5,13 +5,17 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tower::Layer;
+use tower::layer::util::{Identity, Stack};
+
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
+use crate::api::service::ServiceHandler;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
-use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup};
+use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
 use crate::error::Error;
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::emf::EmfOutput;
@@ -32,14 +36,15 @@ pub struct Worker<H> {
     handler: H,
 }
 
-/// Builds a [`Worker`]: settings first, the handler last.
+/// Builds a [`Worker`]: settings and [layers](Self::layer) first, the handler last.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `.handler(…)` and a run"]
-pub struct WorkerBuilder {
+pub struct WorkerBuilder<L = Identity> {
     backend: Arc<dyn Backend>,
     config: WorkerConfig,
     health: Option<Health>,
     emf: Option<EmfOutput>,
+    layers: L,
 }
 
 impl Worker<()> {
@@ -50,11 +55,12 @@ impl Worker<()> {
             config: WorkerConfig::default(),
             health: None,
             emf: None,
+            layers: Identity::new(),
         }
     }
 }
 
-impl WorkerBuilder {
+impl<L> WorkerBuilder<L> {
     /// Replaces every setting at once.
     pub fn config(mut self, config: WorkerConfig) -> Self {
         self.config = config;
@@ -193,27 +199,91 @@ impl WorkerBuilder {
         self
     }
 
+    /// Wraps the handler in a [`tower::Layer`]: tower's `Timeout`, `ConcurrencyLimit`,
+    /// `RateLimit`, `Buffer`, a `ServiceBuilder` of several, or a user's own middleware.
+    /// The handler is a [`HandlerService`](crate::HandlerService) inside them (a
+    /// `Service<Message>`, or `Service<Vec<Message>>` for a batch handler). The first
+    /// layer added is the outermost, as with `ServiceBuilder`.
+    ///
+    /// A layer that is not ready holds receiving back: pollers wait for the service to
+    /// be ready before they take permits, so a rate limit of N messages a second keeps
+    /// the worker to N a second without messages piling up received and waiting (the
+    /// few of one receive that wait for their turn are heartbeated). A layer's error
+    /// (tower's `Elapsed`, say) fails the message.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spotq::{EmbeddedQueue, Message, Worker};
+    ///
+    /// async fn handle(_message: Message) {}
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Inside the runtime: tower's rate limit starts a timer when it is made.
+    /// let worker = Worker::builder(EmbeddedQueue::new("jobs"))
+    ///     .layer(tower::limit::RateLimitLayer::new(50, Duration::from_secs(1)))
+    ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
+    ///     .handler(handle);
+    /// # drop(worker);
+    /// # }
+    /// ```
+    pub fn layer<T>(self, layer: T) -> WorkerBuilder<Stack<T, L>> {
+        WorkerBuilder {
+            backend: self.backend,
+            config: self.config,
+            health: self.health,
+            emf: self.emf,
+            layers: Stack::new(layer, self.layers),
+        }
+    }
+
     /// Sets the handler, called once per message, and finishes the worker.
-    pub fn handler<H: Handler>(self, handler: H) -> Worker<PerMessage<H>> {
+    pub fn handler<H: Handler>(self, handler: H) -> Worker<L::Dispatch>
+    where
+        L: Wrap<PerMessage<H>>,
+    {
         self.dispatch(PerMessage(handler))
+    }
+
+    /// Sets a [`tower::Service`] over [`Message`](crate::Message) as the handler (inside
+    /// the builder's layers), and finishes the worker. Its response is what a handler
+    /// may return, its error fails the message.
+    pub fn service<S>(self, service: S) -> Worker<PerMessage<ServiceHandler<L::Service>>>
+    where
+        L: Layer<S>,
+        ServiceHandler<L::Service>: Handler,
+    {
+        self.finish(|layers| PerMessage(ServiceHandler::new(layers.layer(service))))
     }
 
     /// Sets a batch handler, called once per receive with all its messages (up to
     /// [`batch_size`](Self::batch_size)), and finishes the worker. Its
     /// [`BatchOutcome`](crate::BatchOutcome) says which messages failed: those are
     /// retried, the rest deleted.
-    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> Worker<PerBatch<B>> {
+    pub fn batch_handler<B: BatchHandler>(self, handler: B) -> Worker<L::Dispatch>
+    where
+        L: Wrap<PerBatch<B>>,
+    {
         self.dispatch(PerBatch(handler))
     }
 
-    /// Finishes the worker with any way of calling handlers.
-    pub(crate) fn dispatch<H: Dispatch>(self, handler: H) -> Worker<H> {
+    /// Finishes the worker with a handler wrapped in the builder's layers.
+    pub(crate) fn dispatch<D>(self, handler: D) -> Worker<L::Dispatch>
+    where
+        L: Wrap<D>,
+    {
+        self.finish(|layers| layers.wrap(handler))
+    }
+
+    /// Finishes the worker with the handler `wrap` makes of the builder's layers.
+    fn finish<D>(self, wrap: impl FnOnce(L) -> D) -> Worker<D> {
         Worker {
             backend: self.backend,
             config: self.config,
             health: self.health,
             emf: self.emf,
-            handler,
+            handler: wrap(self.layers),
         }
     }
 }

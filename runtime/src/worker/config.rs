@@ -16,6 +16,7 @@ pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RetryPolicy {
     /// Make the message visible again after a backoff that grows with its receive count,
     /// by changing its visibility timeout.
@@ -36,6 +37,7 @@ impl Default for RetryPolicy {
 
 /// How a long-running handler keeps its message invisible.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Heartbeat {
     /// Extend the visibility every half visibility timeout (the default).
     #[default]

@@ -9,14 +9,17 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use crate::api::batch::{BatchHandler, BatchOutcome};
-use crate::api::handler::{Handler, Outcome};
+use tower::{Layer, Service};
+
+use crate::api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome};
+use crate::api::handler::{Handler, IntoOutcome, Outcome};
 use crate::api::message::Message;
+use crate::api::service::{HandlerService, ServiceHandler};
 use crate::backend::Backend;
 #[cfg(feature = "sqs")]
 use crate::backend::SqsBackend;
 use crate::engine::{PerBatch, PerMessage};
-use crate::error::{ConfigError, Error};
+use crate::error::{BoxError, ConfigError, Error};
 use crate::shutdown::ShutdownHandle;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::RunReport;
@@ -28,6 +31,7 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// Where a worker's queue comes from: a name or URL fixed in the code, or an
 /// environment variable read when the worker starts (queue URLs differ per deployment).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum QueueSource {
     /// A queue name (resolved with `GetQueueUrl`) or URL.
     Name(&'static str),
@@ -82,6 +86,8 @@ pub struct WorkerSpec {
     fifo: bool,
     health: Option<Health>,
     handler: AnyHandler,
+    /// A layer for the other kind of handler, reported when the worker starts.
+    misfit: Option<ConfigError>,
 }
 
 impl fmt::Debug for WorkerSpec {
@@ -100,30 +106,75 @@ enum AnyHandler {
     Batch(BoxedBatchHandler),
 }
 
-/// A per-message handler behind a pointer, so workers of different handlers share a type.
-#[derive(Clone)]
-pub struct BoxedHandler(Arc<dyn Fn(Message) -> BoxFuture<Outcome> + Send + Sync>);
+/// A handler of requests `R` (a message, or a batch's messages) with outcome `O`,
+/// object-safe.
+trait DynHandler<R, O>: Send + Sync {
+    fn handle(&self, request: R) -> BoxFuture<O>;
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+impl<H: Handler> DynHandler<Message, Outcome> for H {
+    fn handle(&self, message: Message) -> BoxFuture<Outcome> {
+        Box::pin(Handler::handle(self, message))
+    }
+
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Handler::ready(self))
+    }
+}
+
+impl<B: BatchHandler> DynHandler<Vec<Message>, BatchOutcome> for B {
+    fn handle(&self, messages: Vec<Message>) -> BoxFuture<BatchOutcome> {
+        Box::pin(BatchHandler::handle(self, messages))
+    }
+
+    fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(BatchHandler::ready(self))
+    }
+}
+
+/// A handler behind a pointer, so workers of different handlers share a type:
+/// [`BoxedHandler`] or [`BoxedBatchHandler`].
+pub struct Boxed<R, O>(Arc<dyn DynHandler<R, O>>);
+
+/// A per-message handler behind a pointer.
+pub type BoxedHandler = Boxed<Message, Outcome>;
 
 /// A batch handler behind a pointer.
-#[derive(Clone)]
-pub struct BoxedBatchHandler(Arc<dyn Fn(Vec<Message>) -> BoxFuture<BatchOutcome> + Send + Sync>);
+pub type BoxedBatchHandler = Boxed<Vec<Message>, BatchOutcome>;
 
-impl fmt::Debug for BoxedHandler {
+impl<R, O> Clone for Boxed<R, O> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<R, O> fmt::Debug for Boxed<R, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BoxedHandler")
     }
 }
 
-impl fmt::Debug for BoxedBatchHandler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BoxedBatchHandler")
+impl BoxedHandler {
+    fn new<H: Handler>(handler: H) -> Self {
+        Self(Arc::new(handler))
+    }
+}
+
+impl BoxedBatchHandler {
+    fn new_batch<B: BatchHandler>(handler: B) -> Self {
+        Self(Arc::new(handler))
     }
 }
 
 #[diagnostic::do_not_recommend]
 impl Handler for BoxedHandler {
     fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static {
-        (self.0)(message)
+        self.0.handle(message)
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
     }
 }
 
@@ -133,21 +184,31 @@ impl BatchHandler for BoxedBatchHandler {
         &self,
         messages: Vec<Message>,
     ) -> impl Future<Output = BatchOutcome> + Send + 'static {
-        (self.0)(messages)
+        self.0.handle(messages)
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.0.ready()
     }
 }
 
 impl WorkerSpec {
     /// A worker that calls `handler` once per message.
     pub fn new<H: Handler>(queue: QueueSource, config: WorkerConfig, handler: H) -> Self {
-        let boxed = BoxedHandler(Arc::new(move |message| Box::pin(handler.handle(message))));
-        Self::with(queue, config, AnyHandler::Message(boxed))
+        Self::with(
+            queue,
+            config,
+            AnyHandler::Message(BoxedHandler::new(handler)),
+        )
     }
 
     /// A worker that calls `handler` once per receive, with all its messages.
     pub fn batch<B: BatchHandler>(queue: QueueSource, config: WorkerConfig, handler: B) -> Self {
-        let boxed = BoxedBatchHandler(Arc::new(move |messages| Box::pin(handler.handle(messages))));
-        Self::with(queue, config, AnyHandler::Batch(boxed))
+        Self::with(
+            queue,
+            config,
+            AnyHandler::Batch(BoxedBatchHandler::new_batch(handler)),
+        )
     }
 
     fn with(queue: QueueSource, config: WorkerConfig, handler: AnyHandler) -> Self {
@@ -157,7 +218,57 @@ impl WorkerSpec {
             fifo: false,
             health: None,
             handler,
+            misfit: None,
         }
+    }
+
+    /// Wraps a per-message handler in a [`tower::Layer`], as
+    /// [`WorkerBuilder::layer`](crate::WorkerBuilder::layer) does; the first layer added
+    /// is the outermost. On a batch spec this is a configuration error, reported when
+    /// the worker starts: use [`batch_layer`](Self::batch_layer).
+    pub fn layer<L, S>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService<BoxedHandler>, Service = S>,
+        S: Service<Message> + Send + 'static,
+        S::Response: IntoOutcome,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        self.handler = match self.handler {
+            AnyHandler::Message(handler) => AnyHandler::Message(BoxedHandler::new(
+                ServiceHandler::new(layer.layer(HandlerService::new(handler))),
+            )),
+            batch @ AnyHandler::Batch(_) => {
+                self.misfit
+                    .get_or_insert_with(|| misfit("layer", "batch_layer"));
+                batch
+            }
+        };
+        self
+    }
+
+    /// Wraps a batch handler in a [`tower::Layer`] over `Vec<Message>`. On a
+    /// per-message spec this is a configuration error, reported when the worker starts:
+    /// use [`layer`](Self::layer).
+    pub fn batch_layer<L, S>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService<BoxedBatchHandler>, Service = S>,
+        S: Service<Vec<Message>> + Send + 'static,
+        S::Response: IntoBatchOutcome,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        self.handler = match self.handler {
+            AnyHandler::Batch(handler) => AnyHandler::Batch(BoxedBatchHandler::new_batch(
+                ServiceHandler::new(layer.layer(HandlerService::new(handler))),
+            )),
+            message @ AnyHandler::Message(_) => {
+                self.misfit
+                    .get_or_insert_with(|| misfit("batch_layer", "layer"));
+                message
+            }
+        };
+        self
     }
 
     /// Requires a FIFO queue (its name ends in `.fifo`); checked when the worker starts.
@@ -211,6 +322,9 @@ impl WorkerSpec {
 
     /// Binds the worker to `backend`, whatever its [`QueueSource`] says.
     pub fn worker(self, backend: impl Backend) -> Result<AnyWorker, ConfigError> {
+        if let Some(misfit) = self.misfit {
+            return Err(misfit);
+        }
         check_fifo(self.fifo, backend.name())?;
         let mut builder = Worker::builder(backend).config(self.config);
         if let Some(health) = self.health {
@@ -233,11 +347,23 @@ impl WorkerSpec {
 
     #[cfg(feature = "sqs")]
     async fn connect_with(self, client: &aws_sdk_sqs::Client) -> Result<AnyWorker, Error> {
+        if let Some(misfit) = &self.misfit {
+            return Err(misfit.clone().into());
+        }
         let queue = self.queue.resolve()?;
         check_fifo(self.fifo, &queue)?;
         let backend = SqsBackend::connect(client.clone(), &queue).await?;
         Ok(self.worker(backend)?)
     }
+}
+
+/// A layer given to a spec whose handler is of the other kind.
+fn misfit(used: &'static str, instead: &str) -> ConfigError {
+    ConfigError::new(
+        used,
+        "a layer",
+        format!("`WorkerSpec::{instead}`: this spec's handler is of the other kind"),
+    )
 }
 
 fn check_fifo(fifo: bool, queue: &str) -> Result<(), ConfigError> {

@@ -136,6 +136,7 @@ impl ProtectionConfig {
 
 /// A call to the ECS agent's task protection endpoint that did not succeed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtectionError {
     /// The agent could not be reached, or the connection broke.
     #[error("could not reach the ECS agent: {message}")]

@@ -1,0 +1,81 @@
+//! A worker held to a partner API's rate limit, with tower layers: tower's
+//! `RateLimitLayer` (the worker starts at most 5 messages a second, and receives no
+//! more than it can start at that rate) and a timing middleware of a few lines. The
+//! layers go on the `WorkerSpec` that `#[spotq::worker]` generates.
+//!
+//! Run with: `cargo run --features sqs --example rate_limited` (on the embedded queue),
+//! or `PARTNER_QUEUE=partner-calls cargo run --features sqs --example rate_limited` for
+//! an SQS queue, until SIGTERM.
+
+use std::time::Duration;
+
+use spotq::{Drained, EmbeddedQueue, Message, Outcome, WorkerSpec};
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower::limit::RateLimitLayer;
+
+/// Calls per second the partner allows.
+const RATE: u64 = 5;
+
+#[spotq::worker(queue = env("PARTNER_QUEUE"), concurrency = 20)]
+async fn call_partner(message: Message) -> Result<(), std::num::ParseIntError> {
+    let _order: u64 = message.body().parse()?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+/// The worker with its layers: the rate limit outermost, then the timing middleware
+/// (a user's own: it logs each call's time and outcome).
+fn partner_worker() -> WorkerSpec {
+    call_partner_worker().layer(
+        ServiceBuilder::new()
+            .layer(RateLimitLayer::new(RATE, Duration::from_secs(1)))
+            .map_future(|call| async move {
+                let started = Instant::now();
+                let outcome: Result<Outcome, _> = call.await;
+                let failed = matches!(outcome, Ok(Outcome::Fail(_)));
+                tracing::info!(elapsed = ?started.elapsed(), failed, "partner call");
+                outcome
+            }),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    if std::env::var_os("PARTNER_QUEUE").is_some() {
+        spotq::run([partner_worker()]).await?;
+        return Ok(());
+    }
+    let (succeeded, elapsed) = on_embedded_queue(20).await?;
+    println!("embedded queue: {succeeded} partner calls in {elapsed:.1?} at {RATE} a second");
+    Ok(())
+}
+
+/// Runs the worker on an embedded queue of `orders` messages until it is drained.
+/// Returns (succeeded, time taken).
+async fn on_embedded_queue(orders: u64) -> anyhow::Result<(u64, Duration)> {
+    let queue = EmbeddedQueue::new("partner-calls");
+    queue.send_many((0..orders).map(|n| n.to_string()));
+    let drained = Drained {
+        interval: Duration::from_millis(50),
+        empty_reads: 1,
+    }
+    .of(queue.clone());
+    let started = Instant::now();
+    let report = partner_worker().worker(queue)?.run_until(drained).await?;
+    Ok((report.succeeded, started.elapsed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_keeps_to_the_partners_rate() {
+        let (succeeded, elapsed) = on_embedded_queue(20).await.expect("worker runs");
+        assert_eq!(succeeded, 20);
+        // 20 calls at 5 a second: four windows of a second at least.
+        assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
+    }
+}

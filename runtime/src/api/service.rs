@@ -1,0 +1,238 @@
+//! Handlers as [`tower::Service`]s, and tower's layers around them.
+//!
+//! A handler is a service over the message: [`HandlerService`] turns a [`Handler`] (an
+//! `async fn`) into one, [`ServiceHandler`] turns any service back into a handler, so a
+//! worker takes `tower`'s middleware ([`Timeout`], [`ConcurrencyLimit`], [`RateLimit`],
+//! [`Buffer`]) and a user's own, through
+//! [`WorkerBuilder::layer`](crate::WorkerBuilder::layer).
+//!
+//! The engine calls a service one message at a time under a lock (tower's `poll_ready`
+//! then `call`, which need `&mut`), so a service need not be `Clone`; the lock is held
+//! only while the service gets ready and is called, never while its future runs. Before
+//! a poller takes permits it waits for the service to be ready: a layer that holds
+//! messages back (a rate limit) holds receiving back, and the messages of a receive
+//! that wait for their turn are heartbeated like running ones.
+//!
+//! [`Timeout`]: https://docs.rs/tower/latest/tower/timeout/struct.Timeout.html
+//! [`ConcurrencyLimit`]: https://docs.rs/tower/latest/tower/limit/struct.ConcurrencyLimit.html
+//! [`RateLimit`]: https://docs.rs/tower/latest/tower/limit/struct.RateLimit.html
+//! [`Buffer`]: https://docs.rs/tower/latest/tower/buffer/struct.Buffer.html
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::sync::Notify;
+use tower::Service;
+
+use crate::api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome};
+use crate::api::handler::{Handler, IntoOutcome, Outcome};
+use crate::api::message::Message;
+use crate::error::BoxError;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A [`Handler`] or [`BatchHandler`] as a [`tower::Service`]: always ready, never
+/// failing (a handler's failure is its [`Outcome`]). This is what a worker's layers
+/// wrap.
+pub struct HandlerService<H>(Arc<H>);
+
+impl<H> HandlerService<H> {
+    /// The handler as a service.
+    pub fn new(handler: H) -> Self {
+        Self(Arc::new(handler))
+    }
+}
+
+impl<H> Clone for HandlerService<H> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<H> fmt::Debug for HandlerService<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerService")
+    }
+}
+
+impl<H: Handler> Service<Message> for HandlerService<H> {
+    type Response = Outcome;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Outcome, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, message: Message) -> Self::Future {
+        let handling = self.0.handle(message);
+        Box::pin(async move { Ok(handling.await) })
+    }
+}
+
+impl<B: BatchHandler> Service<Vec<Message>> for HandlerService<B> {
+    type Response = BatchOutcome;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<BatchOutcome, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, messages: Vec<Message>) -> Self::Future {
+        let handling = self.0.handle(messages);
+        Box::pin(async move { Ok(handling.await) })
+    }
+}
+
+/// A [`tower::Service`] as a handler: a service over [`Message`] is a [`Handler`], one
+/// over `Vec<Message>` a [`BatchHandler`]. Its response is what a handler may return
+/// ([`IntoOutcome`], [`IntoBatchOutcome`]); its error (a layer's, e.g. tower's timeout)
+/// fails the message or the batch, as does an error from `poll_ready`.
+pub struct ServiceHandler<S> {
+    service: Arc<tokio::sync::Mutex<S>>,
+    queue: Arc<Queue>,
+}
+
+impl<S> ServiceHandler<S> {
+    /// The service as a handler.
+    pub fn new(service: S) -> Self {
+        Self {
+            service: Arc::new(tokio::sync::Mutex::new(service)),
+            queue: Arc::default(),
+        }
+    }
+
+    /// Calls the service for one request, which counts as waiting from now (when the
+    /// poller hands it over) until the service has taken it.
+    fn call<R>(&self, request: R) -> impl Future<Output = Result<S::Response, BoxError>> + use<S, R>
+    where
+        S: Service<R>,
+        S::Error: Into<BoxError>,
+    {
+        let service = Arc::clone(&self.service);
+        let waiting = Waiting::new(&self.queue);
+        async move {
+            let future = {
+                let mut service = service.lock().await;
+                poll_fn(|cx| service.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                service.call(request)
+            };
+            drop(waiting);
+            future.await.map_err(Into::into)
+        }
+    }
+
+    /// Resolves once no request handed to the service waits for it and the service is
+    /// ready: what the poller waits for before it takes permits. Without the first
+    /// part, a poller would find the service ready again before the messages it just
+    /// received had taken that readiness. A service that fails to get ready is left to
+    /// fail the next message, which asks again.
+    async fn ready<R>(&self)
+    where
+        S: Service<R>,
+    {
+        self.queue.drained().await;
+        let mut service = self.service.lock().await;
+        // The error is the next call's: it fails that message.
+        let _ready = poll_fn(|cx| service.poll_ready(cx)).await;
+    }
+}
+
+impl<S> fmt::Debug for ServiceHandler<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServiceHandler")
+    }
+}
+
+/// The requests handed to a service that it has not taken yet.
+#[derive(Debug, Default)]
+struct Queue {
+    waiting: AtomicUsize,
+    drained: Notify,
+}
+
+impl Queue {
+    async fn drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// One request waiting for the service; dropped once the service took it, or when its
+/// message is given up.
+struct Waiting(Arc<Queue>);
+
+impl Waiting {
+    fn new(queue: &Arc<Queue>) -> Self {
+        queue.waiting.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(queue))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+impl<S> Handler for ServiceHandler<S>
+where
+    S: Service<Message> + Send + 'static,
+    S::Response: IntoOutcome,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static {
+        let handling = self.call(message);
+        async move {
+            match handling.await {
+                Ok(response) => response.into_outcome(),
+                Err(error) => Outcome::fail(error),
+            }
+        }
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        ServiceHandler::ready::<Message>(self)
+    }
+}
+
+impl<S> BatchHandler for ServiceHandler<S>
+where
+    S: Service<Vec<Message>> + Send + 'static,
+    S::Response: IntoBatchOutcome,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+{
+    fn handle(
+        &self,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = BatchOutcome> + Send + 'static {
+        let handling = self.call(messages);
+        async move {
+            match handling.await {
+                Ok(response) => response.into_batch_outcome(),
+                Err(error) => BatchOutcome::fail(error),
+            }
+        }
+    }
+
+    fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
+        ServiceHandler::ready::<Vec<Message>>(self)
+    }
+}
