@@ -897,21 +897,40 @@ async fn heartbeats_during_shutdown_never_extend_past_the_deadline() {
     );
 }
 
-/// A queue that behaves as SQS does for a request its client abandons: the messages are
-/// taken (and made invisible) when the request reaches the queue, and the response
-/// arrives a little later. Dropping the receive in between would strand them.
+/// A queue whose receives answer late or with more than asked for.
 #[derive(Debug)]
-struct SlowResponses(EmbeddedQueue);
+struct Receives {
+    queue: EmbeddedQueue,
+    /// As SQS does for a request its client abandons: the messages are taken (and made
+    /// invisible) when the request reaches the queue, and the response arrives this much
+    /// later. Dropping the receive in between would strand them.
+    late: Duration,
+    /// Messages every receive takes at least, as a retried receive whose attempt id
+    /// SQS answers with an earlier, larger set.
+    at_least: usize,
+}
+
+impl Receives {
+    fn slow(queue: EmbeddedQueue) -> Self {
+        Self {
+            queue,
+            late: Duration::from_millis(300),
+            at_least: 0,
+        }
+    }
+}
 
 #[async_trait]
-impl Backend for SlowResponses {
+impl Backend for Receives {
     fn name(&self) -> &str {
-        self.0.name()
+        self.queue.name()
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
-        let messages = self.0.receive(request).await?;
-        sleep(Duration::from_millis(300)).await;
+        let mut request = request;
+        request.max_messages = request.max_messages.max(self.at_least);
+        let messages = self.queue.receive(request).await?;
+        sleep(self.late).await;
         Ok(messages)
     }
 
@@ -919,22 +938,22 @@ impl Backend for SlowResponses {
         &self,
         handles: &[ReceiptHandle],
     ) -> Result<Vec<EntryResult>, BackendError> {
-        self.0.delete_batch(handles).await
+        self.queue.delete_batch(handles).await
     }
 
     async fn change_visibility_batch(
         &self,
         changes: &[VisibilityChange],
     ) -> Result<Vec<EntryResult>, BackendError> {
-        self.0.change_visibility_batch(changes).await
+        self.queue.change_visibility_batch(changes).await
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-        self.0.attributes().await
+        self.queue.attributes().await
     }
 
     async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.0, message).await
+        Backend::send(&self.queue, message).await
     }
 }
 
@@ -947,7 +966,7 @@ async fn messages_a_receive_returns_as_shutdown_begins_are_released_not_stranded
     queue.send_many((0..100).map(|n| n.to_string()));
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&handled);
-    let report = Worker::builder(SlowResponses(queue.clone()))
+    let report = Worker::builder(Receives::slow(queue.clone()))
         .concurrency(40)
         .pollers(4)
         .handler(move |_: Message| {
@@ -969,5 +988,35 @@ async fn messages_a_receive_returns_as_shutdown_begins_are_released_not_stranded
         (counts.visible, counts.not_visible),
         (100, 0),
         "every message is visible again at once, none waits out its 600 s timeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_beyond_what_a_receive_asked_for_are_released_at_once() {
+    let queue = EmbeddedQueue::builder("overfilled")
+        .visibility_timeout(Duration::from_secs(600))
+        .build()
+        .expect("queue");
+    queue.send_many((0..20).map(|n| n.to_string()));
+    let began = Instant::now();
+    let backend = Receives {
+        queue: queue.clone(),
+        late: Duration::ZERO,
+        at_least: 10,
+    };
+    let report = Worker::builder(backend)
+        .concurrency(2)
+        .pollers(1)
+        .handler(|_: Message| async {})
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("run");
+    assert_eq!(report.succeeded, 20);
+    assert!(report.released > 0, "the extras were released: {report:?}");
+    // Released, not left to their 600 s visibility timeout.
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
     );
 }

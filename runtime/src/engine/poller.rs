@@ -108,7 +108,15 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                         deadlines.receive_limit(started, shared.config.wait_time)
                     });
                     match timeout_at(limit, &mut receive).await {
-                        Ok(Ok(messages)) => release_unstarted(&shared, messages),
+                        Ok(Ok(messages)) => {
+                            if !messages.is_empty() {
+                                tracing::info!(
+                                    messages = messages.len(),
+                                    "shutdown: releasing messages a receive returned as it stopped"
+                                );
+                            }
+                            release_unstarted(&shared, messages);
+                        }
                         Ok(Err(error)) => tracing::debug!(%error, "the last receive failed"),
                         Err(_elapsed) => tracing::warn!(
                             "shutdown: a receive did not return by the deadline; messages it \
@@ -134,20 +142,24 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                     Some(IDLE.delay(idle))
                 } else {
                     idle = 0;
-                    Counters::add(&shared.counters.received, messages.len() as u64);
+                    let mut messages = messages;
                     if messages.len() > slots {
-                        // A backend bug: the extra messages wait out their visibility.
-                        tracing::error!(
+                        // A retried receive (same attempt id) is answered with the whole
+                        // earlier set, which may be more than the slots free now: the
+                        // extras go back at once rather than wait out their visibility.
+                        let extra = messages.split_off(slots);
+                        tracing::info!(
                             asked = slots,
-                            got = messages.len(),
-                            "backend returned more messages than asked for"
+                            got = slots + extra.len(),
+                            "a receive returned more messages than asked for; releasing the extras"
                         );
+                        release_unstarted(&shared, extra);
                     }
+                    Counters::add(&shared.counters.received, messages.len() as u64);
                     // The message tasks own the slots they keep from here and hand them
                     // back; the slots left over go back now.
                     let messages = messages
                         .into_iter()
-                        .take(slots)
                         .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
                         .collect();
                     let kept = H::dispatch(&shared, messages);
@@ -197,16 +209,9 @@ fn retry_after(request: &ReceiveRequest, error: &BackendError) -> Option<Receive
     }
 }
 
-/// Hands messages received as shutdown began back to the queue at once: no handler
-/// started on them.
+/// Hands messages no handler will start on (received as shutdown began, or beyond the
+/// slots a receive asked for) back to the queue at once.
 fn release_unstarted<H>(shared: &Shared<H>, messages: Vec<ReceivedMessage>) {
-    if messages.is_empty() {
-        return;
-    }
-    tracing::info!(
-        messages = messages.len(),
-        "shutdown: releasing messages a receive returned as it stopped"
-    );
     Counters::add(&shared.counters.received, messages.len() as u64);
     Counters::add(&shared.counters.released, messages.len() as u64);
     for message in messages {
