@@ -312,3 +312,47 @@ async fn a_failed_batch_item_holds_back_the_items_of_its_group_behind_it() {
     assert_eq!(of("g0"), vec![0, 1, 2, 1, 2]);
     assert_eq!(of("g1"), vec![0, 1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn groups_beyond_the_free_slots_wait_heartbeated_for_one() {
+    // Ten groups of one message: one receive brings ten groups to a worker with two
+    // slots. Eight wait for a slot, longer than the visibility timeout.
+    let queue = EmbeddedQueue::builder("narrow.fifo")
+        .fifo()
+        .content_based_deduplication()
+        .visibility_timeout(Duration::from_secs(2))
+        .build()
+        .expect("a FIFO queue");
+    fill(&queue, 10, 1);
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let receive_counts = Arc::new(Mutex::new(Vec::new()));
+    let counts = Arc::clone(&receive_counts);
+    let report = Worker::builder(queue.clone())
+        .concurrency(2)
+        .handler(move |message: Message| {
+            let calls = recorder.clone();
+            counts.lock().expect("lock").push(message.receive_count());
+            let (group, _) = calls.begin(message.body());
+            async move {
+                sleep(Duration::from_secs(1)).await;
+                calls.end(&group);
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("run");
+    assert_eq!(report.succeeded, 10);
+    assert_eq!(calls.per_group().len(), 10);
+    assert!(calls.most.load(Ordering::SeqCst) <= 2, "two slots");
+    assert!(
+        receive_counts
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|&count| count == 1),
+        "no waiting message outlived its visibility: {:?}",
+        receive_counts.lock().expect("lock")
+    );
+    assert!(report.heartbeats > 0);
+}

@@ -2,8 +2,9 @@
 //!
 //! A counter of free slots rather than a `tokio::sync::Semaphore`: pollers take several
 //! slots at once and message tasks hand theirs back with one atomic add, so the hot path
-//! takes no lock. At most one poller waits for slots at a time (pollers take turns), and
-//! shutdown waits for every slot to come back.
+//! takes no lock. At most one poller waits for slots at a time (pollers take turns), as
+//! do the FIFO group tasks that got no slot from their receive, and shutdown waits for
+//! every slot to come back; a slot handed back wakes them all to look.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -85,7 +86,7 @@ impl Capacity {
         if n > 0 {
             self.free.fetch_add(n, Ordering::SeqCst);
             if self.waiting.load(Ordering::SeqCst) > 0 {
-                self.returned.notify_one();
+                self.returned.notify_waiters();
             }
         }
     }
@@ -104,7 +105,7 @@ impl Capacity {
     pub(crate) fn message_settled(&self) {
         self.held.fetch_sub(1, Ordering::Relaxed);
         if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.returned.notify_one();
+            self.returned.notify_waiters();
         }
     }
 
@@ -112,6 +113,12 @@ impl Capacity {
     /// so this is not [`in_use`](Self::in_use).
     pub(crate) fn messages_in_flight(&self) -> usize {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once fewer than `limit` messages are held.
+    pub(crate) async fn held_below(&self, limit: usize) {
+        self.wait_until(|| usize::from(self.messages_in_flight() < limit))
+            .await;
     }
 
     /// Resolves once no message is being handled (every slot handed to a message came

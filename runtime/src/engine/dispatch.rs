@@ -74,7 +74,16 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     /// capacity for each; returns how many of those slots the tasks keep (the poller
     /// gives back the rest). Every message counts as held until it is settled.
     #[doc(hidden)]
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize;
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>, slots: usize) -> usize;
+
+    /// Whether the messages of one group run one after another in one task (a FIFO
+    /// queue's per-message handlers): then a receive asks for a whole batch on one slot,
+    /// since one group's messages need one handler.
+    #[doc(hidden)]
+    fn serial_groups(shared: &Shared<Self>) -> bool {
+        let _ = shared;
+        false
+    }
 
     /// Resolves once the handler can take more messages; pollers wait for it before
     /// they take permits.
@@ -91,12 +100,12 @@ pub struct PerMessage<H>(pub H);
 pub struct PerBatch<B>(pub B);
 
 impl<H: Handler> Dispatch for PerMessage<H> {
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize {
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>, slots: usize) -> usize {
         shared.capacity.hand_to_messages(messages.len());
         if shared.fifo {
-            return group::dispatch(shared, messages);
+            return group::dispatch(shared, messages, slots);
         }
-        let slots = messages.len();
+        let slots = messages.len().min(slots);
         for message in messages {
             let delivery = Delivery::of(shared, &message);
             // Started here, so the task holds the message once, inside the handler's
@@ -107,14 +116,18 @@ impl<H: Handler> Dispatch for PerMessage<H> {
         slots
     }
 
+    fn serial_groups(shared: &Shared<Self>) -> bool {
+        shared.fifo
+    }
+
     fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
         self.0.ready()
     }
 }
 
 impl<B: BatchHandler> Dispatch for PerBatch<B> {
-    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>) -> usize {
-        let slots = messages.len();
+    fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>, slots: usize) -> usize {
+        let slots = messages.len().min(slots);
         shared.capacity.hand_to_messages(slots);
         if slots > 0 {
             tokio::spawn(process_batch(Arc::clone(shared), messages));

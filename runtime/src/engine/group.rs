@@ -30,10 +30,13 @@ use crate::engine::dispatch::{
 };
 
 /// Starts one task per message group of a receive; returns the slots they keep (one
-/// each). Messages without a group (none should be, on a FIFO queue) run alone.
+/// each, of the `slots` the poller took). A group beyond those waits for a slot, its
+/// messages heartbeated meanwhile. Messages without a group (none should be, on a FIFO
+/// queue) run alone.
 pub(super) fn dispatch<H: Handler>(
     shared: &Arc<Shared<PerMessage<H>>>,
     messages: Vec<Message>,
+    slots: usize,
 ) -> usize {
     let groups = by_group(messages, |message| {
         message
@@ -42,11 +45,11 @@ pub(super) fn dispatch<H: Handler>(
             .get("MessageGroupId")
             .cloned()
     });
-    let slots = groups.len();
-    for group in groups {
-        tokio::spawn(process_group(Arc::clone(shared), group));
+    let kept = groups.len().min(slots);
+    for (index, group) in groups.into_iter().enumerate() {
+        tokio::spawn(process_group(Arc::clone(shared), group, index < kept));
     }
-    slots
+    kept
 }
 
 /// Splits messages into their groups, each in the order received, the groups in the
@@ -66,9 +69,13 @@ fn by_group<T, K: PartialEq>(items: Vec<T>, key: impl Fn(&T) -> Option<K>) -> Ve
     groups.into_iter().map(|(_, members)| members).collect()
 }
 
-/// Runs the messages of one group one at a time, settling each before the next starts.
-async fn process_group<H: Handler>(shared: Arc<Shared<PerMessage<H>>>, messages: Vec<Message>) {
-    let _permit = Permit(&shared.capacity);
+/// Runs the messages of one group one at a time, settling each before the next starts;
+/// first waits for a slot unless the poller gave it one.
+async fn process_group<H: Handler>(
+    shared: Arc<Shared<PerMessage<H>>>,
+    messages: Vec<Message>,
+    slotted: bool,
+) {
     let mut deliveries: VecDeque<Delivery> = messages
         .iter()
         .map(|message| Delivery::of(&shared, message))
@@ -76,8 +83,13 @@ async fn process_group<H: Handler>(shared: Arc<Shared<PerMessage<H>>>, messages:
     let mut clock = deliveries
         .front()
         .map(|first| Clock::new(&shared, first.received_at));
+    let permit = match (slotted, clock.as_mut()) {
+        (true, _) => Some(Permit(&shared.capacity)),
+        (false, Some(clock)) => wait_for_slot(&shared, &mut deliveries, clock).await,
+        (false, None) => None,
+    };
     let mut messages = messages.into_iter();
-    while let (Some(message), Some(clock)) = (messages.next(), clock.as_mut()) {
+    while let (Some(message), Some(clock), Some(_)) = (messages.next(), clock.as_mut(), &permit) {
         if shared.shutdown.deadlines().is_some() {
             // Shutdown began: this message and the rest go back unstarted.
             drop(message);
@@ -95,6 +107,27 @@ async fn process_group<H: Handler>(shared: Arc<Shared<PerMessage<H>>>, messages:
     for delivery in deliveries {
         release(&shared, delivery);
         shared.capacity.message_settled();
+    }
+}
+
+/// Waits for a slot, the group's messages heartbeated meanwhile. `None` when shutdown
+/// began (or the handler timeout passed) first: then the group goes back unstarted.
+async fn wait_for_slot<'a, H>(
+    shared: &'a Shared<H>,
+    deliveries: &mut VecDeque<Delivery>,
+    clock: &mut Clock,
+) -> Option<Permit<'a>> {
+    let slot = async {
+        tokio::select! {
+            biased;
+            () = shared.shutdown.stopping() => false,
+            _taken = shared.capacity.take(1) => true,
+        }
+    };
+    tokio::pin!(slot);
+    match supervise(shared, slot, deliveries.make_contiguous(), clock).await {
+        Ending::Returned(true) => Some(Permit(&shared.capacity)),
+        _ => None,
     }
 }
 

@@ -28,9 +28,10 @@ const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 /// handlers hold the rest, it waits up to `flush_interval` for more to come back: under
 /// load, receives stay full batches instead of splintering into one-message calls.
 /// Pollers take turns, so returning slots fill one poller's batch rather than trickling
-/// to all of them.
-/// Returns `None` when receiving stops.
-async fn take_slots<H: Dispatch>(shared: &Shared<H>) -> Option<usize> {
+/// to all of them. With serial groups (FIFO) a receive needs a slot per group, not per
+/// message: one slot is enough and none is waited for beyond it, while the messages held
+/// stay below one batch per slot. Returns `None` when receiving stops.
+async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
     let _turn = tokio::select! {
         biased;
@@ -43,6 +44,17 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>) -> Option<usize> {
         biased;
         () = shared.shutdown.stopping() => return None,
         () = shared.handler.ready() => {}
+    }
+    if serial_groups {
+        let limit = shared.config.concurrency * shared.config.batch_size;
+        return tokio::select! {
+            biased;
+            () = shared.shutdown.stopping() => None,
+            taken = async {
+                shared.capacity.held_below(limit + 1 - shared.config.batch_size).await;
+                shared.capacity.take(batch).await
+            } => Some(taken),
+        };
     }
     gather(shared, batch).await
 }
@@ -78,15 +90,22 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
     // The attempt id of a receive to send again (FIFO queues).
     let mut retry: Option<ReceiveAttemptId> = None;
     let beat = shared.health.as_ref().map(|health| health.poller());
+    let serial_groups = H::serial_groups(&shared);
     loop {
         // Waiting for free slots is waiting for handlers, not being stuck.
         beat.iter().for_each(|beat| beat.waiting());
-        let Some(slots) = take_slots(&shared).await else {
+        let Some(slots) = take_slots(&shared, serial_groups).await else {
             return;
+        };
+        // Serial groups: a whole batch, whatever the slots (a group needs one).
+        let asked = if serial_groups {
+            shared.config.batch_size
+        } else {
+            slots
         };
         beat.iter().for_each(|beat| beat.busy());
         let request = ReceiveRequest {
-            max_messages: slots,
+            max_messages: asked,
             wait_time: shared.config.wait_time,
             visibility_timeout: shared.config.visibility_timeout,
             attempt_id: shared
@@ -143,14 +162,14 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 } else {
                     idle = 0;
                     let mut messages = messages;
-                    if messages.len() > slots {
+                    if messages.len() > asked {
                         // A retried receive (same attempt id) is answered with the whole
                         // earlier set, which may be more than the slots free now: the
                         // extras go back at once rather than wait out their visibility.
-                        let extra = messages.split_off(slots);
+                        let extra = messages.split_off(asked);
                         tracing::info!(
-                            asked = slots,
-                            got = slots + extra.len(),
+                            asked,
+                            got = asked + extra.len(),
                             "a receive returned more messages than asked for; releasing the extras"
                         );
                         release_unstarted(&shared, extra);
@@ -162,7 +181,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                         .into_iter()
                         .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
                         .collect();
-                    let kept = H::dispatch(&shared, messages);
+                    let kept = H::dispatch(&shared, messages, slots);
                     shared.capacity.give_back(slots - kept);
                     None
                 }

@@ -157,6 +157,33 @@ async fn a_group_in_flight_hands_out_nothing_more() -> Result<()> {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_long_poll_waiting_on_a_blocked_group_answers_once_the_group_unblocks() -> Result<()> {
+    let queue = fifo_queue("unblocking");
+    for body in ["a1", "a2"] {
+        send(&queue, "a", body);
+    }
+    let first = queue.receive(poll(1)).await?;
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            let request = ReceiveRequest {
+                wait_time: secs(20),
+                ..poll(10)
+            };
+            let messages = queue.receive(request).await.expect("receive");
+            (bodies(&messages).join(","), started.elapsed())
+        }
+    });
+    tokio::time::sleep(secs(1)).await;
+    delete(&queue, &first).await?;
+    let (got, waited) = waiting.await?;
+    assert_eq!(got, "a2");
+    ensure!(waited < secs(2), "answered only after {waited:?}");
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
 async fn groups_are_served_in_order_one_after_another() -> Result<()> {
     let queue = fifo_queue("order");
     for (group, body) in [

@@ -745,6 +745,11 @@ impl Backend for EmbeddedQueue {
                 });
             }
         }
+        // On a FIFO queue a delete may unblock its group: a long poll waiting for that
+        // group's next message must look again, as SQS answers it.
+        if inner.fifo && deleted.iter().any(Option::is_some) {
+            inner.wake();
+        }
         drop(deleted);
         inner.faults.after_call(operation)?;
         Ok(results)
