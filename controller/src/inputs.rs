@@ -95,7 +95,7 @@ impl SqsQueue {
 impl QueueSource for SqsQueue {
     async fn counts(&self) -> Result<QueueCounts, BackendError> {
         let attributes = self.backend.attributes().await?;
-        Ok(attributes.counts())
+        Ok(attributes.counts)
     }
 }
 

@@ -78,10 +78,6 @@ pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
 }
 
 pub async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
-    let attributes = queue.attributes().await.expect("attributes");
-    (
-        attributes.visible,
-        attributes.not_visible,
-        attributes.delayed,
-    )
+    let counts = queue.attributes().await.expect("attributes").counts;
+    (counts.visible, counts.not_visible, counts.delayed)
 }

@@ -271,12 +271,8 @@ impl QueueCounts {
 /// The approximate counts and settings of a queue.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueAttributes {
-    /// `ApproximateNumberOfMessages`: messages available for receive.
-    pub visible: u64,
-    /// `ApproximateNumberOfMessagesNotVisible`: messages received and not yet deleted.
-    pub not_visible: u64,
-    /// `ApproximateNumberOfMessagesDelayed`: messages whose delay has not passed yet.
-    pub delayed: u64,
+    /// `ApproximateNumberOfMessages`, `…NotVisible` and `…Delayed`.
+    pub counts: QueueCounts,
     /// The queue's default visibility timeout.
     pub visibility_timeout: Duration,
     /// The redrive policy, if the queue has one.
@@ -286,17 +282,6 @@ pub struct QueueAttributes {
     /// Whether a FIFO queue derives the deduplication id of a message sent without one
     /// from its body (`ContentBasedDeduplication`).
     pub content_based_deduplication: bool,
-}
-
-impl QueueAttributes {
-    /// The three approximate counts.
-    pub fn counts(&self) -> QueueCounts {
-        QueueCounts {
-            visible: self.visible,
-            not_visible: self.not_visible,
-            delayed: self.delayed,
-        }
-    }
 }
 
 /// What the engine needs from a queue.

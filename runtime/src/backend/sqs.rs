@@ -14,8 +14,8 @@ use aws_sdk_sqs::types::{
 use crate::backend::sdk_error::classify;
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
-    ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendMessage, VisibilityChange,
-    whole_seconds,
+    QueueCounts, ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendMessage,
+    VisibilityChange, whole_seconds,
 };
 use crate::error::BackendError;
 
@@ -216,9 +216,11 @@ impl Backend for SqsBackend {
         };
         let flag = |name: QueueAttributeName| attributes.get(&name).is_some_and(|on| on == "true");
         Ok(QueueAttributes {
-            visible: number(QueueAttributeName::ApproximateNumberOfMessages),
-            not_visible: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            delayed: number(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            counts: QueueCounts {
+                visible: number(QueueAttributeName::ApproximateNumberOfMessages),
+                not_visible: number(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                delayed: number(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            },
             visibility_timeout: Duration::from_secs(number(QueueAttributeName::VisibilityTimeout)),
             redrive_policy: attributes
                 .get(&QueueAttributeName::RedrivePolicy)

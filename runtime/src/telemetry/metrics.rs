@@ -252,9 +252,9 @@ impl WorkerMetrics {
 
     /// Publishes a backlog sample; `running_tasks` when known.
     pub(crate) fn publish_backlog(&self, sample: &QueueAttributes, running_tasks: Option<u64>) {
-        self.visible.set(sample.visible as f64);
-        self.not_visible.set(sample.not_visible as f64);
-        self.delayed.set(sample.delayed as f64);
+        self.visible.set(sample.counts.visible as f64);
+        self.not_visible.set(sample.counts.not_visible as f64);
+        self.delayed.set(sample.counts.delayed as f64);
         if let Some(tasks) = running_tasks {
             self.backlog_per_task.set(backlog_per_task(sample, tasks));
         }
@@ -263,7 +263,7 @@ impl WorkerMetrics {
 
 /// Messages waiting or in flight per running task, the divisor at least 1.
 pub(crate) fn backlog_per_task(sample: &QueueAttributes, running_tasks: u64) -> f64 {
-    (sample.visible + sample.not_visible) as f64 / running_tasks.max(1) as f64
+    (sample.counts.visible + sample.counts.not_visible) as f64 / running_tasks.max(1) as f64
 }
 
 /// How often the publisher copies counters out.
@@ -293,6 +293,7 @@ impl Counters {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::QueueCounts;
 
     #[test]
     fn every_metric_is_in_the_readme_table() {
@@ -306,8 +307,11 @@ mod tests {
     #[test]
     fn backlog_per_task_never_divides_by_zero() {
         let sample = QueueAttributes {
-            visible: 30,
-            not_visible: 10,
+            counts: QueueCounts {
+                visible: 30,
+                not_visible: 10,
+                delayed: 0,
+            },
             ..QueueAttributes::default()
         };
         assert_eq!(backlog_per_task(&sample, 4), 10.0);

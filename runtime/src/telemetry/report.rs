@@ -198,8 +198,12 @@ pub(crate) fn emf_record<H: Send + Sync + 'static>(
             .clone();
         if let Some((sample, running_tasks)) = backlog {
             record = record
-                .metric("MessagesVisible", Unit::Count, sample.visible as f64)
-                .metric("MessagesNotVisible", Unit::Count, sample.not_visible as f64);
+                .metric("MessagesVisible", Unit::Count, sample.counts.visible as f64)
+                .metric(
+                    "MessagesNotVisible",
+                    Unit::Count,
+                    sample.counts.not_visible as f64,
+                );
             if let Some(tasks) = running_tasks {
                 record = record.metric(
                     "BacklogPerTask",

@@ -54,7 +54,7 @@ impl Drained {
         let mut errors = 0;
         loop {
             match queue.attributes().await {
-                Ok(counts) if counts.visible + counts.not_visible + counts.delayed == 0 => {
+                Ok(attributes) if attributes.counts.is_empty() => {
                     errors = 0;
                     empty += 1;
                     if empty >= self.empty_reads.max(1) {

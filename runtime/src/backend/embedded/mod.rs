@@ -822,9 +822,7 @@ impl Backend for EmbeddedQueue {
         };
         inner.faults.after_call(Operation::Attributes)?;
         Ok(QueueAttributes {
-            visible: counts.visible,
-            not_visible: counts.not_visible,
-            delayed: counts.delayed,
+            counts,
             visibility_timeout: inner.visibility_timeout,
             redrive_policy: inner.redrive.as_ref().map(|redrive| RedrivePolicy {
                 dead_letter_target: redrive.dead_letter.name().to_owned(),
