@@ -190,6 +190,7 @@ impl Drop for Waiting {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<S> Handler for ServiceHandler<S>
 where
     S: Service<Message> + Send + 'static,
@@ -212,6 +213,7 @@ where
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<S> BatchHandler for ServiceHandler<S>
 where
     S: Service<Vec<Message>> + Send + 'static,
