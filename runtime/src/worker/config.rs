@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use crate::backend::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
+use spotq_settings::{Invalid, check, defaults};
+
 use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::error::ConfigError;
-
-/// The longest ECS `stopTimeout`: the time between SIGTERM and SIGKILL.
-pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +26,7 @@ pub enum RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self::Backoff(Backoff::new(
-            Duration::from_secs(1),
-            Duration::from_secs(300),
-        ))
+        Self::Backoff(Backoff::new(defaults::RETRY_BASE, defaults::RETRY_MAX))
     }
 }
 
@@ -145,115 +140,62 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: defaults::CONCURRENCY,
             pollers: None,
-            batch_size: MAX_BATCH,
-            wait_time: MAX_WAIT,
+            batch_size: defaults::BATCH_SIZE,
+            wait_time: defaults::WAIT_TIME,
             visibility_timeout: None,
             handler_timeout: None,
             heartbeat: Heartbeat::Auto,
             retry: RetryPolicy::default(),
-            flush_interval: Duration::from_millis(5),
-            stop_timeout: Duration::from_secs(30),
+            flush_interval: defaults::FLUSH_INTERVAL,
+            stop_timeout: defaults::STOP_TIMEOUT,
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
             #[cfg(feature = "ecs")]
             task_protection: Some(ProtectionConfig::default()),
             name: None,
-            backlog_interval: Some(Duration::from_secs(20)),
+            backlog_interval: Some(defaults::BACKLOG_INTERVAL),
             running_tasks: None,
         }
     }
 }
 
 impl WorkerConfig {
-    /// Checks every setting that does not depend on the queue.
+    /// Checks every setting that does not depend on the queue, with the checks the
+    /// `#[spotq::worker]` attribute runs on its arguments.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.concurrency == 0 {
-            return Err(ConfigError::new(
-                "concurrency",
-                self.concurrency,
-                "at least 1",
-            ));
+        check::concurrency(self.concurrency)?;
+        if let Some(pollers) = self.pollers {
+            check::pollers(pollers, self.concurrency)?;
         }
-        if let Some(pollers) = self.pollers
-            && (pollers == 0 || pollers > self.concurrency)
-        {
-            return Err(ConfigError::new(
-                "pollers",
-                pollers,
-                format!("1 to concurrency ({})", self.concurrency),
-            ));
-        }
-        if !(1..=MAX_BATCH).contains(&self.batch_size) {
-            return Err(ConfigError::new("batch_size", self.batch_size, "1 to 10"));
-        }
-        if self.wait_time > MAX_WAIT {
-            return Err(ConfigError::new("wait_time", self.wait_time, "0 s to 20 s"));
-        }
+        check::batch_size(self.batch_size)?;
+        check::wait_time(self.wait_time)?;
         if let Some(visibility) = self.visibility_timeout {
-            check_visibility("visibility_timeout", visibility)?;
+            check::visibility_timeout(visibility)?;
         }
-        if let Some(timeout) = self.handler_timeout
-            && (timeout.is_zero() || timeout > MAX_VISIBILITY)
-        {
-            return Err(ConfigError::new(
-                "handler_timeout",
-                timeout,
-                "above 0 s, at most 12 h",
-            ));
+        if let Some(timeout) = self.handler_timeout {
+            check::handler_timeout(timeout)?;
         }
-        if let Heartbeat::Every(interval) = self.heartbeat
-            && interval.is_zero()
-        {
-            return Err(ConfigError::new("heartbeat", interval, "above 0 s"));
+        if let Heartbeat::Every(interval) = self.heartbeat {
+            check::heartbeat(interval, self.visibility_timeout)?;
         }
         if let RetryPolicy::Backoff(backoff) = self.retry {
-            if backoff.max > MAX_VISIBILITY {
-                return Err(ConfigError::new(
-                    "retry_backoff.max",
-                    backoff.max,
-                    "at most 12 h",
-                ));
-            }
-            if backoff.base > backoff.max {
-                return Err(ConfigError::new(
-                    "retry_backoff.base",
-                    backoff.base,
-                    format!("at most retry_backoff.max ({:?})", backoff.max),
-                ));
-            }
+            check::retry_backoff(backoff.base, backoff.max)?;
         }
-        if self.flush_interval > Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "flush_interval",
-                self.flush_interval,
-                "at most 1 s",
-            ));
-        }
-        if self.release_jitter > Duration::from_secs(60) {
-            return Err(ConfigError::new(
-                "release_jitter",
-                self.release_jitter,
-                "at most 60 s",
-            ));
-        }
-        if let Some(interval) = self.backlog_interval
-            && (interval < Duration::from_secs(1) || interval > Duration::from_secs(3600))
-        {
-            return Err(ConfigError::new("backlog_interval", interval, "1 s to 1 h"));
+        check::flush_interval(self.flush_interval)?;
+        check::release_jitter(self.release_jitter)?;
+        if let Some(interval) = self.backlog_interval {
+            check::backlog_interval(interval)?;
         }
         #[cfg(feature = "ecs")]
         if let Some(protection) = &self.task_protection {
             protection.validate()?;
         }
-        if self.stop_timeout > MAX_STOP_TIMEOUT {
-            return Err(ConfigError::new(
-                "stop_timeout",
-                self.stop_timeout,
-                "at most 120 s",
-            ));
+        if let Some(name) = &self.name {
+            check::name(name)?;
         }
+        check::stop_timeout(self.stop_timeout)?;
         self.grace_period()?;
         Ok(())
     }
@@ -272,37 +214,27 @@ impl WorkerConfig {
         let visibility = match self.visibility_timeout {
             Some(visibility) => visibility,
             None => {
-                check_visibility("queue VisibilityTimeout", queue_visibility)?;
+                check::visibility_timeout(queue_visibility).map_err(|invalid| Invalid {
+                    setting: "queue VisibilityTimeout",
+                    ..invalid
+                })?;
                 queue_visibility
             }
         };
         let heartbeat = match self.heartbeat {
             Heartbeat::Off => None,
             Heartbeat::Auto => Some(visibility / 2),
-            Heartbeat::Every(interval) if interval < visibility => Some(interval),
             Heartbeat::Every(interval) => {
-                return Err(ConfigError::new(
-                    "heartbeat",
-                    interval,
-                    format!("below the visibility timeout ({visibility:?})"),
-                ));
+                check::heartbeat(interval, Some(visibility))?;
+                Some(interval)
             }
         };
-        if let (Some(timeout), None) = (self.handler_timeout, heartbeat)
-            && timeout >= visibility
-        {
-            return Err(ConfigError::new(
-                "handler_timeout",
-                timeout,
-                format!(
-                    "below the visibility timeout ({visibility:?}) when heartbeats are off, \
-                     or the message is received again while its handler still runs"
-                ),
-            ));
+        if let (Some(timeout), None) = (self.handler_timeout, heartbeat) {
+            check::handler_timeout_without_heartbeat(timeout, visibility)?;
         }
         let pollers = self
             .pollers
-            .unwrap_or_else(|| self.concurrency.div_ceil(MAX_BATCH).clamp(1, 16));
+            .unwrap_or_else(|| defaults::pollers(self.concurrency));
         let grace = self.grace_period()?;
         Ok(Resolved {
             visibility,
@@ -322,15 +254,10 @@ pub(crate) struct Resolved {
     pub grace: Duration,
 }
 
-fn check_visibility(setting: &'static str, visibility: Duration) -> Result<(), ConfigError> {
-    if visibility < Duration::from_secs(1) || visibility > MAX_VISIBILITY {
-        return Err(ConfigError::new(setting, visibility, "1 s to 12 h"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use spotq_settings::limits::MAX_VISIBILITY;
+
     use super::*;
 
     fn setting_of(config: WorkerConfig) -> &'static str {
@@ -471,10 +398,70 @@ mod tests {
                 },
                 "release_jitter",
             ),
+            (
+                // SQS takes whole seconds: a fraction is refused, not rounded.
+                WorkerConfig {
+                    wait_time: Duration::from_millis(1_500),
+                    ..base()
+                },
+                "wait_time",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(Duration::from_millis(1_500)),
+                    ..base()
+                },
+                "visibility_timeout",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(Duration::from_secs(10)),
+                    heartbeat: Heartbeat::Every(Duration::from_secs(10)),
+                    ..base()
+                },
+                "heartbeat",
+            ),
+            (
+                WorkerConfig {
+                    name: Some(String::new()),
+                    ..base()
+                },
+                "name",
+            ),
         ];
         for (config, setting) in cases {
             assert_eq!(setting_of(config), setting);
         }
+    }
+
+    #[test]
+    fn the_error_names_the_setting_the_value_and_the_limit() {
+        let error = WorkerConfig {
+            batch_size: 11,
+            ..WorkerConfig::default()
+        }
+        .validate()
+        .expect_err("11 messages");
+        assert_eq!(
+            error.to_string(),
+            "invalid setting `batch_size` = 11: 1 to 10 (SQS returns at most 10 messages per receive)"
+        );
+        let error = WorkerConfig {
+            wait_time: Duration::from_secs(21),
+            ..WorkerConfig::default()
+        }
+        .validate()
+        .expect_err("21 s");
+        assert_eq!((error.value.as_str(), error.setting), ("21s", "wait_time"));
+    }
+
+    #[test]
+    fn the_queue_s_own_visibility_timeout_is_checked_at_start() {
+        let error = WorkerConfig::default()
+            .resolve(Duration::ZERO)
+            .expect_err("a visibility timeout of 0");
+        assert_eq!(error.setting, "queue VisibilityTimeout");
+        assert!(error.allowed.starts_with("1s to 12h"), "{error}");
     }
 
     #[test]
@@ -489,7 +476,9 @@ mod tests {
             .expect_err("heartbeat too long");
         assert_eq!(error.setting, "heartbeat");
         assert!(
-            error.to_string().contains("below the visibility timeout"),
+            error
+                .to_string()
+                .contains("shorter than the visibility timeout (10s)"),
             "{error}"
         );
     }
