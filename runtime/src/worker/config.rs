@@ -11,6 +11,7 @@ use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::error::ConfigError;
+use crate::worker::fields::config_fields;
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,61 +81,73 @@ impl EmfSettings {
     }
 }
 
-/// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerConfig {
-    /// Handlers running at once, at least 1. Default 16.
-    pub concurrency: usize,
-    /// Receive loops, at least 1. Default: one per 10 permits of concurrency, at most 16.
-    pub pollers: Option<usize>,
-    /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for more
-    /// than the free permits.
-    pub batch_size: usize,
-    /// Long-poll wait per receive, at most 20 s. Default 20 s.
-    pub wait_time: Duration,
-    /// Visibility timeout asked for on receive, 1 s to 12 h; the queue's own when `None`.
-    pub visibility_timeout: Option<Duration>,
-    /// Time a handler may run before it counts as failed, if any.
-    pub handler_timeout: Option<Duration>,
-    /// How long-running handlers keep their messages invisible.
-    pub heartbeat: Heartbeat,
-    /// What happens to a message whose handler failed.
-    pub retry: RetryPolicy,
-    /// How long a partial batch waits to fill: deletes and visibility changes waiting for
-    /// more entries, and, while every permit is in use, a poller waiting for more permits
-    /// to come back before it receives. At most 1 s. Default 5 ms.
-    pub flush_interval: Duration,
-    /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
-    /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
-    pub stop_timeout: Duration,
-    /// How long running handlers may continue after shutdown begins. It must leave 3 s
-    /// of the stop timeout for releasing the messages of the handlers still running,
-    /// flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)). Default: the
-    /// stop timeout less 5 s (less half of it, when that is shorter, but never less than
-    /// 3 s).
-    pub shutdown_grace: Option<Duration>,
-    /// Released messages become visible again after a random delay up to this (whole
-    /// seconds), so that many stopping tasks do not hand a burst to one survivor.
-    /// At most 60 s. Default 0: visible at once.
-    pub release_jitter: Duration,
-    /// ECS task scale-in protection while handlers run, through the agent at
-    /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
-    /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it there
-    /// is no setting, and no protection.
-    #[cfg(feature = "ecs")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
-    pub task_protection: Option<ProtectionConfig>,
-    /// The `worker` label of the metrics; the queue's name when `None`.
-    pub name: Option<String>,
-    /// How often the backlog sampler reads the queue's approximate counts
-    /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
-    /// Default 20 s.
-    pub backlog_interval: Option<Duration>,
-    /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in an
-    /// ECS service reads its service's running count (task metadata, then
-    /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
-    /// gauge is not published.
-    pub running_tasks: Option<u64>,
+config_fields! {
+    /// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder),
+    /// whose setters carry the docs below, or write it with `..Default::default()`.
+    ///
+    /// The limits are spotq-settings' checks, the ones the `#[spotq::worker]` attribute
+    /// runs on its arguments: [`validate`](Self::validate) refuses what the attribute
+    /// refuses, with the same words.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct WorkerConfig {
+        /// Handlers running at once, at least 1. Default 16.
+        pub concurrency: usize,
+        /// Receive loops, 1 to `concurrency`. Default: one per 10 permits of concurrency,
+        /// at most 16.
+        pub pollers: Option<usize> => Some(usize),
+        /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for
+        /// more than the free permits.
+        pub batch_size: usize,
+        /// Long-poll wait per receive, whole seconds, at most 20 s. Default 20 s.
+        pub wait_time: Duration,
+        /// Visibility timeout asked for on receive, whole seconds from 1 s to 12 h.
+        /// Default: the queue's own.
+        pub visibility_timeout: Option<Duration> => Some(Duration),
+        /// Time a handler may run before it counts as failed, above 0 and at most 12 h.
+        /// With heartbeats off, shorter than the visibility timeout. Default: none.
+        pub handler_timeout: Option<Duration> => Some(Duration),
+        /// How long-running handlers keep their messages invisible. Default: every half
+        /// visibility timeout.
+        pub heartbeat: Heartbeat,
+        /// What happens to a message whose handler failed. Default: a backoff from 1 s
+        /// to 5 min.
+        pub retry: RetryPolicy,
+        /// How long a partial batch waits to fill: deletes and visibility changes waiting
+        /// for more entries, and, while every permit is in use, a poller waiting for more
+        /// permits to come back before it receives. At most 1 s. Default 5 ms.
+        pub flush_interval: Duration,
+        /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
+        /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
+        pub stop_timeout: Duration,
+        /// How long running handlers may continue after shutdown begins. It must leave
+        /// 3 s of the stop timeout for releasing the messages of the handlers still
+        /// running, flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)).
+        /// Default: the stop timeout less 5 s (less half of it, when that is shorter, but
+        /// never less than 3 s).
+        pub shutdown_grace: Option<Duration> => Some(Duration),
+        /// Released messages become visible again after a random delay up to this (whole
+        /// seconds), so that many stopping tasks do not hand a burst to one survivor.
+        /// At most 60 s. Default 0: visible at once.
+        pub release_jitter: Duration,
+        /// ECS task scale-in protection while handlers run, through the agent at
+        /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
+        /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it
+        /// there is no setting, and no protection.
+        #[cfg(feature = "ecs")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
+        pub task_protection: Option<ProtectionConfig>,
+        /// The `worker` label of the metrics, not empty. Default: the queue's name.
+        pub name: Option<String> => Some(impl Into<String>),
+        /// How often the backlog sampler reads the queue's approximate counts
+        /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
+        /// Default 20 s.
+        pub backlog_interval: Option<Duration>,
+        /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in
+        /// an ECS service reads its service's running count (task metadata, then
+        /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
+        /// gauge is not published.
+        pub running_tasks: Option<u64> => Some(u64),
+    }
 }
 
 impl Default for WorkerConfig {
