@@ -105,14 +105,8 @@ pub fn batch_size(batch_size: usize) -> Result<(), Invalid> {
 
 /// `wait_time`: the long poll of a receive, whole seconds up to [`MAX_WAIT`].
 pub fn wait_time(wait_time: Duration) -> Result<(), Invalid> {
-    if wait_time > MAX_WAIT {
-        return Err(Invalid::duration(
-            "wait_time",
-            wait_time,
-            format!("at most {}", display(MAX_WAIT)),
-        )
-        .because("the longest long poll SQS allows"));
-    }
+    at_most("wait_time", wait_time, MAX_WAIT)
+        .map_err(|invalid| invalid.because("the longest long poll SQS allows"))?;
     whole_seconds("wait_time", wait_time, "SQS takes `WaitTimeSeconds`")
 }
 
@@ -194,14 +188,8 @@ pub fn heartbeat(interval: Duration, visibility: Option<Duration>) -> Result<(),
 
 /// `retry_backoff`: the first delay and the cap, base ≤ cap ≤ [`MAX_VISIBILITY`].
 pub fn retry_backoff(base: Duration, max: Duration) -> Result<(), Invalid> {
-    if max > MAX_VISIBILITY {
-        return Err(Invalid::duration(
-            "retry_backoff.max",
-            max,
-            format!("at most {}", display(MAX_VISIBILITY)),
-        )
-        .because("the longest visibility timeout SQS allows"));
-    }
+    at_most("retry_backoff.max", max, MAX_VISIBILITY)
+        .map_err(|invalid| invalid.because("the longest visibility timeout SQS allows"))?;
     if base > max {
         return Err(Invalid::duration(
             "retry_backoff.base",
