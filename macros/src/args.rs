@@ -5,21 +5,11 @@
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
+use spotq_settings::{Invalid, check, defaults, duration};
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;
 use syn::spanned::Spanned as _;
 use syn::{Expr, ExprCall, ExprLit, ExprTuple, Ident, Lit, LitStr, Token};
-
-use crate::duration;
-
-/// The longest long poll SQS allows.
-const MAX_WAIT: Duration = Duration::from_secs(20);
-/// The longest visibility timeout SQS allows.
-const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
-/// The most messages one receive returns.
-const MAX_BATCH: usize = 10;
-/// The runtime's default concurrency, against which `pollers` is checked.
-const DEFAULT_CONCURRENCY: usize = 16;
 
 /// Every key the attribute knows, in the order the documentation lists them.
 pub(crate) const KEYS: [&str; 12] = [
@@ -118,7 +108,7 @@ impl Args {
     pub(crate) fn effective_concurrency(&self) -> usize {
         self.concurrency
             .as_ref()
-            .map_or(DEFAULT_CONCURRENCY, |concurrency| concurrency.value)
+            .map_or(defaults::CONCURRENCY, |concurrency| concurrency.value)
     }
 
     fn set(&mut self, key: &Ident, value: Expr) -> syn::Result<()> {
@@ -180,127 +170,54 @@ impl Args {
                 ),
             ));
         }
-        if let Some(concurrency) = &self.concurrency
-            && concurrency.value == 0
-        {
-            errors.at(concurrency.span, "`concurrency` must be at least 1");
+        // The limits are spotq-settings' checks, the ones `WorkerConfig::validate` runs.
+        let mut report = |span: Span, result: Result<(), Invalid>| {
+            if let Err(invalid) = result {
+                errors.at(span, invalid);
+            }
+        };
+        if let Some(concurrency) = &self.concurrency {
+            report(concurrency.span, check::concurrency(concurrency.value));
         }
         if let Some(pollers) = &self.pollers {
             let concurrency = self.effective_concurrency();
-            if pollers.value == 0 || pollers.value > concurrency {
-                errors.at(
-                    pollers.span,
-                    format!(
-                        "`pollers` must be 1 to `concurrency` ({concurrency}): \
-                         a poller only receives for free handler slots"
-                    ),
-                );
-            }
+            report(pollers.span, check::pollers(pollers.value, concurrency));
         }
-        if let Some(batch_size) = &self.batch_size
-            && !(1..=MAX_BATCH).contains(&batch_size.value)
-        {
-            errors.at(
-                batch_size.span,
-                "`batch_size` must be 1 to 10: SQS returns at most 10 messages per receive",
-            );
+        if let Some(batch_size) = &self.batch_size {
+            report(batch_size.span, check::batch_size(batch_size.value));
         }
         if let Some(wait) = &self.wait_time {
-            if wait.value > MAX_WAIT {
-                errors.at(
-                    wait.span,
-                    "`wait_time` must be at most \"20s\": the longest long poll SQS allows",
-                );
-            } else if wait.value.subsec_nanos() != 0 {
-                errors.at(
-                    wait.span,
-                    "`wait_time` is whole seconds: SQS takes `WaitTimeSeconds`",
-                );
-            }
+            report(wait.span, check::wait_time(wait.value));
         }
-        if let Some(visibility) = &self.visibility_timeout {
-            if visibility.value < Duration::from_secs(1) || visibility.value > MAX_VISIBILITY {
-                errors.at(
-                    visibility.span,
-                    "`visibility_timeout` must be \"1s\" to \"12h\": the range SQS allows",
-                );
-            } else if visibility.value.subsec_nanos() != 0 {
-                errors.at(
-                    visibility.span,
-                    "`visibility_timeout` is whole seconds: SQS takes `VisibilityTimeout` in seconds",
-                );
-            }
-        }
-        if let Some(timeout) = &self.handler_timeout
-            && (timeout.value.is_zero() || timeout.value > MAX_VISIBILITY)
-        {
-            errors.at(
-                timeout.span,
-                "`handler_timeout` must be above \"0s\" and at most \"12h\"",
-            );
+        let visibility = self.visibility_timeout.as_ref().map(|visibility| {
+            report(visibility.span, check::visibility_timeout(visibility.value));
+            visibility.value
+        });
+        if let Some(timeout) = &self.handler_timeout {
+            let heartbeat_off = self
+                .heartbeat
+                .as_ref()
+                .is_some_and(|heartbeat| heartbeat.value == Heartbeat::Off);
+            let result = check::handler_timeout(timeout.value).and_then(|()| match visibility {
+                Some(visibility) if heartbeat_off => {
+                    check::handler_timeout_without_heartbeat(timeout.value, visibility)
+                }
+                _ => Ok(()),
+            });
+            report(timeout.span, result);
         }
         if let Some(heartbeat) = &self.heartbeat
             && let Heartbeat::Every(interval) = heartbeat.value
         {
-            if interval.is_zero() {
-                errors.at(heartbeat.span, "`heartbeat` must be above \"0s\"");
-            } else if let Some(visibility) = &self.visibility_timeout
-                && interval >= visibility.value
-            {
-                errors.at(
-                    heartbeat.span,
-                    format!(
-                        "`heartbeat` must be shorter than `visibility_timeout` ({}): \
-                         each heartbeat extends the visibility before it runs out",
-                        duration::display(visibility.value)
-                    ),
-                );
-            }
-        }
-        if let (Some(timeout), Some(visibility), Some(heartbeat)) = (
-            &self.handler_timeout,
-            &self.visibility_timeout,
-            &self.heartbeat,
-        ) && heartbeat.value == Heartbeat::Off
-            && timeout.value >= visibility.value
-        {
-            errors.at(
-                timeout.span,
-                format!(
-                    "`handler_timeout` must be shorter than `visibility_timeout` ({}) \
-                     with `heartbeat = false`: nothing extends the visibility, so the \
-                     message would be received again while its handler still runs",
-                    duration::display(visibility.value)
-                ),
-            );
+            report(heartbeat.span, check::heartbeat(interval, visibility));
         }
         if let Some(retry) = &self.retry
             && let Retry::Backoff { base, max } = retry.value
         {
-            if max > MAX_VISIBILITY {
-                errors.at(
-                    retry.span,
-                    "the `retry_backoff` cap must be at most \"12h\": \
-                     the longest visibility timeout SQS allows",
-                );
-            } else if base > max {
-                errors.at(
-                    retry.span,
-                    format!(
-                        "the `retry_backoff` base ({}) must not exceed its cap ({})",
-                        duration::display(base),
-                        duration::display(max)
-                    ),
-                );
-            }
+            report(retry.span, check::retry_backoff(base, max));
         }
-        if let Some(name) = &self.name
-            && name.value.is_empty()
-        {
-            errors.at(
-                name.span,
-                "`name` must not be empty: it is the metrics' `worker` label",
-            );
+        if let Some(name) = &self.name {
+            report(name.span, check::name(&name.value));
         }
     }
 }
@@ -417,7 +334,7 @@ fn duration_value(value: &Expr, key: &str) -> syn::Result<Duration> {
 }
 
 fn duration_literal(text: &LitStr) -> syn::Result<Duration> {
-    duration::parse(&text.value()).map_err(|message| syn::Error::new_spanned(text, message))
+    duration::parse(&text.value()).map_err(|error| syn::Error::new_spanned(text, error))
 }
 
 fn queue(value: &Expr) -> syn::Result<Queue> {
@@ -668,29 +585,26 @@ mod tests {
             (quote!(queue = "q", concurrency = 4, pollers = 5), "(4)"),
             (quote!(queue = "q", batch_size = 0), "1 to 10"),
             (quote!(queue = "q", batch_size = 11), "1 to 10"),
-            (quote!(queue = "q", wait_time = "21s"), "at most \"20s\""),
+            (quote!(queue = "q", wait_time = "21s"), "at most 20s"),
             (quote!(queue = "q", wait_time = "1500ms"), "whole seconds"),
             (
                 quote!(queue = "q", visibility_timeout = "12h1s"),
-                "\"1s\" to \"12h\"",
+                "1s to 12h",
             ),
             (
                 quote!(queue = "q", visibility_timeout = "999ms"),
-                "\"1s\" to \"12h\"",
+                "1s to 12h",
             ),
             (
                 quote!(queue = "q", visibility_timeout = "1s500ms"),
                 "whole seconds",
             ),
-            (quote!(queue = "q", handler_timeout = "0s"), "above \"0s\""),
-            (
-                quote!(queue = "q", handler_timeout = "13h"),
-                "at most \"12h\"",
-            ),
-            (quote!(queue = "q", heartbeat = "0s"), "above \"0s\""),
+            (quote!(queue = "q", handler_timeout = "0s"), "above 0s"),
+            (quote!(queue = "q", handler_timeout = "13h"), "at most 12h"),
+            (quote!(queue = "q", heartbeat = "0s"), "above 0s"),
             (
                 quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
-                "shorter than `visibility_timeout` (30s)",
+                "shorter than the visibility timeout (30s)",
             ),
             (
                 quote!(
@@ -699,23 +613,155 @@ mod tests {
                     handler_timeout = "30s",
                     heartbeat = false
                 ),
-                "with `heartbeat = false`",
+                "when heartbeats are off",
             ),
             (
                 quote!(queue = "q", retry_backoff = ("1m", "30s")),
-                "must not exceed its cap",
+                "at most the cap",
             ),
             (
                 quote!(queue = "q", retry_backoff = ("1s", "13h")),
-                "at most \"12h\"",
+                "`retry_backoff.max` must be at most 12h",
             ),
-            (quote!(queue = "q", name = ""), "must not be empty"),
+            (quote!(queue = "q", name = ""), "`name` must be non-empty"),
             (quote!(queue = "orders", fifo = true), "not a FIFO queue"),
         ];
         for (tokens, expected) in cases {
             let text = tokens.to_string();
             let message = error(tokens);
             assert!(message.contains(expected), "{text}: {message}");
+        }
+    }
+
+    #[test]
+    fn durations_take_a_fraction_on_their_last_part() {
+        let args = parse(quote!(
+            queue = "q",
+            handler_timeout = "1.5s",
+            heartbeat = "1m0.5s",
+            retry_backoff = ("0.25s", "1.5m"),
+        ))
+        .expect("valid");
+        assert_eq!(
+            args.handler_timeout.map(|timeout| timeout.value),
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(
+            args.heartbeat.map(|heartbeat| heartbeat.value),
+            Some(Heartbeat::Every(Duration::from_millis(60_500)))
+        );
+        assert_eq!(
+            args.retry.map(|retry| retry.value),
+            Some(Retry::Backoff {
+                base: Duration::from_millis(250),
+                max: Duration::from_secs(90)
+            })
+        );
+        let message = error(quote!(queue = "q", handler_timeout = "1.0005s"));
+        assert!(message.contains("finer than a millisecond"), "{message}");
+        let message = error(quote!(queue = "q", handler_timeout = "1.5m30s"));
+        assert!(message.contains("only the last part"), "{message}");
+    }
+
+    /// The attribute and `WorkerConfig::validate` refuse the same values, naming the same
+    /// setting and the same limit.
+    #[test]
+    fn the_runtime_refuses_what_the_attribute_refuses() {
+        use spotq::{Backoff, RetryPolicy, WorkerConfig};
+
+        let secs = Duration::from_secs;
+        let base = WorkerConfig::default;
+        let cases = [
+            (
+                quote!(queue = "q", batch_size = 11),
+                WorkerConfig {
+                    batch_size: 11,
+                    ..base()
+                },
+                "1 to 10",
+            ),
+            (
+                quote!(queue = "q", concurrency = 0),
+                WorkerConfig {
+                    concurrency: 0,
+                    ..base()
+                },
+                "at least 1",
+            ),
+            (
+                quote!(queue = "q", concurrency = 4, pollers = 5),
+                WorkerConfig {
+                    concurrency: 4,
+                    pollers: Some(5),
+                    ..base()
+                },
+                "1 to `concurrency` (4)",
+            ),
+            (
+                quote!(queue = "q", wait_time = "21s"),
+                WorkerConfig {
+                    wait_time: secs(21),
+                    ..base()
+                },
+                "at most 20s",
+            ),
+            (
+                quote!(queue = "q", wait_time = "1.5s"),
+                WorkerConfig {
+                    wait_time: Duration::from_millis(1_500),
+                    ..base()
+                },
+                "whole seconds",
+            ),
+            (
+                quote!(queue = "q", visibility_timeout = "13h"),
+                WorkerConfig {
+                    visibility_timeout: Some(secs(13 * 3600)),
+                    ..base()
+                },
+                "1s to 12h",
+            ),
+            (
+                quote!(queue = "q", handler_timeout = "0s"),
+                WorkerConfig {
+                    handler_timeout: Some(Duration::ZERO),
+                    ..base()
+                },
+                "above 0s and at most 12h",
+            ),
+            (
+                quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
+                WorkerConfig {
+                    visibility_timeout: Some(secs(30)),
+                    heartbeat: spotq::Heartbeat::Every(secs(30)),
+                    ..base()
+                },
+                "shorter than the visibility timeout (30s)",
+            ),
+            (
+                quote!(queue = "q", retry_backoff = ("1m", "30s")),
+                WorkerConfig {
+                    retry: RetryPolicy::Backoff(Backoff::new(secs(60), secs(30))),
+                    ..base()
+                },
+                "at most the cap, `retry_backoff.max` (30s)",
+            ),
+            (
+                quote!(queue = "q", name = ""),
+                WorkerConfig {
+                    name: Some(String::new()),
+                    ..base()
+                },
+                "non-empty",
+            ),
+        ];
+        for (tokens, config, limit) in cases {
+            let text = tokens.to_string();
+            let attribute = error(tokens);
+            let runtime = config.validate().expect_err(&text);
+            let rule = format!("`{}` must be {limit}", runtime.setting);
+            assert!(attribute.starts_with(&rule), "{text}: {attribute}");
+            assert!(runtime.allowed.starts_with(limit), "{text}: {runtime}");
         }
     }
 

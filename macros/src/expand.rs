@@ -159,7 +159,7 @@ fn duration(value: Duration) -> TokenStream {
         let seconds = value.as_secs();
         quote!(::core::time::Duration::from_secs(#seconds))
     } else {
-        // `duration::parse` yields whole milliseconds, at most `u64::MAX` of them.
+        // A parsed duration is whole milliseconds, at most `u64::MAX` of them.
         let millis = u64::try_from(value.as_millis()).unwrap_or(u64::MAX);
         quote!(::core::time::Duration::from_millis(#millis))
     }

@@ -4,7 +4,6 @@
 //! everything is documented on [`macro@worker`].
 
 mod args;
-mod duration;
 mod expand;
 mod shape;
 
@@ -96,9 +95,12 @@ use proc_macro::TokenStream;
 ///
 /// # Arguments
 ///
-/// `key = value` pairs, each at most once. Durations are string literals: numbers with
-/// the units `h`, `m`, `s` and `ms`, largest first (`"500ms"`, `"30s"`, `"5m"`,
-/// `"1m30s"`, `"2h"`). Every limit below is checked when the crate compiles; a setting
+/// `key = value` pairs, each at most once. Durations are string literals in the one
+/// syntax of spotq: numbers with the units `h`, `m` (or `min`), `s` and `ms`, largest unit
+/// first, each unit once, a decimal fraction on the last part only, whole milliseconds
+/// (`"500ms"`, `"30s"`, `"1.5s"`, `"5m"`, `"1m30s"`, `"1h2m3.5s"`, `"2h"`). Every limit
+/// below is checked when the crate compiles, by the same checks as
+/// `WorkerConfig::validate` at start; a setting
 /// that depends on the queue (its own visibility timeout, whether an `env` queue is
 /// FIFO) is checked when the worker starts, before its first receive.
 ///

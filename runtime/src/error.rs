@@ -37,6 +37,18 @@ pub struct ConfigError {
     pub allowed: String,
 }
 
+/// A setting that failed one of spotq-settings' checks: the ones `#[spotq::worker]` runs
+/// on its arguments.
+impl From<spotq_settings::Invalid> for ConfigError {
+    fn from(invalid: spotq_settings::Invalid) -> Self {
+        Self {
+            setting: invalid.setting,
+            allowed: invalid.allowed(),
+            value: invalid.value,
+        }
+    }
+}
+
 impl ConfigError {
     pub(crate) fn new(
         setting: &'static str,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spotq::{EmbeddedQueue, Message};
+use spotq::{EmbeddedQueue, Heartbeat, Message};
 use tokio::time::sleep;
 
 #[spotq::worker(queue = env("JOBS_QUEUE"), concurrency = 2, retry_backoff = ("0s", "0s"))]
@@ -41,4 +41,20 @@ async fn a_macro_worker_runs_on_the_embedded_queue() {
         .expect("worker runs");
     assert_eq!(report.deleted, 2);
     assert_eq!(dead_letters.counts().visible, 1);
+}
+
+#[spotq::worker(queue = "jobs", handler_timeout = "1.5s", heartbeat = "1m0.5s")]
+async fn handle_quickly(_message: Message) {}
+
+/// The attribute's durations are spotq's one duration syntax: a fraction on the last part.
+#[test]
+fn a_duration_may_end_in_a_fraction() {
+    let spec = handle_quickly_worker();
+    let config = spec.config();
+    assert_eq!(config.handler_timeout, Some(Duration::from_millis(1_500)));
+    assert_eq!(
+        config.heartbeat,
+        Heartbeat::Every(Duration::from_millis(60_500))
+    );
+    config.validate().expect("valid");
 }

@@ -1,27 +1,19 @@
-//! How the flags and the file write a duration.
+//! How the flags, their environment variables and the file write a duration: spotq's
+//! one duration syntax (`"250ms"`, `"1.5s"`, `"1m30s"`, `"2h"`), or a bare number of
+//! seconds.
 
 use std::time::Duration;
 
-/// Parses `"250ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1h"`, or a number of seconds.
+/// Parses `"250ms"`, `"5s"`, `"1.5s"`, `"2m"`, `"1m30s"`, `"1h"`, or a number of seconds
+/// (`"30"`, `"0.5"`), to the millisecond; the error says what is wrong.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s, 2m or 1h"))?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(number * scale).map_err(|error| format!("{text:?}: {error}"))
+    spotq_settings::duration::parse_or_seconds(text).map_err(|error| error.to_string())
+}
+
+/// A number of seconds as the file writes it without quotes (`stop_timeout = 30`), to
+/// the millisecond like a text.
+pub(super) fn from_seconds(seconds: f64) -> Result<Duration, String> {
+    // `Display` of an `f64` is the shortest text that reads back as the same number, and
+    // never an exponent: `0.001`, `30`, `-1`, `NaN`, `inf`.
+    parse_duration(&seconds.to_string())
 }

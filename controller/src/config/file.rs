@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use super::duration::parse_duration;
+use super::duration::{from_seconds, parse_duration};
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -58,7 +58,8 @@ pub(super) struct FileLocal {
     pub(super) stop_timeout: Option<DurationValue>,
 }
 
-/// A duration in the file: `"500ms"`, `"5s"`, `"2m"`, `"1h"`, or a number of seconds.
+/// A duration in the file: a text (`"500ms"`, `"1.5s"`, `"1m30s"`, `"1h"`, or `"30"`
+/// for seconds) or a number of seconds (`30`, `0.5`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum DurationValue {
@@ -84,13 +85,11 @@ impl FileConfig {
 impl DurationValue {
     /// The duration, or an error naming `setting`.
     pub(super) fn to_duration(&self, setting: &str) -> Result<Duration, ConfigError> {
-        match self {
-            Self::Seconds(seconds) => Duration::try_from_secs_f64(*seconds)
-                .map_err(|error| ConfigError::new(setting, format!("{seconds}: {error}"))),
-            Self::Text(text) => {
-                parse_duration(text).map_err(|message| ConfigError::new(setting, message))
-            }
-        }
+        let duration = match self {
+            Self::Seconds(seconds) => from_seconds(*seconds),
+            Self::Text(text) => parse_duration(text),
+        };
+        duration.map_err(|message| ConfigError::new(setting, message))
     }
 }
 

@@ -30,6 +30,10 @@
 //! concurrency = 8
 //! ```
 //!
+//! A duration, in a flag, its variable or the file, is spotq's one duration syntax
+//! (`spotq_settings::duration`: `"250ms"`, `"1.5s"`, `"1m30s"`, `"1h2m3.5s"`) or a bare
+//! number of seconds (`"30"`, `30`, `0.5`), to the millisecond.
+//!
 //! The parts: `cli` (the flags), `file` (the TOML file), `duration` (how both write a
 //! duration) and `resolve` (the precedence and the checks of each binding).
 

@@ -327,14 +327,66 @@ fn durations_take_a_unit_or_mean_seconds() {
         ("5s", Duration::from_secs(5)),
         ("1.5s", Duration::from_millis(1500)),
         ("2m", Duration::from_secs(120)),
+        ("2min", Duration::from_secs(120)),
+        ("1m30s", Duration::from_secs(90)),
+        ("1h2m3.5s", Duration::from_millis(3_723_500)),
         ("1h", Duration::from_secs(3600)),
         ("30", Duration::from_secs(30)),
+        ("0.5", Duration::from_millis(500)),
     ] {
         assert_eq!(parse_duration(text), Ok(expected), "{text}");
     }
-    for text in ["", "s", "5 parsecs", "-1s", "1e3s"] {
+    for text in [
+        "",
+        "s",
+        "5 parsecs",
+        "-1s",
+        "1e3s",
+        " 5s",
+        "30s1m",
+        "1.5m30s",
+        "1.0005s",
+        "1m30",
+    ] {
         assert!(parse_duration(text).is_err(), "{text}");
     }
+    assert!(
+        parse_duration("1.0005s")
+            .expect_err("finer than a millisecond")
+            .contains("finer than a millisecond")
+    );
+}
+
+#[test]
+fn flags_and_the_file_take_the_one_duration_syntax() {
+    let flags = cli(&["--poll-interval", "1m30s", "--scale-in-cooldown", "1.5s"]);
+    assert_eq!(flags.scaling.poll_interval, Some(Duration::from_secs(90)));
+    assert_eq!(
+        flags.scaling.scale_in_cooldown,
+        Some(Duration::from_millis(1500))
+    );
+    let file = "[defaults]\npoll_interval = \"1m30s\"\nscale_in_cooldown = 0.5\n\
+                [[binding]]\nqueue = \"q\"\ncluster = \"c\"\nservice = \"s\"\n";
+    let config = Config::from_parts(&cli(&[]), Some(file)).expect("valid");
+    assert_eq!(config.bindings[0].poll_interval, Duration::from_secs(90));
+    assert_eq!(
+        config.bindings[0].policy.scale_in_cooldown,
+        Duration::from_millis(500)
+    );
+    // A number of seconds in the file is held to the millisecond as a text is.
+    let fine = error(
+        &[],
+        Some(
+            "[defaults]\nscale_in_cooldown = 0.0001\n[[binding]]\nqueue = \"q\"\ncluster = \"c\"\nservice = \"s\"\n",
+        ),
+    );
+    assert_eq!(fine.setting, "defaults.scale_in_cooldown", "{fine}");
+    assert!(fine.message.contains("finer than a millisecond"), "{fine}");
+    let negative = error(
+        &[],
+        Some("[[binding]]\nqueue = \"q\"\ncluster = \"c\"\nservice = \"s\"\nlatency_goal = -1\n"),
+    );
+    assert!(negative.setting.ends_with("latency_goal"), "{negative}");
 }
 
 #[test]

@@ -28,13 +28,7 @@ mod sqs;
 pub use sqs::SqsBackend;
 
 pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
-
-/// The most messages one receive call may ask for, and the most entries in a batch call.
-pub const MAX_BATCH: usize = 10;
-/// The longest long poll SQS allows.
-pub const MAX_WAIT: Duration = Duration::from_secs(20);
-/// The longest visibility timeout SQS allows, counted from the receive.
-pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+pub use spotq_settings::limits::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 
 /// An opaque token that identifies one receive of one message.
 ///

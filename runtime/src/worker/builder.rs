@@ -21,7 +21,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::RunReport;
-use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
+use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig, config_setters};
 
 /// A queue consumer: pollers, a handler, and the settings that bind them.
 ///
@@ -67,100 +67,13 @@ impl<L> WorkerBuilder<L> {
         self
     }
 
-    /// Handlers running at once (default 16).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.config.concurrency = concurrency;
-        self
-    }
-
-    /// Receive loops (default: one per 10 permits, at most 16).
-    pub fn pollers(mut self, pollers: usize) -> Self {
-        self.config.pollers = Some(pollers);
-        self
-    }
-
-    /// Messages asked for per receive, 1 to 10 (default 10).
-    pub fn batch_size(mut self, batch_size: usize) -> Self {
-        self.config.batch_size = batch_size;
-        self
-    }
-
-    /// Long-poll wait, at most 20 s (default 20 s).
-    pub fn wait_time(mut self, wait_time: Duration) -> Self {
-        self.config.wait_time = wait_time;
-        self
-    }
-
-    /// Visibility timeout asked for on receive, 1 s to 12 h (default: the queue's).
-    pub fn visibility_timeout(mut self, visibility_timeout: Duration) -> Self {
-        self.config.visibility_timeout = Some(visibility_timeout);
-        self
-    }
-
-    /// Time after which a running handler counts as failed (default: none).
-    pub fn handler_timeout(mut self, handler_timeout: Duration) -> Self {
-        self.config.handler_timeout = Some(handler_timeout);
-        self
-    }
-
-    /// How long-running handlers keep their messages invisible (default: every half
-    /// visibility timeout).
-    pub fn heartbeat(mut self, heartbeat: Heartbeat) -> Self {
-        self.config.heartbeat = heartbeat;
-        self
-    }
-
-    /// What happens to a message whose handler failed.
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.config.retry = retry;
-        self
-    }
+    // One setter per `WorkerConfig` field, with the field's doc.
+    config_setters!();
 
     /// Retry failed messages after a jittered exponential backoff from `base` to `max`
     /// (default 1 s to 5 min).
     pub fn retry_backoff(self, base: Duration, max: Duration) -> Self {
         self.retry(RetryPolicy::Backoff(Backoff::new(base, max)))
-    }
-
-    /// How long a partial batch of deletes or visibility changes waits (default 5 ms).
-    pub fn flush_interval(mut self, flush_interval: Duration) -> Self {
-        self.config.flush_interval = flush_interval;
-        self
-    }
-
-    /// The task's stop timeout: time from SIGTERM to SIGKILL (default 30 s, at most 120 s).
-    pub fn stop_timeout(mut self, stop_timeout: Duration) -> Self {
-        self.config.stop_timeout = stop_timeout;
-        self
-    }
-
-    /// How long running handlers may go on once shutdown begins (default: stop timeout
-    /// less 5 s).
-    pub fn shutdown_grace(mut self, shutdown_grace: Duration) -> Self {
-        self.config.shutdown_grace = Some(shutdown_grace);
-        self
-    }
-
-    /// Released messages become visible after a random delay up to `release_jitter`
-    /// (default 0: at once; at most 60 s).
-    pub fn release_jitter(mut self, release_jitter: Duration) -> Self {
-        self.config.release_jitter = release_jitter;
-        self
-    }
-
-    /// ECS task scale-in protection settings, or `None` to turn it off (default: on
-    /// wherever `$ECS_AGENT_URI` is set, i.e. inside an ECS task). Feature `ecs`.
-    #[cfg(feature = "ecs")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
-    pub fn task_protection(mut self, task_protection: Option<ProtectionConfig>) -> Self {
-        self.config.task_protection = task_protection;
-        self
-    }
-
-    /// The `worker` label of this worker's metrics (default: the queue's name).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = Some(name.into());
-        self
     }
 
     /// Reports this worker's liveness and readiness to `health` (served at `/health`
@@ -182,20 +95,6 @@ impl<L> WorkerBuilder<L> {
             settings,
             out: Box::new(out),
         });
-        self
-    }
-
-    /// How often to sample the queue's approximate counts for the backlog gauges
-    /// (default 20 s; `None` turns sampling off; 1 s to 1 h).
-    pub fn backlog_interval(mut self, interval: Option<Duration>) -> Self {
-        self.config.backlog_interval = interval;
-        self
-    }
-
-    /// The number of tasks sharing the queue, for `spotq_backlog_per_task`. Without it,
-    /// a worker in an ECS service counts its service's running tasks.
-    pub fn running_tasks(mut self, running_tasks: u64) -> Self {
-        self.config.running_tasks = Some(running_tasks);
         self
     }
 

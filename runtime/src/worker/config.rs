@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use crate::backend::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
+use spotq_settings::{Invalid, check, defaults};
+
 use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::error::ConfigError;
-
-/// The longest ECS `stopTimeout`: the time between SIGTERM and SIGKILL.
-pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::worker::fields::config_fields;
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,10 +27,7 @@ pub enum RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self::Backoff(Backoff::new(
-            Duration::from_secs(1),
-            Duration::from_secs(300),
-        ))
+        Self::Backoff(Backoff::new(defaults::RETRY_BASE, defaults::RETRY_MAX))
     }
 }
 
@@ -85,175 +81,134 @@ impl EmfSettings {
     }
 }
 
-/// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerConfig {
-    /// Handlers running at once, at least 1. Default 16.
-    pub concurrency: usize,
-    /// Receive loops, at least 1. Default: one per 10 permits of concurrency, at most 16.
-    pub pollers: Option<usize>,
-    /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for more
-    /// than the free permits.
-    pub batch_size: usize,
-    /// Long-poll wait per receive, at most 20 s. Default 20 s.
-    pub wait_time: Duration,
-    /// Visibility timeout asked for on receive, 1 s to 12 h; the queue's own when `None`.
-    pub visibility_timeout: Option<Duration>,
-    /// Time a handler may run before it counts as failed, if any.
-    pub handler_timeout: Option<Duration>,
-    /// How long-running handlers keep their messages invisible.
-    pub heartbeat: Heartbeat,
-    /// What happens to a message whose handler failed.
-    pub retry: RetryPolicy,
-    /// How long a partial batch waits to fill: deletes and visibility changes waiting for
-    /// more entries, and, while every permit is in use, a poller waiting for more permits
-    /// to come back before it receives. At most 1 s. Default 5 ms.
-    pub flush_interval: Duration,
-    /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
-    /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
-    pub stop_timeout: Duration,
-    /// How long running handlers may continue after shutdown begins. It must leave 3 s
-    /// of the stop timeout for releasing the messages of the handlers still running,
-    /// flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)). Default: the
-    /// stop timeout less 5 s (less half of it, when that is shorter, but never less than
-    /// 3 s).
-    pub shutdown_grace: Option<Duration>,
-    /// Released messages become visible again after a random delay up to this (whole
-    /// seconds), so that many stopping tasks do not hand a burst to one survivor.
-    /// At most 60 s. Default 0: visible at once.
-    pub release_jitter: Duration,
-    /// ECS task scale-in protection while handlers run, through the agent at
-    /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
-    /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it there
-    /// is no setting, and no protection.
-    #[cfg(feature = "ecs")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
-    pub task_protection: Option<ProtectionConfig>,
-    /// The `worker` label of the metrics; the queue's name when `None`.
-    pub name: Option<String>,
-    /// How often the backlog sampler reads the queue's approximate counts
-    /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
-    /// Default 20 s.
-    pub backlog_interval: Option<Duration>,
-    /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in an
-    /// ECS service reads its service's running count (task metadata, then
-    /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
-    /// gauge is not published.
-    pub running_tasks: Option<u64>,
+config_fields! {
+    /// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder),
+    /// whose setters carry the docs below, or write it with `..Default::default()`.
+    ///
+    /// The limits are spotq-settings' checks, the ones the `#[spotq::worker]` attribute
+    /// runs on its arguments: [`validate`](Self::validate) refuses what the attribute
+    /// refuses, with the same words.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct WorkerConfig {
+        /// Handlers running at once, at least 1. Default 16.
+        pub concurrency: usize,
+        /// Receive loops, 1 to `concurrency`. Default: one per 10 permits of concurrency,
+        /// at most 16.
+        pub pollers: Option<usize> => Some(usize),
+        /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for
+        /// more than the free permits.
+        pub batch_size: usize,
+        /// Long-poll wait per receive, whole seconds, at most 20 s. Default 20 s.
+        pub wait_time: Duration,
+        /// Visibility timeout asked for on receive, whole seconds from 1 s to 12 h.
+        /// Default: the queue's own.
+        pub visibility_timeout: Option<Duration> => Some(Duration),
+        /// Time a handler may run before it counts as failed, above 0 and at most 12 h.
+        /// With heartbeats off, shorter than the visibility timeout. Default: none.
+        pub handler_timeout: Option<Duration> => Some(Duration),
+        /// How long-running handlers keep their messages invisible. Default: every half
+        /// visibility timeout.
+        pub heartbeat: Heartbeat,
+        /// What happens to a message whose handler failed. Default: a backoff from 1 s
+        /// to 5 min.
+        pub retry: RetryPolicy,
+        /// How long a partial batch waits to fill: deletes and visibility changes waiting
+        /// for more entries, and, while every permit is in use, a poller waiting for more
+        /// permits to come back before it receives. At most 1 s. Default 5 ms.
+        pub flush_interval: Duration,
+        /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
+        /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
+        pub stop_timeout: Duration,
+        /// How long running handlers may continue after shutdown begins. It must leave
+        /// 3 s of the stop timeout for releasing the messages of the handlers still
+        /// running, flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)).
+        /// Default: the stop timeout less 5 s (less half of it, when that is shorter, but
+        /// never less than 3 s).
+        pub shutdown_grace: Option<Duration> => Some(Duration),
+        /// Released messages become visible again after a random delay up to this (whole
+        /// seconds), so that many stopping tasks do not hand a burst to one survivor.
+        /// At most 60 s. Default 0: visible at once.
+        pub release_jitter: Duration,
+        /// ECS task scale-in protection while handlers run, through the agent at
+        /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
+        /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it
+        /// there is no setting, and no protection.
+        #[cfg(feature = "ecs")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
+        pub task_protection: Option<ProtectionConfig>,
+        /// The `worker` label of the metrics, not empty. Default: the queue's name.
+        pub name: Option<String> => Some(impl Into<String>),
+        /// How often the backlog sampler reads the queue's approximate counts
+        /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
+        /// Default 20 s.
+        pub backlog_interval: Option<Duration>,
+        /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in
+        /// an ECS service reads its service's running count (task metadata, then
+        /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
+        /// gauge is not published.
+        pub running_tasks: Option<u64> => Some(u64),
+    }
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: defaults::CONCURRENCY,
             pollers: None,
-            batch_size: MAX_BATCH,
-            wait_time: MAX_WAIT,
+            batch_size: defaults::BATCH_SIZE,
+            wait_time: defaults::WAIT_TIME,
             visibility_timeout: None,
             handler_timeout: None,
             heartbeat: Heartbeat::Auto,
             retry: RetryPolicy::default(),
-            flush_interval: Duration::from_millis(5),
-            stop_timeout: Duration::from_secs(30),
+            flush_interval: defaults::FLUSH_INTERVAL,
+            stop_timeout: defaults::STOP_TIMEOUT,
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
             #[cfg(feature = "ecs")]
             task_protection: Some(ProtectionConfig::default()),
             name: None,
-            backlog_interval: Some(Duration::from_secs(20)),
+            backlog_interval: Some(defaults::BACKLOG_INTERVAL),
             running_tasks: None,
         }
     }
 }
 
 impl WorkerConfig {
-    /// Checks every setting that does not depend on the queue.
+    /// Checks every setting that does not depend on the queue, with the checks the
+    /// `#[spotq::worker]` attribute runs on its arguments.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.concurrency == 0 {
-            return Err(ConfigError::new(
-                "concurrency",
-                self.concurrency,
-                "at least 1",
-            ));
+        check::concurrency(self.concurrency)?;
+        if let Some(pollers) = self.pollers {
+            check::pollers(pollers, self.concurrency)?;
         }
-        if let Some(pollers) = self.pollers
-            && (pollers == 0 || pollers > self.concurrency)
-        {
-            return Err(ConfigError::new(
-                "pollers",
-                pollers,
-                format!("1 to concurrency ({})", self.concurrency),
-            ));
-        }
-        if !(1..=MAX_BATCH).contains(&self.batch_size) {
-            return Err(ConfigError::new("batch_size", self.batch_size, "1 to 10"));
-        }
-        if self.wait_time > MAX_WAIT {
-            return Err(ConfigError::new("wait_time", self.wait_time, "0 s to 20 s"));
-        }
+        check::batch_size(self.batch_size)?;
+        check::wait_time(self.wait_time)?;
         if let Some(visibility) = self.visibility_timeout {
-            check_visibility("visibility_timeout", visibility)?;
+            check::visibility_timeout(visibility)?;
         }
-        if let Some(timeout) = self.handler_timeout
-            && (timeout.is_zero() || timeout > MAX_VISIBILITY)
-        {
-            return Err(ConfigError::new(
-                "handler_timeout",
-                timeout,
-                "above 0 s, at most 12 h",
-            ));
+        if let Some(timeout) = self.handler_timeout {
+            check::handler_timeout(timeout)?;
         }
-        if let Heartbeat::Every(interval) = self.heartbeat
-            && interval.is_zero()
-        {
-            return Err(ConfigError::new("heartbeat", interval, "above 0 s"));
+        if let Heartbeat::Every(interval) = self.heartbeat {
+            check::heartbeat(interval, self.visibility_timeout)?;
         }
         if let RetryPolicy::Backoff(backoff) = self.retry {
-            if backoff.max > MAX_VISIBILITY {
-                return Err(ConfigError::new(
-                    "retry_backoff.max",
-                    backoff.max,
-                    "at most 12 h",
-                ));
-            }
-            if backoff.base > backoff.max {
-                return Err(ConfigError::new(
-                    "retry_backoff.base",
-                    backoff.base,
-                    format!("at most retry_backoff.max ({:?})", backoff.max),
-                ));
-            }
+            check::retry_backoff(backoff.base, backoff.max)?;
         }
-        if self.flush_interval > Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "flush_interval",
-                self.flush_interval,
-                "at most 1 s",
-            ));
-        }
-        if self.release_jitter > Duration::from_secs(60) {
-            return Err(ConfigError::new(
-                "release_jitter",
-                self.release_jitter,
-                "at most 60 s",
-            ));
-        }
-        if let Some(interval) = self.backlog_interval
-            && (interval < Duration::from_secs(1) || interval > Duration::from_secs(3600))
-        {
-            return Err(ConfigError::new("backlog_interval", interval, "1 s to 1 h"));
+        check::flush_interval(self.flush_interval)?;
+        check::release_jitter(self.release_jitter)?;
+        if let Some(interval) = self.backlog_interval {
+            check::backlog_interval(interval)?;
         }
         #[cfg(feature = "ecs")]
         if let Some(protection) = &self.task_protection {
             protection.validate()?;
         }
-        if self.stop_timeout > MAX_STOP_TIMEOUT {
-            return Err(ConfigError::new(
-                "stop_timeout",
-                self.stop_timeout,
-                "at most 120 s",
-            ));
+        if let Some(name) = &self.name {
+            check::name(name)?;
         }
+        check::stop_timeout(self.stop_timeout)?;
         self.grace_period()?;
         Ok(())
     }
@@ -272,37 +227,27 @@ impl WorkerConfig {
         let visibility = match self.visibility_timeout {
             Some(visibility) => visibility,
             None => {
-                check_visibility("queue VisibilityTimeout", queue_visibility)?;
+                check::visibility_timeout(queue_visibility).map_err(|invalid| Invalid {
+                    setting: "queue VisibilityTimeout",
+                    ..invalid
+                })?;
                 queue_visibility
             }
         };
         let heartbeat = match self.heartbeat {
             Heartbeat::Off => None,
             Heartbeat::Auto => Some(visibility / 2),
-            Heartbeat::Every(interval) if interval < visibility => Some(interval),
             Heartbeat::Every(interval) => {
-                return Err(ConfigError::new(
-                    "heartbeat",
-                    interval,
-                    format!("below the visibility timeout ({visibility:?})"),
-                ));
+                check::heartbeat(interval, Some(visibility))?;
+                Some(interval)
             }
         };
-        if let (Some(timeout), None) = (self.handler_timeout, heartbeat)
-            && timeout >= visibility
-        {
-            return Err(ConfigError::new(
-                "handler_timeout",
-                timeout,
-                format!(
-                    "below the visibility timeout ({visibility:?}) when heartbeats are off, \
-                     or the message is received again while its handler still runs"
-                ),
-            ));
+        if let (Some(timeout), None) = (self.handler_timeout, heartbeat) {
+            check::handler_timeout_without_heartbeat(timeout, visibility)?;
         }
         let pollers = self
             .pollers
-            .unwrap_or_else(|| self.concurrency.div_ceil(MAX_BATCH).clamp(1, 16));
+            .unwrap_or_else(|| defaults::pollers(self.concurrency));
         let grace = self.grace_period()?;
         Ok(Resolved {
             visibility,
@@ -322,15 +267,10 @@ pub(crate) struct Resolved {
     pub grace: Duration,
 }
 
-fn check_visibility(setting: &'static str, visibility: Duration) -> Result<(), ConfigError> {
-    if visibility < Duration::from_secs(1) || visibility > MAX_VISIBILITY {
-        return Err(ConfigError::new(setting, visibility, "1 s to 12 h"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use spotq_settings::limits::MAX_VISIBILITY;
+
     use super::*;
 
     fn setting_of(config: WorkerConfig) -> &'static str {
@@ -471,10 +411,70 @@ mod tests {
                 },
                 "release_jitter",
             ),
+            (
+                // SQS takes whole seconds: a fraction is refused, not rounded.
+                WorkerConfig {
+                    wait_time: Duration::from_millis(1_500),
+                    ..base()
+                },
+                "wait_time",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(Duration::from_millis(1_500)),
+                    ..base()
+                },
+                "visibility_timeout",
+            ),
+            (
+                WorkerConfig {
+                    visibility_timeout: Some(Duration::from_secs(10)),
+                    heartbeat: Heartbeat::Every(Duration::from_secs(10)),
+                    ..base()
+                },
+                "heartbeat",
+            ),
+            (
+                WorkerConfig {
+                    name: Some(String::new()),
+                    ..base()
+                },
+                "name",
+            ),
         ];
         for (config, setting) in cases {
             assert_eq!(setting_of(config), setting);
         }
+    }
+
+    #[test]
+    fn the_error_names_the_setting_the_value_and_the_limit() {
+        let error = WorkerConfig {
+            batch_size: 11,
+            ..WorkerConfig::default()
+        }
+        .validate()
+        .expect_err("11 messages");
+        assert_eq!(
+            error.to_string(),
+            "invalid setting `batch_size` = 11: 1 to 10 (SQS returns at most 10 messages per receive)"
+        );
+        let error = WorkerConfig {
+            wait_time: Duration::from_secs(21),
+            ..WorkerConfig::default()
+        }
+        .validate()
+        .expect_err("21 s");
+        assert_eq!((error.value.as_str(), error.setting), ("21s", "wait_time"));
+    }
+
+    #[test]
+    fn the_queue_s_own_visibility_timeout_is_checked_at_start() {
+        let error = WorkerConfig::default()
+            .resolve(Duration::ZERO)
+            .expect_err("a visibility timeout of 0");
+        assert_eq!(error.setting, "queue VisibilityTimeout");
+        assert!(error.allowed.starts_with("1s to 12h"), "{error}");
     }
 
     #[test]
@@ -489,7 +489,9 @@ mod tests {
             .expect_err("heartbeat too long");
         assert_eq!(error.setting, "heartbeat");
         assert!(
-            error.to_string().contains("below the visibility timeout"),
+            error
+                .to_string()
+                .contains("shorter than the visibility timeout (10s)"),
             "{error}"
         );
     }

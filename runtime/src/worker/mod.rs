@@ -6,4 +6,5 @@
 pub(crate) mod builder;
 pub(crate) mod config;
 pub(crate) mod drain;
+pub(crate) mod fields;
 pub(crate) mod spec;
