@@ -1,0 +1,334 @@
+//! FIFO queues through the real `aws-sdk-sqs` against moto server on loopback: two
+//! workers on one queue run the messages of each group one at a time in send order;
+//! a failure in the middle of a group sends the rest of the group back to run after the
+//! retry; a worker shut down mid-group deletes a prefix of each group and releases the
+//! rest, and the next worker takes each group from its first unprocessed message.
+//!
+//! moto blocks a message group while one of its messages is in flight and hands a group
+//! out in send order, as SQS does, with one difference these tests stay clear of: when
+//! several in-flight messages of a group lapse at once (their visibility timeout runs
+//! out), moto hands out the group's last one first (it drops each lapsed message from
+//! its in-flight set only as it reaches it, so the earlier ones still see their group
+//! blocked by the later ones). SQS hands them out from the first. So a worker that let
+//! the messages waiting behind a group's running one lapse shows up here as a group run
+//! out of order, and the queues' visibility timeouts are short for that.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::{Backoff, Message, RetryPolicy, ShutdownHandle, SqsBackend, Worker};
+use support::{counts, create_queue, send_to_groups, unique, until};
+use tokio::time::sleep;
+
+/// A FIFO queue with content-based deduplication and a short visibility timeout.
+async fn fifo_queue(prefix: &str, visibility_timeout: Duration) -> SqsBackend {
+    create_queue(
+        &format!("{}.fifo", unique(prefix)),
+        &[
+            (QueueAttributeName::FifoQueue, "true".to_owned()),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "true".to_owned(),
+            ),
+            (
+                QueueAttributeName::VisibilityTimeout,
+                visibility_timeout.as_secs().to_string(),
+            ),
+        ],
+    )
+    .await
+}
+
+/// Sends `per_group` messages to each of `groups` groups, interleaved across groups (as
+/// producers would), bodies `"g<group>:<n>"`.
+async fn fill(queue: &SqsBackend, groups: usize, per_group: usize) {
+    let messages = (0..per_group)
+        .flat_map(|n| (0..groups).map(move |group| (format!("g{group}"), format!("g{group}:{n}"))));
+    send_to_groups(queue, messages).await;
+}
+
+fn parse(body: &str) -> (String, usize) {
+    let (group, n) = body.split_once(':').expect("group:n");
+    (group.to_owned(), n.parse().expect("n"))
+}
+
+/// One handler call: its message and the worker that ran it.
+#[derive(Clone, Debug)]
+struct Call {
+    group: String,
+    n: usize,
+    worker: usize,
+}
+
+/// Every handler call of a test's workers, in the order the calls started, and which
+/// ran at once.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<Log>>);
+
+#[derive(Default)]
+struct Log {
+    started: Vec<Call>,
+    ended: usize,
+    running: HashMap<String, usize>,
+    now: usize,
+    most: usize,
+    /// Calls that started while another message of their group ran.
+    overlaps: Vec<Call>,
+}
+
+/// A call in progress; it ends when dropped (also when the handler panics or is
+/// cancelled).
+struct Running {
+    calls: Calls,
+    group: String,
+}
+
+impl Calls {
+    fn begin(&self, message: &Message, worker: usize) -> Running {
+        let (group, n) = parse(message.body());
+        let call = Call {
+            group: group.clone(),
+            n,
+            worker,
+        };
+        let mut log = self.0.lock().expect("lock");
+        let running = log.running.entry(group.clone()).or_default();
+        *running += 1;
+        if *running > 1 {
+            log.overlaps.push(call.clone());
+        }
+        log.started.push(call);
+        log.now += 1;
+        log.most = log.most.max(log.now);
+        Running {
+            calls: self.clone(),
+            group,
+        }
+    }
+
+    /// Calls that have ended.
+    fn ended(&self) -> usize {
+        self.0.lock().expect("lock").ended
+    }
+
+    /// Most calls that ran at once, across groups.
+    fn most(&self) -> usize {
+        self.0.lock().expect("lock").most
+    }
+
+    /// Whether a call of message `n` of `group` has started.
+    fn has_started(&self, group: &str, n: usize) -> bool {
+        let log = self.0.lock().expect("lock");
+        log.started
+            .iter()
+            .any(|call| call.group == group && call.n == n)
+    }
+
+    /// The calls of each group that `of` picks, in the order they started; panics if
+    /// two messages of a group ever ran at once.
+    fn per_group(&self, of: impl Fn(&Call) -> bool) -> HashMap<String, Vec<usize>> {
+        let log = self.0.lock().expect("lock");
+        assert!(
+            log.overlaps.is_empty(),
+            "messages of one group ran at once: {:?}",
+            log.overlaps
+        );
+        let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+        for call in log.started.iter().filter(|call| of(call)) {
+            groups.entry(call.group.clone()).or_default().push(call.n);
+        }
+        groups
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut log = self.calls.0.lock().expect("lock");
+        *log.running.get_mut(&self.group).expect("ran") -= 1;
+        log.now -= 1;
+        log.ended += 1;
+    }
+}
+
+fn all(_: &Call) -> bool {
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_run_each_group_in_send_order_one_message_at_a_time() {
+    const GROUPS: usize = 20;
+    const PER_GROUP: usize = 10;
+    let queue = fifo_queue("fifo-order", Duration::from_secs(5)).await;
+    fill(&queue, GROUPS, PER_GROUP).await;
+    let calls = Calls::default();
+    // Fewer slots than groups in each worker, so neither can hold every group.
+    let worker = |id: usize| {
+        let (recorder, done) = (calls.clone(), calls.clone());
+        Worker::builder(queue.clone())
+            .concurrency(8)
+            .wait_time(Duration::from_secs(1))
+            .handler(move |message: Message| {
+                let running = recorder.begin(&message, id);
+                let work = Duration::from_millis(fastrand::u64(0..=60));
+                async move {
+                    sleep(work).await;
+                    drop(running);
+                }
+            })
+            .run_until(until(Duration::from_secs(60), move || {
+                done.ended() >= GROUPS * PER_GROUP
+            }))
+    };
+    let (first, second) = tokio::join!(worker(0), worker(1));
+    let (first, second) = (first.expect("first worker"), second.expect("second worker"));
+
+    assert_eq!(first.failed + second.failed, 0);
+    assert_eq!(first.deleted + second.deleted, 200, "{first:?} {second:?}");
+    assert!(
+        first.succeeded > 0 && second.succeeded > 0,
+        "both workers did work: {} and {}",
+        first.succeeded,
+        second.succeeded
+    );
+    let per_group = calls.per_group(all);
+    assert_eq!(per_group.len(), GROUPS);
+    for (group, ns) in &per_group {
+        assert_eq!(
+            ns,
+            &(0..PER_GROUP).collect::<Vec<_>>(),
+            "group {group} in send order, each message once"
+        );
+    }
+    for worker in 0..2 {
+        assert!(
+            !calls.per_group(|call| call.worker == worker).is_empty(),
+            "worker {worker} ran no call"
+        );
+    }
+    assert!(
+        calls.most() >= 4,
+        "groups run in parallel: at most {} at once",
+        calls.most()
+    );
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_sends_the_rest_of_its_group_back_to_run_after_the_retry_in_order() {
+    let queue = fifo_queue("fifo-fail", Duration::from_secs(2)).await;
+    fill(&queue, 3, 8).await;
+    let calls = Calls::default();
+    let (recorder, done) = (calls.clone(), calls.clone());
+    let report = Worker::builder(queue.clone())
+        .wait_time(Duration::from_secs(1))
+        .retry(RetryPolicy::Backoff(Backoff::new(
+            Duration::ZERO,
+            Duration::ZERO,
+        )))
+        .handler(move |message: Message| {
+            let running = recorder.begin(&message, 0);
+            let fails = message.body() == "g0:4" && message.receive_count() == 1;
+            async move {
+                sleep(Duration::from_millis(20)).await;
+                drop(running);
+                if fails {
+                    return Err("g0:4 fails on its first receive");
+                }
+                Ok(())
+            }
+        })
+        // 24 messages and the one retry.
+        .run_until(until(Duration::from_secs(30), move || done.ended() >= 25))
+        .await
+        .expect("worker runs");
+
+    assert_eq!((report.succeeded, report.failed), (24, 1), "{report:?}");
+    let per_group = calls.per_group(all);
+    assert_eq!(per_group["g0"], vec![0, 1, 2, 3, 4, 4, 5, 6, 7]);
+    assert_eq!(per_group["g1"], (0..8).collect::<Vec<_>>());
+    assert_eq!(per_group["g2"], (0..8).collect::<Vec<_>>());
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_mid_group_deletes_a_prefix_and_the_next_worker_takes_the_rest_in_order() {
+    const GROUPS: usize = 2;
+    const PER_GROUP: usize = 10;
+    let queue = fifo_queue("fifo-handover", Duration::from_secs(2)).await;
+    fill(&queue, GROUPS, PER_GROUP).await;
+    let calls = Calls::default();
+    let worker = |id: usize, work: Duration| {
+        let recorder = calls.clone();
+        Worker::builder(queue.clone())
+            .concurrency(10)
+            .wait_time(Duration::from_secs(1))
+            .handler(move |message: Message| {
+                let running = recorder.begin(&message, id);
+                async move {
+                    sleep(work).await;
+                    drop(running);
+                }
+            })
+    };
+
+    // The first worker: shutdown begins while each group's third message runs (1 s
+    // handlers, well within the grace period); nothing after it starts.
+    let shutdown = ShutdownHandle::new();
+    let stopper = shutdown.clone();
+    let watcher = calls.clone();
+    tokio::spawn(async move {
+        until(Duration::from_secs(30), || {
+            (0..GROUPS).all(|group| watcher.has_started(&format!("g{group}"), 2))
+        })
+        .await;
+        sleep(Duration::from_millis(200)).await;
+        stopper.begin();
+    });
+    let first = worker(0, Duration::from_secs(1))
+        .run_with(shutdown)
+        .await
+        .expect("first worker");
+
+    let ran_first = calls.per_group(|call| call.worker == 0);
+    assert_eq!(ran_first.len(), GROUPS);
+    for (group, ns) in &ran_first {
+        assert_eq!(ns, &(0..ns.len()).collect::<Vec<_>>(), "{group}: a prefix");
+        assert!(ns.len() < PER_GROUP, "{group}: stopped mid-group, {ns:?}");
+    }
+    let deleted: usize = ran_first.values().map(Vec::len).sum();
+    assert_eq!(first.deleted, deleted as u64, "{first:?}");
+    assert_eq!(first.failed, 0, "{first:?}");
+    assert!(first.released > 0, "held messages were released: {first:?}");
+    assert_eq!(
+        first.released,
+        first.received - first.deleted,
+        "every message received and not deleted was released: {first:?}"
+    );
+    assert_eq!(
+        counts(&queue).await,
+        ((GROUPS * PER_GROUP - deleted) as u64, 0, 0),
+        "the rest visible at once, none left to its visibility timeout"
+    );
+
+    // The next worker takes each group from its first unprocessed message.
+    let done = calls.clone();
+    worker(1, Duration::from_millis(50))
+        .run_until(until(Duration::from_secs(30), move || {
+            done.ended() >= GROUPS * PER_GROUP
+        }))
+        .await
+        .expect("second worker");
+    let ran_second = calls.per_group(|call| call.worker == 1);
+    for (group, first_ns) in &ran_first {
+        assert_eq!(
+            ran_second[group],
+            (first_ns.len()..PER_GROUP).collect::<Vec<_>>(),
+            "{group}"
+        );
+    }
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
