@@ -12,6 +12,11 @@
 //! blocked by the later ones). SQS hands them out from the first. So a worker that let
 //! the messages waiting behind a group's running one lapse shows up here as a group run
 //! out of order, and the queues' visibility timeouts are short for that.
+//!
+//! And moto's ReceiveMessage is not atomic: two receives at once can both take the same
+//! message (each checks that it is visible and its group free before either marks it
+//! taken), which SQS never does on a FIFO queue. So the workers here reach moto through
+//! [`OneReceiveAtATime`]; everything else they do goes straight to moto.
 
 mod support;
 
@@ -19,8 +24,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::{Backoff, Message, RetryPolicy, ShutdownHandle, SqsBackend, Worker};
+use spotq::backend::{
+    Backend, EntryResult, QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage,
+    VisibilityChange,
+};
+use spotq::{
+    BackendError, Backoff, Message, ReceiptHandle, RetryPolicy, ShutdownHandle, SqsBackend, Worker,
+};
 use support::{counts, create_queue, send_to_groups, unique, until};
 use tokio::time::sleep;
 
@@ -41,6 +53,61 @@ async fn fifo_queue(prefix: &str, visibility_timeout: Duration) -> SqsBackend {
         ],
     )
     .await
+}
+
+/// A queue whose receives, from all its clones (every worker and poller of a test), go
+/// to moto one at a time, as if moto's ReceiveMessage were atomic like SQS's.
+#[derive(Clone, Debug)]
+struct OneReceiveAtATime {
+    queue: SqsBackend,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl OneReceiveAtATime {
+    fn new(queue: &SqsBackend) -> Self {
+        Self {
+            queue: queue.clone(),
+            turn: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for OneReceiveAtATime {
+    fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    fn receive_cancel_safe(&self) -> bool {
+        self.queue.receive_cancel_safe()
+    }
+
+    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
+        let _turn = self.turn.lock().await;
+        self.queue.receive(request).await
+    }
+
+    async fn delete_batch(
+        &self,
+        handles: &[ReceiptHandle],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.queue.delete_batch(handles).await
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        changes: &[VisibilityChange],
+    ) -> Result<Vec<EntryResult>, BackendError> {
+        self.queue.change_visibility_batch(changes).await
+    }
+
+    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
+        self.queue.attributes().await
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        self.queue.send(message).await
+    }
 }
 
 /// Sends `per_group` messages to each of `groups` groups, interleaved across groups (as
@@ -165,10 +232,11 @@ async fn two_workers_run_each_group_in_send_order_one_message_at_a_time() {
     let queue = fifo_queue("fifo-order", Duration::from_secs(5)).await;
     fill(&queue, GROUPS, PER_GROUP).await;
     let calls = Calls::default();
+    let receiving = OneReceiveAtATime::new(&queue);
     // Fewer slots than groups in each worker, so neither can hold every group.
     let worker = |id: usize| {
         let (recorder, done) = (calls.clone(), calls.clone());
-        Worker::builder(queue.clone())
+        Worker::builder(receiving.clone())
             .concurrency(8)
             .wait_time(Duration::from_secs(1))
             .handler(move |message: Message| {
@@ -223,7 +291,7 @@ async fn a_failure_sends_the_rest_of_its_group_back_to_run_after_the_retry_in_or
     fill(&queue, 3, 8).await;
     let calls = Calls::default();
     let (recorder, done) = (calls.clone(), calls.clone());
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(OneReceiveAtATime::new(&queue))
         .wait_time(Duration::from_secs(1))
         .retry(RetryPolicy::Backoff(Backoff::new(
             Duration::ZERO,
@@ -263,7 +331,7 @@ async fn shutdown_mid_group_deletes_a_prefix_and_the_next_worker_takes_the_rest_
     let calls = Calls::default();
     let worker = |id: usize, work: Duration| {
         let recorder = calls.clone();
-        Worker::builder(queue.clone())
+        Worker::builder(OneReceiveAtATime::new(&queue))
             .concurrency(10)
             .wait_time(Duration::from_secs(1))
             .handler(move |message: Message| {
