@@ -46,16 +46,39 @@ pub async fn create_queue(name: &str, attributes: &[(QueueAttributeName, String)
 }
 
 pub async fn send(queue: &SqsBackend, bodies: impl IntoIterator<Item = String>) {
-    let bodies: Vec<String> = bodies.into_iter().collect();
-    for chunk in bodies.chunks(10) {
+    send_batches(queue, bodies.into_iter().map(|body| (None, body))).await;
+}
+
+/// Sends `(group, body)` pairs, in order, to a FIFO queue with content-based
+/// deduplication.
+pub async fn send_to_groups(
+    queue: &SqsBackend,
+    messages: impl IntoIterator<Item = (String, String)>,
+) {
+    send_batches(
+        queue,
+        messages
+            .into_iter()
+            .map(|(group, body)| (Some(group), body)),
+    )
+    .await;
+}
+
+async fn send_batches(
+    queue: &SqsBackend,
+    messages: impl IntoIterator<Item = (Option<String>, String)>,
+) {
+    let messages: Vec<_> = messages.into_iter().collect();
+    for chunk in messages.chunks(10) {
         let mut batch = queue
             .client()
             .send_message_batch()
             .queue_url(queue.queue_url());
-        for (index, body) in chunk.iter().enumerate() {
+        for (index, (group, body)) in chunk.iter().enumerate() {
             let entry = aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
                 .id(index.to_string())
                 .message_body(body)
+                .set_message_group_id(group.clone())
                 .build()
                 .expect("entry");
             batch = batch.entries(entry);
