@@ -117,10 +117,12 @@ fn env_value<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
 /// The names in `name = "…"`-style string literals of `source` that look like
 /// environment variables: `SPOTQ_…`, `RUST_LOG`, `ECS_…`, `AWS_…`.
 fn env_names_in(source: &str) -> BTreeSet<String> {
+    // Every piece between two quotes that is a whole name: taking every other piece
+    // would lose its place at a `'"'` or an escaped quote, and code between two
+    // literals is never a bare upper-case name.
     source
         .split('"')
         .skip(1)
-        .step_by(2)
         .filter(|literal| {
             ["SPOTQ_", "RUST_LOG", "ECS_", "AWS_"]
                 .iter()
