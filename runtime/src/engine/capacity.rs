@@ -115,9 +115,9 @@ impl Capacity {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// Resolves once fewer than `limit` messages are held.
-    pub(crate) async fn held_below(&self, limit: usize) {
-        self.wait_until(|| usize::from(self.messages_in_flight() < limit))
+    /// Resolves once at most `limit` messages are held.
+    pub(crate) async fn held_at_most(&self, limit: usize) {
+        self.wait_until(|| usize::from(self.messages_in_flight() <= limit))
             .await;
     }
 

@@ -80,26 +80,27 @@ async fn process_group<H: Handler>(
         .iter()
         .map(|message| Delivery::of(&shared, message))
         .collect();
-    let mut clock = deliveries
-        .front()
-        .map(|first| Clock::new(&shared, first.received_at));
-    let permit = match (slotted, clock.as_mut()) {
-        (true, _) => Some(Permit(&shared.capacity)),
-        (false, Some(clock)) => wait_for_slot(&shared, &mut deliveries, clock).await,
-        (false, None) => None,
+    let Some(first) = deliveries.front() else {
+        return;
     };
-    let mut messages = messages.into_iter();
-    while let (Some(message), Some(clock), Some(_)) = (messages.next(), clock.as_mut(), &permit) {
-        if shared.shutdown.deadlines().is_some() {
-            // Shutdown began: this message and the rest go back unstarted.
-            drop(message);
-            break;
-        }
-        clock.started = tokio::time::Instant::now();
-        let verdict = run(&shared, message, &mut deliveries, clock).await;
-        shared.capacity.message_settled();
-        if verdict != Verdict::Done {
-            break;
+    let mut clock = Clock::new(&shared, first.received_at);
+    let permit = if slotted {
+        Some(Permit(&shared.capacity))
+    } else {
+        wait_for_slot(&shared, &mut deliveries, &mut clock).await
+    };
+    if permit.is_some() {
+        for message in messages {
+            if shared.shutdown.deadlines().is_some() {
+                // Shutdown began: this message and the rest go back unstarted.
+                break;
+            }
+            clock.started = tokio::time::Instant::now();
+            let verdict = run(&shared, message, &mut deliveries, &mut clock).await;
+            shared.capacity.message_settled();
+            if verdict != Verdict::Done {
+                break;
+            }
         }
     }
     // What is left was not started: back to the queue, so the group starts again from
@@ -108,6 +109,7 @@ async fn process_group<H: Handler>(
         release(&shared, delivery);
         shared.capacity.message_settled();
     }
+    drop(permit);
 }
 
 /// Waits for a slot, the group's messages heartbeated meanwhile. `None` when shutdown

@@ -46,12 +46,13 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Opt
         () = shared.handler.ready() => {}
     }
     if serial_groups {
-        let limit = shared.config.concurrency * shared.config.batch_size;
+        // Room for one more batch within one batch per slot.
+        let room = (shared.config.concurrency - 1) * shared.config.batch_size;
         return tokio::select! {
             biased;
             () = shared.shutdown.stopping() => None,
             taken = async {
-                shared.capacity.held_below(limit + 1 - shared.config.batch_size).await;
+                shared.capacity.held_at_most(room).await;
                 shared.capacity.take(batch).await
             } => Some(taken),
         };

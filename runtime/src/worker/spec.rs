@@ -151,7 +151,7 @@ impl<R, O> Clone for Boxed<R, O> {
 
 impl<R, O> fmt::Debug for Boxed<R, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BoxedHandler")
+        f.write_str("Boxed")
     }
 }
 
@@ -162,7 +162,7 @@ impl BoxedHandler {
 }
 
 impl BoxedBatchHandler {
-    fn new_batch<B: BatchHandler>(handler: B) -> Self {
+    fn new<B: BatchHandler>(handler: B) -> Self {
         Self(Arc::new(handler))
     }
 }
@@ -207,7 +207,7 @@ impl WorkerSpec {
         Self::with(
             queue,
             config,
-            AnyHandler::Batch(BoxedBatchHandler::new_batch(handler)),
+            AnyHandler::Batch(BoxedBatchHandler::new(handler)),
         )
     }
 
@@ -259,7 +259,7 @@ impl WorkerSpec {
         S::Future: Send,
     {
         self.handler = match self.handler {
-            AnyHandler::Batch(handler) => AnyHandler::Batch(BoxedBatchHandler::new_batch(
+            AnyHandler::Batch(handler) => AnyHandler::Batch(BoxedBatchHandler::new(
                 ServiceHandler::new(layer.layer(HandlerService::new(handler))),
             )),
             message @ AnyHandler::Message(_) => {
