@@ -155,7 +155,7 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
     assert_eq!(directive["Namespace"], "Spotq");
     assert_eq!(
         directive["Dimensions"][0],
-        serde_json::json!(["QueueName", "ServiceName"])
+        serde_json::json!(spotq::emf::names::DIMENSIONS)
     );
     assert_eq!(first["QueueName"], "orders");
     assert_eq!(first["ServiceName"], "queue-processor");
@@ -164,13 +164,27 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
     assert_eq!(first["MessagesInFlight"], 4.0);
     // The sample at 5 s: 12 done, 28 left (in flight or visible) over 4 tasks.
     assert_eq!(first["BacklogPerTask"], 7.0);
-    let names: Vec<&str> = directive["Metrics"]
+    // Every metric of the catalog, with its unit, once the backlog and the task count
+    // are known.
+    let metrics: Vec<(&str, &str)> = directive["Metrics"]
         .as_array()
         .expect("metrics")
         .iter()
-        .map(|metric| metric["Name"].as_str().expect("name"))
+        .map(|metric| {
+            let name = metric["Name"].as_str().expect("name");
+            (name, metric["Unit"].as_str().expect("unit"))
+        })
         .collect();
-    for name in &names {
+    let catalog: Vec<(&str, &str)> = spotq::emf::names::METRICS
+        .iter()
+        .map(|(name, unit, _)| (*name, unit.as_str()))
+        .collect();
+    let mut sorted = metrics.clone();
+    sorted.sort_unstable();
+    let mut expected = catalog.clone();
+    expected.sort_unstable();
+    assert_eq!(sorted, expected);
+    for (name, _) in &metrics {
         assert!(first[name].is_number(), "{name} is a top-level number");
     }
     assert_eq!(records[1]["Throughput"], 2.5);
@@ -179,4 +193,132 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
         "idle after the queue drained"
     );
     assert_eq!(records[2]["BacklogPerTask"], 0.0);
+}
+
+/// The last value of the gauge `name` (a snapshot reads a gauge and sets it to 0; the
+/// worker sets it again every second).
+fn gauge_now(snapshotter: &metrics_util::debugging::Snapshotter, name: &str) -> f64 {
+    let snapshot: Snapshot = snapshotter.snapshot().into_vec();
+    match snapshot.iter().find(|(key, ..)| key.key().name() == name) {
+        Some((_, _, _, DebugValue::Gauge(value))) => value.into_inner(),
+        other => panic!("no gauge {name}: {other:?}"),
+    }
+}
+
+/// Runs a worker on `queue` (concurrency 1, a handler of `handler_time` that answers
+/// `outcome()`) and reads `spotq_messages_in_flight` and the queue's not-visible count at
+/// each of `at` (from the start); then stops it.
+async fn held_over_time(
+    queue: &EmbeddedQueue,
+    handler_time: Duration,
+    outcome: fn() -> Outcome,
+    at: &[Duration],
+) -> Vec<(f64, u64)> {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = Worker::builder(queue.clone())
+        .concurrency(1)
+        .backlog_interval(None)
+        .handler(move |_message: Message| async move {
+            sleep(handler_time).await;
+            outcome()
+        })
+        .run_until(async {
+            let _ = stopped.await;
+        });
+    let readings = async {
+        let started = tokio::time::Instant::now();
+        let mut readings = Vec::new();
+        for at in at {
+            tokio::time::sleep_until(started + *at).await;
+            readings.push((
+                gauge_now(&snapshotter, "spotq_messages_in_flight"),
+                queue.counts().not_visible,
+            ));
+        }
+        let _ = stop.send(());
+        readings
+    };
+    let (report, readings) = tokio::join!(worker, readings);
+    report.expect("worker runs");
+    readings
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_in_flight_gauge_counts_fifo_messages_waiting_behind_their_group() {
+    let queue = EmbeddedQueue::builder("held.fifo")
+        .fifo()
+        .content_based_deduplication()
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("a FIFO queue");
+    for (group, n) in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)] {
+        queue
+            .send_with(spotq::SendMessage::new(format!("{group}:{n}")).group_id(group))
+            .expect("sent");
+    }
+    // One handler slot: a:0 runs, a:1 and a:2 wait behind it, b waits for the slot.
+    let readings = held_over_time(
+        &queue,
+        Duration::from_secs(10),
+        || Outcome::Ack,
+        &[Duration::from_millis(2500), Duration::from_millis(12_500)],
+    )
+    .await;
+    assert_eq!(readings[0], (5.0, 5), "one running, four waiting: all held");
+    assert_eq!(readings[1], (4.0, 4), "a:0 deleted, a:1 running");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_put_back_for_a_retry_is_held_until_the_change_is_applied_then_by_nobody() {
+    let queue = EmbeddedQueue::new("retried");
+    queue.send("later");
+    // The put-back takes 5 s to answer: until then the worker still holds the message.
+    queue.faults().set_latency(
+        spotq::embedded::Operation::ChangeVisibilityBatch,
+        Some(Duration::from_secs(5)),
+    );
+    let readings = held_over_time(
+        &queue,
+        Duration::from_millis(500),
+        || Outcome::RetryAfter(Duration::from_secs(3600)),
+        &[
+            Duration::from_millis(300),
+            Duration::from_millis(2500),
+            Duration::from_millis(8500),
+        ],
+    )
+    .await;
+    assert_eq!(readings[0], (1.0, 1), "running");
+    assert_eq!(
+        readings[1],
+        (1.0, 1),
+        "settled by its task, the change in its call"
+    );
+    assert_eq!(
+        readings[2],
+        (0.0, 1),
+        "invisible for an hour, held by no worker"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_is_held_until_its_delete_is_applied() {
+    let queue = EmbeddedQueue::new("deleted");
+    queue.send("done");
+    queue.faults().set_latency(
+        spotq::embedded::Operation::DeleteBatch,
+        Some(Duration::from_secs(5)),
+    );
+    let readings = held_over_time(
+        &queue,
+        Duration::from_millis(500),
+        || Outcome::Ack,
+        &[Duration::from_millis(2500), Duration::from_millis(8500)],
+    )
+    .await;
+    assert_eq!(readings[0], (1.0, 1), "the delete in its call");
+    assert_eq!(readings[1], (0.0, 0), "deleted");
 }

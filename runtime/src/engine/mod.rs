@@ -68,3 +68,19 @@ pub struct Shared<H> {
     /// The backlog sampler's last sample, for the EMF lines.
     pub(crate) last_backlog: std::sync::Mutex<Option<(QueueAttributes, Option<u64>)>>,
 }
+
+impl<H> Shared<H> {
+    /// The messages this worker holds: received and not yet deleted, released or put
+    /// back. Running, waiting in a FIFO group behind a running one (or for a slot), or
+    /// settled by their task with the delete or visibility change not yet applied. A
+    /// message put back for a retry (its visibility changed to the backoff) is no longer
+    /// held: it is invisible, but nobody has it. The figure of
+    /// `spotq_messages_in_flight`.
+    pub(crate) fn messages_held(&self) -> usize {
+        // A message counts in the capacity until its task has handed it to the settler,
+        // so it is never missing from both (it may be in both for a moment).
+        self.capacity
+            .messages_in_flight()
+            .saturating_add(self.settler.holding())
+    }
+}

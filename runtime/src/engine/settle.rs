@@ -16,9 +16,13 @@
 //! settler has been closing for [`CLOSING_WAIT`], it is sent anyway, and sent again if
 //! the earlier call ends after it). So a heartbeat that was throttled cannot land after
 //! the message's release and hide it again.
+//!
+//! Until its delete, retry or release is applied (or given up), a message is still held
+//! by the worker: [`Settler::holding`] counts those messages, for the gauge of what the
+//! worker holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -64,6 +68,10 @@ pub(crate) struct Settler {
     closed_at: std::sync::OnceLock<Instant>,
     /// Entries handed to batch calls and not yet settled: deletes, visibility changes.
     unsettled: [AtomicU64; 2],
+    /// Retries and releases not yet applied or given up: each pending one carries a
+    /// [`Holding`] of this count. (Deletes need none: they are never superseded, so the
+    /// pending batch and `unsettled` count them exactly.)
+    holding: Arc<AtomicUsize>,
     closed: CancellationToken,
     /// Batch calls in flight, and the timer task.
     calls: TaskTracker,
@@ -88,6 +96,28 @@ struct Change {
     change: VisibilityChange,
     kind: ChangeKind,
     intent: u64,
+    /// A retry or a release counts its message as held until the change is dropped
+    /// (applied, given up, or superseded); a heartbeat's message is held by its task.
+    /// A resend carries none: the change it repeats counted the message.
+    #[expect(dead_code, reason = "a guard: only its drop matters")]
+    holding: Option<Holding>,
+}
+
+/// One message counted in [`Settler::holding`] for as long as this lives.
+#[derive(Debug)]
+struct Holding(Arc<AtomicUsize>);
+
+impl Holding {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the settler knows of one message's visibility changes.
@@ -203,6 +233,7 @@ impl Settler {
             change_call_ended: Notify::new(),
             closed_at: std::sync::OnceLock::new(),
             unsettled: [AtomicU64::new(0), AtomicU64::new(0)],
+            holding: Arc::new(AtomicUsize::new(0)),
             closed: CancellationToken::new(),
             calls: TaskTracker::new(),
         });
@@ -247,6 +278,7 @@ impl Settler {
                 },
                 kind,
                 intent,
+                holding: (kind != ChangeKind::Heartbeat).then(|| Holding::new(&self.holding)),
             };
             let started = pending.changes.entries.is_empty();
             let full = pending.changes.push(change, self.flush_interval);
@@ -379,6 +411,7 @@ impl Settler {
                             },
                             kind,
                             intent: intent.latest,
+                            holding: None,
                         });
                     }
                     _ if intent.latest == DELETED || intent.latest_done => {
@@ -392,6 +425,17 @@ impl Settler {
             self.send(Batch::Change(resends));
         }
         self.change_call_ended.notify_waiters();
+    }
+
+    /// Messages whose delete, retry or release is pending or in a call: still held by the
+    /// worker, though no task has them any more.
+    pub(crate) fn holding(&self) -> usize {
+        let pending_deletes = self.lock().deletes.entries.len();
+        let deletes =
+            usize::try_from(self.unsettled[0].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+        pending_deletes
+            .saturating_add(deletes)
+            .saturating_add(self.holding.load(Ordering::Relaxed))
     }
 
     /// Sends every pending entry and waits for all batch calls to end. Call it once no
@@ -651,6 +695,31 @@ mod tests {
         settler.delete(handle);
         settler.close().await;
         assert_eq!(queue.counts().total(), 0, "the late delete was sent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletes_retries_and_releases_are_held_until_applied_heartbeats_are_not() {
+        let queue = EmbeddedQueue::new("holding");
+        queue.send_many(["a", "b", "c"]);
+        let (a, b, c) = (
+            receive_one(&queue).await,
+            receive_one(&queue).await,
+            receive_one(&queue).await,
+        );
+        let settler = Settler::start(
+            Arc::new(queue.clone()),
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        settler.change(a.clone(), Duration::from_secs(600), ChangeKind::Heartbeat);
+        assert_eq!(settler.holding(), 0, "a heartbeat's message is its task's");
+        settler.change(a, Duration::ZERO, ChangeKind::Release);
+        settler.change(b, Duration::from_secs(30), ChangeKind::Retry);
+        settler.delete(c);
+        assert_eq!(settler.holding(), 3, "the release replaced the heartbeat");
+        settler.close().await;
+        assert_eq!(settler.holding(), 0);
+        assert_eq!(queue.counts().visible, 1, "the release was applied");
     }
 
     #[tokio::test(start_paused = true)]

@@ -45,11 +45,11 @@ pub mod names {
     pub const RECEIVE_ERRORS: &str = "spotq_receive_errors_total";
     /// `spotq_handler_duration_seconds` (histogram): Time from receive to the handler's outcome.
     pub const HANDLER_DURATION_SECONDS: &str = "spotq_handler_duration_seconds";
-    /// `spotq_messages_in_flight` (gauge): Messages being handled now.
+    /// `spotq_messages_in_flight` (gauge): Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or being settled).
     pub const MESSAGES_IN_FLIGHT: &str = "spotq_messages_in_flight";
     /// `spotq_concurrency` (gauge): Handlers allowed at once.
     pub const CONCURRENCY: &str = "spotq_concurrency";
-    /// `spotq_utilization` (gauge): Messages in flight over concurrency, 0 to 1.
+    /// `spotq_utilization` (gauge): Messages held over concurrency: 1 when every handler is busy (more while FIFO messages wait behind their group's running one).
     pub const UTILIZATION: &str = "spotq_utilization";
     /// `spotq_queue_messages_visible` (gauge): ApproximateNumberOfMessages, from the backlog sampler.
     pub const QUEUE_MESSAGES_VISIBLE: &str = "spotq_queue_messages_visible";
@@ -146,7 +146,7 @@ pub(crate) const CATALOG: &[(&str, &str, Unit, &str)] = &[
         names::MESSAGES_IN_FLIGHT,
         "gauge",
         Unit::Count,
-        "Messages being handled now.",
+        "Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or being settled).",
     ),
     (
         names::CONCURRENCY,
@@ -158,7 +158,7 @@ pub(crate) const CATALOG: &[(&str, &str, Unit, &str)] = &[
         names::UTILIZATION,
         "gauge",
         Unit::Percent,
-        "Messages in flight over concurrency, 0 to 1.",
+        "Messages held over concurrency: 1 when every handler is busy (more while FIFO messages wait behind their group's running one).",
     ),
     (
         names::QUEUE_MESSAGES_VISIBLE,
@@ -239,15 +239,15 @@ impl WorkerMetrics {
         }
     }
 
-    /// Copies the live counters and the in-flight figures out.
-    pub(crate) fn publish(&self, counters: &Counters, in_flight: usize, concurrency: usize) {
+    /// Copies the live counters, the messages held and the concurrency out.
+    pub(crate) fn publish(&self, counters: &Counters, held: usize, concurrency: usize) {
         for (counter, value) in self.counters.iter().zip(counters.values()) {
             counter.absolute(value);
         }
-        self.in_flight.set(in_flight as f64);
+        self.in_flight.set(held as f64);
         self.concurrency.set(concurrency as f64);
         self.utilization
-            .set(in_flight as f64 / concurrency.max(1) as f64);
+            .set(held as f64 / concurrency.max(1) as f64);
     }
 
     /// Publishes a backlog sample; `running_tasks` when known.
@@ -298,9 +298,25 @@ mod tests {
     #[test]
     fn every_metric_is_in_the_readme_table() {
         let readme = include_str!("../../../README.md");
-        for (name, kind, ..) in CATALOG {
-            let row = format!("| `{name}` | {kind} |");
-            assert!(readme.contains(&row), "README has no row for {name}");
+        for (name, kind, _, help) in CATALOG {
+            let start = format!("| `{name}` | {kind} |");
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&start))
+                .unwrap_or_else(|| panic!("README has no row for {name}"));
+            assert!(
+                row.ends_with(&format!("| {help} |")),
+                "README's {name}: {row}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_emf_metric_is_in_the_readme_table() {
+        let readme = include_str!("../../../README.md");
+        for (name, unit, meaning) in crate::emf::names::METRICS {
+            let row = format!("| `{name}` | {unit} | {meaning} |");
+            assert!(readme.contains(&row), "README has no row {row}");
         }
     }
 

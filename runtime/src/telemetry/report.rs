@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 #[cfg(feature = "ecs")]
 use crate::ecs::EcsService;
 use crate::engine::Shared;
-use crate::telemetry::emf::{EmfRecord, Unit};
+use crate::telemetry::emf::{EmfRecord, names};
 use crate::telemetry::metrics::{PUBLISH_EVERY, backlog_per_task};
 use crate::worker::config::EmfSettings;
 
@@ -59,7 +59,7 @@ pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
 fn publish_now<H>(shared: &Shared<H>) {
     shared.metrics.publish(
         &shared.counters,
-        shared.capacity.messages_in_flight(),
+        shared.messages_held(),
         shared.config.concurrency,
     );
 }
@@ -166,7 +166,8 @@ async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
 }
 
 /// The EMF record of one interval: backlog per task (when the task count is known),
-/// messages in flight, and messages succeeded per second since the last record.
+/// the messages held, and messages succeeded per second since the last record; the
+/// names and units of [`names`].
 pub(crate) fn emf_record<H: Send + Sync + 'static>(
     shared: Arc<Shared<H>>,
     settings: EmfSettings,
@@ -182,32 +183,38 @@ pub(crate) fn emf_record<H: Send + Sync + 'static>(
             0.0
         };
         last = (now, succeeded);
+        let metric = |record: EmfRecord, name: &str, value: f64| {
+            record.metric(name, names::unit(name), value)
+        };
         let mut record = EmfRecord::new(settings.namespace.as_str())
-            .dimension("QueueName", shared.backend.name())
-            .dimension("ServiceName", settings.service_name.as_str())
-            .metric(
-                "MessagesInFlight",
-                Unit::Count,
-                shared.capacity.messages_in_flight() as f64,
-            )
-            .metric("Throughput", Unit::CountPerSecond, throughput);
+            .dimension(names::QUEUE_NAME, shared.backend.name())
+            .dimension(names::SERVICE_NAME, settings.service_name.as_str());
+        record = metric(
+            record,
+            names::MESSAGES_IN_FLIGHT,
+            shared.messages_held() as f64,
+        );
+        record = metric(record, names::THROUGHPUT, throughput);
         let backlog = shared
             .last_backlog
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         if let Some((sample, running_tasks)) = backlog {
-            record = record
-                .metric("MessagesVisible", Unit::Count, sample.counts.visible as f64)
-                .metric(
-                    "MessagesNotVisible",
-                    Unit::Count,
-                    sample.counts.not_visible as f64,
-                );
+            record = metric(
+                record,
+                names::MESSAGES_VISIBLE,
+                sample.counts.visible as f64,
+            );
+            record = metric(
+                record,
+                names::MESSAGES_NOT_VISIBLE,
+                sample.counts.not_visible as f64,
+            );
             if let Some(tasks) = running_tasks {
-                record = record.metric(
-                    "BacklogPerTask",
-                    Unit::Count,
+                record = metric(
+                    record,
+                    names::BACKLOG_PER_TASK,
                     backlog_per_task(&sample, tasks),
                 );
             }

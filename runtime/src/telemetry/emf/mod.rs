@@ -566,6 +566,71 @@ fn report(record: &mut impl FnMut() -> Option<EmfRecord>, out: &mut impl Write) 
     }
 }
 
+/// What a worker's EMF lines carry ([`WorkerBuilder::emf`](crate::WorkerBuilder::emf)),
+/// for what reads them in CloudWatch (alarms, scaling policies): in the namespace of the
+/// worker's [`EmfSettings`](crate::EmfSettings), each metric of [`METRICS`](names::METRICS)
+/// with the dimensions [`DIMENSIONS`](names::DIMENSIONS), one dimension set.
+pub mod names {
+    use super::Unit;
+
+    /// `QueueName`: the queue's name (not its URL).
+    pub const QUEUE_NAME: &str = "QueueName";
+    /// `ServiceName`: the [`EmfSettings::service_name`](crate::EmfSettings::service_name).
+    pub const SERVICE_NAME: &str = "ServiceName";
+    /// The dimensions of every metric, in order.
+    pub const DIMENSIONS: [&str; 2] = [QUEUE_NAME, SERVICE_NAME];
+
+    /// `BacklogPerTask`: `spotq_backlog_per_task`; only while the task count is known.
+    pub const BACKLOG_PER_TASK: &str = "BacklogPerTask";
+    /// `MessagesInFlight`: `spotq_messages_in_flight`, the messages the worker holds.
+    pub const MESSAGES_IN_FLIGHT: &str = "MessagesInFlight";
+    /// `Throughput`: messages succeeded per second since the last line.
+    pub const THROUGHPUT: &str = "Throughput";
+    /// `MessagesVisible`: `spotq_queue_messages_visible`; once the backlog is sampled.
+    pub const MESSAGES_VISIBLE: &str = "MessagesVisible";
+    /// `MessagesNotVisible`: `spotq_queue_messages_not_visible`; once the backlog is
+    /// sampled.
+    pub const MESSAGES_NOT_VISIBLE: &str = "MessagesNotVisible";
+
+    /// Every metric a worker's line may carry: name, unit, meaning. The README's EMF
+    /// table is this list.
+    pub const METRICS: [(&str, Unit, &str); 5] = [
+        (
+            BACKLOG_PER_TASK,
+            Unit::Count,
+            "(visible + not visible) / running tasks, as `spotq_backlog_per_task`; absent while the task count is unknown.",
+        ),
+        (
+            MESSAGES_IN_FLIGHT,
+            Unit::Count,
+            "Messages the worker holds, as `spotq_messages_in_flight`.",
+        ),
+        (
+            THROUGHPUT,
+            Unit::CountPerSecond,
+            "Messages succeeded per second since the last line.",
+        ),
+        (
+            MESSAGES_VISIBLE,
+            Unit::Count,
+            "ApproximateNumberOfMessages at the last backlog sample.",
+        ),
+        (
+            MESSAGES_NOT_VISIBLE,
+            Unit::Count,
+            "ApproximateNumberOfMessagesNotVisible at the last backlog sample.",
+        ),
+    ];
+
+    /// The unit a metric of [`METRICS`] is published with.
+    pub(crate) fn unit(name: &str) -> Unit {
+        METRICS
+            .iter()
+            .find(|(metric, ..)| *metric == name)
+            .map_or(Unit::None, |(_, unit, _)| *unit)
+    }
+}
+
 /// Where a worker writes its EMF lines.
 pub(crate) struct EmfOutput {
     pub(crate) settings: EmfSettings,
