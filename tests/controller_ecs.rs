@@ -3,6 +3,8 @@
 //! and the drained queue brings it back to zero after the cooldown.
 //!
 //! moto places no tasks: its `runningCount` follows `UpdateService`'s desired count.
+//! The workers' probe finds a service's tasks (`ListTasks`, `DescribeTasks`) and their
+//! private addresses, on tasks run by hand.
 
 mod support;
 
@@ -10,10 +12,11 @@ use std::time::Duration;
 
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::decision::Reason;
+use spotq_controller::inputs::{EcsTasks, TaskAddresses, WorkerAddresses, WorkerProbe};
 use spotq_controller::run::{Controller, StartError};
 use spotq_controller::targets::TargetError;
 use support::decisions::{next_change, woken_by_first_poll_after};
-use support::ecs::{Service, desired_count, service_at_zero};
+use support::ecs::{Service, desired_count, run_service_task, service_at_zero};
 use support::unique;
 use tokio::time::{Instant, timeout};
 
@@ -154,4 +157,51 @@ async fn a_missing_queue_or_service_stops_the_controller_at_start() {
         .await
         .expect("both exist");
     controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_probe_finds_a_service_s_tasks_at_their_private_addresses() {
+    let client = support::ecs::client().await;
+    let Service {
+        cluster,
+        service,
+        family,
+        ..
+    } = service_at_zero(&client, "ctl-tasks").await;
+    let tasks = EcsTasks::new(client.clone(), &cluster, &service, 8080);
+    let mut probe = WorkerProbe::new("tasks", WorkerAddresses::Ecs(tasks.clone()));
+    // No task: nobody to read, nobody holds anything.
+    assert_eq!(
+        tasks.addresses().await.expect("listed"),
+        TaskAddresses::default()
+    );
+    assert_eq!(probe.measure().await.held, Some(0));
+
+    // A task without a network interface has no address to read: what it holds is
+    // unknown.
+    run_service_task(&client, &cluster, &family, &service, false).await;
+    let found = tasks.addresses().await.expect("listed");
+    assert_eq!((found.urls.len(), found.unaddressed), (0, 1), "{found:?}");
+    assert_eq!(probe.measure().await.held, None);
+
+    // An awsvpc task is read at its interface's private address, on the workers' port.
+    let arn = run_service_task(&client, &cluster, &family, &service, true).await;
+    let found = tasks.addresses().await.expect("listed");
+    assert_eq!((found.urls.len(), found.unaddressed), (1, 1), "{found:?}");
+    let described = client
+        .describe_tasks()
+        .cluster(&cluster)
+        .tasks(arn)
+        .send()
+        .await
+        .expect("describe");
+    let ip = described.tasks()[0]
+        .attachments()
+        .iter()
+        .flat_map(|attachment| attachment.details())
+        .find(|detail| detail.name() == Some("privateIPv4Address"))
+        .and_then(|detail| detail.value())
+        .expect("moto gives the interface an address")
+        .to_owned();
+    assert_eq!(found.urls, [format!("http://{ip}:8080/metrics")]);
 }

@@ -411,6 +411,11 @@ fn the_controller_runs_always_on_and_scales_the_worker_service() {
         env_value(&env, "SPOTQ_CONTROLLER_SERVICE"),
         worker_service["serviceName"]
     );
+    // It reads the workers' `/metrics` on the port their task definition maps.
+    assert_eq!(
+        env_value(&env, "SPOTQ_CONTROLLER_METRICS_PORT"),
+        container(&worker_task)["portMappings"][0]["containerPort"].to_string()
+    );
 
     let port = number_after(
         &code("controller/src/config/mod.rs"),
@@ -455,7 +460,15 @@ fn grants(policy: &Value) -> Vec<(String, Vec<String>)> {
             Value::String(one) => vec![one.clone()],
             many => strings(many),
         };
-        let resources = list(&statement["Resource"]);
+        let mut resources = list(&statement["Resource"]);
+        if resources == ["*"] {
+            // Only for an action IAM scopes by the cluster it lists: `*` with the
+            // condition naming the cluster, written here as the resource it stands for.
+            let cluster = statement["Condition"]["ArnEquals"]["ecs:cluster"]
+                .as_str()
+                .unwrap_or_else(|| panic!("least privilege: name the resources ({statement})"));
+            resources = vec![format!("* if ecs:cluster = {cluster}")];
+        }
         assert!(
             resources.iter().all(|resource| resource != "*"),
             "least privilege: name the resources ({statement})"
@@ -604,11 +617,13 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
             .intersection(&BTreeSet::from(["ecs:DescribeServices".to_owned()]))
             .cloned(),
     );
-    assert_eq!(
-        actions(&policy),
-        calls,
-        "the issue's list: sqs:GetQueueAttributes, ecs:DescribeServices, ecs:UpdateService"
+    // The tasks of the service for their workers' `/metrics` (`metrics_port`):
+    // ListTasks, DescribeTasks.
+    assert!(
+        calls.contains("ecs:ListTasks") && calls.contains("ecs:DescribeTasks"),
+        "the controller finds the worker tasks' addresses: {calls:?}"
     );
+    assert_eq!(actions(&policy), calls);
 
     let worker_service = json("deploy/worker-service.json");
     let task = json("deploy/controller-task-definition.json");
@@ -630,6 +645,17 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
             "{action}"
         );
     }
+    let cluster = worker_service["cluster"].as_str().expect("cluster");
+    assert_eq!(
+        resources_of(&policy, "ecs:ListTasks"),
+        [format!(
+            "* if ecs:cluster = arn:aws:ecs:{region}:{account}:cluster/{cluster}"
+        )]
+    );
+    assert_eq!(
+        resources_of(&policy, "ecs:DescribeTasks"),
+        [format!("arn:aws:ecs:{region}:{account}:task/{cluster}/*")]
+    );
 }
 
 #[test]

@@ -227,6 +227,7 @@ impl Autoscaler for Spotq {
             queue: Some(world.counts()),
             service: Some(world.service()),
             throughput: None,
+            held: None,
         };
         let now = self.origin + Duration::from_secs_f64(world.now);
         let decision = self.scaler.decide(now, &observation);

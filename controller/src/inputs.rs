@@ -1,6 +1,7 @@
 //! What the controller reads every poll: the queue's counts (`GetQueueAttributes`) and,
-//! optionally, the workers' measured throughput from their `/metrics`; and the retry
-//! with backoff every call goes through.
+//! optionally, the workers' `/metrics` (at fixed addresses, or at the private addresses
+//! of an ECS service's tasks): their measured throughput and the messages they hold;
+//! and the retry with backoff every call goes through.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,13 +9,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_ecs::types::{DesiredStatus, Task};
+use futures_util::future::join_all;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::Uri;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use metrics::counter;
 use spotq::backend::Backend;
+use spotq::error::classify;
 use spotq::{BackendError, Backoff, SqsBackend, metric_names};
 
 use crate::decision::QueueCounts;
@@ -99,23 +104,27 @@ impl QueueSource for SqsQueue {
     }
 }
 
-/// The figures of one worker's `/metrics` that throughput is measured from.
+/// The figures of one worker process's `/metrics`: what throughput is measured from, and
+/// the messages it holds. Each is summed over the workers of the process.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WorkerSample {
-    /// `spotq_handler_duration_seconds_sum`, over every worker in the process.
+    /// `spotq_handler_duration_seconds_sum` (0 before a handler has finished).
     pub duration_sum: f64,
     /// `spotq_handler_duration_seconds_count`.
     pub duration_count: f64,
     /// `spotq_concurrency`: handlers allowed at once.
     pub concurrency: f64,
+    /// `spotq_messages_in_flight`: messages held (received, not yet settled).
+    pub held: f64,
 }
 
 impl WorkerSample {
-    /// Reads the sample from a Prometheus text exposition; `None` when the handler
-    /// duration or the concurrency is missing (not a spotq worker, or not started).
+    /// Reads the sample from a Prometheus text exposition; `None` when the concurrency
+    /// or the messages held are missing (not a spotq worker, or not started: a worker
+    /// publishes both from its start).
     pub fn parse(text: &str) -> Option<Self> {
         let mut sample = Self::default();
-        let (mut has_count, mut has_concurrency) = (false, false);
+        let (mut has_held, mut has_concurrency) = (false, false);
         for line in text.lines() {
             if line.starts_with('#') {
                 continue;
@@ -131,18 +140,19 @@ impl WorkerSample {
             let duration_series = name.strip_prefix(metric_names::HANDLER_DURATION_SECONDS);
             match duration_series {
                 Some("_sum") => sample.duration_sum += value,
-                Some("_count") => {
-                    sample.duration_count += value;
-                    has_count = true;
-                }
+                Some("_count") => sample.duration_count += value,
                 _ if name == metric_names::CONCURRENCY => {
                     sample.concurrency += value;
                     has_concurrency = true;
                 }
+                _ if name == metric_names::MESSAGES_IN_FLIGHT => {
+                    sample.held += value;
+                    has_held = true;
+                }
                 _ => {}
             }
         }
-        (has_count && has_concurrency).then_some(sample)
+        (has_held && has_concurrency).then_some(sample)
     }
 
     /// Messages per second this worker gets through when busy: its concurrency over the
@@ -169,42 +179,203 @@ const MAX_METRICS_BODY: usize = 4 * 1024 * 1024;
 /// How long a scrape may take.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Measures per-task throughput from the `/metrics` of the workers at some URLs.
+/// What one read of a binding's workers found.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WorkerFigures {
+    /// The mean per-task throughput of the workers that answered and have finished a
+    /// message; `None` if none has.
+    pub throughput: Option<f64>,
+    /// The messages every worker holds, summed; `None` unless every worker was found and
+    /// answered (a worker that cannot be read may hold messages).
+    pub held: Option<u64>,
+}
+
+impl WorkerFigures {
+    /// The figures of a service that runs no task: no worker holds a message.
+    pub const NONE_RUNNING: Self = Self {
+        throughput: None,
+        held: Some(0),
+    };
+}
+
+/// What the controller reads from a binding's workers every poll.
+#[async_trait]
+pub trait WorkerSource: Send + Sync + 'static {
+    /// Reads every worker once.
+    async fn read(&mut self) -> WorkerFigures;
+}
+
+/// Where a binding's workers serve `/metrics`.
+#[derive(Clone, Debug)]
+pub enum WorkerAddresses {
+    /// These URLs (plain `http://`).
+    Fixed(Vec<String>),
+    /// The tasks of an ECS service.
+    Ecs(EcsTasks),
+}
+
+/// The `/metrics` URLs of an ECS service's tasks: `ListTasks` (the tasks meant to run)
+/// and `DescribeTasks`, each task's private IPv4 address (its `awsvpc` network
+/// interface) with the port the workers serve on. Tasks being stopped are not read: they
+/// finish or release what they hold by themselves.
+///
+/// The controller's role needs `ecs:ListTasks` (on the cluster's container instances,
+/// or on `*` with the condition `ecs:cluster`) and `ecs:DescribeTasks` on
+/// `arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/*`.
+#[derive(Clone, Debug)]
+pub struct EcsTasks {
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    service: String,
+    port: u16,
+}
+
+/// The tasks of a service, as [`EcsTasks::addresses`] found them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskAddresses {
+    /// The `/metrics` URL of each task with an address.
+    pub urls: Vec<String>,
+    /// Tasks without an address yet (still starting), or that `DescribeTasks` did not
+    /// describe.
+    pub unaddressed: usize,
+}
+
+/// The most tasks one `DescribeTasks` call takes.
+const DESCRIBE_TASKS_MAX: usize = 100;
+
+impl EcsTasks {
+    /// The tasks of `service` (a name or an ARN) in `cluster`, whose workers serve
+    /// `/metrics` on `port`.
+    pub fn new(
+        client: aws_sdk_ecs::Client,
+        cluster: impl Into<String>,
+        service: impl Into<String>,
+        port: u16,
+    ) -> Self {
+        Self {
+            client,
+            cluster: cluster.into(),
+            service: service.into(),
+            port,
+        }
+    }
+
+    /// The service's tasks now.
+    pub async fn addresses(&self) -> Result<TaskAddresses, BackendError> {
+        // `ListTasks` filters by the service's name, not its ARN.
+        let service = self.service.rsplit('/').next().unwrap_or(&self.service);
+        let mut arns = Vec::new();
+        let mut pages = self
+            .client
+            .list_tasks()
+            .cluster(&self.cluster)
+            .service_name(service)
+            .desired_status(DesiredStatus::Running)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| classify("ListTasks", error))?;
+            arns.extend(page.task_arns().iter().cloned());
+        }
+        let mut found = TaskAddresses::default();
+        for chunk in arns.chunks(DESCRIBE_TASKS_MAX) {
+            let described = self
+                .client
+                .describe_tasks()
+                .cluster(&self.cluster)
+                .set_tasks(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|error| classify("DescribeTasks", error))?;
+            found.unaddressed += described.failures().len();
+            for task in described.tasks() {
+                match private_ipv4(task) {
+                    Some(ip) => found
+                        .urls
+                        .push(format!("http://{ip}:{}/metrics", self.port)),
+                    None => found.unaddressed += 1,
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The private IPv4 address of a task's network interface, once it has one.
+fn private_ipv4(task: &Task) -> Option<&str> {
+    task.attachments()
+        .iter()
+        .filter(|attachment| attachment.r#type() == Some("ElasticNetworkInterface"))
+        .flat_map(|attachment| attachment.details())
+        .find(|detail| detail.name() == Some("privateIPv4Address"))
+        .and_then(|detail| detail.value())
+        .filter(|ip| !ip.is_empty())
+}
+
+/// Reads the `/metrics` of a binding's workers: their per-task throughput and the
+/// messages they hold.
 #[derive(Debug)]
-pub struct ThroughputProbe {
-    urls: Vec<String>,
+pub struct WorkerProbe {
+    binding: String,
+    addresses: WorkerAddresses,
     client: Client<HttpConnector, Empty<Bytes>>,
     previous: HashMap<String, WorkerSample>,
 }
 
-impl ThroughputProbe {
-    /// A probe of the workers at `urls` (plain `http://`).
-    pub fn new(urls: Vec<String>) -> Self {
+impl WorkerProbe {
+    /// A probe of the workers at `addresses`, for the binding named `binding` (in logs
+    /// and metric labels).
+    pub fn new(binding: impl Into<String>, addresses: WorkerAddresses) -> Self {
         Self {
-            urls,
+            binding: binding.into(),
+            addresses,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             previous: HashMap::new(),
         }
     }
 
-    /// The mean per-task throughput of the workers that answered and have finished a
-    /// message; `None` if none has. A worker that does not answer is skipped (logged at
-    /// debug: tasks come and go).
-    pub async fn measure(&mut self) -> Option<f64> {
-        let mut rates = Vec::new();
-        for url in self.urls.clone() {
-            match self.scrape(&url).await {
-                Ok(Some(sample)) => {
-                    if let Some(rate) = sample.throughput_since(self.previous.get(&url)) {
-                        rates.push(rate);
-                    }
-                    self.previous.insert(url, sample);
+    /// Scrapes every worker at once. A worker that does not answer is skipped for the
+    /// throughput (logged at debug: tasks come and go) and leaves the messages held
+    /// unknown.
+    pub async fn measure(&mut self) -> WorkerFigures {
+        let (urls, unaddressed) = match &self.addresses {
+            WorkerAddresses::Fixed(urls) => (urls.clone(), 0),
+            WorkerAddresses::Ecs(tasks) => match tasks.addresses().await {
+                Ok(found) => (found.urls, found.unaddressed),
+                Err(error) => {
+                    tracing::warn!(binding = %self.binding, %error, "could not list the service's tasks");
+                    counter!(
+                        "spotq_controller_errors_total",
+                        "binding" => self.binding.clone(),
+                        "operation" => error.operation()
+                    )
+                    .increment(1);
+                    return WorkerFigures::default();
                 }
-                Ok(None) => tracing::debug!(%url, "no spotq worker figures at this URL"),
-                Err(error) => tracing::debug!(%url, %error, "could not scrape a worker"),
+            },
+        };
+        let scrapes = join_all(urls.iter().map(|url| self.scrape(url))).await;
+        let mut read = Vec::new();
+        for (url, scraped) in urls.into_iter().zip(scrapes) {
+            match scraped {
+                Ok(Some(sample)) => read.push((url, Some(sample))),
+                Ok(None) => {
+                    tracing::debug!(%url, "no spotq worker figures at this URL");
+                    read.push((url, None));
+                }
+                Err(error) => {
+                    tracing::debug!(%url, %error, "could not scrape a worker");
+                    read.push((url, None));
+                }
             }
         }
-        (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64)
+        let figures = figures_of(&read, unaddressed, &self.previous);
+        // Tasks come and go: only the workers just read are remembered.
+        self.previous = read
+            .into_iter()
+            .filter_map(|(url, sample)| Some((url, sample?)))
+            .collect();
+        figures
     }
 
     async fn scrape(&self, url: &str) -> Result<Option<WorkerSample>, String> {
@@ -231,6 +402,40 @@ impl ThroughputProbe {
     }
 }
 
+/// The figures of one read: each worker's sample (`None` for one that could not be
+/// read), `unaddressed` more workers that could not even be asked, and the samples of
+/// the read before (for the throughput since).
+fn figures_of(
+    read: &[(String, Option<WorkerSample>)],
+    unaddressed: usize,
+    previous: &HashMap<String, WorkerSample>,
+) -> WorkerFigures {
+    let rates: Vec<f64> = read
+        .iter()
+        .filter_map(|(url, sample)| sample.as_ref()?.throughput_since(previous.get(url)))
+        .collect();
+    let held = if unaddressed == 0 {
+        read.iter().try_fold(0u64, |sum, (_, sample)| {
+            // A gauge of messages: a whole, non-negative number.
+            let held = sample.as_ref()?.held.max(0.0).round() as u64;
+            Some(sum.saturating_add(held))
+        })
+    } else {
+        None
+    };
+    WorkerFigures {
+        throughput: (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64),
+        held,
+    }
+}
+
+#[async_trait]
+impl WorkerSource for WorkerProbe {
+    async fn read(&mut self) -> WorkerFigures {
+        self.measure().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,7 +458,8 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
             WorkerSample {
                 duration_sum: 50.0,
                 duration_count: 100.0,
-                concurrency: 8.0
+                concurrency: 8.0,
+                held: 3.0,
             }
         );
         // 0.5 s a message, 8 at once.
@@ -262,7 +468,7 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
         let later = WorkerSample {
             duration_sum: 70.0,
             duration_count: 120.0,
-            concurrency: 8.0,
+            ..sample
         };
         assert_eq!(later.throughput_since(Some(&sample)), Some(8.0));
         // Nothing finished since: the whole run's mean.
@@ -271,12 +477,78 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
             WorkerSample {
                 duration_count: 0.0,
                 duration_sum: 0.0,
-                concurrency: 8.0
+                ..sample
             }
             .throughput_since(None),
             None
         );
         assert_eq!(WorkerSample::parse("up 1\n"), None);
+    }
+
+    #[test]
+    fn a_worker_that_has_handled_nothing_yet_still_says_what_it_holds() {
+        let fresh = "\
+spotq_concurrency{queue=\"jobs\",worker=\"jobs\"} 8
+spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 0
+";
+        let sample = WorkerSample::parse(fresh).expect("a spotq worker");
+        assert_eq!((sample.held, sample.throughput_since(None)), (0.0, None));
+    }
+
+    #[test]
+    fn the_messages_held_are_known_only_when_every_worker_was_read() {
+        let worker = |held: f64| WorkerSample {
+            duration_sum: 10.0,
+            duration_count: 20.0,
+            concurrency: 4.0,
+            held,
+        };
+        let none = HashMap::new();
+        let read = |samples: &[Option<WorkerSample>]| -> Vec<(String, Option<WorkerSample>)> {
+            samples
+                .iter()
+                .enumerate()
+                .map(|(index, sample)| (format!("http://10.0.0.{index}:8080/metrics"), *sample))
+                .collect()
+        };
+        let both = figures_of(&read(&[Some(worker(2.0)), Some(worker(0.0))]), 0, &none);
+        assert_eq!(both.held, Some(2));
+        // 4 at once, 0.5 s each.
+        assert_eq!(both.throughput, Some(8.0));
+        let idle = figures_of(&read(&[Some(worker(0.0)), Some(worker(0.0))]), 0, &none);
+        assert_eq!(idle.held, Some(0));
+        // A worker that did not answer may hold messages: unknown, but the throughput of
+        // the others still counts.
+        let one_silent = figures_of(&read(&[Some(worker(0.0)), None]), 0, &none);
+        assert_eq!((one_silent.held, one_silent.throughput), (None, Some(8.0)));
+        // So may a task not asked (no address yet).
+        assert_eq!(figures_of(&read(&[Some(worker(0.0))]), 1, &none).held, None);
+        // No task at all: nobody holds anything.
+        assert_eq!(figures_of(&[], 0, &none).held, Some(0));
+    }
+
+    #[test]
+    fn a_task_s_address_is_its_network_interface_s_private_ipv4() {
+        use aws_sdk_ecs::types::{Attachment, KeyValuePair};
+        let detail =
+            |name: &str, value: &str| KeyValuePair::builder().name(name).value(value).build();
+        let eni = Attachment::builder()
+            .r#type("ElasticNetworkInterface")
+            .details(detail("subnetId", "subnet-12345678"))
+            .details(detail("privateIPv4Address", "10.0.1.17"))
+            .build();
+        let running = Task::builder().attachments(eni).build();
+        assert_eq!(private_ipv4(&running), Some("10.0.1.17"));
+        let provisioning = Task::builder()
+            .attachments(
+                Attachment::builder()
+                    .r#type("ElasticNetworkInterface")
+                    .details(detail("subnetId", "subnet-12345678"))
+                    .build(),
+            )
+            .build();
+        assert_eq!(private_ipv4(&provisioning), None, "no address yet");
+        assert_eq!(private_ipv4(&Task::builder().build()), None);
     }
 
     #[derive(Debug)]

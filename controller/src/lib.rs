@@ -27,7 +27,8 @@
 //!
 //! - [`decision`]: the pure decision core, and the rules it follows.
 //! - [`config`]: flags, environment and the TOML file, checked at start.
-//! - [`inputs`]: the queue's counts, workers' throughput, retries.
+//! - [`inputs`]: the queue's counts, the workers' `/metrics` (throughput, messages held),
+//!   retries.
 //! - [`targets`]: ECS services and local worker processes.
 //! - [`run`]: the loops, their metrics and decision log lines.
 

@@ -2,7 +2,9 @@
 //! `NAME:MILLIS` by waiting MILLIS ms, and records each handler's start and success in a
 //! log file, so a test can tell which messages were processed. A body
 //! `NAME:MILLIS:fail` waits as long and then fails (recorded as `fail`): a poison
-//! message, which the queue's redrive policy moves to its dead-letter queue.
+//! message, which the queue's redrive policy moves to its dead-letter queue. A body
+//! `NAME:MILLIS:retry=SECS` answers `Outcome::RetryAfter(SECS s)` on its first receive
+//! (recorded as `retry`) and succeeds on the next.
 //!
 //! Settings come from the environment: `SPOTQ_QUEUE` (name or URL; the AWS chain, with
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
@@ -11,7 +13,7 @@
 //! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
 //! says. It runs until SIGTERM or SIGINT.
 //!
-//! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `listening ADDR`), or with
+//! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `retry`, `listening ADDR`), or with
 //! `SPOTQ_EVENTS_FORMAT=json` one JSON object a line with the message id, its receive
 //! count, the worker's pid and the time (`at_ms`, milliseconds since the Unix epoch),
 //! plus `ready` once the worker is built and `exit` once `run` has returned (every
@@ -118,12 +120,22 @@ async fn main() -> anyhow::Result<()> {
                     // Never the body in an error: it is logged.
                     return Outcome::fail("malformed body: not NAME:MILLIS");
                 };
-                let poison = fields.next() == Some("fail");
+                let then = fields.next();
+                let poison = then == Some("fail");
+                let retry_after = then
+                    .and_then(|then| then.strip_prefix("retry="))
+                    .and_then(|secs| secs.parse().ok())
+                    .filter(|_| message.receive_count() == 1)
+                    .map(Duration::from_secs);
                 record("start", &body, about);
                 tokio::time::sleep(Duration::from_millis(millis)).await;
                 if poison {
                     record("fail", &body, about);
                     return Outcome::fail("a poison message fails every time");
+                }
+                if let Some(delay) = retry_after {
+                    record("retry", &body, about);
+                    return Outcome::RetryAfter(delay);
                 }
                 record("done", &body, about);
                 Outcome::Ack

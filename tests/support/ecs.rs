@@ -86,3 +86,79 @@ pub async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32
         .expect("the service")
         .desired_count()
 }
+
+/// A subnet of moto's default VPC, for tasks in `awsvpc` mode (whose network interface
+/// moto creates in it). The tests build no EC2 client: one `DescribeSubnets` through
+/// EC2's query protocol, with curl (moto checks no signature).
+pub fn default_subnet() -> String {
+    let endpoint = emulator_endpoint();
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", "-X", "POST"])
+        .args([
+            "-H",
+            "Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+        ])
+        .args(["-d", "Action=DescribeSubnets&Version=2016-11-15"])
+        .arg(&endpoint)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split_once("<subnetId>")
+        .and_then(|(_, rest)| rest.split_once("</subnetId>"))
+        .map(|(subnet, _)| subnet.to_owned())
+        .unwrap_or_else(|| panic!("no subnet in moto's answer: {text}"))
+}
+
+/// Runs one task of `family` (registered again here in `awsvpc` mode when `awsvpc`) on
+/// FARGATE, as a task of `service`: moto places no tasks for a service itself.
+pub async fn run_service_task(
+    client: &Client,
+    cluster: &str,
+    family: &str,
+    service: &str,
+    awsvpc: bool,
+) -> String {
+    let mut run = client
+        .run_task()
+        .cluster(cluster)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .group(format!("service:{service}"));
+    if awsvpc {
+        let family = format!("{family}-awsvpc");
+        client
+            .register_task_definition()
+            .family(&family)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("worker")
+                    .image("spotq-worker")
+                    .memory(64)
+                    .cpu(10)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("register an awsvpc task definition");
+        run = run.task_definition(family).network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(default_subnet())
+                        .security_groups("sg-12345678")
+                        .build()
+                        .expect("an awsvpc configuration"),
+                )
+                .build(),
+        );
+    } else {
+        run = run.task_definition(family);
+    }
+    let output = run.send().await.expect("run task");
+    output
+        .tasks()
+        .first()
+        .and_then(|task| task.task_arn())
+        .expect("a task")
+        .to_owned()
+}

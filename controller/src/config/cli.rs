@@ -122,6 +122,10 @@ pub struct ScalingFlags {
         value_delimiter = ','
     )]
     pub metrics_urls: Vec<String>,
+    /// The port the workers of an ECS service serve `/metrics` on: the controller reads
+    /// every task of the service at its private address (instead of --metrics-url).
+    #[arg(long, env = "SPOTQ_CONTROLLER_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
 }
 
 impl Cli {

@@ -46,6 +46,7 @@ pub(super) struct FileBinding {
     pub(super) in_flight_wake_polls: Option<u32>,
     pub(super) tolerance: Option<f64>,
     pub(super) metrics_urls: Option<Vec<String>>,
+    pub(super) metrics_port: Option<u16>,
 }
 
 /// A binding's `[binding.local]` table: worker processes on this machine.

@@ -104,8 +104,11 @@ pub struct Binding {
     pub policy: Policy,
     /// How often to read the queue and the target.
     pub poll_interval: Duration,
-    /// Workers' `/metrics` URLs to measure per-task throughput from.
+    /// Workers' `/metrics` URLs to read (per-task throughput, messages held).
     pub metrics_urls: Vec<String>,
+    /// For an ECS service: the port its tasks' workers serve `/metrics` on, read at each
+    /// task's private address (instead of `metrics_urls`).
+    pub metrics_port: Option<u16>,
 }
 
 /// What a binding scales.

@@ -158,6 +158,7 @@ pub(super) fn binding(
         ..pace(&sources)?
     };
     let metrics_urls = metrics_urls(&sources)?;
+    let metrics_port = metrics_port(&sources, &target, &metrics_urls)?;
     Ok(Binding {
         name,
         queue,
@@ -165,6 +166,7 @@ pub(super) fn binding(
         policy,
         poll_interval,
         metrics_urls,
+        metrics_port,
     })
 }
 
@@ -390,4 +392,33 @@ fn metrics_urls(sources: &Sources<'_>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(metrics_urls)
+}
+
+/// The port of the workers' `/metrics` on an ECS service's tasks: not 0, for an ECS
+/// service only (local workers are read at `metrics_urls`), and not with `metrics_urls`.
+fn metrics_port(
+    sources: &Sources<'_>,
+    target: &TargetConfig,
+    metrics_urls: &[String],
+) -> Result<Option<u16>, ConfigError> {
+    let port = layer!(sources, metrics_port);
+    let Some(value) = port.value else {
+        return Ok(None);
+    };
+    if value == 0 {
+        return Err(ConfigError::new(port.name(), "must be a port, 1 to 65535"));
+    }
+    if matches!(target, TargetConfig::Local(_)) {
+        return Err(ConfigError::new(
+            port.name(),
+            "finds the tasks of an ECS service; give local workers' metrics_urls instead",
+        ));
+    }
+    if !metrics_urls.is_empty() {
+        return Err(ConfigError::new(
+            port.name(),
+            "give metrics_urls or metrics_port, not both",
+        ));
+    }
+    Ok(Some(value))
 }

@@ -29,6 +29,7 @@ service = "orders-worker"
 max = 20
 backlog_per_task = 50
 max_step = 5
+metrics_port = 8080
 
 [[binding]]
 name = "thumbs"
@@ -70,6 +71,10 @@ fn a_file_with_defaults_and_two_bindings() {
     );
     assert_eq!(orders.policy.scale_in_cooldown, Duration::from_secs(120));
     assert_eq!(orders.policy.empty_polls, 3, "built-in default");
+    assert_eq!(
+        (orders.metrics_port, orders.metrics_urls.as_slice()),
+        (Some(8080), &[][..])
+    );
 
     assert_eq!(thumbs.name, "thumbs");
     assert_eq!(thumbs.policy.max, 4, "from [defaults]");
@@ -256,6 +261,40 @@ fn a_bad_setting_fails_naming_it() {
                 None,
             ),
             "--local-env",
+        ),
+        (
+            error(&[&ecs[..], &["--metrics-port", "0"]].concat(), None),
+            "--metrics-port",
+        ),
+        (
+            error(
+                &[
+                    &ecs[..],
+                    &[
+                        "--metrics-port",
+                        "8080",
+                        "--metrics-url",
+                        "http://x/metrics",
+                    ],
+                ]
+                .concat(),
+                None,
+            ),
+            "--metrics-port",
+        ),
+        (
+            error(
+                &[
+                    "--queue",
+                    "q",
+                    "--local-command",
+                    "w",
+                    "--metrics-port",
+                    "8080",
+                ],
+                None,
+            ),
+            "--metrics-port",
         ),
         (
             error(

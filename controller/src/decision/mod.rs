@@ -12,15 +12,22 @@
 //!    delayed when they count) exceed the activation level. Messages only in flight on
 //!    an idle service (an approximate count's spike, KEDA #7845, or another consumer)
 //!    wake it only once they have been seen on several polls in a row.
+//!
+//!    "In flight" is what the service's workers hold when every one of them could be
+//!    read ([`Observation::held`]), else the queue's not-visible count. A message
+//!    waiting out a retry backoff or a `RetryAfter` is not visible but held by no
+//!    worker: when the workers can be read it keeps no task running, and it wakes the
+//!    service again once it is visible.
 //! 3. Otherwise aim at `ceil((waiting + in flight) / backlog per task)` within
 //!    `[max(min, 1), max]`. Scale out at once; scale in only to the highest target seen
 //!    over the scale-in cooldown, plus the tolerance as headroom: a lower target must
 //!    last that long, and the same noise does not scale out again right after. Changes within
 //!    the tolerance (a fraction of the current count) are not made: count noise does not
 //!    flap the service. No change moves more than `max_step` tasks.
-//! 4. Go to zero only once the queue read empty (visible, not visible and delayed all
-//!    0) on `empty_polls` consecutive polls, the first of them at least the cooldown
-//!    ago. So in-flight messages never let a service go to zero.
+//! 4. Go to zero only once the queue read empty (visible, in flight and delayed all 0)
+//!    on `empty_polls` consecutive polls, the first of them at least the cooldown ago.
+//!    So messages a worker holds, or that may be held (the workers could not all be
+//!    read), never let a service go to zero.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -145,6 +152,10 @@ pub struct Observation {
     pub service: Option<ServiceCounts>,
     /// Messages per second one task gets through, measured from the workers' metrics.
     pub throughput: Option<f64>,
+    /// Messages the service's workers hold (received and not yet settled), summed over
+    /// every worker; `None` when unknown (no worker to read, or one could not be read):
+    /// then every message in flight counts as held.
+    pub held: Option<u64>,
 }
 
 /// Why the desired count is what it is.
@@ -227,7 +238,8 @@ pub struct Decision {
     pub reason: Reason,
     /// Messages waiting (visible, plus delayed when they count) as read.
     pub waiting: u64,
-    /// Messages in flight as read.
+    /// Messages in flight as counted: those the workers hold when known, else the
+    /// queue's not-visible count.
     pub in_flight: u64,
     /// The messages per task aimed at.
     pub backlog_per_task: f64,
@@ -331,8 +343,12 @@ impl Scaler {
             } else {
                 0
             };
-        let in_flight = queue.not_visible;
-        self.empty.update(queue.is_empty(), now);
+        // What keeps a service busy: the messages its workers hold, when that is known;
+        // else every message in flight (some may only wait out a retry, but that cannot
+        // be told).
+        let in_flight = observation.held.unwrap_or(queue.not_visible);
+        let empty = queue.visible == 0 && queue.delayed == 0 && in_flight == 0;
+        self.empty.update(empty, now);
         self.in_flight_only
             .update(waiting == 0 && in_flight > 0, now);
         let backlog = waiting.saturating_add(in_flight);
@@ -421,7 +437,7 @@ impl Scaler {
         if settled >= current {
             let reason = if sized < current {
                 Reason::ScaleInPending
-            } else if queue.is_empty() {
+            } else if empty {
                 Reason::EmptyPending
             } else {
                 Reason::Steady
@@ -429,7 +445,7 @@ impl Scaler {
             return decision(current, reason);
         }
         if within_tolerance(settled) {
-            let reason = if queue.is_empty() {
+            let reason = if empty {
                 Reason::EmptyPending
             } else {
                 Reason::Steady

@@ -16,6 +16,8 @@ struct Sim {
     scaler: Scaler,
     desired: u32,
     deployment_in_progress: bool,
+    /// What the workers are read to hold (`None`: not read).
+    held: Option<u64>,
     changes: Vec<(u32, Reason)>,
 }
 
@@ -25,6 +27,7 @@ impl Sim {
             scaler: Scaler::new(policy),
             desired,
             deployment_in_progress: false,
+            held: None,
             changes: Vec::new(),
         }
     }
@@ -41,6 +44,7 @@ impl Sim {
                 deployment_in_progress: self.deployment_in_progress,
             }),
             throughput: None,
+            held: self.held,
         };
         let decision = self.scaler.decide(Instant::now(), &observation);
         if let Some(desired) = decision.change() {
@@ -259,6 +263,75 @@ async fn messages_in_flight_never_let_a_service_go_to_zero() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn messages_no_worker_holds_let_a_service_go_to_zero_and_wake_it_once_visible() {
+    let quick = Policy {
+        scale_in_cooldown: Duration::from_secs(10),
+        empty_polls: 2,
+        ..policy()
+    };
+    // One message waits out a RetryAfter of an hour: invisible, held by no worker.
+    let mut sim = Sim::new(quick, 1);
+    sim.held = Some(0);
+    sim.table(&[(0, 1, 0, 1), (0, 1, 0, 1), (0, 1, 0, 0)]).await;
+    assert_eq!(sim.changes, [(0, Reason::ToZero)]);
+    // At zero it wakes nothing, however long it stays in flight...
+    for _ in 0..100 {
+        let decision = sim.read(0, 1, 0).await;
+        assert_eq!((sim.desired, decision.reason), (0, Reason::Idle));
+    }
+    // ... until it is visible again.
+    sim.table(&[(1, 0, 0, 1)]).await;
+    assert_eq!(sim.changes.last(), Some(&(1, Reason::Wake)));
+
+    // A thousand of them need no task either: none is sized for.
+    let mut sim = Sim::new(policy(), 1);
+    sim.held = Some(0);
+    let decision = sim.read(0, 1000, 0).await;
+    assert_eq!(
+        (decision.in_flight, decision.needed, sim.desired),
+        (0, 0, 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_a_worker_holds_or_may_hold_keep_a_service_awake() {
+    let quick = Policy {
+        scale_in_cooldown: Duration::from_secs(5),
+        empty_polls: 1,
+        ..policy()
+    };
+    // The workers hold two messages the queue's lagging count does not show yet.
+    let mut sim = Sim::new(quick.clone(), 1);
+    sim.held = Some(2);
+    for _ in 0..100 {
+        let decision = sim.read(0, 0, 0).await;
+        assert_eq!((sim.desired, decision.in_flight), (1, 2), "{decision:?}");
+    }
+    // A worker that could not be read may hold the message in flight: a poll without
+    // the workers' figures counts the queue's, and starts the empty polls again.
+    let mut sim = Sim::new(
+        Policy {
+            scale_in_cooldown: Duration::from_secs(10),
+            empty_polls: 2,
+            ..policy()
+        },
+        1,
+    );
+    for held in [Some(0), None, Some(0), None, Some(0), None] {
+        sim.held = held;
+        let decision = sim.read(0, 1, 0).await;
+        assert_eq!(sim.desired, 1, "read {held:?}: {decision:?}");
+    }
+    sim.held = Some(0);
+    sim.table(&[(0, 1, 0, 1), (0, 1, 0, 1), (0, 1, 0, 0)]).await;
+    // Delayed messages keep it awake too: they will be visible soon.
+    let mut sim = Sim::new(quick, 1);
+    sim.held = Some(0);
+    sim.table(&[(0, 0, 1, 1), (0, 0, 1, 1), (0, 0, 0, 1), (0, 0, 0, 0)])
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_count_stays_within_min_and_max() {
     let bounded = Policy {
         min: 2,
@@ -325,6 +398,7 @@ async fn a_deployment_or_a_failed_read_holds_the_count() {
         }),
         service: None,
         throughput: None,
+        held: None,
     };
     let decision = sim.scaler.decide(Instant::now(), &unread);
     assert_eq!(decision.change(), None);
@@ -359,6 +433,7 @@ async fn a_latency_goal_sizes_by_measured_throughput_when_there_is_one() {
             ..ServiceCounts::default()
         }),
         throughput,
+        held: None,
     };
     let decision = scaler.decide(Instant::now(), &observe(None));
     assert_eq!((decision.backlog_per_task, decision.desired), (120.0, 10));

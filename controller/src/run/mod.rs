@@ -14,7 +14,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Binding, Config, TargetConfig};
 use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
-use crate::inputs::{CALL_RETRY, QueueSource, Retryable as _, SqsQueue, ThroughputProbe};
+use crate::inputs::{
+    CALL_RETRY, EcsTasks, QueueSource, Retryable as _, SqsQueue, WorkerAddresses, WorkerFigures,
+    WorkerProbe, WorkerSource,
+};
 use crate::targets::{EcsTarget, LocalTarget, Target, TargetError};
 
 /// How long one AWS call may take before it counts as failed (and is retried).
@@ -55,6 +58,12 @@ pub const CATALOG: &[(&str, &str, Unit, &str)] = &[
         "gauge",
         Unit::Count,
         "The messages per task aimed at.",
+    ),
+    (
+        "spotq_controller_held_messages",
+        "gauge",
+        Unit::Count,
+        "Messages the service's workers hold, as last read from every one of them.",
     ),
     (
         "spotq_controller_decisions_total",
@@ -129,7 +138,7 @@ pub struct BindingLoop {
     binding: Binding,
     queue: Arc<dyn QueueSource>,
     target: Arc<dyn Target>,
-    probe: Option<ThroughputProbe>,
+    workers: Option<Box<dyn WorkerSource>>,
     scaler: Scaler,
     dry_run: bool,
     /// In a dry run, the count the last change would have set: the next decisions start
@@ -139,27 +148,39 @@ pub struct BindingLoop {
 }
 
 impl BindingLoop {
-    /// A loop for `binding` over a queue and a target.
+    /// A loop for `binding` over a queue and a target; it reads the workers at the
+    /// binding's `metrics_urls`, if any.
     pub fn new(
         binding: Binding,
         queue: Arc<dyn QueueSource>,
         target: Arc<dyn Target>,
         dry_run: bool,
     ) -> Self {
-        let probe = (!binding.metrics_urls.is_empty())
-            .then(|| ThroughputProbe::new(binding.metrics_urls.clone()));
+        let workers = (!binding.metrics_urls.is_empty()).then(|| {
+            Box::new(WorkerProbe::new(
+                binding.name.clone(),
+                WorkerAddresses::Fixed(binding.metrics_urls.clone()),
+            )) as Box<dyn WorkerSource>
+        });
         let scaler = Scaler::new(binding.policy.clone());
         let (decisions, _) = broadcast::channel(256);
         Self {
             binding,
             queue,
             target,
-            probe,
+            workers,
             scaler,
             dry_run,
             assumed: None,
             decisions,
         }
+    }
+
+    /// Reads the workers from `workers` instead (an ECS service's tasks, or a test's).
+    #[must_use]
+    pub fn with_workers(mut self, workers: impl WorkerSource) -> Self {
+        self.workers = Some(Box::new(workers));
+        self
     }
 
     /// Decisions as they are made.
@@ -188,10 +209,16 @@ impl BindingLoop {
         let name = self.binding.name.clone();
         counter!("spotq_controller_polls_total", "binding" => name.clone()).increment(1);
         let (queue, service) = tokio::join!(self.read_queue(), self.read_target());
-        let throughput = match &mut self.probe {
-            Some(probe) => probe.measure().await,
-            None => None,
+        let workers = match (&mut self.workers, &service) {
+            // No task runs or starts: no worker holds a message, and none is there to
+            // read.
+            (Some(_), Some(service)) if service.running == 0 && service.pending == 0 => {
+                WorkerFigures::NONE_RUNNING
+            }
+            (Some(workers), _) => workers.read().await,
+            (None, _) => WorkerFigures::default(),
         };
+        let throughput = workers.throughput;
         let mut observed = service;
         if let (true, Some(assumed), Some(service)) = (self.dry_run, self.assumed, &mut observed) {
             service.desired = assumed;
@@ -200,6 +227,7 @@ impl BindingLoop {
             queue,
             service: observed,
             throughput,
+            held: workers.held,
         };
         let decision = self.scaler.decide(polled_at, &observation);
         self.publish(&observation, &decision);
@@ -299,6 +327,9 @@ impl BindingLoop {
             .set(f64::from(decision.desired));
         gauge!("spotq_controller_backlog_per_task", "binding" => name.clone())
             .set(decision.backlog_per_task);
+        if let Some(held) = observation.held {
+            gauge!("spotq_controller_held_messages", "binding" => name.clone()).set(held as f64);
+        }
         if let Some(service) = observation.service {
             gauge!("spotq_controller_running_tasks", "binding" => name.clone())
                 .set(f64::from(service.running));
@@ -333,6 +364,7 @@ impl BindingLoop {
             visible = queue.visible,
             not_visible = queue.not_visible,
             delayed = queue.delayed,
+            held = observation.held,
             running = service.running,
             pending = service.pending,
             needed = decision.needed,
@@ -438,12 +470,18 @@ impl Controller {
                 dry_run = config.dry_run,
                 "binding started"
             );
-            loops.push(BindingLoop::new(
-                binding,
-                Arc::new(queue),
-                target,
-                config.dry_run,
-            ));
+            let workers = match (&binding.target, binding.metrics_port) {
+                (TargetConfig::Ecs { cluster, service }, Some(port)) => Some(WorkerProbe::new(
+                    binding.name.clone(),
+                    WorkerAddresses::Ecs(EcsTasks::new(ecs.clone(), cluster, service, port)),
+                )),
+                _ => None,
+            };
+            let binding = BindingLoop::new(binding, Arc::new(queue), target, config.dry_run);
+            loops.push(match workers {
+                Some(workers) => binding.with_workers(workers),
+                None => binding,
+            });
         }
         Ok(Self::spawn(loops, local_targets))
     }

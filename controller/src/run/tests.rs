@@ -85,6 +85,32 @@ fn binding(policy: Policy) -> Binding {
         policy,
         poll_interval: Duration::from_secs(5),
         metrics_urls: vec![],
+        metrics_port: None,
+    }
+}
+
+/// Workers whose figures the test sets: how many messages they hold (`None`: one could
+/// not be read); counts the reads.
+#[derive(Clone, Default)]
+struct ScriptedWorkers {
+    held: Arc<Mutex<Option<u64>>>,
+    reads: Arc<AtomicU32>,
+}
+
+impl ScriptedWorkers {
+    fn hold(&self, held: Option<u64>) {
+        *self.held.lock().expect("held") = held;
+    }
+}
+
+#[async_trait]
+impl WorkerSource for ScriptedWorkers {
+    async fn read(&mut self) -> WorkerFigures {
+        self.reads.fetch_add(1, Ordering::AcqRel);
+        WorkerFigures {
+            throughput: None,
+            held: *self.held.lock().expect("held"),
+        }
     }
 }
 
@@ -101,6 +127,11 @@ struct Rig {
 }
 
 fn rig(dry_run: bool) -> Rig {
+    rig_reading(dry_run, None)
+}
+
+/// A rig whose loop reads `workers`, if given.
+fn rig_reading(dry_run: bool, workers: Option<ScriptedWorkers>) -> Rig {
     let recorder = Box::leak(Box::new(DebuggingRecorder::new()));
     let snapshotter = recorder.snapshotter();
     let guard = metrics::set_default_local_recorder(recorder);
@@ -115,6 +146,10 @@ fn rig(dry_run: bool) -> Rig {
         Arc::clone(&target) as Arc<dyn Target>,
         dry_run,
     );
+    let binding = match workers {
+        Some(workers) => binding.with_workers(workers),
+        None => binding,
+    };
     Rig {
         queue,
         target,
@@ -253,6 +288,68 @@ async fn failed_reads_are_retried_and_then_hold_the_count() {
         "each attempt counted"
     );
     assert_eq!(rig.updates(), [4]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_whose_only_message_waits_out_a_retry_goes_to_zero_and_wakes_for_it() {
+    let workers = ScriptedWorkers::default();
+    let mut rig = rig_reading(false, Some(workers.clone()));
+    rig.set_queue(1, 0);
+    let decision = rig.poll().await;
+    assert_eq!((decision.desired, decision.reason), (1, Reason::Wake));
+    // The worker takes the message; its handler runs...
+    rig.set_queue(0, 1);
+    workers.hold(Some(1));
+    for _ in 0..10 {
+        rig.poll().await;
+    }
+    assert_eq!(rig.updates(), [1], "a held message keeps its task");
+    // ... and answers RetryAfter(1 h): the message is invisible, and no worker holds it.
+    workers.hold(Some(0));
+    let mut last = rig.poll().await;
+    while last.desired > 0 {
+        last = rig.poll().await;
+        assert!(
+            matches!(last.reason, Reason::EmptyPending | Reason::ToZero),
+            "{last:?}"
+        );
+    }
+    assert_eq!((last.reason, last.in_flight), (Reason::ToZero, 0));
+    assert_eq!(
+        rig.updates(),
+        [1, 0],
+        "to zero with the message still in flight"
+    );
+
+    // At zero no task runs, so there is no worker to read and none holds anything: the
+    // message in flight wakes nothing however long it stays there.
+    let reads = workers.reads.load(Ordering::Acquire);
+    workers.hold(None);
+    for _ in 0..100 {
+        let decision = rig.poll().await;
+        assert_eq!((decision.desired, decision.reason), (0, Reason::Idle));
+    }
+    assert_eq!(workers.reads.load(Ordering::Acquire), reads);
+    // An hour later it is visible again, and wakes the service.
+    rig.set_queue(1, 0);
+    let decision = rig.poll().await;
+    assert_eq!((decision.desired, decision.reason), (1, Reason::Wake));
+    assert_eq!(rig.updates(), [1, 0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_cannot_be_read_keeps_its_service_awake() {
+    let workers = ScriptedWorkers::default();
+    let mut rig = rig_reading(false, Some(workers.clone()));
+    rig.set_queue(1, 0);
+    rig.poll().await;
+    rig.set_queue(0, 1);
+    workers.hold(None);
+    for _ in 0..100 {
+        let decision = rig.poll().await;
+        assert_eq!(decision.desired, 1, "{decision:?}");
+    }
+    assert_eq!(rig.updates(), [1]);
 }
 
 #[test]
