@@ -1,6 +1,7 @@
 //! A worker binary for an ECS task: SQS through the standard AWS configuration, JSON or
 //! text logs, `/metrics` + `/health` + `/ready` on `SPOTQ_HTTP_ADDR` (default
-//! `0.0.0.0:8080`), and the Spot shutdown contract on SIGTERM.
+//! `0.0.0.0:8080`), and the Spot shutdown contract on SIGTERM. With
+//! `SPOTQ_EMF_NAMESPACE` and `SPOTQ_EMF_SERVICE`, CloudWatch EMF lines on stdout too.
 //!
 //! Run with: `SPOTQ_QUEUE=orders cargo run --features sqs --example sqs_worker`
 //! (against a local endpoint: add `AWS_ENDPOINT_URL=http://127.0.0.1:5055` and test
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use spotq::logging::{LogFormat, init};
-use spotq::{Health, Message, SqsBackend, Worker};
+use spotq::{EmfSettings, Health, Message, SqsBackend, Worker};
 
 async fn handle(message: Message) -> Result<(), std::io::Error> {
     // Log ids and counts, never bodies.
@@ -33,12 +34,19 @@ async fn main() -> anyhow::Result<()> {
     let server = spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
 
     // Standard AWS chain; AWS_ENDPOINT_URL(_SQS) points it at a local endpoint.
-    let report = Worker::builder(SqsBackend::from_env(&queue).await?)
+    let mut worker = Worker::builder(SqsBackend::from_env(&queue).await?)
         .concurrency(64)
         .visibility_timeout(Duration::from_secs(60))
         .retry_backoff(Duration::from_secs(2), Duration::from_secs(300))
         .stop_timeout(Duration::from_secs(120)) // the task definition's stopTimeout
-        .health(health)
+        .health(health);
+    // CloudWatch EMF lines on stdout, which deploy/autoscaling/ scales on.
+    if let Ok(namespace) = std::env::var("SPOTQ_EMF_NAMESPACE") {
+        let service = std::env::var("SPOTQ_EMF_SERVICE")
+            .context("SPOTQ_EMF_SERVICE names the ECS service (EMF's ServiceName)")?;
+        worker = worker.emf(EmfSettings::new(namespace, service));
+    }
+    let report = worker
         .handler(handle)
         .run() // until SIGTERM or SIGINT
         .await?;

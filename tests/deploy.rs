@@ -207,16 +207,29 @@ fn dockerfile_health_check(stage: &str) -> Vec<String> {
     strings(&serde_json::from_str(exec).expect("exec form (a JSON array)"))
 }
 
+/// Every file below `deploy/`, as a path below it (`autoscaling/wake-alarm.json`).
+fn deploy_files() -> Vec<String> {
+    fn walk(dir: &Path, prefix: &str, files: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if entry.path().is_dir() {
+                walk(&entry.path(), &format!("{name}/"), files);
+            } else {
+                files.push(name);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&root().join("deploy"), "", &mut files);
+    files.sort();
+    files
+}
+
 #[test]
 fn every_deploy_file_parses_and_the_readme_uses_each() {
     let readme = read("README.md");
-    let mut files: Vec<String> = std::fs::read_dir(root().join("deploy"))
-        .expect("deploy/")
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 8, "{files:?}");
+    let files = deploy_files();
+    assert!(files.len() >= 14, "{files:?}");
     for file in &files {
         assert!(file.ends_with(".json"), "{file}");
         json(&format!("deploy/{file}"));
@@ -228,7 +241,7 @@ fn every_deploy_file_parses_and_the_readme_uses_each() {
     for mention in readme.split("file://deploy/").skip(1) {
         let file: String = mention
             .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '.')
+            .take_while(|c| c.is_ascii_alphanumeric() || ['-', '.', '/'].contains(c))
             .collect();
         assert!(
             files.contains(&file),
@@ -671,4 +684,587 @@ fn the_task_roles_trust_only_ecs_tasks_of_the_account() {
         statement["Condition"]["StringEquals"]["aws:SourceAccount"],
         account
     );
+}
+
+// The AWS-native kit, `deploy/autoscaling/`: Application Auto Scaling and CloudWatch
+// alarms on the metrics the worker publishes, no controller.
+
+/// What the deployed worker publishes, read from the other deploy files and the code:
+/// its EMF namespace and dimension values, its queue, its service.
+struct Published {
+    region: String,
+    account: String,
+    queue: String,
+    cluster: String,
+    service: String,
+    namespace: String,
+    /// The EMF dimensions, in the order the worker writes them, with their values.
+    dimensions: Vec<(String, String)>,
+}
+
+fn published() -> Published {
+    let task = json("deploy/worker-task-definition.json");
+    let service = json("deploy/worker-service.json");
+    let env = environment(container(&task));
+    let (region, account, queue) = queue_url_parts(env_value(&env, "SPOTQ_QUEUE"));
+    // The example turns EMF on with these two variables, as namespace and ServiceName.
+    let example = code("examples/sqs_worker.rs");
+    for needle in [
+        "std::env::var(\"SPOTQ_EMF_NAMESPACE\")",
+        "std::env::var(\"SPOTQ_EMF_SERVICE\")",
+        ".emf(EmfSettings::new(namespace, service))",
+    ] {
+        assert!(example.contains(needle), "the example: {needle}");
+    }
+    let emf_service = env_value(&env, "SPOTQ_EMF_SERVICE").to_owned();
+    let service_name = service["serviceName"].as_str().expect("serviceName");
+    assert_eq!(
+        emf_service, service_name,
+        "ServiceName is the worker service"
+    );
+    // The record's dimensions, by the runtime's catalog: the queue's name (the backend's
+    // name, not its URL) and the service.
+    assert_eq!(
+        spotq::emf::names::DIMENSIONS,
+        [
+            spotq::emf::names::QUEUE_NAME,
+            spotq::emf::names::SERVICE_NAME
+        ]
+    );
+    let report = code("runtime/src/telemetry/report.rs");
+    assert!(report.contains(".dimension(names::QUEUE_NAME, shared.backend.name())"));
+    assert!(report.contains(".dimension(names::SERVICE_NAME, settings.service_name.as_str())"));
+    Published {
+        dimensions: vec![
+            (spotq::emf::names::QUEUE_NAME.to_owned(), queue.clone()),
+            (spotq::emf::names::SERVICE_NAME.to_owned(), emf_service),
+        ],
+        region,
+        account,
+        queue,
+        cluster: service["cluster"].as_str().expect("cluster").to_owned(),
+        service: service_name.to_owned(),
+        namespace: env_value(&env, "SPOTQ_EMF_NAMESPACE").to_owned(),
+    }
+}
+
+fn dimensions(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_array()
+        .expect("Dimensions")
+        .iter()
+        .map(|pair| {
+            (
+                pair["Name"].as_str().expect("Name").to_owned(),
+                pair["Value"].as_str().expect("Value").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The SQS metrics the alarms may use (AWS's names).
+const SQS_METRICS: [&str; 4] = [
+    "ApproximateNumberOfMessagesVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "ApproximateNumberOfMessagesNotVisible",
+    "NumberOfMessagesSent",
+];
+
+/// Checks that a metric a policy or an alarm reads is one that exists: the worker's EMF
+/// (its namespace, a metric and unit of the runtime's catalog, its dimensions in
+/// order), the queue's SQS metrics, or the worker service's ECS CPU.
+fn check_metric(
+    published: &Published,
+    namespace: &str,
+    name: &str,
+    dims: &[(String, String)],
+    unit: Option<&str>,
+) {
+    match namespace {
+        "AWS/SQS" => {
+            assert!(SQS_METRICS.contains(&name), "{name}");
+            assert_eq!(dims, [("QueueName".to_owned(), published.queue.clone())]);
+            assert_eq!(unit, None, "{name}: SQS's own unit");
+        }
+        "AWS/ECS" => {
+            assert_eq!(name, "CPUUtilization");
+            assert_eq!(
+                dims,
+                [
+                    ("ClusterName".to_owned(), published.cluster.clone()),
+                    ("ServiceName".to_owned(), published.service.clone()),
+                ]
+            );
+        }
+        _ => {
+            assert_eq!(namespace, published.namespace, "the worker's EMF namespace");
+            let (_, published_unit, _) = spotq::emf::names::METRICS
+                .iter()
+                .find(|(metric, ..)| *metric == name)
+                .unwrap_or_else(|| panic!("the worker publishes no {name}"));
+            assert_eq!(unit, Some(published_unit.as_str()), "{name}'s unit");
+            assert_eq!(dims, published.dimensions, "{name}'s dimensions");
+        }
+    }
+}
+
+/// The policy ARN `put-scaling-policy` prints for `policy`, but with a placeholder id.
+fn policy_arn_shape(published: &Published, policy: &Value) -> (String, String) {
+    (
+        format!(
+            "arn:aws:autoscaling:{}:{}:scalingPolicy:",
+            published.region, published.account
+        ),
+        format!(
+            ":resource/ecs/{}:policyName/{}",
+            policy["ResourceId"].as_str().expect("ResourceId"),
+            policy["PolicyName"].as_str().expect("PolicyName")
+        ),
+    )
+}
+
+#[test]
+fn the_autoscaling_kit_scales_the_worker_service_on_what_the_worker_publishes() {
+    let published = published();
+    let target = json("deploy/autoscaling/scalable-target.json");
+    assert_eq!(target["ServiceNamespace"], "ecs");
+    assert_eq!(
+        target["ResourceId"],
+        format!("service/{}/{}", published.cluster, published.service)
+    );
+    assert_eq!(target["ScalableDimension"], "ecs:service:DesiredCount");
+    assert_eq!(target["MinCapacity"], 0, "it scales to zero");
+    // The same bounds and backlog per task as the controller's deployment.
+    let controller = environment(container(&json("deploy/controller-task-definition.json")));
+    assert_eq!(
+        target["MaxCapacity"].to_string(),
+        env_value(&controller, "SPOTQ_CONTROLLER_MAX")
+    );
+
+    for file in ["backlog-policy", "wake-policy", "zero-policy"] {
+        let policy = json(&format!("deploy/autoscaling/{file}.json"));
+        for key in ["ServiceNamespace", "ResourceId", "ScalableDimension"] {
+            assert_eq!(policy[key], target[key], "{file}: {key}");
+        }
+    }
+
+    let backlog = json("deploy/autoscaling/backlog-policy.json");
+    assert_eq!(backlog["PolicyType"], "TargetTrackingScaling");
+    let tracking = &backlog["TargetTrackingScalingPolicyConfiguration"];
+    assert_eq!(
+        tracking["TargetValue"].to_string(),
+        env_value(&controller, "SPOTQ_CONTROLLER_BACKLOG_PER_TASK")
+    );
+    let metric = &tracking["CustomizedMetricSpecification"];
+    assert_eq!(metric["MetricName"], spotq::emf::names::BACKLOG_PER_TASK);
+    // Every task publishes the same figure: their average is it.
+    assert_eq!(metric["Statistic"], "Average");
+    check_metric(
+        &published,
+        metric["Namespace"].as_str().expect("Namespace"),
+        metric["MetricName"].as_str().expect("MetricName"),
+        &dimensions(&metric["Dimensions"]),
+        metric["Unit"].as_str(),
+    );
+
+    for (alarm, policy) in [("wake-alarm", "wake-policy"), ("zero-alarm", "zero-policy")] {
+        let alarm = json(&format!("deploy/autoscaling/{alarm}.json"));
+        let policy = json(&format!("deploy/autoscaling/{policy}.json"));
+        assert_eq!(policy["PolicyType"], "StepScaling");
+        // The alarm's action is this policy (its id is the placeholder the README's
+        // commands replace with the ARN put-scaling-policy prints).
+        let actions = strings(&alarm["AlarmActions"]);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let (prefix, suffix) = policy_arn_shape(&published, &policy);
+        let id = actions[0]
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(&suffix))
+            .unwrap_or_else(|| panic!("{} is not {prefix}ID{suffix}", actions[0]));
+        assert_eq!(id.len(), 36, "a policy id: {id}");
+        assert_eq!(alarm["AlarmName"], policy["PolicyName"]);
+        assert_eq!(alarm["ActionsEnabled"], true);
+        for query in alarm["Metrics"].as_array().expect("Metrics") {
+            if let Some(stat) = query.get("MetricStat") {
+                assert_eq!(stat["Period"], 60, "one-minute datapoints");
+                let metric = &stat["Metric"];
+                check_metric(
+                    &published,
+                    metric["Namespace"].as_str().expect("Namespace"),
+                    metric["MetricName"].as_str().expect("MetricName"),
+                    &dimensions(&metric["Dimensions"]),
+                    stat["Unit"].as_str(),
+                );
+            }
+        }
+    }
+}
+
+/// A CloudWatch alarm on a metric math expression, evaluated over datapoints: each
+/// query id's value per minute (`None`: no datapoint), oldest first.
+struct Alarm(Value);
+
+impl Alarm {
+    fn load(file: &str) -> Self {
+        Self(json(&format!("deploy/autoscaling/{file}.json")))
+    }
+
+    /// The expression's value in one minute (the one query that returns data).
+    fn value(&self, minute: &[(&str, Option<f64>)]) -> Option<f64> {
+        let queries = self.0["Metrics"].as_array().expect("Metrics");
+        let returned: Vec<&Value> = queries
+            .iter()
+            .filter(|query| query["ReturnData"] == true)
+            .collect();
+        assert_eq!(returned.len(), 1, "an alarm reads one series");
+        let ids: Vec<&str> = queries
+            .iter()
+            .filter(|query| query.get("MetricStat").is_some())
+            .map(|query| query["Id"].as_str().expect("Id"))
+            .collect();
+        let mut given: Vec<&str> = minute.iter().map(|(id, _)| *id).collect();
+        given.sort_unstable();
+        let mut expected = ids.clone();
+        expected.sort_unstable();
+        assert_eq!(given, expected, "a value (or none) for every metric");
+        let lookup = |id: &str| {
+            minute
+                .iter()
+                .find(|(given, _)| *given == id)
+                .unwrap_or_else(|| panic!("no metric {id}"))
+                .1
+        };
+        match returned[0]["Expression"].as_str() {
+            Some(expression) => metric_math::evaluate(expression, &lookup),
+            None => lookup(returned[0]["Id"].as_str().expect("Id")),
+        }
+    }
+
+    /// Whether the alarm goes to ALARM on these minutes (the last
+    /// `EvaluationPeriods` of them), missing data treated as the alarm says.
+    fn fires(&self, minutes: &[Vec<(&str, Option<f64>)>]) -> bool {
+        let alarm = &self.0;
+        let periods = alarm["EvaluationPeriods"]
+            .as_u64()
+            .expect("EvaluationPeriods") as usize;
+        let needed = alarm["DatapointsToAlarm"]
+            .as_u64()
+            .expect("DatapointsToAlarm") as usize;
+        assert_eq!(alarm["TreatMissingData"], "notBreaching");
+        let threshold = alarm["Threshold"].as_f64().expect("Threshold");
+        let breaches = |value: f64| match alarm["ComparisonOperator"].as_str() {
+            Some("GreaterThanOrEqualToThreshold") => value >= threshold,
+            Some("GreaterThanThreshold") => value > threshold,
+            Some("LessThanOrEqualToThreshold") => value <= threshold,
+            Some("LessThanThreshold") => value < threshold,
+            other => panic!("operator {other:?}"),
+        };
+        let evaluated = &minutes[minutes.len().saturating_sub(periods)..];
+        let breaching = evaluated
+            .iter()
+            .filter(|minute| self.value(minute).is_some_and(breaches))
+            .count();
+        breaching >= needed
+    }
+
+    /// The value the last minute gives its action's step scaling policy.
+    fn last_value(&self, minutes: &[Vec<(&str, Option<f64>)>]) -> f64 {
+        self.value(minutes.last().expect("a minute"))
+            .expect("a datapoint")
+    }
+}
+
+/// The desired count a step scaling policy sets for an alarm's `value`, from `current`,
+/// within the scalable target's bounds (Application Auto Scaling's rules: above the
+/// threshold a step's lower bound is inclusive and its upper exclusive; below, the other
+/// way round).
+fn step(policy: &str, alarm: &Alarm, value: f64, current: u64) -> u64 {
+    let policy = json(&format!("deploy/autoscaling/{policy}.json"));
+    let target = json("deploy/autoscaling/scalable-target.json");
+    let config = &policy["StepScalingPolicyConfiguration"];
+    let threshold = alarm.0["Threshold"].as_f64().expect("Threshold");
+    let difference = value - threshold;
+    // Strict operators and whole counts keep a value off the threshold, where the
+    // bounds' inclusiveness is a matter of reading.
+    assert!(difference != 0.0, "{value} is on the threshold");
+    let above = difference > 0.0;
+    let steps = config["StepAdjustments"]
+        .as_array()
+        .expect("StepAdjustments");
+    let matching: Vec<&Value> = steps
+        .iter()
+        .filter(|step| {
+            let lower = step["MetricIntervalLowerBound"].as_f64();
+            let upper = step["MetricIntervalUpperBound"].as_f64();
+            let over_lower = lower.is_none_or(|lower| {
+                if above {
+                    difference >= lower
+                } else {
+                    difference > lower
+                }
+            });
+            let under_upper = upper.is_none_or(|upper| {
+                if above {
+                    difference < upper
+                } else {
+                    difference <= upper
+                }
+            });
+            over_lower && under_upper
+        })
+        .collect();
+    assert_eq!(matching.len(), 1, "one step for {value}: {steps:?}");
+    let adjustment = matching[0]["ScalingAdjustment"]
+        .as_i64()
+        .expect("ScalingAdjustment");
+    let desired = match config["AdjustmentType"].as_str() {
+        Some("ExactCapacity") => adjustment,
+        Some("ChangeInCapacity") => current as i64 + adjustment,
+        other => panic!("adjustment type {other:?}"),
+    };
+    let min = target["MinCapacity"].as_i64().expect("MinCapacity");
+    let max = target["MaxCapacity"].as_i64().expect("MaxCapacity");
+    desired.clamp(min, max) as u64
+}
+
+#[test]
+fn one_visible_message_wakes_a_service_at_zero_and_only_then() {
+    let wake = Alarm::load("wake-alarm");
+    assert_eq!(
+        (&wake.0["EvaluationPeriods"], &wake.0["DatapointsToAlarm"]),
+        (&Value::from(1), &Value::from(1)),
+        "one minute's datapoint is enough"
+    );
+    let minute = |visible: Option<f64>, tasks: Option<f64>| {
+        vec![vec![("visible", visible), ("tasks", tasks)]]
+    };
+    // No task runs (the service's CPU metric has no datapoint): one message wakes it.
+    let one = minute(Some(1.0), None);
+    assert!(wake.fires(&one));
+    assert_eq!(step("wake-policy", &wake, wake.last_value(&one), 0), 1);
+    assert_eq!(
+        step("wake-policy", &wake, wake.last_value(&one), 1),
+        1,
+        "fired again while the task starts, it sets 1 again"
+    );
+    let many = minute(Some(5000.0), None);
+    assert_eq!(step("wake-policy", &wake, wake.last_value(&many), 0), 1);
+    // Nothing visible, or the queue's metric missing: nothing to wake for.
+    assert!(!wake.fires(&minute(Some(0.0), None)));
+    assert!(!wake.fires(&minute(None, None)));
+    // Tasks run: sizing is the target tracking policy's, not the wake's.
+    assert!(!wake.fires(&minute(Some(1000.0), Some(2.0))));
+}
+
+#[test]
+fn the_service_goes_to_zero_once_nothing_is_visible_sent_or_held_for_five_minutes() {
+    let zero = Alarm::load("zero-alarm");
+    let quiet = |held: Option<f64>| {
+        vec![
+            ("visible", Some(0.0)),
+            ("delayed", Some(0.0)),
+            ("sent", Some(0.0)),
+            ("held", held),
+        ]
+    };
+    // Nothing visible, delayed or sent, and every worker holding nothing. A message
+    // retried for an hour is in flight, but held by no worker: it is not read here (the
+    // wake alarm brings the service back once the message is visible).
+    let five_quiet: Vec<_> = (0..5).map(|_| quiet(Some(0.0))).collect();
+    assert!(zero.fires(&five_quiet));
+    assert_eq!(
+        step("zero-policy", &zero, zero.last_value(&five_quiet), 3),
+        0
+    );
+
+    // Four quiet minutes are not enough.
+    assert!(!zero.fires(&five_quiet[..4]));
+    // A worker holding a message, a message sent, visible or delayed in any of the five
+    // minutes keeps it.
+    for (id, value) in [
+        ("held", 1.0),
+        ("sent", 3.0),
+        ("visible", 1.0),
+        ("delayed", 2.0),
+    ] {
+        for at in 0..5 {
+            let mut minutes = five_quiet.clone();
+            for entry in &mut minutes[at] {
+                if entry.0 == id {
+                    entry.1 = Some(value);
+                }
+            }
+            assert!(!zero.fires(&minutes), "{id} = {value} in minute {at}");
+        }
+    }
+    // No worker's word (no task, or its EMF line missing): no datapoint, no zero.
+    let mut minutes = five_quiet.clone();
+    minutes[2] = quiet(None);
+    assert!(!zero.fires(&minutes));
+    let none_running: Vec<_> = (0..5).map(|_| quiet(None)).collect();
+    assert!(!zero.fires(&none_running));
+}
+
+/// The part of CloudWatch metric math the alarms use: numbers, metric ids, `+ - * /`,
+/// comparisons (1 or 0), `IF(condition, then, else)` and `FILL(series, value)`. A value
+/// is a datapoint or its absence: arithmetic on an absent one is absent.
+mod metric_math {
+    pub fn evaluate(expression: &str, lookup: &dyn Fn(&str) -> Option<f64>) -> Option<f64> {
+        let tokens = tokenize(expression);
+        let mut parser = Parser {
+            tokens: &tokens,
+            at: 0,
+            lookup,
+        };
+        let value = parser.comparison();
+        assert_eq!(parser.at, tokens.len(), "all of {expression:?} is read");
+        value
+    }
+
+    fn tokenize(expression: &str) -> Vec<String> {
+        let mut tokens = Vec::new();
+        let chars: Vec<char> = expression.chars().collect();
+        let mut index = 0;
+        while index < chars.len() {
+            let c = chars[index];
+            if c.is_whitespace() {
+                index += 1;
+            } else if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                let start = index;
+                while index < chars.len()
+                    && (chars[index].is_ascii_alphanumeric()
+                        || chars[index] == '_'
+                        || chars[index] == '.')
+                {
+                    index += 1;
+                }
+                tokens.push(chars[start..index].iter().collect());
+            } else if index + 1 < chars.len()
+                && ["==", "!=", ">=", "<="].contains(&format!("{c}{}", chars[index + 1]).as_str())
+            {
+                tokens.push(format!("{c}{}", chars[index + 1]));
+                index += 2;
+            } else {
+                assert!(
+                    "+-*/()<>,".contains(c),
+                    "unexpected {c:?} in {expression:?}"
+                );
+                tokens.push(c.to_string());
+                index += 1;
+            }
+        }
+        tokens
+    }
+
+    struct Parser<'a> {
+        tokens: &'a [String],
+        at: usize,
+        lookup: &'a dyn Fn(&str) -> Option<f64>,
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<&str> {
+            self.tokens.get(self.at).map(String::as_str)
+        }
+
+        fn expect(&mut self, token: &str) {
+            assert_eq!(self.peek(), Some(token), "at token {}", self.at);
+            self.at += 1;
+        }
+
+        fn comparison(&mut self) -> Option<f64> {
+            let left = self.sum();
+            let Some(op) = self
+                .peek()
+                .filter(|op| ["==", "!=", ">=", "<=", ">", "<"].contains(op))
+                .map(str::to_owned)
+            else {
+                return left;
+            };
+            self.at += 1;
+            let right = self.sum();
+            let (left, right) = (left?, right?);
+            let holds = match op.as_str() {
+                "==" => left == right,
+                "!=" => left != right,
+                ">=" => left >= right,
+                "<=" => left <= right,
+                ">" => left > right,
+                _ => left < right,
+            };
+            Some(if holds { 1.0 } else { 0.0 })
+        }
+
+        fn sum(&mut self) -> Option<f64> {
+            let mut value = self.product();
+            while let Some(op) = self.peek().filter(|op| ["+", "-"].contains(op)) {
+                let add = op == "+";
+                self.at += 1;
+                let right = self.product();
+                value = value
+                    .zip(right)
+                    .map(|(a, b)| if add { a + b } else { a - b });
+            }
+            value
+        }
+
+        fn product(&mut self) -> Option<f64> {
+            let mut value = self.atom();
+            while let Some(op) = self.peek().filter(|op| ["*", "/"].contains(op)) {
+                let multiply = op == "*";
+                self.at += 1;
+                let right = self.atom();
+                value = value
+                    .zip(right)
+                    .map(|(a, b)| if multiply { a * b } else { a / b });
+            }
+            value
+        }
+
+        fn atom(&mut self) -> Option<f64> {
+            let token = self.peek().expect("more of the expression").to_owned();
+            self.at += 1;
+            if token == "(" {
+                let value = self.comparison();
+                self.expect(")");
+                return value;
+            }
+            if let Ok(number) = token.parse::<f64>() {
+                return Some(number);
+            }
+            if self.peek() != Some("(") {
+                return (self.lookup)(&token);
+            }
+            self.expect("(");
+            let mut arguments = vec![self.comparison()];
+            while self.peek() == Some(",") {
+                self.at += 1;
+                arguments.push(self.comparison());
+            }
+            self.expect(")");
+            match (token.as_str(), arguments.as_slice()) {
+                ("FILL", [series, fill]) => series.or(*fill),
+                ("IF", [condition, then, otherwise]) => {
+                    condition.and_then(|c| if c != 0.0 { *then } else { *otherwise })
+                }
+                (function, arguments) => {
+                    panic!("{function} with {} arguments", arguments.len())
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_functions_and_absent_datapoints_behave_as_in_cloudwatch() {
+        let values = |id: &str| match id {
+            "a" => Some(2.0),
+            "b" => Some(3.0),
+            _ => None,
+        };
+        assert_eq!(evaluate("a + b * 2", &values), Some(8.0));
+        assert_eq!(evaluate("(a + b) * 2", &values), Some(10.0));
+        assert_eq!(evaluate("a + missing", &values), None);
+        assert_eq!(evaluate("FILL(missing, 0) == 0", &values), Some(1.0));
+        assert_eq!(evaluate("IF(a >= 2, b, 0)", &values), Some(3.0));
+        assert_eq!(evaluate("IF(a > 2, b, 0)", &values), Some(0.0));
+    }
 }

@@ -26,6 +26,11 @@
 //! - **Copilot** BacklogPerTask: `visible / running` (or `visible` with no task) as a
 //!   1-minute metric, ECS target tracking at 10: out after 3 datapoints above 10, in
 //!   after 15 below 9, to `ceil(running × metric / 10)`.
+//! - **deploy/autoscaling** (AWS-native, no controller): spotq's own Application Auto
+//!   Scaling kit, as [`AwsNative`] describes: a wake alarm on one visible message while
+//!   no task runs, target tracking on the workers' `BacklogPerTask` at 10, and a zero
+//!   alarm after 5 minutes with nothing visible, sent or held; 1-minute datapoints
+//!   available a minute late.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -237,22 +242,60 @@ impl Autoscaler for Spotq {
     }
 }
 
-/// One-minute averages of a reading, each available `lag` seconds after its minute.
+/// How one minute of a reading becomes its datapoint.
+#[derive(Clone, Copy, Default)]
+enum Stat {
+    #[default]
+    Average,
+    Maximum,
+    Sum,
+}
+
+/// One-minute datapoints of a reading (averages unless told), each available `lag`
+/// seconds after its minute. A minute without a sample has no datapoint.
 #[derive(Default)]
 struct Minutely {
+    stat: Stat,
     sum: f64,
+    peak: f64,
     samples: u32,
-    /// (available at, value)
-    datapoints: VecDeque<(f64, f64)>,
+    /// (available at, the minute's number, value)
+    datapoints: VecDeque<(f64, u64, f64)>,
 }
 
 impl Minutely {
+    fn of(stat: Stat) -> Self {
+        Self {
+            stat,
+            ..Self::default()
+        }
+    }
+
     fn sample(&mut self, now: f64, value: f64, lag: f64) {
-        self.sum += value;
-        self.samples += 1;
+        self.record(now, Some(value), lag);
+    }
+
+    /// Adds a sample, if any, and closes the minute at its end.
+    fn record(&mut self, now: f64, value: Option<f64>, lag: f64) {
+        if let Some(value) = value {
+            self.sum += value;
+            self.peak = if self.samples == 0 {
+                value
+            } else {
+                self.peak.max(value)
+            };
+            self.samples += 1;
+        }
         if every(now + TICK, 60.0) {
-            let average = self.sum / f64::from(self.samples.max(1));
-            self.datapoints.push_back((now + lag, average));
+            if self.samples > 0 {
+                let value = match self.stat {
+                    Stat::Average => self.sum / f64::from(self.samples),
+                    Stat::Maximum => self.peak,
+                    Stat::Sum => self.sum,
+                };
+                let minute = ((now + TICK) / 60.0).round() as u64 - 1;
+                self.datapoints.push_back((now + lag, minute, value));
+            }
             self.sum = 0.0;
             self.samples = 0;
         }
@@ -263,10 +306,36 @@ impl Minutely {
         let available: Vec<f64> = self
             .datapoints
             .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, value)| *value)
+            .filter(|(at, ..)| *at <= now)
+            .map(|(.., value)| *value)
             .collect();
         available[available.len().saturating_sub(n)..].to_vec()
+    }
+
+    /// The datapoint of minute `minute`, once available at `now`.
+    fn at(&self, now: f64, minute: u64) -> Option<f64> {
+        self.datapoints
+            .iter()
+            .find(|(at, of, _)| *at <= now && *of == minute)
+            .map(|(.., value)| *value)
+    }
+
+    /// The number of the newest minute with a datapoint available at `now`.
+    fn newest(&self, now: f64) -> Option<u64> {
+        self.datapoints
+            .iter()
+            .filter(|(at, ..)| *at <= now)
+            .map(|(_, minute, _)| *minute)
+            .max()
+    }
+
+    /// The datapoints of the `n` minutes up to `newest`, if every one has one (else
+    /// the data is insufficient).
+    fn window(&self, now: f64, newest: u64, n: u64) -> Option<Vec<f64>> {
+        (newest + 1).checked_sub(n)?;
+        (newest + 1 - n..=newest)
+            .map(|minute| self.at(now, minute))
+            .collect()
     }
 }
 
@@ -385,6 +454,94 @@ impl Autoscaler for Copilot {
     }
 }
 
+/// The AWS-native kit of `deploy/autoscaling/` (Application Auto Scaling, no
+/// controller), every datapoint a minute, available a minute after its minute, the
+/// alarms evaluated every minute: the wake alarm sets 1 task once the visible maximum
+/// of a minute without any running task (no CPU datapoint) is at least 1; target
+/// tracking on the workers' EMF `BacklogPerTask` ((visible + in flight) / running, as
+/// the worker computes it) at 10, out after 3 datapoints above, in after 15 below 90 %;
+/// the zero alarm sets 0 after 5 minutes in a row of visible + sent + held (the workers'
+/// `MessagesInFlight` maximum) at 0, the held datapoint present (a task ran).
+struct AwsNative {
+    visible: Minutely,
+    sent: Minutely,
+    backlog: Minutely,
+    held: Minutely,
+    running: Minutely,
+    arrived: u64,
+}
+
+impl AwsNative {
+    fn new() -> Self {
+        Self {
+            visible: Minutely::of(Stat::Maximum),
+            sent: Minutely::of(Stat::Sum),
+            backlog: Minutely::of(Stat::Average),
+            held: Minutely::of(Stat::Maximum),
+            running: Minutely::of(Stat::Maximum),
+            arrived: 0,
+        }
+    }
+}
+
+impl Autoscaler for AwsNative {
+    fn name(&self) -> &'static str {
+        "deploy/autoscaling (AWS-native)"
+    }
+
+    fn tick(&mut self, world: &mut World) {
+        const LAG: f64 = 60.0;
+        let now = world.now;
+        let counts = world.counts();
+        self.visible.sample(now, counts.visible as f64, LAG);
+        self.sent
+            .sample(now, (world.arrived - self.arrived) as f64, LAG);
+        self.arrived = world.arrived;
+        let running = (world.running > 0).then_some(f64::from(world.running));
+        let per_task = running.map(|tasks| (counts.visible + counts.not_visible) as f64 / tasks);
+        self.backlog.record(now, per_task, LAG);
+        self.held
+            .record(now, running.map(|_| world.in_flight.len() as f64), LAG);
+        self.running.record(now, running, LAG);
+        if !every(now, 60.0) {
+            return;
+        }
+        let Some(minute) = self.visible.newest(now) else {
+            return;
+        };
+        // Wake: visible messages in a minute no task ran.
+        let visible = self.visible.at(now, minute).unwrap_or_default();
+        if visible >= 1.0 && self.running.at(now, minute).is_none() {
+            world.set_desired(1);
+            return;
+        }
+        // To zero: nothing visible, sent or held for 5 minutes, as the workers said.
+        let quiet = [&self.visible, &self.sent, &self.held]
+            .iter()
+            .map(|series| series.window(now, minute, 5))
+            .collect::<Option<Vec<_>>>()
+            .is_some_and(|windows| windows.iter().flatten().all(|value| *value <= 0.0));
+        if quiet && world.desired > 0 {
+            world.set_desired(0);
+            return;
+        }
+        // Target tracking, only on datapoints of every minute (else insufficient data).
+        let target = BACKLOG_PER_TASK;
+        let base = f64::from(world.running.max(1));
+        if let Some(out) = self.backlog.window(now, minute, 3)
+            && out.iter().all(|value| *value > target)
+        {
+            let metric = out.last().copied().unwrap_or_default();
+            world.set_desired(((base * metric / target).ceil() as u32).max(world.desired));
+        } else if let Some(scale_in) = self.backlog.window(now, minute, 15)
+            && scale_in.iter().all(|value| *value < 0.9 * target)
+        {
+            let metric = scale_in.last().copied().unwrap_or_default();
+            world.set_desired((f64::from(world.running) * metric / target).ceil() as u32);
+        }
+    }
+}
+
 fn scalers() -> Vec<Box<dyn Autoscaler>> {
     vec![
         Box::new(Spotq::new()),
@@ -398,6 +555,7 @@ fn scalers() -> Vec<Box<dyn Autoscaler>> {
         Box::new(Copilot {
             backlog: Minutely::default(),
         }),
+        Box::new(AwsNative::new()),
     ]
 }
 
