@@ -11,16 +11,20 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
+use spotq::SqsBackend;
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::decision::Reason;
 use spotq_controller::inputs::{WorkerAddresses, WorkerProbe};
-use spotq_controller::run::Controller;
+use spotq_controller::run::{Controller, DecisionEvent};
+use spotq_controller::targets::LocalTarget;
 use support::decisions::{next_change, woken_by_first_poll_after};
 use support::process::{Settings, WorkerProcess};
 use support::unique;
+use tokio::sync::broadcast::Receiver;
 use tokio::time::{Instant, timeout};
 
 /// The bodies the workers recorded as `event` in the shared log file.
@@ -32,6 +36,33 @@ fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
         .filter(|(kind, _)| *kind == event)
         .map(|(_, body)| body.to_owned())
         .collect()
+}
+
+/// The `[binding.local]` table of a binding: `spotq-test-worker` processes on `queue`,
+/// recording to `events`, given 15 s from SIGTERM to SIGKILL, with `env` (TOML pairs:
+/// `KEY = "value", …`) beyond the queue, the log file and the stop timeout.
+fn test_workers(queue: &SqsBackend, events: &Path, env: &str) -> String {
+    format!(
+        r#"
+[binding.local]
+command = ["{worker}"]
+stop_timeout = "15s"
+env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn", {env} }}
+"#,
+        queue = queue.queue_url(),
+        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
+        events = events.display(),
+    )
+}
+
+/// Starts a controller on `file`, with the local target of its binding `name` and its
+/// decisions from now on.
+async fn start(file: &str, name: &str) -> (Controller, Arc<LocalTarget>, Receiver<DecisionEvent>) {
+    let config = Config::from_parts(&Cli::default(), Some(file)).expect("valid config");
+    let controller = Controller::start(config).await.expect("started");
+    let local = controller.local_target(name).expect("a local target");
+    let decisions = controller.decisions();
+    (controller, local, decisions)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,20 +83,14 @@ backlog_per_task = 5
 poll_interval = "200ms"
 scale_in_cooldown = "1s"
 empty_polls = 2
-
-[binding.local]
-command = ["{worker}"]
-stop_timeout = "15s"
-env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "5", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
 "#,
         queue = queue.queue_url(),
-        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
-        events = events.display(),
+    ) + &test_workers(
+        &queue,
+        &events,
+        r#"SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "5""#,
     );
-    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
-    let controller = Controller::start(config).await.expect("started");
-    let local = controller.local_target("local").expect("a local target");
-    let mut decisions = controller.decisions();
+    let (controller, local, mut decisions) = start(&file, "local").await;
 
     // Idle: a few polls, no worker.
     for _ in 0..3 {
@@ -128,20 +153,14 @@ poll_interval = "200ms"
 scale_in_cooldown = "1s"
 empty_polls = 2
 metrics_urls = ["http://127.0.0.1:{port}/metrics"]
-
-[binding.local]
-command = ["{worker}"]
-stop_timeout = "15s"
-env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_HTTP_ADDR = "127.0.0.1:{port}", SPOTQ_GRACE_SECS = "5", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
 "#,
         queue = queue.queue_url(),
-        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
-        events = events.display(),
+    ) + &test_workers(
+        &queue,
+        &events,
+        &format!(r#"SPOTQ_HTTP_ADDR = "127.0.0.1:{port}", SPOTQ_GRACE_SECS = "5""#),
     );
-    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
-    let controller = Controller::start(config).await.expect("started");
-    let local = controller.local_target("retry").expect("a local target");
-    let mut decisions = controller.decisions();
+    let (controller, local, mut decisions) = start(&file, "retry").await;
 
     // The handler answers RetryAfter(15 s) on the first receive.
     let body = "later:10:retry=15".to_owned();
@@ -269,21 +288,16 @@ queue = "{queue}"
 max = 2
 backlog_per_task = 4
 poll_interval = "200ms"
-
-[binding.local]
-command = ["{worker}"]
-stop_timeout = "15s"
-env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "1", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
 "#,
         queue = queue.queue_url(),
-        worker = env!("CARGO_BIN_EXE_spotq-test-worker"),
-        events = events.display(),
+    ) + &test_workers(
+        &queue,
+        &events,
+        r#"SPOTQ_CONCURRENCY = "4", SPOTQ_GRACE_SECS = "1""#,
     );
     let sent: BTreeSet<String> = (0..8).map(|n| format!("long{n}:30000")).collect();
     support::send(&queue, sent.iter().cloned()).await;
-    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
-    let controller = Controller::start(config).await.expect("started");
-    let local = controller.local_target("stop").expect("a local target");
+    let (controller, local, _) = start(&file, "stop").await;
     support::until(Duration::from_secs(30), || {
         recorded(&events, "start").len() == 8
     })

@@ -3,7 +3,7 @@
 //! desired count).
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::ContainerDefinition;
+use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode};
 
 use super::{emulator_endpoint, unique};
 
@@ -40,20 +40,7 @@ pub async fn service_at_zero(client: &Client, prefix: &str) -> Service {
         .and_then(|cluster| cluster.cluster_arn)
         .expect("cluster ARN");
     let family = format!("{cluster}-worker");
-    client
-        .register_task_definition()
-        .family(&family)
-        .container_definitions(
-            ContainerDefinition::builder()
-                .name("worker")
-                .image("spotq-worker")
-                .memory(64)
-                .cpu(10)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("register task definition");
+    register_task_definition(client, &family, None).await;
     let service = format!("{cluster}-svc");
     client
         .create_service()
@@ -70,6 +57,30 @@ pub async fn service_at_zero(client: &Client, prefix: &str) -> Service {
         family,
         service,
     }
+}
+
+/// Registers `family`: one small container (small enough to place on moto's EC2
+/// container instances), in `network_mode` if given.
+async fn register_task_definition(
+    client: &Client,
+    family: &str,
+    network_mode: Option<NetworkMode>,
+) {
+    client
+        .register_task_definition()
+        .family(family)
+        .set_network_mode(network_mode)
+        .container_definitions(
+            ContainerDefinition::builder()
+                .name("worker")
+                .image("spotq-worker")
+                .memory(64)
+                .cpu(10)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register task definition");
 }
 
 /// The service's desired count.
@@ -125,21 +136,7 @@ pub async fn run_service_task(
         .group(format!("service:{service}"));
     if awsvpc {
         let family = format!("{family}-awsvpc");
-        client
-            .register_task_definition()
-            .family(&family)
-            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
-            .container_definitions(
-                ContainerDefinition::builder()
-                    .name("worker")
-                    .image("spotq-worker")
-                    .memory(64)
-                    .cpu(10)
-                    .build(),
-            )
-            .send()
-            .await
-            .expect("register an awsvpc task definition");
+        register_task_definition(client, &family, Some(NetworkMode::Awsvpc)).await;
         run = run.task_definition(family).network_configuration(
             aws_sdk_ecs::types::NetworkConfiguration::builder()
                 .awsvpc_configuration(
