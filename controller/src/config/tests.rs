@@ -403,10 +403,15 @@ fn the_readme_s_example_file_is_valid() {
         .expect("a TOML example");
     let config = Config::from_parts(&cli(&[]), Some(example)).expect("the example parses");
     let names: Vec<&str> = config.bindings.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["orders", "thumbnails", "local-demo"]);
+    assert_eq!(names, ["orders", "thumbnails", "local-demo", "reports"]);
     assert_eq!(
         config.bindings[0].policy.scale_in_cooldown,
         Duration::from_secs(120)
+    );
+    let jobs = config.bindings[3].job_policy().expect("a job binding");
+    assert_eq!(
+        (jobs.messages_per_task, jobs.max_tasks, jobs.max_step),
+        (100, 20, Some(5))
     );
 }
 

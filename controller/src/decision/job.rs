@@ -181,10 +181,12 @@ impl JobDecision {
 /// use spotq_controller::decision::job::{JobPolicy, JobReason, size_jobs};
 ///
 /// let policy = JobPolicy { messages_per_task: 10, max_tasks: 5, max_step: Some(2), ..JobPolicy::default() };
-/// let decision = size_jobs(&policy, 45, 1);
+/// // 80 waiting want 8 tasks, 5 at most; 1 is active, and 2 start a poll at most.
+/// let decision = size_jobs(&policy, 80, 1);
 /// assert_eq!((decision.wanted, decision.starts, decision.reason), (5, 2, JobReason::Start));
-/// assert_eq!(size_jobs(&policy, 45, 5).reason, JobReason::AtMax);
-/// assert_eq!(size_jobs(&policy, 0, 0).starts, 0);
+/// assert_eq!(size_jobs(&policy, 80, 5).reason, JobReason::AtMax);
+/// assert_eq!(size_jobs(&policy, 30, 3).reason, JobReason::Enough);
+/// assert_eq!(size_jobs(&policy, 0, 0).reason, JobReason::Idle);
 /// ```
 pub fn size_jobs(policy: &JobPolicy, waiting: u64, active: u32) -> JobDecision {
     let per_task = policy.messages_per_task.max(1);
