@@ -16,8 +16,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,59 +40,73 @@ async fn next_poll(events: &mut Receiver<JobEvent>) -> JobEvent {
         .expect("job decisions")
 }
 
-/// Takes every message off the queue, as the job tasks would.
-async fn drain(queue: &spotq::SqsBackend) {
-    loop {
-        let received = queue
-            .client()
-            .receive_message()
-            .queue_url(queue.queue_url())
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("receive");
-        let messages = received.messages();
-        if messages.is_empty() {
-            break;
-        }
-        for message in messages {
-            queue
-                .client()
-                .delete_message()
-                .queue_url(queue.queue_url())
-                .receipt_handle(message.receipt_handle().expect("handle"))
-                .send()
-                .await
-                .expect("delete");
-        }
+/// Skips to the first poll that began at `since` or later, then checks that the next
+/// polls find nothing waiting, nothing active and start nothing.
+async fn idle_after(events: &mut Receiver<JobEvent>, since: Instant) {
+    while next_poll(events).await.polled_at < since {}
+    for _ in 0..5 {
+        let event = next_poll(events).await;
+        assert_eq!(
+            (event.decision.reason, event.decision.active, event.started),
+            (JobReason::Idle, 0, 0),
+            "{event:?}"
+        );
     }
-    assert_eq!(support::counts(queue).await, (0, 0, 0));
+}
+
+/// A job binding's queue and cluster in moto, and its configuration.
+struct MotoJob {
+    /// The binding's name.
+    name: String,
+    queue: spotq::SqsBackend,
+    client: aws_sdk_ecs::Client,
+    cluster: String,
+    /// The task definition's family.
+    family: String,
+    /// One binding: the job binding, with `settings` for the binding and `job` for its
+    /// job table (besides the queue, cluster, task definition and subnet).
+    config: Config,
+}
+
+/// A queue and a cluster with a task definition in moto (its tasks held at `RUNNING`),
+/// and a job binding over them.
+async fn moto_job(prefix: &str, settings: &str, job: &str) -> MotoJob {
+    support::ecs::keep_tasks_running().await;
+    let queue = support::create_queue(&unique(&format!("ctl-{prefix}")), &[]).await;
+    let client = support::ecs::client().await;
+    let (cluster, family) = support::ecs::job_cluster(&client, prefix).await;
+    let name = unique(prefix);
+    let file = format!(
+        "[[binding]]\nname = \"{name}\"\nqueue = \"{queue}\"\ncluster = \"{cluster}\"\n{settings}\n\
+         [binding.job]\ntask_definition = \"{family}\"\nsubnets = [\"subnet-12345678\"]\n{job}\n",
+        queue = queue.queue_url(),
+    );
+    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+    MotoJob {
+        name,
+        queue,
+        client,
+        cluster,
+        family,
+        config,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_start_moto_job_tasks_once_and_a_drained_queue_starts_none() {
-    support::ecs::keep_tasks_running().await;
-    let queue = support::create_queue(&unique("ctl-jobs"), &[]).await;
-    let client = support::ecs::client().await;
-    let (cluster, family) = support::ecs::job_cluster(&client, "jobs").await;
-    let name = unique("jobs");
-    let file = format!(
-        r#"
-[[binding]]
-name = "{name}"
-queue = "{queue}"
-cluster = "{cluster}"
-max = 4
-poll_interval = "200ms"
-[binding.job]
-task_definition = "{family}"
-subnets = ["subnet-12345678"]
-security_groups = ["sg-12345678"]
-messages_per_task = 10
-"#,
-        queue = queue.queue_url(),
-    );
-    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+    let MotoJob {
+        name,
+        queue,
+        client,
+        cluster,
+        family,
+        config,
+    } = moto_job(
+        "jobs",
+        "max = 4\npoll_interval = \"200ms\"",
+        "security_groups = [\"sg-12345678\"]\nmessages_per_task = 10",
+    )
+    .await;
     let controller = Controller::start(config).await.expect("started");
     let mut events = controller.job_decisions();
     let started_by = started_by(&name);
@@ -145,24 +158,11 @@ messages_per_task = 10
     }
 
     // The tasks drain the queue and exit.
-    drain(&queue).await;
+    support::drain(&queue).await;
     for task in &tasks {
         support::ecs::stop_task(&client, &cluster, task).await;
     }
-    let stopped = Instant::now();
-    loop {
-        if next_poll(&mut events).await.polled_at >= stopped {
-            break;
-        }
-    }
-    for _ in 0..5 {
-        let event = next_poll(&mut events).await;
-        assert_eq!(
-            (event.decision.reason, event.decision.active, event.started),
-            (JobReason::Idle, 0, 0),
-            "{event:?}"
-        );
-    }
+    idle_after(&mut events, Instant::now()).await;
     assert!(
         support::ecs::tasks_started_by(&client, &cluster, &started_by)
             .await
@@ -171,50 +171,33 @@ messages_per_task = 10
     controller.stop().await;
 }
 
-/// The counters recorded on this thread, kept across snapshots (a snapshot resets them).
-struct Counters {
-    snapshotter: Snapshotter,
-    seen: std::cell::RefCell<Vec<(String, Vec<(String, String)>, u64)>>,
-}
-
-impl Counters {
-    fn of(recorder: &DebuggingRecorder) -> Self {
-        Self {
-            snapshotter: recorder.snapshotter(),
-            seen: std::cell::RefCell::default(),
-        }
-    }
-
-    /// The counter's value summed over its label sets, with `label` = `value` if given.
-    fn get(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
-        let mut seen = self.seen.borrow_mut();
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            if let DebugValue::Counter(count) = value {
-                let labels = key
-                    .key()
-                    .labels()
-                    .map(|label| (label.key().to_owned(), label.value().to_owned()))
-                    .collect();
-                seen.push((key.key().name().to_owned(), labels, count));
-            }
-        }
-        seen.iter()
-            .filter(|(found, ..)| found == name)
-            .filter(|(_, labels, _)| {
-                label.is_none_or(|(label, value)| {
-                    labels
-                        .iter()
-                        .any(|(key, found)| key == label && found == value)
-                })
-            })
-            .map(|(.., count)| count)
-            .sum()
-    }
+/// The counters recorded on this thread, read at once, as `name{key=value,…}`.
+fn counters(snapshotter: &Snapshotter) -> BTreeMap<String, u64> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let DebugValue::Counter(count) = value else {
+                return None;
+            };
+            let labels: Vec<String> = key
+                .key()
+                .labels()
+                .map(|label| format!("{}={}", label.key(), label.value()))
+                .collect();
+            Some((
+                format!("{}{{{}}}", key.key().name(), labels.join(",")),
+                count,
+            ))
+        })
+        .collect()
 }
 
 /// A job loop over a moto queue and moto's ECS behind the proxy, polled by hand on
 /// this thread (so the metrics recorder of the thread sees its counters).
 struct ProxiedJob {
+    name: String,
     queue: spotq::SqsBackend,
     client: aws_sdk_ecs::Client,
     cluster: String,
@@ -223,29 +206,20 @@ struct ProxiedJob {
 }
 
 async fn proxied_job(proxy: &FaultProxy, spot_fallback: bool) -> ProxiedJob {
-    support::ecs::keep_tasks_running().await;
-    let queue = support::create_queue(&unique("ctl-spot"), &[]).await;
-    let client = support::ecs::client().await;
-    let (cluster, family) = support::ecs::job_cluster(&client, "spot").await;
-    let name = unique("spot");
     // A long poll interval: the backoff after a shortfall (one interval) outlasts the test.
-    let file = format!(
-        r#"
-[[binding]]
-name = "{name}"
-queue = "{queue}"
-cluster = "{cluster}"
-max = 20
-poll_interval = "1h"
-[binding.job]
-task_definition = "{family}"
-subnets = ["subnet-12345678", "subnet-87654321"]
-messages_per_task = 10
-spot_fallback = {spot_fallback}
-"#,
-        queue = queue.queue_url(),
-    );
-    let config = Config::from_parts(&Cli::default(), Some(&file)).expect("valid config");
+    let MotoJob {
+        name,
+        queue,
+        client,
+        cluster,
+        config,
+        ..
+    } = moto_job(
+        "spot",
+        "max = 20\npoll_interval = \"1h\"",
+        &format!("messages_per_task = 10\nspot_fallback = {spot_fallback}"),
+    )
+    .await;
     let binding: Binding = config.bindings[0].clone();
     let TargetConfig::Job(job) = &binding.target else {
         panic!("a job binding: {binding:?}");
@@ -267,10 +241,11 @@ spot_fallback = {spot_fallback}
         false,
     );
     ProxiedJob {
+        started_by: started_by(&name),
+        name,
         queue,
         client,
         cluster,
-        started_by: started_by(&name),
         job,
     }
 }
@@ -297,7 +272,6 @@ async fn run_task_providers(proxy: &FaultProxy) -> Vec<(String, u64)> {
 #[tokio::test]
 async fn tasks_spot_has_no_capacity_for_start_on_fargate_and_the_next_start_tries_spot() {
     let recorder = DebuggingRecorder::new();
-    let counters = Counters::of(&recorder);
     let _guard = metrics::set_default_local_recorder(&recorder);
     let proxy = FaultProxy::start(&["RunTask:no_spot:always"], 1);
     let mut rig = proxied_job(&proxy, true).await;
@@ -323,7 +297,7 @@ async fn tasks_spot_has_no_capacity_for_start_on_fargate_and_the_next_start_trie
     assert_eq!(first["startedBy"], rig.started_by.as_str());
     assert_eq!(
         first["networkConfiguration"]["awsvpcConfiguration"]["subnets"],
-        serde_json::json!(["subnet-12345678", "subnet-87654321"])
+        serde_json::json!(["subnet-12345678"])
     );
     assert_eq!(
         first["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"],
@@ -336,10 +310,6 @@ async fn tasks_spot_has_no_capacity_for_start_on_fargate_and_the_next_start_trie
             .is_some_and(|token| !token.is_empty())
     );
     assert_eq!(proxy.stats().await.faults("RunTask", "no_spot"), 1);
-    assert_eq!(
-        counters.get("spotq_controller_spot_fallbacks_total", None),
-        2
-    );
     let tasks = support::ecs::tasks_started_by(&rig.client, &rig.cluster, &rig.started_by).await;
     assert_eq!(tasks.len(), 2);
     assert!(
@@ -361,8 +331,14 @@ async fn tasks_spot_has_no_capacity_for_start_on_fargate_and_the_next_start_trie
         run_task_providers(&proxy).await[2..],
         [("FARGATE_SPOT".to_owned(), 3)]
     );
+    let counted = counters(&recorder.snapshotter());
+    let binding = format!("{{binding={}}}", rig.name);
     assert_eq!(
-        counters.get("spotq_controller_job_tasks_started_total", None),
+        counted[&format!("spotq_controller_spot_fallbacks_total{binding}")],
+        2
+    );
+    assert_eq!(
+        counted[&format!("spotq_controller_job_tasks_started_total{binding}")],
         5
     );
     assert!(proxy.stop());
@@ -371,7 +347,6 @@ async fn tasks_spot_has_no_capacity_for_start_on_fargate_and_the_next_start_trie
 #[tokio::test]
 async fn without_a_fallback_a_spot_shortage_is_counted_and_backed_off() {
     let recorder = DebuggingRecorder::new();
-    let counters = Counters::of(&recorder);
     let _guard = metrics::set_default_local_recorder(&recorder);
     let proxy = FaultProxy::start(&["RunTask:no_spot:always"], 2);
     let mut rig = proxied_job(&proxy, false).await;
@@ -389,11 +364,12 @@ async fn without_a_fallback_a_spot_shortage_is_counted_and_backed_off() {
         [("FARGATE_SPOT".to_owned(), 10)],
         "no fallback, and no second call once Spot had none"
     );
+    let counted = counters(&recorder.snapshotter());
     assert_eq!(
-        counters.get(
-            "spotq_controller_job_start_failures_total",
-            Some(("reason", "no_capacity"))
-        ),
+        counted[&format!(
+            "spotq_controller_job_start_failures_total{{binding={},reason=no_capacity}}",
+            rig.name
+        )],
         10
     );
     // The next poll comes within the backoff: no RunTask.
@@ -457,17 +433,6 @@ async fn tasks_ecs_does_not_list_yet_are_not_started_again() {
     assert!(proxy.stop());
 }
 
-/// The bodies the workers recorded as `event` in the shared log file.
-fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
-    std::fs::read_to_string(events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(kind, _)| *kind == event)
-        .map(|(_, body)| body.to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_job_processes_drain_the_queue_and_exit_0_and_none_is_started_again() {
     let queue = support::create_queue(
@@ -514,24 +479,15 @@ messages_per_task = 10
         3,
         "no process more than the backlog wanted"
     );
-    assert_eq!(recorded(&events, "done"), sent, "every message processed");
+    assert_eq!(
+        support::recorded(&events, "done"),
+        sent,
+        "every message processed"
+    );
     assert_eq!(support::counts(&queue).await, (0, 0, 0));
 
     // Drained: poll after poll, nothing is started again.
-    let exited = Instant::now();
-    loop {
-        if next_poll(&mut decisions).await.polled_at >= exited {
-            break;
-        }
-    }
-    for _ in 0..5 {
-        let event = next_poll(&mut decisions).await;
-        assert_eq!(
-            (event.decision.reason, event.decision.active, event.started),
-            (JobReason::Idle, 0, 0),
-            "{event:?}"
-        );
-    }
+    idle_after(&mut decisions, Instant::now()).await;
     assert_eq!(local.started(), 3);
     assert!(local.pids().await.is_empty());
     controller.stop().await;

@@ -4,10 +4,8 @@
 
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::{ContainerDefinition, Task, TaskField};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
-use super::{emulator_endpoint, unique};
+use super::{emulator_endpoint, post_to_emulator, unique};
 
 /// An ECS client on the emulator.
 pub async fn client() -> Client {
@@ -94,30 +92,14 @@ pub async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32
 /// exited on its own at once. Moto-wide (its state manager), and harmless to the other
 /// tests, which read no task's status.
 pub async fn keep_tasks_running() {
-    let endpoint = emulator_endpoint();
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
     let body =
         r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000000}}"#;
-    let request = format!(
-        "POST /moto-api/state-manager/set-transition HTTP/1.1\r\nHost: {authority}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(&authority)
-        .await
-        .expect("connect to moto");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send set-transition");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read set-transition");
+    let response = post_to_emulator(
+        "/moto-api/state-manager/set-transition",
+        "Content-Type: application/json\r\n",
+        body,
+    )
+    .await;
     assert!(
         response.starts_with("HTTP/1.1 201") || response.starts_with("HTTP/1.0 201"),
         "moto refused the transition: {response}"

@@ -787,6 +787,7 @@ fn a_bad_job_setting_fails_naming_it() {
             ),
             "defaults.job",
         ),
+        // An unknown key of the job table, named by the file (`--config` without a path).
         (
             error(&[], Some(&job_table("subnet = [\"subnet-1\"]"))),
             "--config",
@@ -868,14 +869,6 @@ fn a_bad_job_setting_fails_naming_it() {
         assert_eq!(error.setting, setting, "{error}");
         assert!(error.to_string().contains(setting), "{error}");
     }
-    // An unknown key of the job table names it, as every other table's does.
-    let typo = error(&[], Some(&job_table("subnet = [\"subnet-1\"]")));
-    assert!(typo.message.contains("subnet"), "{typo}");
-    // A malformed job flag value is refused by the parser, naming the flag.
-    let flag = Cli::try_parse_from(["spotq-controller", "--job-start-grace", "soon"])
-        .expect_err("not a duration")
-        .to_string();
-    assert!(flag.contains("--job-start-grace"), "{flag}");
 }
 
 #[test]
