@@ -203,6 +203,13 @@ fn a_start_that_fell_short_backs_off_doubling_and_a_full_one_ends_it() {
 }
 
 proptest! {
+    // Pure and quick: the default number of cases, and no regressions file (a case that
+    // fails is printed, shrunk, with its seed).
+    #![proptest_config(ProptestConfig {
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
     /// On any counts: never more active and starting than `max_tasks`, never more
     /// starts than `max_step`, never a start when the active tasks are enough.
     #[test]
