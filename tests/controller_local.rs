@@ -27,17 +27,6 @@ use support::unique;
 use tokio::sync::broadcast::Receiver;
 use tokio::time::{Instant, timeout};
 
-/// The bodies the workers recorded as `event` in the shared log file.
-fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
-    std::fs::read_to_string(events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(kind, _)| *kind == event)
-        .map(|(_, body)| body.to_owned())
-        .collect()
-}
-
 /// The `[binding.local]` table of a binding: `spotq-test-worker` processes on `queue`,
 /// recording to `events`, given 15 s from SIGTERM to SIGKILL, with `env` (TOML pairs:
 /// `KEY = "value", …`) beyond the queue, the log file and the stop timeout.
@@ -124,7 +113,7 @@ empty_polls = 2
     // Each stop waited for its process: all exited, none had to be killed.
     assert_eq!(local.killed(), 0, "every worker exited on SIGTERM");
     // No message lost: each was processed, and the queue holds none.
-    assert_eq!(recorded(&events, "done"), sent);
+    assert_eq!(support::recorded(&events, "done"), sent);
     assert_eq!(support::counts(&queue).await, (0, 0, 0));
     controller.stop().await;
     let _ = std::fs::remove_file(&events);
@@ -182,7 +171,10 @@ metrics_urls = ["http://127.0.0.1:{port}/metrics"]
         "{to_zero:?}"
     );
     assert_eq!(to_zero.decision.in_flight, 0, "{to_zero:?}");
-    assert_eq!(recorded(&events, "retry"), BTreeSet::from([body.clone()]));
+    assert_eq!(
+        support::recorded(&events, "retry"),
+        BTreeSet::from([body.clone()])
+    );
     assert_eq!(
         support::counts(&queue).await,
         (0, 1, 0),
@@ -202,7 +194,7 @@ metrics_urls = ["http://127.0.0.1:{port}/metrics"]
         last = next_change(&mut decisions, Duration::from_secs(40)).await;
     }
     assert_eq!(last.decision.reason, Reason::ToZero);
-    assert_eq!(recorded(&events, "done"), BTreeSet::from([body]));
+    assert_eq!(support::recorded(&events, "done"), BTreeSet::from([body]));
     assert_eq!(support::counts(&queue).await, (0, 0, 0));
     controller.stop().await;
     assert_eq!(local.killed(), 0);
@@ -299,7 +291,7 @@ poll_interval = "200ms"
     support::send(&queue, sent.iter().cloned()).await;
     let (controller, local, _) = start(&file, "stop").await;
     support::until(Duration::from_secs(30), || {
-        recorded(&events, "start").len() == 8
+        support::recorded(&events, "start").len() == 8
     })
     .await;
     assert_eq!(local.pids().await.len(), 2);
@@ -307,7 +299,10 @@ poll_interval = "200ms"
     // The controller stops: its workers get SIGTERM in the middle of their handlers.
     controller.stop().await;
     assert_eq!(local.killed(), 0, "the workers exited on SIGTERM");
-    assert!(recorded(&events, "done").is_empty(), "stopped mid-work");
+    assert!(
+        support::recorded(&events, "done").is_empty(),
+        "stopped mid-work"
+    );
     let (visible, not_visible, _) = support::counts(&queue).await;
     assert_eq!((visible, not_visible), (8, 0), "all 8 released at once");
     let _ = std::fs::remove_file(&events);

@@ -116,7 +116,7 @@ use proc_macro::TokenStream;
 /// | `heartbeat = "20s"`, `false` or `true` | `true`: every half visibility timeout | an interval shorter than `visibility_timeout`; `false` never extends the visibility |
 /// | `retry_backoff = ("1s", "5m")` or `false` | `("1s", "5m")` | the first delay and the cap, base ≤ cap ≤ `"12h"`: a failed message becomes visible again after a jittered delay doubling per receive; `false` leaves it until its visibility timeout lapses |
 /// | `name = "orders"` | the queue's name | not empty: the `worker` label of the metrics |
-/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts |
+/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its name or its `FifoQueue` attribute) runs each message group in order with or without this key; the key only makes a standard queue an error |
 /// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
 ///
 /// The other settings of `spotq::WorkerConfig` (stop timeout, shutdown grace, task

@@ -11,7 +11,10 @@
 //! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
 //! (serve /metrics, /health, /ready), `SPOTQ_RETRY_BASE_MS` and `SPOTQ_RETRY_MAX_MS`
 //! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
-//! says. It runs until SIGTERM or SIGINT.
+//! says. It runs until SIGTERM or SIGINT, or, with `SPOTQ_DRAIN_INTERVAL_MS`, as a job
+//! task does: until the queue is drained (`spotq::Drained`: its counts read empty
+//! `SPOTQ_DRAIN_READS` times in a row, 2 by default, that many milliseconds apart), then
+//! exits 0.
 //!
 //! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `retry`, `listening ADDR`), or with
 //! `SPOTQ_EVENTS_FORMAT=json` one JSON object a line with the message id, its receive
@@ -25,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use spotq::{Message, Outcome, SqsBackend, Worker};
+use spotq::{Drained, Message, Outcome, ShutdownHandle, SqsBackend, Worker};
 
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -83,6 +86,19 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let backend = SqsBackend::from_env(&queue).await?;
+    let shutdown = ShutdownHandle::new();
+    shutdown.on_termination_signals()?;
+    if let Ok(interval) = std::env::var("SPOTQ_DRAIN_INTERVAL_MS") {
+        let drained = Drained {
+            interval: Duration::from_millis(interval.parse().context("SPOTQ_DRAIN_INTERVAL_MS")?),
+            empty_reads: u32::try_from(env_number("SPOTQ_DRAIN_READS", 2)?)?,
+        };
+        let (queue, done) = (backend.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            drained.of(queue).await;
+            done.begin();
+        });
+    }
     let mut worker = Worker::builder(backend)
         .health(health)
         .backlog_interval(Some(Duration::from_secs(1)));
@@ -141,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
                 Outcome::Ack
             }
         })
-        .run()
+        .run_with(shutdown)
         .await?;
     if json {
         exit_record("exit", "", None);

@@ -1,11 +1,11 @@
-//! ECS services in moto for the controller's tests: a cluster, a task definition and a
-//! service at desired count 0 (moto places no tasks: its running count follows the
-//! desired count).
+//! ECS in moto for the controller's tests: a cluster, a task definition and a service at
+//! desired count 0 (moto places no tasks: its running count follows the desired count);
+//! the standalone tasks of a job binding, and moto's task lifecycle held at `RUNNING`.
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode};
+use aws_sdk_ecs::types::{ContainerDefinition, NetworkMode, Task, TaskField};
 
-use super::{emulator_endpoint, unique};
+use super::{emulator_endpoint, post_to_emulator, unique};
 
 /// An ECS client on the emulator.
 pub async fn client() -> Client {
@@ -98,26 +98,37 @@ pub async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32
         .desired_count()
 }
 
+/// One call of moto's EC2 (which no SDK client of the workspace speaks), with the
+/// Query API: `body` such as `Action=DescribeSubnets&Version=2016-11-15`. The response
+/// is XML.
+pub async fn ec2(body: &str) -> String {
+    // moto does not check signatures, but picks the service from the credential scope:
+    // without one, the request would land on its S3 emulation.
+    post_to_emulator(
+        "/",
+        "Content-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ec2/aws4_request, \
+         SignedHeaders=host, Signature=0\r\n",
+        body,
+    )
+    .await
+}
+
+/// The text of the first `<tag>` element of an XML answer.
+pub fn first_element(xml: &str, tag: &str) -> String {
+    xml.split_once(&format!("<{tag}>"))
+        .and_then(|(_, rest)| rest.split_once(&format!("</{tag}>")))
+        .map(|(text, _)| text.to_owned())
+        .unwrap_or_else(|| panic!("no {tag} in {xml}"))
+}
+
 /// A subnet of moto's default VPC, for tasks in `awsvpc` mode (whose network interface
-/// moto creates in it). The tests build no EC2 client: one `DescribeSubnets` through
-/// EC2's query protocol, with curl (moto checks no signature).
-pub fn default_subnet() -> String {
-    let endpoint = emulator_endpoint();
-    let output = std::process::Command::new("curl")
-        .args(["-s", "--max-time", "10", "-X", "POST"])
-        .args([
-            "-H",
-            "Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
-        ])
-        .args(["-d", "Action=DescribeSubnets&Version=2016-11-15"])
-        .arg(&endpoint)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split_once("<subnetId>")
-        .and_then(|(_, rest)| rest.split_once("</subnetId>"))
-        .map(|(subnet, _)| subnet.to_owned())
-        .unwrap_or_else(|| panic!("no subnet in moto's answer: {text}"))
+/// moto creates in it).
+pub async fn default_subnet() -> String {
+    first_element(
+        &ec2("Action=DescribeSubnets&Version=2016-11-15").await,
+        "subnetId",
+    )
 }
 
 /// Runs one task of `family` (registered again here in `awsvpc` mode when `awsvpc`) on
@@ -141,7 +152,7 @@ pub async fn run_service_task(
             aws_sdk_ecs::types::NetworkConfiguration::builder()
                 .awsvpc_configuration(
                     aws_sdk_ecs::types::AwsVpcConfiguration::builder()
-                        .subnets(default_subnet())
+                        .subnets(default_subnet().await)
                         .security_groups("sg-12345678")
                         .build()
                         .expect("an awsvpc configuration"),
@@ -158,4 +169,75 @@ pub async fn run_service_task(
         .and_then(|task| task.task_arn())
         .expect("a task")
         .to_owned()
+}
+
+/// Holds moto's tasks at `RUNNING` until `StopTask`: by default moto moves a task one
+/// state towards `STOPPED` each time `DescribeTasks` describes it, as if every task
+/// exited on its own at once. Moto-wide (its state manager), and harmless to the other
+/// tests, which read no task's status.
+pub async fn keep_tasks_running() {
+    let body =
+        r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000000}}"#;
+    let response = post_to_emulator(
+        "/moto-api/state-manager/set-transition",
+        "Content-Type: application/json\r\n",
+        body,
+    )
+    .await;
+    assert!(
+        response.starts_with("HTTP/1.1 201") || response.starts_with("HTTP/1.0 201"),
+        "moto refused the transition: {response}"
+    );
+}
+
+/// Creates a cluster (named from `prefix`) and a task definition in it, for job tasks;
+/// returns `(cluster, family)`.
+pub async fn job_cluster(client: &Client, prefix: &str) -> (String, String) {
+    let Service {
+        cluster, family, ..
+    } = service_at_zero(client, prefix).await;
+    (cluster, family)
+}
+
+/// The tasks ECS lists as started by `started_by` (desired status `RUNNING`, as
+/// `ListTasks` lists by default), described with their tags.
+pub async fn tasks_started_by(client: &Client, cluster: &str, started_by: &str) -> Vec<Task> {
+    let arns = client
+        .list_tasks()
+        .cluster(cluster)
+        .started_by(started_by)
+        .send()
+        .await
+        .expect("list tasks")
+        .task_arns()
+        .to_vec();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let tasks = client
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(arns))
+        .include(TaskField::Tags)
+        .send()
+        .await
+        .expect("describe tasks")
+        .tasks()
+        .to_vec();
+    tasks
+        .into_iter()
+        .filter(|task| task.desired_status() == Some("RUNNING"))
+        .collect()
+}
+
+/// Stops a task, as its exit would: `StopTask`.
+pub async fn stop_task(client: &Client, cluster: &str, task: &Task) {
+    client
+        .stop_task()
+        .cluster(cluster)
+        .task(task.task_arn().expect("a task ARN"))
+        .reason("the job drained its queue")
+        .send()
+        .await
+        .expect("stop task");
 }

@@ -28,6 +28,11 @@
 //!    on `empty_polls` consecutive polls, the first of them at least the cooldown ago.
 //!    So messages a worker holds, or that may be held (the workers could not all be
 //!    read), never let a service go to zero.
+//!
+//! A job binding starts standalone tasks instead of setting a count: [`job`] sizes
+//! them, with rules of its own.
+
+pub mod job;
 
 use std::collections::VecDeque;
 use std::fmt;
