@@ -624,7 +624,7 @@ mod tests {
     use super::*;
     use crate::EmbeddedQueue;
     use crate::backend::embedded::Operation;
-    use crate::backend::{QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage};
+    use crate::backend::{Intercept, Intercepted, ReceiveRequest};
 
     async fn receive_one(queue: &EmbeddedQueue) -> ReceiptHandle {
         let request = ReceiveRequest {
@@ -723,25 +723,13 @@ mod tests {
     }
 
     #[async_trait]
-    impl Backend for Overlaps {
-        fn name(&self) -> &str {
-            self.queue.name()
+    impl Intercept for Overlaps {
+        type Inner = EmbeddedQueue;
+
+        fn inner(&self) -> &EmbeddedQueue {
+            &self.queue
         }
-        fn receive_cancel_safe(&self) -> bool {
-            true
-        }
-        async fn receive(
-            &self,
-            request: ReceiveRequest,
-        ) -> Result<Vec<ReceivedMessage>, BackendError> {
-            self.queue.receive(request).await
-        }
-        async fn delete_batch(
-            &self,
-            handles: &[ReceiptHandle],
-        ) -> Result<Vec<EntryResult>, BackendError> {
-            self.queue.delete_batch(handles).await
-        }
+
         async fn change_visibility_batch(
             &self,
             changes: &[VisibilityChange],
@@ -771,12 +759,6 @@ mod tests {
             }
             results
         }
-        async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-            self.queue.attributes().await
-        }
-        async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-            Backend::send(&self.queue, message).await
-        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -786,7 +768,7 @@ mod tests {
         let (a, b) = (receive_one(&queue).await, receive_one(&queue).await);
         let backend = Overlaps::new(&queue, Duration::from_millis(500));
         let settler = Settler::start(
-            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::new(Intercepted(Arc::clone(&backend))) as Arc<dyn Backend>,
             Arc::default(),
             Duration::from_millis(5),
         );
@@ -824,7 +806,7 @@ mod tests {
         let backend = Overlaps::new(&queue, Duration::from_secs(3600));
         let counters = Arc::new(Counters::default());
         let settler = Settler::start(
-            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::new(Intercepted(Arc::clone(&backend))) as Arc<dyn Backend>,
             Arc::clone(&counters),
             Duration::from_millis(5),
         );
