@@ -127,7 +127,7 @@ pub use backoff::{Backoff, retry};
 #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
-pub use shutdown::ShutdownHandle;
+pub use shutdown::{ShutdownHandle, StopReason};
 pub use telemetry::emf;
 pub use telemetry::health::{self, Health};
 #[cfg(feature = "logging")]
@@ -144,7 +144,7 @@ pub use telemetry::stats::RunReport;
 pub use worker::builder::{Worker, WorkerBuilder};
 pub use worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use worker::drain::Drained;
-pub use worker::spec::{QueueSource, WorkerSpec, run_all};
+pub use worker::spec::{QueueSource, WorkerSpec, exit_code, run_all};
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use worker::spec::{run, run_with};
