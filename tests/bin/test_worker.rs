@@ -8,8 +8,10 @@
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
 //! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
 //! (serve /metrics, /health, /ready), `SPOTQ_RETRY_BASE_MS` and `SPOTQ_RETRY_MAX_MS`
-//! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
-//! says. It runs until SIGTERM or SIGINT.
+//! (the retry backoff; the runtime's default without them),
+//! `SPOTQ_EXIT_AFTER_EMPTY_RECEIVES` (run to completion); logs as `SPOTQ_LOG_FORMAT`
+//! says. It runs until SIGTERM or SIGINT, or until its queue is drained when it runs to
+//! completion, and exits with its run's exit code (`RunReport::exit_code`).
 //!
 //! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `listening ADDR`), or with
 //! `SPOTQ_EVENTS_FORMAT=json` one JSON object a line with the message id, its receive
@@ -19,6 +21,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +38,7 @@ fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     spotq::logging::init(spotq::logging::LogFormat::from_env());
     let queue = std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE is required")?;
     let events = std::env::var("SPOTQ_EVENTS").context("SPOTQ_EVENTS is required")?;
@@ -95,12 +98,19 @@ async fn main() -> anyhow::Result<()> {
         let max = max.parse().context("SPOTQ_RETRY_MAX_MS")?;
         worker = worker.retry_backoff(Duration::from_millis(base), Duration::from_millis(max));
     }
+    if let Ok(receives) = std::env::var("SPOTQ_EXIT_AFTER_EMPTY_RECEIVES") {
+        worker = worker.exit_after_empty_receives(
+            receives
+                .parse()
+                .context("SPOTQ_EXIT_AFTER_EMPTY_RECEIVES")?,
+        );
+    }
     let exit_record = record.clone();
     if json {
         record("ready", "", None);
     }
     // The worker logs its report as it stops.
-    worker
+    let report = worker
         .concurrency(usize::try_from(env_number("SPOTQ_CONCURRENCY", 16)?)?)
         .wait_time(Duration::from_secs(1))
         .stop_timeout(Duration::from_secs(env_number(
@@ -137,5 +147,5 @@ async fn main() -> anyhow::Result<()> {
     if let Some(server) = server {
         server.shutdown().await;
     }
-    Ok(())
+    Ok(report.exit_code())
 }
