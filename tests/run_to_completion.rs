@@ -76,7 +76,7 @@ async fn a_job_on_sqs_handles_every_message_and_stops_by_itself() {
     assert_eq!(report.stop_reason, StopReason::Drained);
     assert_eq!((report.received, report.deleted), (30, 30));
     assert_eq!(report.released, 0);
-    let seen = seen.lock().expect("lock");
+    let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 30);
     assert!(seen.values().all(|count| *count == 1), "{seen:?}");
     assert_eq!(counts(&queue).await, (0, 0, 0), "every message deleted");

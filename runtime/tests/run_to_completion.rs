@@ -164,7 +164,10 @@ async fn a_retry_not_yet_sent_holds_the_exit_back() {
 
     assert_eq!(report.stop_reason, StopReason::Drained);
     assert_eq!((report.failed, report.succeeded), (1, 1));
-    assert_eq!(report.deleted, 1, "the retry went out, and the second attempt ran");
+    assert_eq!(
+        report.deleted, 1,
+        "the retry went out, and the second attempt ran"
+    );
     assert_eq!(queue.counts().total(), 0);
 }
 
@@ -200,7 +203,10 @@ async fn a_message_in_its_retry_backoff_does_not_hold_the_exit_back() {
     let first = job(&queue).await.expect("the first job runs");
     assert_eq!(first.stop_reason, StopReason::Drained);
     assert_eq!((first.failed, first.retried, first.deleted), (1, 1, 0));
-    assert!(started.elapsed() < secs(600), "it did not wait for the retry");
+    assert!(
+        started.elapsed() < secs(600),
+        "it did not wait for the retry"
+    );
     assert_eq!(queue.counts().not_visible, 1, "back after its backoff");
 
     sleep(secs(600)).await;
@@ -338,9 +344,7 @@ async fn several_workers_exit_non_zero_when_one_ended_on_a_fatal_error() {
     let done = EmbeddedQueue::new("done");
     done.send_many(["a", "b"]);
     let revoked = EmbeddedQueue::new("gone");
-    revoked
-        .faults()
-        .reject_next(Operation::Receive, u64::MAX);
+    revoked.faults().reject_next(Operation::Receive, u64::MAX);
     let spec = |queue: &EmbeddedQueue| {
         spotq::WorkerSpec::new(
             spotq::QueueSource::name("unused"),

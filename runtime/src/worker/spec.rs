@@ -517,10 +517,7 @@ pub async fn run_all(
 /// when any of their runs ended on a fatal error, success otherwise. One worker's
 /// [`RunReport::exit_code`] says the same of one run.
 pub fn exit_code(reports: &[RunReport]) -> ExitCode {
-    if reports
-        .iter()
-        .any(|report| report.stop_reason.is_fatal())
-    {
+    if reports.iter().any(|report| report.stop_reason.is_fatal()) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

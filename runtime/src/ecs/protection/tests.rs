@@ -483,7 +483,11 @@ impl Logged {
 
 impl<S: tracing::Subscriber> Layer<S> for Logged {
     fn on_event(&self, event: &tracing::Event<'_>, _: layer::Context<'_, S>) {
-        if !event.metadata().target().starts_with("spotq::ecs::protection") {
+        if !event
+            .metadata()
+            .target()
+            .starts_with("spotq::ecs::protection")
+        {
             return;
         }
         struct Message<'a>(&'a mut String);
@@ -514,7 +518,10 @@ async fn the_driver_notes_once_that_a_standalone_task_has_no_protection() {
     // Until the driver has read the answer, however long a loaded machine takes.
     let waiting = Instant::now();
     while logged.events().is_empty() {
-        assert!(waiting.elapsed() < PATIENCE, "the driver never read the answer");
+        assert!(
+            waiting.elapsed() < PATIENCE,
+            "the driver never read the answer"
+        );
         sleep(Duration::from_millis(5)).await;
     }
     // Several retry backoffs (150 ms) of a handler still running: no further call.
