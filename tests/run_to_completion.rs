@@ -9,14 +9,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::{Message, ShutdownHandle, StopReason, Worker};
+use spotq::{ShutdownHandle, StopReason, Worker};
 use support::process::{Settings, WorkerProcess, signal};
-use support::{counts, create_queue, send, unique};
+use support::{Seen, counts, create_queue, send, unique};
 use tokio::time::timeout;
 
 /// Bounds a run that should end by itself.
@@ -50,22 +48,12 @@ async fn a_job_on_sqs_handles_every_message_and_stops_by_itself() {
     let queue = create_queue(&unique("job"), &[]).await;
     send(&queue, (0..30).map(|n| format!("job-{n}"))).await;
 
-    let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
-    let handler_seen = Arc::clone(&seen);
+    let seen = Seen::default();
     let run = Worker::builder(queue.clone())
         .concurrency(8)
         .wait_time(Duration::from_secs(1))
         .exit_after_empty_receives(2)
-        .handler(move |message: Message| {
-            let seen = Arc::clone(&handler_seen);
-            async move {
-                *seen
-                    .lock()
-                    .expect("lock")
-                    .entry(message.body().to_owned())
-                    .or_default() += 1;
-            }
-        })
+        .handler(seen.handler())
         // Never fired: the run ends by itself.
         .run_with(ShutdownHandle::new());
     let report = timeout(HANG, run)
@@ -76,7 +64,7 @@ async fn a_job_on_sqs_handles_every_message_and_stops_by_itself() {
     assert_eq!(report.stop_reason, StopReason::Drained);
     assert_eq!((report.received, report.deleted), (30, 30));
     assert_eq!(report.released, 0);
-    let seen = seen.lock().expect("lock").clone();
+    let seen = seen.counts();
     assert_eq!(seen.len(), 30);
     assert!(seen.values().all(|count| *count == 1), "{seen:?}");
     assert_eq!(counts(&queue).await, (0, 0, 0), "every message deleted");

@@ -21,6 +21,15 @@ const fn secs(secs: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
+/// A handler whose first attempt at a message fails and whose next succeeds.
+async fn fails_once(message: Message) -> Outcome {
+    if message.receive_count() == 1 {
+        Outcome::fail("the first attempt fails")
+    } else {
+        Outcome::Ack
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_job_exits_once_its_receives_find_the_queue_empty() {
     let queue = EmbeddedQueue::new("nightly");
@@ -151,13 +160,7 @@ async fn a_retry_not_yet_sent_holds_the_exit_back() {
             Duration::ZERO,
             Duration::ZERO,
         )))
-        .handler(|message: Message| async move {
-            if message.receive_count() == 1 {
-                Outcome::fail("the first attempt fails")
-            } else {
-                Outcome::Ack
-            }
-        })
+        .handler(fails_once)
         .run_with(ShutdownHandle::new())
         .await
         .expect("the job runs");
@@ -190,13 +193,7 @@ async fn a_message_in_its_retry_backoff_does_not_hold_the_exit_back() {
         Worker::builder(queue.clone())
             .exit_after_empty_receives(1)
             .retry(backoff)
-            .handler(|message: Message| async move {
-                if message.receive_count() == 1 {
-                    Outcome::fail("the first attempt fails")
-                } else {
-                    Outcome::Ack
-                }
-            })
+            .handler(fails_once)
             .run_with(ShutdownHandle::new())
     };
     let started = Instant::now();
