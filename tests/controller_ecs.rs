@@ -70,31 +70,7 @@ empty_polls = 2
     assert_eq!(desired_count(&client, &cluster, &service).await, 3);
 
     // Drain the queue as the workers would.
-    loop {
-        let received = queue
-            .client()
-            .receive_message()
-            .queue_url(queue.queue_url())
-            .max_number_of_messages(10)
-            .send()
-            .await
-            .expect("receive");
-        let messages = received.messages();
-        if messages.is_empty() {
-            break;
-        }
-        for message in messages {
-            queue
-                .client()
-                .delete_message()
-                .queue_url(queue.queue_url())
-                .receipt_handle(message.receipt_handle().expect("handle"))
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
-    assert_eq!(support::counts(&queue).await, (0, 0, 0));
+    support::drain(&queue).await;
 
     while last.decision.desired > 0 {
         let next = next_change(&mut events, Duration::from_secs(10)).await;

@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -20,17 +19,6 @@ use support::decisions::{next_change, woken_by_first_poll_after};
 use support::process::{Settings, WorkerProcess};
 use support::unique;
 use tokio::time::{Instant, timeout};
-
-/// The bodies the workers recorded as `event` in the shared log file.
-fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
-    std::fs::read_to_string(events)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .filter(|(kind, _)| *kind == event)
-        .map(|(_, body)| body.to_owned())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_start_for_messages_and_get_sigterm_once_the_queue_is_drained() {
@@ -97,7 +85,7 @@ env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY =
     // Each stop waited for its process: all exited, none had to be killed.
     assert_eq!(local.killed(), 0, "every worker exited on SIGTERM");
     // No message lost: each was processed, and the queue holds none.
-    assert_eq!(recorded(&events, "done"), sent);
+    assert_eq!(support::recorded(&events, "done"), sent);
     assert_eq!(support::counts(&queue).await, (0, 0, 0));
     controller.stop().await;
     let _ = std::fs::remove_file(&events);
@@ -166,7 +154,7 @@ env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY =
     let controller = Controller::start(config).await.expect("started");
     let local = controller.local_target("stop").expect("a local target");
     support::until(Duration::from_secs(30), || {
-        recorded(&events, "start").len() == 8
+        support::recorded(&events, "start").len() == 8
     })
     .await;
     assert_eq!(local.pids().await.len(), 2);
@@ -174,7 +162,10 @@ env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY =
     // The controller stops: its workers get SIGTERM in the middle of their handlers.
     controller.stop().await;
     assert_eq!(local.killed(), 0, "the workers exited on SIGTERM");
-    assert!(recorded(&events, "done").is_empty(), "stopped mid-work");
+    assert!(
+        support::recorded(&events, "done").is_empty(),
+        "stopped mid-work"
+    );
     let (visible, not_visible, _) = support::counts(&queue).await;
     assert_eq!((visible, not_visible), (8, 0), "all 8 released at once");
     let _ = std::fs::remove_file(&events);

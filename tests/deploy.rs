@@ -2,9 +2,10 @@
 //! the task definitions set only environment variables the binaries read, on the ports
 //! they serve, with the health check the images carry; the worker's stop timeout covers
 //! its grace period and exit margin; the services use the capacity providers the Spot
-//! contract needs; and the IAM policies grant exactly the calls the code makes, on the
-//! queue and the service the other files name. The README's deploy steps use these
-//! files and no others.
+//! contract needs; the job task definition runs the batch job on the worker's queue;
+//! and the IAM policies grant exactly the calls the code makes, on the queue, the
+//! service, the job task definition and the roles the other files name. The README's
+//! deploy steps use these files and no others.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -445,6 +446,31 @@ fn the_controller_runs_always_on_and_scales_the_worker_service() {
     assert_eq!(service["deploymentConfiguration"]["maximumPercent"], 100);
 }
 
+/// The `ecs:cluster` an action's statement is narrowed to by its condition, if any.
+fn cluster_condition(policy: &Value, action: &str) -> Option<String> {
+    policy["Statement"]
+        .as_array()
+        .expect("Statement")
+        .iter()
+        .find(|statement| match &statement["Action"] {
+            Value::String(one) => one == action,
+            many => strings(many).iter().any(|granted| granted == action),
+        })
+        .and_then(|statement| statement["Condition"]["ArnEquals"]["ecs:cluster"].as_str())
+        .map(str::to_owned)
+}
+
+/// The text of the fluent call that starts with `.method()` in `source`, up to its
+/// `.send()`.
+fn call_chain<'a>(source: &'a str, method: &str) -> &'a str {
+    let start = source
+        .find(&format!(".{method}()"))
+        .unwrap_or_else(|| panic!("no .{method}() call"));
+    let rest = &source[start..];
+    let end = rest.find(".send()").unwrap_or(rest.len());
+    &rest[..end]
+}
+
 /// Every action a policy allows, with the resources of its statement.
 fn grants(policy: &Value) -> Vec<(String, Vec<String>)> {
     assert_eq!(policy["Version"], "2012-10-17");
@@ -456,9 +482,12 @@ fn grants(policy: &Value) -> Vec<(String, Vec<String>)> {
             many => strings(many),
         };
         let resources = list(&statement["Resource"]);
+        // `*` only where ECS authorizes a call on no resource of its own (ListTasks of a
+        // whole cluster), narrowed to the cluster by the `ecs:cluster` condition.
         assert!(
-            resources.iter().all(|resource| resource != "*"),
-            "least privilege: name the resources ({statement})"
+            resources.iter().all(|resource| resource != "*")
+                || statement["Condition"]["ArnEquals"]["ecs:cluster"].is_string(),
+            "least privilege: name the resources, or the cluster ({statement})"
         );
         for action in list(&statement["Action"]) {
             assert!(!action.contains('*'), "{action}");
@@ -579,8 +608,50 @@ fn the_worker_policy_grants_exactly_the_calls_the_worker_makes() {
 }
 
 #[test]
+fn the_job_task_definition_runs_the_batch_job_on_the_worker_s_queue() {
+    let task = json("deploy/job-task-definition.json");
+    let worker_task = json("deploy/worker-task-definition.json");
+    assert_eq!(task["networkMode"], "awsvpc");
+    assert_eq!(strings(&task["requiresCompatibilities"]), ["FARGATE"]);
+    // The worker's roles: its task role's policy covers what the job does on the queue.
+    for role in ["executionRoleArn", "taskRoleArn"] {
+        assert_eq!(task[role], worker_task[role], "{role}");
+    }
+    let job = container(&task);
+    assert_eq!(job["essential"], true);
+    assert_eq!(
+        job["stopTimeout"],
+        container(&worker_task)["stopTimeout"],
+        "all of Spot's notice, as the worker"
+    );
+
+    // The batch job runs until the queue is drained, then exits: a task a job binding
+    // starts ends by itself.
+    let example = code("examples/batch_job.rs");
+    assert!(example.contains("drained.of(") && example.contains(".run_with(shutdown)"));
+    assert!(example.contains("queue = env(\"JOBS_QUEUE\")"));
+    let mut read_by_job = env_names_in(&example);
+    read_by_job.extend(env_names_in(&code_below("runtime/src")));
+    read_by_job.insert("JOBS_QUEUE".to_owned()); // the worker attribute's `env("…")`
+    read_by_job.insert("RUST_LOG".to_owned());
+    let env = environment(job);
+    check_environment(&env, &read_by_job);
+    assert_eq!(
+        env_value(&env, "JOBS_QUEUE"),
+        env_value(&environment(container(&worker_task)), "SPOTQ_QUEUE"),
+        "a queue is worked by the worker service or by job tasks: here, the same queue"
+    );
+    assert!(
+        job.get("portMappings").is_none(),
+        "the batch job serves nothing"
+    );
+    assert_eq!(job["logConfiguration"]["logDriver"], "awslogs");
+}
+
+#[test]
 fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
-    let policy = grants(&json("deploy/controller-task-role-policy.json"));
+    let document = json("deploy/controller-task-role-policy.json");
+    let policy = grants(&document);
     let controller = code_below("controller/src");
     let mut calls = sdk_calls(&controller);
     // The queue's counts come through spotq's SqsBackend: GetQueueAttributes (and
@@ -604,11 +675,14 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
             .intersection(&BTreeSet::from(["ecs:DescribeServices".to_owned()]))
             .cloned(),
     );
-    assert_eq!(
-        actions(&policy),
-        calls,
-        "the issue's list: sqs:GetQueueAttributes, ecs:DescribeServices, ecs:UpdateService"
-    );
+    // RunTask passes the task definition's roles to ECS (iam:PassRole), and a RunTask
+    // with tags tags the task it creates (ecs:TagResource).
+    assert!(calls.contains("ecs:RunTask"), "job bindings start tasks");
+    calls.insert("iam:PassRole".to_owned());
+    if call_chain(&controller, "run_task").contains(".tags(") {
+        calls.insert("ecs:TagResource".to_owned());
+    }
+    assert_eq!(actions(&policy), calls);
 
     let worker_service = json("deploy/worker-service.json");
     let task = json("deploy/controller-task-definition.json");
@@ -618,9 +692,9 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
         resources_of(&policy, "sqs:GetQueueAttributes"),
         [format!("arn:aws:sqs:{region}:{account}:{name}")]
     );
+    let cluster = worker_service["cluster"].as_str().expect("cluster");
     let worker = format!(
-        "arn:aws:ecs:{region}:{account}:service/{}/{}",
-        worker_service["cluster"].as_str().expect("cluster"),
+        "arn:aws:ecs:{region}:{account}:service/{cluster}/{}",
         worker_service["serviceName"].as_str().expect("serviceName")
     );
     for action in ["ecs:DescribeServices", "ecs:UpdateService"] {
@@ -630,6 +704,57 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
             "{action}"
         );
     }
+
+    // Job tasks: the job task definition, in the worker's cluster, with its roles.
+    let job = json("deploy/job-task-definition.json");
+    let cluster_arn = format!("arn:aws:ecs:{region}:{account}:cluster/{cluster}");
+    assert_eq!(
+        resources_of(&policy, "ecs:RunTask"),
+        [format!(
+            "arn:aws:ecs:{region}:{account}:task-definition/{}:*",
+            job["family"].as_str().expect("family")
+        )]
+    );
+    assert_eq!(
+        cluster_condition(&document, "ecs:RunTask").as_deref(),
+        Some(cluster_arn.as_str())
+    );
+    let mut roles = vec![
+        job["executionRoleArn"]
+            .as_str()
+            .expect("executionRoleArn")
+            .to_owned(),
+        job["taskRoleArn"].as_str().expect("taskRoleArn").to_owned(),
+    ];
+    roles.sort();
+    let mut passed = resources_of(&policy, "iam:PassRole").to_vec();
+    passed.sort();
+    assert_eq!(passed, roles);
+    let tasks = format!("arn:aws:ecs:{region}:{account}:task/{cluster}/*");
+    for action in ["ecs:DescribeTasks", "ecs:TagResource"] {
+        assert_eq!(
+            resources_of(&policy, action),
+            std::slice::from_ref(&tasks),
+            "{action}"
+        );
+    }
+    // ListTasks of a whole cluster is authorized on no resource: `*`, narrowed to the
+    // cluster.
+    assert_eq!(resources_of(&policy, "ecs:ListTasks"), ["*"]);
+    assert_eq!(
+        cluster_condition(&document, "ecs:ListTasks").as_deref(),
+        Some(cluster_arn.as_str())
+    );
+    // The job binding that would use these: the controller's own flags, named as the
+    // README's deploy steps name them.
+    let readme = read("README.md");
+    assert!(
+        readme.contains(&format!(
+            "SPOTQ_CONTROLLER_JOB_TASK_DEFINITION={}",
+            job["family"].as_str().expect("family")
+        )),
+        "the README's deploy steps show the job binding"
+    );
 }
 
 #[test]

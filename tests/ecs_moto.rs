@@ -136,35 +136,18 @@ impl Cluster {
 
 /// Starts an EC2 instance in moto and returns its id, with a plain EC2 Query API call.
 async fn ec2_instance() -> String {
-    let endpoint = emulator_endpoint();
-    let authority = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
     let body =
         format!("Action=RunInstances&ImageId={AMI}&MinCount=1&MaxCount=1&Version=2016-11-15");
     // moto does not check signatures, but picks the service from the credential scope:
     // without one, the request would land on its S3 emulation.
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {authority}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n\
+    let response = support::post_to_emulator(
+        "/",
+        "Content-Type: application/x-www-form-urlencoded\r\n\
          Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/ec2/aws4_request, \
-         SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(&authority)
-        .await
-        .expect("connect to moto");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send RunInstances");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("read RunInstances");
+         SignedHeaders=host, Signature=0\r\n",
+        &body,
+    )
+    .await;
     response
         .split_once("<instanceId>")
         .and_then(|(_, rest)| rest.split_once("</instanceId>"))

@@ -5,7 +5,10 @@
 //! Every poll interval (5 s by default) and for every binding (queue → service), the
 //! controller reads `GetQueueAttributes` and `DescribeServices`, feeds both to the
 //! binding's [`Scaler`](decision::Scaler), and calls `UpdateService` only when the
-//! desired count changes, logging one line with the inputs and the reason.
+//! desired count changes, logging one line with the inputs and the reason. A job
+//! binding starts standalone tasks for the backlog instead (`RunTask`, or local
+//! processes), sized by [`decision::job`] and never stopped: they exit by themselves
+//! once the queue is drained.
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -25,11 +28,12 @@
 //! # }
 //! ```
 //!
-//! - [`decision`]: the pure decision core, and the rules it follows.
+//! - [`decision`]: the pure decision core, and the rules it follows; [`decision::job`]
+//!   for job bindings.
 //! - [`config`]: flags, environment and the TOML file, checked at start.
 //! - [`inputs`]: the queue's counts, workers' throughput, retries.
-//! - [`targets`]: ECS services and local worker processes.
-//! - [`run`]: the loops, their metrics and decision log lines.
+//! - [`targets`]: ECS services, ECS job tasks and local worker processes.
+//! - [`run`]: the loops (services and jobs), their metrics and decision log lines.
 
 pub mod config;
 pub mod decision;

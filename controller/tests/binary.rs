@@ -62,6 +62,31 @@ fn a_bad_setting_stops_the_controller_at_start_naming_it() {
     let output = run(&[]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no binding"));
+
+    let job = [
+        "--queue",
+        "http://127.0.0.1:1/000000000000/jobs",
+        "--cluster",
+        "c",
+        "--job-task-definition",
+        "t",
+    ];
+    for (extra, setting) in [
+        (
+            &["--job-subnets", "subnet-1", "--job-messages-per-task", "0"][..],
+            "--job-messages-per-task",
+        ),
+        (&[][..], "--job-subnets"),
+        (
+            &["--job-subnets", "subnet-1", "--job-start-grace", "never"][..],
+            "--job-start-grace",
+        ),
+    ] {
+        let output = run(&[&job[..], extra].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{extra:?} was accepted");
+        assert!(stderr.contains(setting), "{extra:?}: {stderr}");
+    }
 }
 
 #[test]
@@ -75,6 +100,8 @@ fn the_help_names_every_environment_variable() {
         "SPOTQ_CONTROLLER_QUEUE",
         "SPOTQ_CONTROLLER_MAX",
         "SPOTQ_CONTROLLER_POLL_INTERVAL",
+        "SPOTQ_CONTROLLER_JOB_TASK_DEFINITION",
+        "SPOTQ_CONTROLLER_JOB_SPOT_FALLBACK",
     ] {
         assert!(help.contains(variable), "{variable} missing from --help");
     }

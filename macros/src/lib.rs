@@ -118,7 +118,7 @@ use proc_macro::TokenStream;
 /// | `exit_after_empty_receives = 2` | none: the worker runs until shutdown | at least 1: run to completion, for a batch job (a standalone ECS task): the worker shuts down by itself once that many receives in a row came back empty while it held no message, and the run ends with `StopReason::Drained` (exit code 0) |
 /// | `max_run_time = "1h"` | none | above `"0s"`: the worker shuts down by itself, as on SIGTERM, once it has run this long (`StopReason::MaxRunTime`) |
 /// | `name = "orders"` | the queue's name | not empty: the `worker` label of the metrics |
-/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts |
+/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its name or its `FifoQueue` attribute) runs each message group in order with or without this key; the key only makes a standard queue an error |
 /// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
 ///
 /// The other settings of `spotq::WorkerConfig` (stop timeout, shutdown grace, task

@@ -1,5 +1,6 @@
 //! `spotq-fault-proxy`: an HTTP proxy on loopback that sits in front of an SQS
-//! emulator (moto, fauxqs) and injects faults into the calls a worker makes.
+//! emulator (moto, fauxqs) and injects faults into the calls a worker makes (and, in
+//! front of moto's ECS, into the calls the controller makes).
 //!
 //! ```text
 //! spotq-fault-proxy --listen 127.0.0.1:0 --upstream http://127.0.0.1:PORT \
@@ -30,8 +31,17 @@
 //!   timeout again a moment later, a retried `SendMessageBatch` entry is a duplicate.
 //!   An answer without successful entries (or not JSON) is left alone and not counted.
 //!
-//! `throttle`, `500`, `503` and `reset` are answered without forwarding: the queue
-//! never sees the request, so a faulted receive takes no message.
+//! - `no_spot` (ECS `RunTask`): a request whose capacity provider strategy names
+//!   `FARGATE_SPOT` is answered, unforwarded, with HTTP 200, no task and one `failures`
+//!   entry a task asked for, reason `Capacity is unavailable at this time. Please try
+//!   again later or in a different availability zone`, as ECS reports a Fargate
+//!   capacity shortage; any other `RunTask` (`FARGATE`) is forwarded and not counted;
+//! - `unlisted` (ECS `ListTasks`): forwarded, then the answer lists no task, as
+//!   `ListTasks` does for a moment after `RunTask`.
+//!
+//! `throttle`, `500`, `503`, `reset` and `no_spot` are answered without forwarding:
+//! the emulator never sees the request, so a faulted receive takes no message and a
+//! faulted `RunTask` starts no task.
 //!
 //! `WHEN` is `N%` (seeded by `--seed`), `count=N` (the first N matching requests) or
 //! `always`; the first rule that fires applies. The control endpoint on the same port
@@ -197,6 +207,12 @@ impl Proxy {
                 self.count_fault(&action, "reset");
                 return Err(Closed("reset injected"));
             }
+            Some(Fault::NoSpot) => {
+                if let Some(tasks) = protocol::spot_tasks_asked(&body) {
+                    self.count_fault(&action, "no_spot");
+                    return Ok(full(protocol::no_spot_answer(tasks)));
+                }
+            }
             Some(Fault::Slow(delay)) => {
                 self.count_fault(&action, "slow");
                 tokio::time::sleep(delay).await;
@@ -204,7 +220,7 @@ impl Proxy {
                     return Err(Closed("the proxy went down during the delay"));
                 }
             }
-            Some(Fault::Lost | Fault::Partial) | None => {}
+            Some(Fault::Lost | Fault::Partial | Fault::Unlisted) | None => {}
         }
 
         strip_hop_by_hop(&mut parts.headers);
@@ -248,6 +264,17 @@ impl Proxy {
                     .insert(CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
                 body = rewritten;
             }
+        }
+        if fault == Some(Fault::Unlisted)
+            && parts.status.is_success()
+            && let Some(rewritten) = protocol::without_tasks(&body)
+        {
+            self.count_fault(&action, "unlisted");
+            parts.headers.remove(CONTENT_LENGTH);
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
+            body = rewritten;
         }
         Ok(Response::from_parts(parts, Full::new(body)))
     }

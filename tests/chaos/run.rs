@@ -341,7 +341,7 @@ env = {{ {env} }}
         targets.push((binding.name.clone(), Arc::clone(&target)));
         loops.push(BindingLoop::new(binding, Arc::new(queue), target, false));
     }
-    let controller = Controller::spawn(loops, targets);
+    let controller = Controller::spawn(loops, Vec::new(), targets);
     let local = controller
         .local_target("chaos")
         .context("the chaos binding's target")?;

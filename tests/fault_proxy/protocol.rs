@@ -1,5 +1,7 @@
 //! What the proxy reads from and writes in the SQS protocols: the action a request
-//! names, the error answers it injects, and the rewrite of a batch answer.
+//! names, the error answers it injects, and the rewrite of a batch answer; and in ECS's
+//! (JSON 1.1, `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Action>`): the
+//! capacity shortage of a `RunTask` on Fargate Spot, and a `ListTasks` that lags.
 //!
 //! The AWS SDK speaks the JSON protocol (`X-Amz-Target: AmazonSQS.<Action>`, errors as
 //! `{"__type": …}` with the `x-amzn-query-error` header); the older query protocol
@@ -132,6 +134,49 @@ pub fn fail_some_entries(
     Some((Bytes::from(answer.to_string()), count))
 }
 
+/// The reason ECS gives in a `RunTask` answer's `failures` when Fargate has no capacity
+/// for a task.
+pub const NO_CAPACITY: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
+
+/// The tasks a `RunTask` request asks for when its capacity provider strategy names
+/// `FARGATE_SPOT` (`count`, 1 when absent); `None` for any other request.
+pub fn spot_tasks_asked(body: &[u8]) -> Option<u64> {
+    let request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let on_spot = request["capacityProviderStrategy"]
+        .as_array()?
+        .iter()
+        .any(|item| item["capacityProvider"] == "FARGATE_SPOT");
+    on_spot.then(|| request["count"].as_u64().unwrap_or(1))
+}
+
+/// A `RunTask` answer that started nothing: each of the `count` tasks in `failures` for
+/// lack of Spot capacity, as ECS reports it (HTTP 200).
+pub fn no_spot_answer(count: u64) -> Response<Bytes> {
+    let failures: Vec<serde_json::Value> = (0..count)
+        .map(|_| serde_json::json!({ "reason": NO_CAPACITY }))
+        .collect();
+    let body = serde_json::json!({ "tasks": [], "failures": failures }).to_string();
+    let mut response = Response::new(Bytes::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    headers.insert("x-amzn-requestid", HeaderValue::from_static("fault-proxy"));
+    response
+}
+
+/// A `ListTasks` answer with its tasks (and any next page) taken out; `None` when the
+/// body is no such answer.
+pub fn without_tasks(body: &[u8]) -> Option<Bytes> {
+    let mut answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = answer.as_object_mut()?;
+    object.get("taskArns")?.as_array()?;
+    object.insert("taskArns".to_owned(), serde_json::json!([]));
+    object.remove("nextToken");
+    Some(Bytes::from(answer.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +247,37 @@ mod tests {
         assert_eq!(ids, ["3", "0", "2"]);
         assert_eq!(failed[1]["Code"], "InternalError");
         assert_eq!(failed[1]["SenderFault"], false);
+    }
+
+    #[test]
+    fn a_spot_run_task_is_told_apart_and_answered_with_capacity_failures() {
+        let spot = br#"{"cluster":"c","count":3,"capacityProviderStrategy":[{"capacityProvider":"FARGATE_SPOT","weight":1}]}"#;
+        assert_eq!(spot_tasks_asked(spot), Some(3));
+        let one = br#"{"capacityProviderStrategy":[{"capacityProvider":"FARGATE_SPOT"}]}"#;
+        assert_eq!(spot_tasks_asked(one), Some(1));
+        let on_demand =
+            br#"{"count":3,"capacityProviderStrategy":[{"capacityProvider":"FARGATE"}]}"#;
+        assert_eq!(spot_tasks_asked(on_demand), None);
+        assert_eq!(
+            spot_tasks_asked(br#"{"count":3,"launchType":"FARGATE"}"#),
+            None
+        );
+
+        let answer = no_spot_answer(2);
+        assert_eq!(answer.status(), 200);
+        let body: serde_json::Value = serde_json::from_slice(answer.body()).expect("JSON");
+        assert_eq!(body["tasks"], serde_json::json!([]));
+        assert_eq!(body["failures"][1]["reason"], NO_CAPACITY);
+        assert_eq!(body["failures"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_lagging_list_lists_nothing() {
+        let listed =
+            without_tasks(br#"{"taskArns":["a","b"],"nextToken":"n"}"#).expect("a rewrite");
+        let answer: serde_json::Value = serde_json::from_slice(&listed).expect("JSON");
+        assert_eq!(answer, serde_json::json!({ "taskArns": [] }));
+        assert!(without_tasks(br#"{"Messages":[]}"#).is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Fault rules: `ACTION:FAULT:WHEN`, parsed, and chosen for each request.
 //!
-//! - `ACTION`: an SQS action name as the request names it (`ReceiveMessage`,
-//!   `DeleteMessageBatch`, …) or `*` for every request.
-//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `lost`, `slow=MS` or `partial`.
+//! - `ACTION`: an action name as the request names it (SQS's `ReceiveMessage`,
+//!   `DeleteMessageBatch`, …, ECS's `RunTask`, `ListTasks`) or `*` for every request.
+//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `lost`, `slow=MS`, `partial`, `no_spot`
+//!   (ECS `RunTask`) or `unlisted` (ECS `ListTasks`).
 //! - `WHEN`: `N%` (a rate, drawn from the seeded generator), `count=N` (the first N
 //!   requests the rule sees) or `always`.
 //!
@@ -28,6 +29,11 @@ pub enum Fault {
     Slow(Duration),
     /// Forwarded; then some entries of a successful batch answer are reported failed.
     Partial,
+    /// A `RunTask` asking for `FARGATE_SPOT` is answered, unforwarded, with every task
+    /// in `failures` for lack of capacity; any other request is forwarded.
+    NoSpot,
+    /// Forwarded; then a `ListTasks` answer lists no task, as before ECS catches up.
+    Unlisted,
 }
 
 impl Fault {
@@ -42,6 +48,8 @@ impl Fault {
             Self::Lost => "lost",
             Self::Slow(_) => "slow",
             Self::Partial => "partial",
+            Self::NoSpot => "no_spot",
+            Self::Unlisted => "unlisted",
         }
     }
 }
@@ -84,7 +92,7 @@ impl fmt::Display for RuleError {
         write!(
             f,
             "bad rule {:?}: {} (expected ACTION:FAULT:WHEN, FAULT one of throttle, 500, 503, \
-             reset, lost, slow=MS, partial; WHEN one of N%, count=N, always)",
+             reset, lost, slow=MS, partial, no_spot, unlisted; WHEN one of N%, count=N, always)",
             self.rule, self.reason
         )
     }
@@ -121,6 +129,8 @@ impl std::str::FromStr for Rule {
             "reset" => Fault::Reset,
             "lost" => Fault::Lost,
             "partial" => Fault::Partial,
+            "no_spot" => Fault::NoSpot,
+            "unlisted" => Fault::Unlisted,
             other => match other.strip_prefix("slow=") {
                 Some(millis) => {
                     Fault::Slow(Duration::from_millis(millis.parse().map_err(|_| {
@@ -265,6 +275,18 @@ mod tests {
                 Some("ChangeMessageVisibilityBatch"),
                 Fault::Partial,
                 When::Rate(0.125),
+            ),
+            (
+                "RunTask:no_spot:always",
+                Some("RunTask"),
+                Fault::NoSpot,
+                When::Always,
+            ),
+            (
+                "ListTasks:unlisted:count=3",
+                Some("ListTasks"),
+                Fault::Unlisted,
+                When::Count(3),
             ),
         ];
         for (text, action, fault, when) in cases {

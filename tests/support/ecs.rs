@@ -1,11 +1,11 @@
-//! ECS services in moto for the controller's tests: a cluster, a task definition and a
-//! service at desired count 0 (moto places no tasks: its running count follows the
-//! desired count).
+//! ECS in moto for the controller's tests: a cluster, a task definition and a service at
+//! desired count 0 (moto places no tasks: its running count follows the desired count);
+//! the standalone tasks of a job binding, and moto's task lifecycle held at `RUNNING`.
 
 use aws_sdk_ecs::Client;
-use aws_sdk_ecs::types::ContainerDefinition;
+use aws_sdk_ecs::types::{ContainerDefinition, Task, TaskField};
 
-use super::{emulator_endpoint, unique};
+use super::{emulator_endpoint, post_to_emulator, unique};
 
 /// An ECS client on the emulator.
 pub async fn client() -> Client {
@@ -85,4 +85,75 @@ pub async fn desired_count(client: &Client, cluster: &str, service: &str) -> i32
         .first()
         .expect("the service")
         .desired_count()
+}
+
+/// Holds moto's tasks at `RUNNING` until `StopTask`: by default moto moves a task one
+/// state towards `STOPPED` each time `DescribeTasks` describes it, as if every task
+/// exited on its own at once. Moto-wide (its state manager), and harmless to the other
+/// tests, which read no task's status.
+pub async fn keep_tasks_running() {
+    let body =
+        r#"{"model_name":"ecs::task","transition":{"progression":"manual","times":1000000000}}"#;
+    let response = post_to_emulator(
+        "/moto-api/state-manager/set-transition",
+        "Content-Type: application/json\r\n",
+        body,
+    )
+    .await;
+    assert!(
+        response.starts_with("HTTP/1.1 201") || response.starts_with("HTTP/1.0 201"),
+        "moto refused the transition: {response}"
+    );
+}
+
+/// Creates a cluster (named from `prefix`) and a task definition in it, for job tasks;
+/// returns `(cluster, family)`.
+pub async fn job_cluster(client: &Client, prefix: &str) -> (String, String) {
+    let Service {
+        cluster, family, ..
+    } = service_at_zero(client, prefix).await;
+    (cluster, family)
+}
+
+/// The tasks ECS lists as started by `started_by` (desired status `RUNNING`, as
+/// `ListTasks` lists by default), described with their tags.
+pub async fn tasks_started_by(client: &Client, cluster: &str, started_by: &str) -> Vec<Task> {
+    let arns = client
+        .list_tasks()
+        .cluster(cluster)
+        .started_by(started_by)
+        .send()
+        .await
+        .expect("list tasks")
+        .task_arns()
+        .to_vec();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let tasks = client
+        .describe_tasks()
+        .cluster(cluster)
+        .set_tasks(Some(arns))
+        .include(TaskField::Tags)
+        .send()
+        .await
+        .expect("describe tasks")
+        .tasks()
+        .to_vec();
+    tasks
+        .into_iter()
+        .filter(|task| task.desired_status() == Some("RUNNING"))
+        .collect()
+}
+
+/// Stops a task, as its exit would: `StopTask`.
+pub async fn stop_task(client: &Client, cluster: &str, task: &Task) {
+    client
+        .stop_task()
+        .cluster(cluster)
+        .task(task.task_arn().expect("a task ARN"))
+        .reason("the job drained its queue")
+        .send()
+        .await
+        .expect("stop task");
 }

@@ -7,13 +7,16 @@ pub mod ecs;
 pub mod process;
 pub mod proxy;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::Backend;
 use spotq::{Handler, Message, SqsBackend};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 
 /// The emulator endpoint the AWS SDK will use, checked to be on loopback: these tests
@@ -130,4 +133,73 @@ impl Seen {
     pub fn counts(&self) -> HashMap<String, u32> {
         self.0.lock().expect("lock").clone()
     }
+}
+
+/// Takes every message off the queue and deletes it, as workers would.
+pub async fn drain(queue: &SqsBackend) {
+    loop {
+        let received = queue
+            .client()
+            .receive_message()
+            .queue_url(queue.queue_url())
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            queue
+                .client()
+                .delete_message()
+                .queue_url(queue.queue_url())
+                .receipt_handle(message.receipt_handle().expect("handle"))
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    assert_eq!(counts(queue).await, (0, 0, 0));
+}
+
+/// The bodies the test workers recorded as `event` in their shared log file.
+pub fn recorded(events: &Path, event: &str) -> BTreeSet<String> {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(kind, _)| *kind == event)
+        .map(|(_, body)| body.to_owned())
+        .collect()
+}
+
+/// A plain HTTP `POST path` to the emulator, with `headers` (each ending in `\r\n`) and
+/// `body`, for what no SDK client of the workspace sends (moto's own API, EC2): the
+/// whole response, head and body.
+pub async fn post_to_emulator(path: &str, headers: &str, body: &str) -> String {
+    let endpoint = emulator_endpoint();
+    let authority = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\n{headers}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(&authority)
+        .await
+        .expect("connect to the emulator");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|error| panic!("send POST {path}: {error}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .unwrap_or_else(|error| panic!("read POST {path}: {error}"));
+    response
 }

@@ -24,7 +24,8 @@ pub struct FaultProxy {
 }
 
 /// What the proxy counted: requests by action, and faults injected by action and fault
-/// (`throttle`, `500`, `503`, `reset`, `lost`, `slow`, `partial`, `down`).
+/// (`throttle`, `500`, `503`, `reset`, `lost`, `slow`, `partial`, `no_spot`, `unlisted`,
+/// `down`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStats {
     /// Requests by action, faulted or not.
@@ -96,6 +97,15 @@ impl FaultProxy {
             .endpoint_url(self.endpoint())
             .build();
         SqsBackend::new(aws_sdk_sqs::Client::from_conf(sqs), queue.queue_url())
+    }
+
+    /// An ECS client with the standard configuration whose endpoint is the proxy.
+    pub async fn ecs_client(&self) -> aws_sdk_ecs::Client {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let ecs = aws_sdk_ecs::config::Builder::from(&config)
+            .endpoint_url(self.endpoint())
+            .build();
+        aws_sdk_ecs::Client::from_conf(ecs)
     }
 
     async fn call(&self, method: Method, path: &str, body: String) -> (u16, Bytes) {

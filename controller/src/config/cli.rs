@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use super::duration::parse_duration;
-use super::file::FileBinding;
+use super::file::{DurationValue, FileBinding, FileJob};
 use super::{ConfigError, DEFAULT_STOP_TIMEOUT, LocalConfig};
 
 /// The command line of `spotq-controller`. Every flag has an environment fallback,
@@ -58,6 +58,103 @@ pub struct Cli {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub scaling: ScalingFlags,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub job: JobFlags,
+}
+
+/// The flags of a job binding: standalone tasks started for the backlog, which exit by
+/// themselves. Any of them makes the binding given by flags a job binding (ECS tasks in
+/// `--cluster`, or with `--local-command` local processes).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct JobFlags {
+    /// Start standalone tasks of this task definition (family, family:revision or ARN)
+    /// in --cluster for the backlog, instead of scaling a service.
+    #[arg(
+        long = "job-task-definition",
+        env = "SPOTQ_CONTROLLER_JOB_TASK_DEFINITION"
+    )]
+    pub task_definition: Option<String>,
+    /// A subnet of the job tasks (repeat, or separate with commas).
+    #[arg(
+        long = "job-subnets",
+        env = "SPOTQ_CONTROLLER_JOB_SUBNETS",
+        value_delimiter = ','
+    )]
+    pub subnets: Vec<String>,
+    /// A security group of the job tasks (repeat, or separate with commas) [default: the
+    /// VPC's default group].
+    #[arg(
+        long = "job-security-groups",
+        env = "SPOTQ_CONTROLLER_JOB_SECURITY_GROUPS",
+        value_delimiter = ','
+    )]
+    pub security_groups: Vec<String>,
+    /// Give the job tasks a public IP address.
+    #[arg(
+        long = "job-assign-public-ip",
+        env = "SPOTQ_CONTROLLER_JOB_ASSIGN_PUBLIC_IP",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub assign_public_ip: Option<bool>,
+    /// The capacity provider the job tasks run on [default: FARGATE_SPOT].
+    #[arg(
+        long = "job-capacity-provider",
+        env = "SPOTQ_CONTROLLER_JOB_CAPACITY_PROVIDER"
+    )]
+    pub capacity_provider: Option<String>,
+    /// Start a job task on FARGATE when FARGATE_SPOT has no capacity for it.
+    #[arg(
+        long = "job-spot-fallback",
+        env = "SPOTQ_CONTROLLER_JOB_SPOT_FALLBACK",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub spot_fallback: Option<bool>,
+    /// Waiting messages one job task is started for [default: 10].
+    #[arg(
+        long = "job-messages-per-task",
+        env = "SPOTQ_CONTROLLER_JOB_MESSAGES_PER_TASK"
+    )]
+    pub messages_per_task: Option<u64>,
+    /// How long a started job task counts as active while ListTasks does not list it
+    /// yet [default: 60s].
+    #[arg(
+        long = "job-start-grace",
+        env = "SPOTQ_CONTROLLER_JOB_START_GRACE",
+        value_parser = parse_duration
+    )]
+    pub start_grace: Option<Duration>,
+}
+
+impl JobFlags {
+    /// The flags as a `[binding.job]` table, if any is given.
+    fn table(&self) -> Option<FileJob> {
+        let given = self.task_definition.is_some()
+            || !self.subnets.is_empty()
+            || !self.security_groups.is_empty()
+            || self.assign_public_ip.is_some()
+            || self.capacity_provider.is_some()
+            || self.spot_fallback.is_some()
+            || self.messages_per_task.is_some()
+            || self.start_grace.is_some();
+        let list = |values: &Vec<String>| (!values.is_empty()).then(|| values.clone());
+        given.then(|| FileJob {
+            task_definition: self.task_definition.clone(),
+            subnets: list(&self.subnets),
+            security_groups: list(&self.security_groups),
+            assign_public_ip: self.assign_public_ip,
+            capacity_provider: self.capacity_provider.clone(),
+            spot_fallback: self.spot_fallback,
+            messages_per_task: self.messages_per_task,
+            // Parsed already, to the millisecond: as seconds, it reads back the same.
+            start_grace: self
+                .start_grace
+                .map(|grace| DurationValue::Seconds(grace.as_secs_f64())),
+        })
+    }
 }
 
 /// Binding settings as flags: for the binding given by flags, and the defaults of the
@@ -126,15 +223,17 @@ pub struct ScalingFlags {
 
 impl Cli {
     /// The binding the flags give, as an entry like the file's plus its local
-    /// command: `None` unless `--queue`, `--cluster`, `--service` or `--local-command`
-    /// is given.
+    /// command: `None` unless `--queue`, `--cluster`, `--service`, `--local-command` or
+    /// a `--job-*` flag is given.
     pub(super) fn binding(
         &self,
     ) -> Result<Option<(FileBinding, Option<LocalConfig>)>, ConfigError> {
+        let job = self.job.table();
         if self.queue.is_none()
             && self.cluster.is_none()
             && self.service.is_none()
             && self.local_command.is_none()
+            && job.is_none()
         {
             return Ok(None);
         }
@@ -143,6 +242,7 @@ impl Cli {
             queue: self.queue.clone(),
             cluster: self.cluster.clone(),
             service: self.service.clone(),
+            job,
             ..FileBinding::default()
         };
         let local = match &self.local_command {

@@ -1,5 +1,6 @@
-//! The TOML file: `http_addr`, `dry_run`, `[defaults]` and `[[binding]]` entries, read
-//! as they are written; `resolve` checks them.
+//! The TOML file: `http_addr`, `dry_run`, `[defaults]` and `[[binding]]` entries (with
+//! their `[binding.local]` and `[binding.job]` tables), read as they are written;
+//! `resolve` checks them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +32,7 @@ pub(super) struct FileBinding {
     pub(super) cluster: Option<String>,
     pub(super) service: Option<String>,
     pub(super) local: Option<FileLocal>,
+    pub(super) job: Option<FileJob>,
     pub(super) min: Option<u32>,
     pub(super) max: Option<u32>,
     pub(super) backlog_per_task: Option<f64>,
@@ -56,6 +58,35 @@ pub(super) struct FileLocal {
     #[serde(default)]
     pub(super) env: BTreeMap<String, String>,
     pub(super) stop_timeout: Option<DurationValue>,
+}
+
+/// A binding's `[binding.job]` table: standalone tasks started for the backlog (the
+/// command line's `--job-*` flags give the same).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileJob {
+    pub(super) task_definition: Option<String>,
+    pub(super) subnets: Option<Vec<String>>,
+    pub(super) security_groups: Option<Vec<String>>,
+    pub(super) assign_public_ip: Option<bool>,
+    pub(super) capacity_provider: Option<String>,
+    pub(super) spot_fallback: Option<bool>,
+    pub(super) messages_per_task: Option<u64>,
+    pub(super) start_grace: Option<DurationValue>,
+}
+
+impl FileJob {
+    /// The ECS settings given: `(name, given)`, for the checks of a local job.
+    pub(super) fn ecs_settings(&self) -> [(&'static str, bool); 6] {
+        [
+            ("task_definition", self.task_definition.is_some()),
+            ("subnets", self.subnets.is_some()),
+            ("security_groups", self.security_groups.is_some()),
+            ("assign_public_ip", self.assign_public_ip.is_some()),
+            ("capacity_provider", self.capacity_provider.is_some()),
+            ("spot_fallback", self.spot_fallback.is_some()),
+        ]
+    }
 }
 
 /// A duration in the file: a text (`"500ms"`, `"1.5s"`, `"1m30s"`, `"1h"`, or `"30"`

@@ -7,9 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::cli::ScalingFlags;
-use super::file::FileBinding;
+use super::file::{FileBinding, FileJob};
 use super::{
-    Binding, ConfigError, DEFAULT_HTTP_ADDR, DEFAULT_POLL_INTERVAL, DEFAULT_STOP_TIMEOUT,
+    Binding, ConfigError, DEFAULT_HTTP_ADDR, DEFAULT_MESSAGES_PER_TASK, DEFAULT_POLL_INTERVAL,
+    DEFAULT_START_GRACE, DEFAULT_STOP_TIMEOUT, EcsJobConfig, FARGATE_SPOT, JobConfig, JobRunner,
     LocalConfig, MIN_POLL_INTERVAL, TargetConfig, queue_name,
 };
 use crate::decision::{BacklogTarget, Policy};
@@ -28,7 +29,7 @@ impl Sources<'_> {
     /// `binding[1].max_step` for an entry of the file.
     fn setting(&self, name: &str) -> String {
         if self.prefix.is_empty() {
-            format!("--{}", name.replace('_', "-"))
+            format!("--{}", name.replace(['_', '.'], "-"))
         } else {
             format!("{}.{name}", self.prefix)
         }
@@ -102,8 +103,20 @@ pub(super) fn http_addr(
     }
 }
 
+/// The checks of the file's `[defaults]`: a binding is a job binding by its own
+/// `[binding.job]` table, never by default.
+pub(super) fn check_defaults(defaults: &FileBinding) -> Result<(), ConfigError> {
+    if defaults.job.is_some() {
+        return Err(ConfigError::new(
+            "defaults.job",
+            "a binding is a job binding by its own [binding.job] table, not by default",
+        ));
+    }
+    Ok(())
+}
+
 /// The checks across bindings: there is at least one, and no two share a name (it
-/// labels their logs and metrics).
+/// labels their logs and metrics, and a job binding's tasks: `startedBy`).
 pub(super) fn check_bindings(bindings: &[Binding]) -> Result<(), ConfigError> {
     if bindings.is_empty() {
         return Err(ConfigError::new(
@@ -148,6 +161,9 @@ pub(super) fn binding(
         .clone()
         .unwrap_or_else(|| queue_name(&queue).to_owned());
     let target = target(&sources, local_from_flags)?;
+    if let TargetConfig::Job(job) = &target {
+        for_a_job(&sources, job, &name)?;
+    }
     let (min, max) = bounds(&sources)?;
     let sizing = sizing(&sources)?;
     let poll_interval = poll_interval(&sources)?;
@@ -168,8 +184,9 @@ pub(super) fn binding(
     })
 }
 
-/// What the binding scales: an ECS service (cluster and service), or local processes
-/// (the entry's `[binding.local]`, or the flags' `--local-command`).
+/// What the binding scales: an ECS service (cluster and service), local processes
+/// (the entry's `[binding.local]`, or the flags' `--local-command`), or, with a
+/// `[binding.job]` table (or `--job-*` flags), job tasks in either place.
 fn target(
     sources: &Sources<'_>,
     local_from_flags: Option<LocalConfig>,
@@ -189,24 +206,12 @@ fn target(
         }
         (None, local) => local,
     };
+    if let Some(job) = &entry.job {
+        return job_target(sources, job, local);
+    }
     match (&entry.cluster, &entry.service, local) {
         (None, None, Some(local)) => {
-            if local
-                .command
-                .first()
-                .is_none_or(|program| program.is_empty())
-            {
-                return Err(ConfigError::new(
-                    sources.setting("local.command"),
-                    "names no program to run",
-                ));
-            }
-            if local.stop_timeout.is_zero() {
-                return Err(ConfigError::new(
-                    sources.setting("local.stop_timeout"),
-                    "must be more than 0",
-                ));
-            }
+            check_local(sources, &local)?;
             Ok(TargetConfig::Local(local))
         }
         (Some(cluster), Some(service), None) => Ok(TargetConfig::Ecs {
@@ -226,6 +231,210 @@ fn target(
             "a binding needs an ECS service with its cluster",
         )),
     }
+}
+
+/// A local command names a program, and its stop timeout is more than 0.
+fn check_local(sources: &Sources<'_>, local: &LocalConfig) -> Result<(), ConfigError> {
+    if local
+        .command
+        .first()
+        .is_none_or(|program| program.is_empty())
+    {
+        return Err(ConfigError::new(
+            sources.setting("local.command"),
+            "names no program to run",
+        ));
+    }
+    if local.stop_timeout.is_zero() {
+        return Err(ConfigError::new(
+            sources.setting("local.stop_timeout"),
+            "must be more than 0",
+        ));
+    }
+    Ok(())
+}
+
+/// A job binding's tasks: ECS tasks in the binding's `cluster`, or local processes;
+/// what each is started for.
+fn job_target(
+    sources: &Sources<'_>,
+    job: &FileJob,
+    local: Option<LocalConfig>,
+) -> Result<TargetConfig, ConfigError> {
+    let entry = sources.entry;
+    if entry.service.is_some() {
+        return Err(ConfigError::new(
+            sources.setting("service"),
+            "a job binding starts standalone tasks, not a service's: leave out `service`",
+        ));
+    }
+    let messages_per_task = job.messages_per_task.unwrap_or(DEFAULT_MESSAGES_PER_TASK);
+    if messages_per_task == 0 {
+        return Err(ConfigError::new(
+            sources.setting("job.messages_per_task"),
+            "must be at least 1",
+        ));
+    }
+    let start_grace = match &job.start_grace {
+        Some(value) => value.to_duration(&sources.setting("job.start_grace"))?,
+        None => DEFAULT_START_GRACE,
+    };
+    if start_grace.is_zero() {
+        return Err(ConfigError::new(
+            sources.setting("job.start_grace"),
+            "must be more than 0: a task ECS does not list yet would be started again",
+        ));
+    }
+    let runner = match (local, &entry.cluster) {
+        (Some(local), None) => {
+            check_local(sources, &local)?;
+            if let Some((name, _)) = job.ecs_settings().into_iter().find(|(_, given)| *given) {
+                return Err(ConfigError::new(
+                    sources.setting(&format!("job.{name}")),
+                    "a local job runs processes on this machine: ECS settings do not apply",
+                ));
+            }
+            JobRunner::Local(local)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                sources.setting("local"),
+                "a job binding runs ECS tasks in its cluster or local processes, not both",
+            ));
+        }
+        (None, Some(cluster)) => JobRunner::Ecs(ecs_job(sources, cluster, job)?),
+        (None, None) => {
+            return Err(ConfigError::new(
+                sources.setting("cluster"),
+                "a job binding needs the ECS cluster to start its tasks in (or a local command)",
+            ));
+        }
+    };
+    Ok(TargetConfig::Job(JobConfig {
+        runner,
+        messages_per_task,
+        start_grace,
+    }))
+}
+
+/// How to start a job binding's ECS tasks: a task definition, `awsvpc` subnets (1 to
+/// 16) and security groups (up to 5), a capacity provider; Spot fallback only from
+/// `FARGATE_SPOT`.
+fn ecs_job(
+    sources: &Sources<'_>,
+    cluster: &str,
+    job: &FileJob,
+) -> Result<EcsJobConfig, ConfigError> {
+    let task_definition = job
+        .task_definition
+        .clone()
+        .filter(|name| !name.trim().is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                sources.setting("job.task_definition"),
+                "a job binding needs the task definition to run (family, family:revision or ARN)",
+            )
+        })?;
+    let ids = |name: &str, prefix: &str, most: usize, values: Vec<String>| {
+        if values.len() > most {
+            return Err(ConfigError::new(
+                sources.setting(name),
+                format!("at most {most}, are {}", values.len()),
+            ));
+        }
+        match values.iter().find(|id| !id.starts_with(prefix)) {
+            Some(id) => Err(ConfigError::new(
+                sources.setting(name),
+                format!("{id:?} is not an id `{prefix}…`"),
+            )),
+            None => Ok(values),
+        }
+    };
+    let subnets = ids(
+        "job.subnets",
+        "subnet-",
+        16,
+        job.subnets.clone().unwrap_or_default(),
+    )?;
+    if subnets.is_empty() {
+        return Err(ConfigError::new(
+            sources.setting("job.subnets"),
+            "job tasks need at least one subnet (Fargate tasks use awsvpc networking)",
+        ));
+    }
+    let security_groups = ids(
+        "job.security_groups",
+        "sg-",
+        5,
+        job.security_groups.clone().unwrap_or_default(),
+    )?;
+    let capacity_provider = job
+        .capacity_provider
+        .clone()
+        .unwrap_or_else(|| FARGATE_SPOT.to_owned());
+    if capacity_provider.trim().is_empty() {
+        return Err(ConfigError::new(
+            sources.setting("job.capacity_provider"),
+            "names no capacity provider",
+        ));
+    }
+    let spot_fallback = job.spot_fallback.unwrap_or(false);
+    if spot_fallback && capacity_provider != FARGATE_SPOT {
+        return Err(ConfigError::new(
+            sources.setting("job.spot_fallback"),
+            format!(
+                "falls back from {FARGATE_SPOT} to FARGATE, but the tasks run on {capacity_provider}"
+            ),
+        ));
+    }
+    Ok(EcsJobConfig {
+        cluster: cluster.to_owned(),
+        task_definition,
+        subnets,
+        security_groups,
+        assign_public_ip: job.assign_public_ip.unwrap_or(false),
+        capacity_provider,
+        spot_fallback,
+    })
+}
+
+/// A job binding takes `max`, `max_step`, `count_delayed` and `poll_interval` of the
+/// binding's settings; a service's own settings on the entry are refused. An ECS job
+/// names its tasks by the binding's name in a tag, which limits the name's characters.
+fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), ConfigError> {
+    let entry = sources.entry;
+    let service_settings = [
+        ("min", entry.min.is_some()),
+        ("backlog_per_task", entry.backlog_per_task.is_some()),
+        ("latency_goal", entry.latency_goal.is_some()),
+        ("message_time", entry.message_time.is_some()),
+        ("concurrency", entry.concurrency.is_some()),
+        ("activation", entry.activation.is_some()),
+        ("scale_in_cooldown", entry.scale_in_cooldown.is_some()),
+        ("empty_polls", entry.empty_polls.is_some()),
+        ("in_flight_wake_polls", entry.in_flight_wake_polls.is_some()),
+        ("tolerance", entry.tolerance.is_some()),
+        ("metrics_urls", entry.metrics_urls.is_some()),
+    ];
+    if let Some((setting, _)) = service_settings.into_iter().find(|(_, given)| *given) {
+        return Err(ConfigError::new(
+            sources.setting(setting),
+            "does not apply to a job binding: its tasks are started for the backlog \
+             (messages_per_task, max, max_step) and exit by themselves",
+        ));
+    }
+    let tag_safe = |c: char| c.is_alphanumeric() || c == ' ' || "_.:/=+-@".contains(c);
+    if matches!(job.runner, JobRunner::Ecs(_))
+        && (name.chars().count() > 256 || !name.chars().all(tag_safe))
+    {
+        return Err(ConfigError::new(
+            sources.setting("name"),
+            format!(
+                "{name:?} cannot tag ECS tasks: up to 256 letters, digits, spaces and _ . : / = + - @"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The fewest and the most tasks: `max` at least 1 and at least `min`.

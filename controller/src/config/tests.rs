@@ -403,9 +403,488 @@ fn the_readme_s_example_file_is_valid() {
         .expect("a TOML example");
     let config = Config::from_parts(&cli(&[]), Some(example)).expect("the example parses");
     let names: Vec<&str> = config.bindings.iter().map(|b| b.name.as_str()).collect();
-    assert_eq!(names, ["orders", "thumbnails", "local-demo"]);
+    assert_eq!(names, ["orders", "thumbnails", "local-demo", "reports"]);
     assert_eq!(
         config.bindings[0].policy.scale_in_cooldown,
         Duration::from_secs(120)
     );
+    let jobs = config.bindings[3].job_policy().expect("a job binding");
+    assert_eq!(
+        (jobs.messages_per_task, jobs.max_tasks, jobs.max_step),
+        (100, 20, Some(5))
+    );
+}
+
+const JOBS: &str = r#"
+[defaults]
+poll_interval = "2s"
+max = 4
+scale_in_cooldown = "2m"
+
+[[binding]]
+name = "reports"
+queue = "reports"
+cluster = "jobs"
+max = 8
+max_step = 3
+count_delayed = true
+[binding.job]
+task_definition = "report-job:7"
+subnets = ["subnet-0a1b2c3d", "subnet-4e5f6a7b"]
+security_groups = ["sg-0a1b2c3d"]
+assign_public_ip = true
+messages_per_task = 200
+spot_fallback = true
+start_grace = "1m30s"
+
+[[binding]]
+queue = "nightly"
+cluster = "jobs"
+[binding.job]
+task_definition = "nightly"
+subnets = ["subnet-0a1b2c3d"]
+capacity_provider = "FARGATE"
+
+[[binding]]
+name = "local-jobs"
+queue = "local"
+[binding.local]
+command = ["worker"]
+[binding.job]
+messages_per_task = 5
+"#;
+
+#[test]
+fn job_bindings_from_the_file_take_their_table_and_the_binding_s_bounds() {
+    let config = Config::from_parts(&cli(&[]), Some(JOBS)).expect("valid");
+    let [reports, nightly, local] = config.bindings.as_slice() else {
+        panic!("three bindings: {config:?}");
+    };
+    assert_eq!(
+        reports.target,
+        TargetConfig::Job(JobConfig {
+            runner: JobRunner::Ecs(EcsJobConfig {
+                cluster: "jobs".to_owned(),
+                task_definition: "report-job:7".to_owned(),
+                subnets: vec!["subnet-0a1b2c3d".to_owned(), "subnet-4e5f6a7b".to_owned()],
+                security_groups: vec!["sg-0a1b2c3d".to_owned()],
+                assign_public_ip: true,
+                capacity_provider: FARGATE_SPOT.to_owned(),
+                spot_fallback: true,
+            }),
+            messages_per_task: 200,
+            start_grace: Duration::from_secs(90),
+        })
+    );
+    let policy = reports.job_policy().expect("a job binding");
+    assert_eq!(
+        (policy.messages_per_task, policy.max_tasks, policy.max_step),
+        (200, 8, Some(3))
+    );
+    assert!(policy.count_delayed);
+    assert_eq!(policy.start_grace, Duration::from_secs(90));
+    assert_eq!(
+        (policy.retry.base, policy.retry.max, policy.retry.jitter),
+        (Duration::from_secs(2), MAX_START_BACKOFF, false),
+        "retried a poll interval later, then doubling"
+    );
+
+    // The defaults of a job table, and the file's defaults for max.
+    let TargetConfig::Job(job) = &nightly.target else {
+        panic!("a job binding: {nightly:?}");
+    };
+    assert_eq!(nightly.name, "nightly");
+    assert_eq!(
+        (job.messages_per_task, job.start_grace),
+        (DEFAULT_MESSAGES_PER_TASK, DEFAULT_START_GRACE)
+    );
+    let JobRunner::Ecs(ecs) = &job.runner else {
+        panic!("ECS tasks: {job:?}");
+    };
+    assert_eq!(ecs.capacity_provider, "FARGATE");
+    assert!(ecs.security_groups.is_empty());
+    assert!(!ecs.assign_public_ip && !ecs.spot_fallback);
+    let policy = nightly.job_policy().expect("a job binding");
+    assert_eq!((policy.max_tasks, policy.max_step), (4, None));
+    assert!(!policy.count_delayed);
+
+    let TargetConfig::Job(job) = &local.target else {
+        panic!("a local job binding: {local:?}");
+    };
+    assert_eq!(
+        job.runner,
+        JobRunner::Local(LocalConfig {
+            command: vec!["worker".to_owned()],
+            env: vec![],
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+        })
+    );
+    assert_eq!(job.messages_per_task, 5);
+    assert_eq!(
+        config
+            .bindings
+            .iter()
+            .filter(|b| b.job_policy().is_none())
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn job_flags_make_the_flags_binding_a_job_binding() {
+    let config = Config::from_parts(
+        &cli(&[
+            "--queue",
+            "jobs",
+            "--cluster",
+            "c",
+            "--job-task-definition",
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/job:3",
+            "--job-subnets",
+            "subnet-1,subnet-2",
+            "--job-security-groups",
+            "sg-1",
+            "--job-assign-public-ip",
+            "--job-spot-fallback",
+            "--job-messages-per-task",
+            "50",
+            "--job-start-grace",
+            "45s",
+            "--max",
+            "6",
+            "--max-step",
+            "2",
+        ]),
+        None,
+    )
+    .expect("valid");
+    let binding = &config.bindings[0];
+    assert_eq!(
+        binding.target,
+        TargetConfig::Job(JobConfig {
+            runner: JobRunner::Ecs(EcsJobConfig {
+                cluster: "c".to_owned(),
+                task_definition: "arn:aws:ecs:us-east-1:123456789012:task-definition/job:3"
+                    .to_owned(),
+                subnets: vec!["subnet-1".to_owned(), "subnet-2".to_owned()],
+                security_groups: vec!["sg-1".to_owned()],
+                assign_public_ip: true,
+                capacity_provider: FARGATE_SPOT.to_owned(),
+                spot_fallback: true,
+            }),
+            messages_per_task: 50,
+            start_grace: Duration::from_secs(45),
+        })
+    );
+    let policy = binding.job_policy().expect("a job binding");
+    assert_eq!((policy.max_tasks, policy.max_step), (6, Some(2)));
+
+    let local = Config::from_parts(
+        &cli(&[
+            "--queue",
+            "q",
+            "--local-command",
+            "worker",
+            "--job-messages-per-task",
+            "5",
+        ]),
+        None,
+    )
+    .expect("valid");
+    assert!(matches!(
+        &local.bindings[0].target,
+        TargetConfig::Job(JobConfig {
+            runner: JobRunner::Local(_),
+            messages_per_task: 5,
+            ..
+        })
+    ));
+    // No job flag: a service binding, as before.
+    let service = Config::from_parts(
+        &cli(&["--queue", "q", "--cluster", "c", "--service", "s"]),
+        None,
+    )
+    .expect("valid");
+    assert!(service.bindings[0].job_policy().is_none());
+}
+
+#[test]
+fn a_bad_job_setting_fails_naming_it() {
+    let ecs_job = |extra: &str| {
+        format!(
+            "[[binding]]\nqueue = \"q\"\ncluster = \"c\"\n{extra}\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n"
+        )
+    };
+    let job_table = |table: &str| {
+        format!("[[binding]]\nqueue = \"q\"\ncluster = \"c\"\n[binding.job]\n{table}\n")
+    };
+    let flags = [
+        "--queue",
+        "q",
+        "--cluster",
+        "c",
+        "--job-task-definition",
+        "t",
+        "--job-subnets",
+        "subnet-1",
+    ];
+    let cases: Vec<(ConfigError, &str)> = vec![
+        (
+            error(
+                &[],
+                Some(
+                    "[[binding]]\nqueue = \"q\"\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n",
+                ),
+            ),
+            "binding[0].cluster",
+        ),
+        (
+            error(&[], Some(&job_table("subnets = [\"subnet-1\"]"))),
+            "binding[0].job.task_definition",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \" \"\nsubnets = [\"subnet-1\"]",
+                )),
+            ),
+            "binding[0].job.task_definition",
+        ),
+        (
+            error(&[], Some(&job_table("task_definition = \"t\""))),
+            "binding[0].job.subnets",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"10.0.0.0/24\"]",
+                )),
+            ),
+            "binding[0].job.subnets",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(&format!(
+                    "task_definition = \"t\"\nsubnets = [{}]",
+                    (0..17)
+                        .map(|n| format!("\"subnet-{n}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            ),
+            "binding[0].job.subnets",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\nsecurity_groups = [\"default\"]",
+                )),
+            ),
+            "binding[0].job.security_groups",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\nmessages_per_task = 0",
+                )),
+            ),
+            "binding[0].job.messages_per_task",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\nstart_grace = 0",
+                )),
+            ),
+            "binding[0].job.start_grace",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\nstart_grace = \"5 parsecs\"",
+                )),
+            ),
+            "binding[0].job.start_grace",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\ncapacity_provider = \"FARGATE\"\nspot_fallback = true",
+                )),
+            ),
+            "binding[0].job.spot_fallback",
+        ),
+        (
+            error(
+                &[],
+                Some(&job_table(
+                    "task_definition = \"t\"\nsubnets = [\"subnet-1\"]\ncapacity_provider = \"\"",
+                )),
+            ),
+            "binding[0].job.capacity_provider",
+        ),
+        (
+            error(&[], Some(&ecs_job("service = \"s\""))),
+            "binding[0].service",
+        ),
+        (error(&[], Some(&ecs_job("min = 1"))), "binding[0].min"),
+        (
+            error(&[], Some(&ecs_job("backlog_per_task = 5"))),
+            "binding[0].backlog_per_task",
+        ),
+        (
+            error(&[], Some(&ecs_job("scale_in_cooldown = \"1m\""))),
+            "binding[0].scale_in_cooldown",
+        ),
+        (
+            error(&[], Some(&ecs_job("metrics_urls = [\"http://w/metrics\"]"))),
+            "binding[0].metrics_urls",
+        ),
+        (
+            error(&[], Some(&ecs_job("name = \"reports#1\""))),
+            "binding[0].name",
+        ),
+        (
+            error(
+                &[],
+                Some(
+                    "[[binding]]\nqueue = \"q\"\n[binding.local]\ncommand = [\"w\"]\n[binding.job]\nsubnets = [\"subnet-1\"]\n",
+                ),
+            ),
+            "binding[0].job.subnets",
+        ),
+        (
+            error(
+                &[],
+                Some(
+                    "[[binding]]\nqueue = \"q\"\ncluster = \"c\"\n[binding.local]\ncommand = [\"w\"]\n[binding.job]\n",
+                ),
+            ),
+            "binding[0].local",
+        ),
+        (
+            error(
+                &[],
+                Some("[[binding]]\nqueue = \"q\"\n[binding.local]\ncommand = []\n[binding.job]\n"),
+            ),
+            "binding[0].local.command",
+        ),
+        (
+            error(
+                &[],
+                Some(&format!(
+                    "[defaults.job]\nmessages_per_task = 5\n{}",
+                    ecs_job("")
+                )),
+            ),
+            "defaults.job",
+        ),
+        // An unknown key of the job table, named by the file (`--config` without a path).
+        (
+            error(&[], Some(&job_table("subnet = [\"subnet-1\"]"))),
+            "--config",
+        ),
+        (
+            error(&["--queue", "q", "--job-task-definition", "t"], None),
+            "--cluster",
+        ),
+        (
+            error(
+                &[
+                    "--queue",
+                    "q",
+                    "--cluster",
+                    "c",
+                    "--job-messages-per-task",
+                    "5",
+                ],
+                None,
+            ),
+            "--job-task-definition",
+        ),
+        (
+            error(
+                &[
+                    "--queue",
+                    "q",
+                    "--cluster",
+                    "c",
+                    "--job-task-definition",
+                    "t",
+                ],
+                None,
+            ),
+            "--job-subnets",
+        ),
+        (
+            error(
+                &[&flags[..], &["--job-messages-per-task", "0"]].concat(),
+                None,
+            ),
+            "--job-messages-per-task",
+        ),
+        (
+            error(&[&flags[..], &["--job-start-grace", "0s"]].concat(), None),
+            "--job-start-grace",
+        ),
+        (
+            error(
+                &[
+                    &flags[..],
+                    &["--job-capacity-provider", "FARGATE", "--job-spot-fallback"],
+                ]
+                .concat(),
+                None,
+            ),
+            "--job-spot-fallback",
+        ),
+        (
+            error(&[&flags[..], &["--service", "s"]].concat(), None),
+            "--service",
+        ),
+        (
+            error(
+                &[
+                    "--queue",
+                    "q",
+                    "--local-command",
+                    "w",
+                    "--job-subnets",
+                    "subnet-1",
+                ],
+                None,
+            ),
+            "--job-subnets",
+        ),
+    ];
+    for (error, setting) in cases {
+        assert_eq!(error.setting, setting, "{error}");
+        assert!(error.to_string().contains(setting), "{error}");
+    }
+}
+
+#[test]
+fn the_config_module_s_example_file_is_valid() {
+    let docs = include_str!("mod.rs");
+    let example: String = docs
+        .split_once("//! ```toml\n")
+        .and_then(|(_, rest)| rest.split_once("//! ```\n"))
+        .map(|(toml, _)| toml)
+        .expect("a TOML example")
+        .lines()
+        .map(|line| line.trim_start_matches("//!").trim_start_matches(' '))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_parts(&cli(&[]), Some(&example)).expect("the example parses");
+    let names: Vec<&str> = config.bindings.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["orders", "thumbnails", "reports"]);
+    assert!(config.bindings[2].job_policy().is_some());
 }

@@ -21,6 +21,11 @@
 //! 4. Go to zero only once the queue read empty (visible, not visible and delayed all
 //!    0) on `empty_polls` consecutive polls, the first of them at least the cooldown
 //!    ago. So in-flight messages never let a service go to zero.
+//!
+//! A job binding starts standalone tasks instead of setting a count: [`job`] sizes
+//! them, with rules of its own.
+
+pub mod job;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,6 +1,11 @@
-//! The controller's loop: per binding, every poll interval, read the queue and the
-//! target, decide, and change the desired count when the decision differs; log each
-//! change with its inputs and reason, and publish the figures through `metrics`.
+//! The controller's loops: per binding, every poll interval, read the queue and the
+//! target, decide, and change the desired count when the decision differs (a job
+//! binding: start the tasks its backlog needs, [`JobLoop`]); log each change with its
+//! inputs and reason, and publish the figures through `metrics`.
+
+mod job;
+
+pub use job::{JobEvent, JobLoop};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +17,11 @@ use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Binding, Config, TargetConfig};
+use crate::config::{Binding, Config, JobRunner, TargetConfig};
+use crate::decision::job::JobPolicy;
 use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
 use crate::inputs::{CALL_RETRY, QueueSource, Retryable as _, SqsQueue, ThroughputProbe};
-use crate::targets::{EcsTarget, LocalTarget, Target, TargetError};
+use crate::targets::{EcsJobTarget, EcsTarget, JobTarget, LocalTarget, Target, TargetError};
 
 /// How long one AWS call may take before it counts as failed (and is retried).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,13 +30,14 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every metric the controller publishes: name, kind, unit, help. Labels: `binding`,
-/// plus `reason` on decisions, `operation` on errors, `state` on queue messages.
+/// plus `reason` on decisions and start failures, `operation` on errors, `state` on
+/// queue messages, `outcome` on job exits.
 pub const CATALOG: &[(&str, &str, Unit, &str)] = &[
     (
         "spotq_controller_desired_tasks",
         "gauge",
         Unit::Count,
-        "The desired count after the last decision.",
+        "The desired count after the last decision (a job binding: the tasks its backlog wants).",
     ),
     (
         "spotq_controller_running_tasks",
@@ -42,7 +49,7 @@ pub const CATALOG: &[(&str, &str, Unit, &str)] = &[
         "spotq_controller_pending_tasks",
         "gauge",
         Unit::Count,
-        "Tasks starting, as last read.",
+        "Tasks starting, as last read (a job binding: with those started and not listed yet).",
     ),
     (
         "spotq_controller_queue_messages",
@@ -60,7 +67,31 @@ pub const CATALOG: &[(&str, &str, Unit, &str)] = &[
         "spotq_controller_decisions_total",
         "counter",
         Unit::Count,
-        "Changes of the desired count, by reason.",
+        "Changes of the desired count (a job binding: polls that start tasks), by reason.",
+    ),
+    (
+        "spotq_controller_job_tasks_started_total",
+        "counter",
+        Unit::Count,
+        "Job tasks started (ECS RunTask, or local processes).",
+    ),
+    (
+        "spotq_controller_spot_fallbacks_total",
+        "counter",
+        Unit::Count,
+        "Job tasks started on FARGATE because FARGATE_SPOT had no capacity.",
+    ),
+    (
+        "spotq_controller_job_start_failures_total",
+        "counter",
+        Unit::Count,
+        "Job tasks asked for and not started, by reason: no_capacity, failed.",
+    ),
+    (
+        "spotq_controller_job_exits_total",
+        "counter",
+        Unit::Count,
+        "Local job processes that exited by themselves, by outcome: succeeded, failed.",
     ),
     (
         "spotq_controller_errors_total",
@@ -113,8 +144,11 @@ pub enum StartError {
         #[source]
         source: BackendError,
     },
-    /// A binding's ECS service does not exist, or may not be described.
-    #[error("binding {binding}: check its `cluster` and `service`: {source}")]
+    /// A binding's ECS service (or a job binding's cluster) does not exist, or may not be
+    /// read.
+    #[error(
+        "binding {binding}: check its `cluster` and `service` (or its `[binding.job]`): {source}"
+    )]
     Target {
         /// The binding's name.
         binding: String,
@@ -168,18 +202,8 @@ impl BindingLoop {
     }
 
     /// Polls every interval until `stop` is cancelled, then shuts the target down.
-    pub async fn run(mut self, stop: CancellationToken) {
-        let mut ticker = interval(self.binding.poll_interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = ticker.tick() => {
-                    self.poll().await;
-                }
-            }
-        }
-        self.target.shutdown().await;
+    pub async fn run(self, stop: CancellationToken) {
+        every_poll(self, stop).await;
     }
 
     /// One poll: read, decide, act. Returns the decision.
@@ -187,7 +211,7 @@ impl BindingLoop {
         let polled_at = Instant::now();
         let name = self.binding.name.clone();
         counter!("spotq_controller_polls_total", "binding" => name.clone()).increment(1);
-        let (queue, service) = tokio::join!(self.read_queue(), self.read_target());
+        let (queue, service) = tokio::join!(read_queue(&name, &*self.queue), self.read_target());
         let throughput = match &mut self.probe {
             Some(probe) => probe.measure().await,
             None => None,
@@ -235,25 +259,6 @@ impl BindingLoop {
         decision
     }
 
-    async fn read_queue(&self) -> Option<QueueCounts> {
-        let name = &self.binding.name;
-        CALL_RETRY
-            .run(
-                || self.queue.counts(),
-                |error: &BackendError| {
-                    tracing::warn!(binding = %name, %error, "could not read the queue");
-                    counter!(
-                        "spotq_controller_errors_total",
-                        "binding" => name.clone(),
-                        "operation" => error.operation()
-                    )
-                    .increment(1);
-                },
-            )
-            .await
-            .ok()
-    }
-
     async fn read_target(&self) -> Option<ServiceCounts> {
         let name = &self.binding.name;
         CALL_RETRY
@@ -261,12 +266,7 @@ impl BindingLoop {
                 || self.target.counts(),
                 |error: &TargetError| {
                     tracing::warn!(binding = %name, %error, "could not read the service");
-                    counter!(
-                        "spotq_controller_errors_total",
-                        "binding" => name.clone(),
-                        "operation" => target_operation(error, "DescribeServices")
-                    )
-                    .increment(1);
+                    count_target_error(name, error, "DescribeServices");
                 },
             )
             .await
@@ -281,12 +281,7 @@ impl BindingLoop {
                 || self.target.set_desired(desired),
                 |error: &TargetError| {
                     tracing::error!(binding = %name, desired, %error, "could not set the desired count");
-                    counter!(
-                        "spotq_controller_errors_total",
-                        "binding" => name.clone(),
-                        "operation" => target_operation(error, operation)
-                    )
-                    .increment(1);
+                    count_target_error(name, error, operation);
                 },
             )
             .await
@@ -305,19 +300,8 @@ impl BindingLoop {
             gauge!("spotq_controller_pending_tasks", "binding" => name.clone())
                 .set(f64::from(service.pending));
         }
-        if let Some(queue) = observation.queue {
-            for (state, value) in [
-                ("visible", queue.visible),
-                ("not_visible", queue.not_visible),
-                ("delayed", queue.delayed),
-            ] {
-                gauge!(
-                    "spotq_controller_queue_messages",
-                    "binding" => name.clone(),
-                    "state" => state
-                )
-                .set(value as f64);
-            }
+        if let Some(queue) = &observation.queue {
+            publish_queue(&name, queue);
         }
     }
 
@@ -344,6 +328,91 @@ impl BindingLoop {
     }
 }
 
+impl Polls for BindingLoop {
+    fn interval(&self) -> Duration {
+        self.binding.poll_interval
+    }
+
+    async fn poll_once(&mut self) {
+        self.poll().await;
+    }
+
+    async fn finish(&self) {
+        self.target.shutdown().await;
+    }
+}
+
+/// A binding's loop, as [`every_poll`] runs it.
+trait Polls: Send {
+    /// The poll interval.
+    fn interval(&self) -> Duration;
+    /// One poll.
+    fn poll_once(&mut self) -> impl Future<Output = ()> + Send;
+    /// Once the loop stops.
+    fn finish(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// Polls every interval (a late poll delays the next rather than bunching them) until
+/// `stop` is cancelled, then finishes.
+async fn every_poll(mut looped: impl Polls, stop: CancellationToken) {
+    let mut ticker = interval(looped.interval());
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticker.tick() => {
+                looped.poll_once().await;
+            }
+        }
+    }
+    looped.finish().await;
+}
+
+/// The queue's counts, retried; each failed attempt logged and counted.
+async fn read_queue(name: &str, queue: &dyn QueueSource) -> Option<QueueCounts> {
+    CALL_RETRY
+        .run(
+            || queue.counts(),
+            |error: &BackendError| {
+                tracing::warn!(binding = %name, %error, "could not read the queue");
+                counter!(
+                    "spotq_controller_errors_total",
+                    "binding" => name.to_owned(),
+                    "operation" => error.operation()
+                )
+                .increment(1);
+            },
+        )
+        .await
+        .ok()
+}
+
+/// The queue's counts as gauges.
+fn publish_queue(name: &str, queue: &QueueCounts) {
+    for (state, value) in [
+        ("visible", queue.visible),
+        ("not_visible", queue.not_visible),
+        ("delayed", queue.delayed),
+    ] {
+        gauge!(
+            "spotq_controller_queue_messages",
+            "binding" => name.to_owned(),
+            "state" => state
+        )
+        .set(value as f64);
+    }
+}
+
+/// Counts a failed call of a target (each attempt).
+fn count_target_error(name: &str, error: &TargetError, fallback: &'static str) {
+    counter!(
+        "spotq_controller_errors_total",
+        "binding" => name.to_owned(),
+        "operation" => target_operation(error, fallback)
+    )
+    .increment(1);
+}
+
 /// The operation a target error names, `fallback` for errors without one.
 fn target_operation(error: &TargetError, fallback: &'static str) -> &'static str {
     match error {
@@ -358,14 +427,22 @@ pub struct Controller {
     stop: CancellationToken,
     tracker: TaskTracker,
     decisions: broadcast::Sender<DecisionEvent>,
+    job_decisions: broadcast::Sender<JobEvent>,
     local_targets: Vec<(String, Arc<LocalTarget>)>,
+}
+
+/// What a binding's target is, built; a job's with the sizing of its tasks.
+enum Built {
+    Service(Arc<dyn Target>),
+    Job(Arc<dyn JobTarget>, JobPolicy),
 }
 
 impl Controller {
     /// Connects every binding (SQS and ECS clients from the standard AWS
-    /// configuration, which honours `AWS_ENDPOINT_URL`), reads each queue and service
-    /// once, and starts their loops. Fails for a queue or service that does not exist
-    /// or may not be read; passing failures (throttling, network) are left to the loops.
+    /// configuration, which honours `AWS_ENDPOINT_URL`), reads each queue and target
+    /// once, and starts their loops. Fails for a queue, service or job cluster that does
+    /// not exist or may not be read; passing failures (throttling, network) are left to
+    /// the loops.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         describe_metrics();
         // The loop retries failed calls itself (counting each attempt); a call must not
@@ -383,6 +460,7 @@ impl Controller {
         let sqs = aws_sdk_sqs::Client::new(&aws);
         let ecs = aws_sdk_ecs::Client::new(&aws);
         let mut loops = Vec::new();
+        let mut job_loops = Vec::new();
         let mut local_targets = Vec::new();
         for binding in config.bindings {
             let queue = CALL_RETRY
@@ -393,18 +471,29 @@ impl Controller {
                     queue: binding.queue.clone(),
                     source,
                 })?;
-            let target: Arc<dyn Target> = match &binding.target {
+            let mut local = |config: &crate::config::LocalConfig| {
+                let target = Arc::new(LocalTarget::new(config.clone()));
+                local_targets.push((binding.name.clone(), Arc::clone(&target)));
+                target
+            };
+            let target = match &binding.target {
                 TargetConfig::Ecs { cluster, service } => {
-                    Arc::new(EcsTarget::new(ecs.clone(), cluster, service))
+                    Built::Service(Arc::new(EcsTarget::new(ecs.clone(), cluster, service)))
                 }
-                TargetConfig::Local(local) => {
-                    let target = Arc::new(LocalTarget::new(local.clone()));
-                    local_targets.push((binding.name.clone(), Arc::clone(&target)));
-                    target
+                TargetConfig::Local(config) => Built::Service(local(config)),
+                TargetConfig::Job(job) => {
+                    let policy = job.policy(&binding.policy, binding.poll_interval);
+                    let target: Arc<dyn JobTarget> = match &job.runner {
+                        JobRunner::Ecs(tasks) => {
+                            Arc::new(EcsJobTarget::new(ecs.clone(), &binding.name, tasks.clone()))
+                        }
+                        JobRunner::Local(config) => local(config),
+                    };
+                    Built::Job(target, policy)
                 }
             };
-            // A queue or service that does not exist (or may not be read) is a setting
-            // to fix: stop now. A passing failure only leaves the first polls to retry.
+            // A queue or target that does not exist (or may not be read) is a setting to
+            // fix: stop now. A passing failure only leaves the first polls to retry.
             match CALL_RETRY.run(|| queue.counts(), |_| {}).await {
                 Err(source) if !source.is_retryable() => {
                     return Err(StartError::Queue {
@@ -418,17 +507,21 @@ impl Controller {
                 }
                 Ok(_) => {}
             }
-            match CALL_RETRY.run(|| target.counts(), |_| {}).await {
-                Err(source) if !source.is_retryable() => {
+            let read = match &target {
+                Built::Service(target) => CALL_RETRY.run(|| target.counts(), |_| {}).await.err(),
+                Built::Job(target, _) => CALL_RETRY.run(|| target.tasks(), |_| {}).await.err(),
+            };
+            match read {
+                Some(source) if !source.is_retryable() => {
                     return Err(StartError::Target {
                         binding: binding.name.clone(),
                         source,
                     });
                 }
-                Err(error) => {
-                    tracing::warn!(binding = %binding.name, %error, "cannot read the service yet");
+                Some(error) => {
+                    tracing::warn!(binding = %binding.name, %error, "cannot read the target yet");
                 }
-                Ok(_) => {}
+                None => {}
             }
             tracing::info!(
                 binding = %binding.name,
@@ -438,51 +531,55 @@ impl Controller {
                 dry_run = config.dry_run,
                 "binding started"
             );
-            loops.push(BindingLoop::new(
-                binding,
-                Arc::new(queue),
-                target,
-                config.dry_run,
-            ));
+            let queue: Arc<dyn QueueSource> = Arc::new(queue);
+            match target {
+                Built::Service(target) => {
+                    loops.push(BindingLoop::new(binding, queue, target, config.dry_run));
+                }
+                Built::Job(target, policy) => {
+                    job_loops.push(JobLoop::new(binding, policy, queue, target, config.dry_run));
+                }
+            }
         }
-        Ok(Self::spawn(loops, local_targets))
+        Ok(Self::spawn(loops, job_loops, local_targets))
     }
 
     /// Runs loops built by hand (other queue sources or targets).
-    pub fn spawn(loops: Vec<BindingLoop>, local_targets: Vec<(String, Arc<LocalTarget>)>) -> Self {
+    pub fn spawn(
+        loops: Vec<BindingLoop>,
+        job_loops: Vec<JobLoop>,
+        local_targets: Vec<(String, Arc<LocalTarget>)>,
+    ) -> Self {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (decisions, _) = broadcast::channel(1024);
+        let (job_decisions, _) = broadcast::channel(1024);
         for binding in loops {
-            let mut events = binding.subscribe();
-            let forward = decisions.clone();
-            let stop_forwarding = stop.clone();
-            tracker.spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = stop_forwarding.cancelled() => break,
-                        event = events.recv() => match event {
-                            Ok(event) => { let _ = forward.send(event); }
-                            Err(broadcast::error::RecvError::Lagged(_)) => {}
-                            Err(broadcast::error::RecvError::Closed) => break,
-                        },
-                    }
-                }
-            });
+            forward(&tracker, &stop, binding.subscribe(), decisions.clone());
             tracker.spawn(binding.run(stop.clone()));
+        }
+        for job in job_loops {
+            forward(&tracker, &stop, job.subscribe(), job_decisions.clone());
+            tracker.spawn(job.run(stop.clone()));
         }
         tracker.close();
         Self {
             stop,
             tracker,
             decisions,
+            job_decisions,
             local_targets,
         }
     }
 
-    /// Every binding's decisions from now on.
+    /// Every service binding's decisions from now on.
     pub fn decisions(&self) -> broadcast::Receiver<DecisionEvent> {
         self.decisions.subscribe()
+    }
+
+    /// Every job binding's decisions from now on.
+    pub fn job_decisions(&self) -> broadcast::Receiver<JobEvent> {
+        self.job_decisions.subscribe()
     }
 
     /// The local target of the binding `name`, if it has one.
@@ -498,6 +595,29 @@ impl Controller {
         self.stop.cancel();
         self.tracker.wait().await;
     }
+}
+
+/// Passes a loop's events on to the controller's subscribers until `stop`.
+fn forward<T: Clone + Send + 'static>(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    mut events: broadcast::Receiver<T>,
+    to: broadcast::Sender<T>,
+) {
+    let stop = stop.clone();
+    tracker.spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                event = events.recv() => match event {
+                    // Nobody listening is fine.
+                    Ok(event) => { let _ = to.send(event); }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 use super::*;
-use crate::config::LocalConfig;
+use crate::config::{JobConfig, JobRunner, LocalConfig};
+use crate::decision::job::{JobReason, JobTasks};
 use crate::decision::{Policy, Reason};
+use crate::targets::Started;
 
 #[derive(Default)]
 struct ScriptedQueue {
@@ -91,56 +93,23 @@ fn binding(policy: Policy) -> Binding {
 /// A counter's name, labels and a value read.
 type CounterValue = (String, Vec<(String, String)>, u64);
 
-struct Rig {
-    queue: Arc<ScriptedQueue>,
-    target: Arc<RecordingTarget>,
-    binding: BindingLoop,
+/// The metrics recorded on this thread.
+struct Metrics {
     snapshotter: Snapshotter,
     counters: Mutex<Vec<CounterValue>>,
     _guard: metrics::LocalRecorderGuard<'static>,
 }
 
-fn rig(dry_run: bool) -> Rig {
-    let recorder = Box::leak(Box::new(DebuggingRecorder::new()));
-    let snapshotter = recorder.snapshotter();
-    let guard = metrics::set_default_local_recorder(recorder);
-    let queue = Arc::new(ScriptedQueue::default());
-    let target = Arc::new(RecordingTarget::default());
-    let binding = BindingLoop::new(
-        binding(Policy {
-            scale_in_cooldown: Duration::from_secs(15),
-            ..Policy::default()
-        }),
-        Arc::clone(&queue) as Arc<dyn QueueSource>,
-        Arc::clone(&target) as Arc<dyn Target>,
-        dry_run,
-    );
-    Rig {
-        queue,
-        target,
-        binding,
-        snapshotter,
-        counters: Mutex::default(),
-        _guard: guard,
-    }
-}
-
-impl Rig {
-    fn set_queue(&self, visible: u64, not_visible: u64) {
-        *self.queue.counts.lock().expect("counts") = QueueCounts {
-            visible,
-            not_visible,
-            delayed: 0,
-        };
-    }
-
-    async fn poll(&mut self) -> Decision {
-        tokio::time::advance(Duration::from_secs(5)).await;
-        self.binding.poll().await
-    }
-
-    fn updates(&self) -> Vec<u32> {
-        self.target.updates.lock().expect("updates").clone()
+impl Metrics {
+    fn record() -> Self {
+        let recorder = Box::leak(Box::new(DebuggingRecorder::new()));
+        let snapshotter = recorder.snapshotter();
+        let guard = metrics::set_default_local_recorder(recorder);
+        Self {
+            snapshotter,
+            counters: Mutex::default(),
+            _guard: guard,
+        }
     }
 
     /// The counter's value summed over its label sets, with `label` = `value` if given.
@@ -168,6 +137,63 @@ impl Rig {
             })
             .map(|(.., count)| count)
             .sum()
+    }
+}
+
+struct Rig {
+    queue: Arc<ScriptedQueue>,
+    target: Arc<RecordingTarget>,
+    binding: BindingLoop,
+    metrics: Metrics,
+}
+
+fn rig(dry_run: bool) -> Rig {
+    let metrics = Metrics::record();
+    let queue = Arc::new(ScriptedQueue::default());
+    let target = Arc::new(RecordingTarget::default());
+    let binding = BindingLoop::new(
+        binding(Policy {
+            scale_in_cooldown: Duration::from_secs(15),
+            ..Policy::default()
+        }),
+        Arc::clone(&queue) as Arc<dyn QueueSource>,
+        Arc::clone(&target) as Arc<dyn Target>,
+        dry_run,
+    );
+    Rig {
+        queue,
+        target,
+        binding,
+        metrics,
+    }
+}
+
+impl ScriptedQueue {
+    fn set(&self, visible: u64, not_visible: u64) {
+        *self.counts.lock().expect("counts") = QueueCounts {
+            visible,
+            not_visible,
+            delayed: 0,
+        };
+    }
+}
+
+impl Rig {
+    fn set_queue(&self, visible: u64, not_visible: u64) {
+        self.queue.set(visible, not_visible);
+    }
+
+    async fn poll(&mut self) -> Decision {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        self.binding.poll().await
+    }
+
+    fn updates(&self) -> Vec<u32> {
+        self.target.updates.lock().expect("updates").clone()
+    }
+
+    fn counter(&self, name: &str, label: Option<(&str, &str)>) -> u64 {
+        self.metrics.counter(name, label)
     }
 }
 
@@ -253,6 +279,261 @@ async fn failed_reads_are_retried_and_then_hold_the_count() {
         "each attempt counted"
     );
     assert_eq!(rig.updates(), [4]);
+}
+
+/// A job target whose listing can lag and whose starts can fall short.
+#[derive(Default)]
+struct ScriptedJobs {
+    /// Tasks started and not exited.
+    tasks: Mutex<Vec<String>>,
+    /// The number of tasks asked for, per start.
+    starts: Mutex<Vec<u32>>,
+    /// Whether a read lists the tasks started (false: ECS has not caught up).
+    lagging: std::sync::atomic::AtomicBool,
+    /// Starts to come back with no capacity for any task.
+    no_capacity: AtomicU32,
+    /// Starts whose tasks all go to FARGATE after Spot had none.
+    fall_back: AtomicU32,
+}
+
+impl ScriptedJobs {
+    fn exit_all(&self) {
+        self.tasks.lock().expect("tasks").clear();
+    }
+
+    fn starts(&self) -> Vec<u32> {
+        self.starts.lock().expect("starts").clone()
+    }
+}
+
+fn take_one(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+}
+
+#[async_trait]
+impl JobTarget for ScriptedJobs {
+    async fn tasks(&self) -> Result<JobTasks, TargetError> {
+        if self.lagging.load(Ordering::Acquire) {
+            return Ok(JobTasks::default());
+        }
+        let tasks = self.tasks.lock().expect("tasks").clone();
+        Ok(JobTasks {
+            running: u32::try_from(tasks.len()).expect("few"),
+            listed: tasks,
+            ..JobTasks::default()
+        })
+    }
+
+    async fn start(&self, count: u32, _: &crate::targets::OnError<'_>) -> Started {
+        self.starts.lock().expect("starts").push(count);
+        if take_one(&self.no_capacity) {
+            return Started {
+                no_capacity: count,
+                ..Started::default()
+            };
+        }
+        let fallbacks = if take_one(&self.fall_back) { count } else { 0 };
+        let mut tasks = self.tasks.lock().expect("tasks");
+        let ids: Vec<String> = (0..count)
+            .map(|n| format!("task-{}-{n}", tasks.len()))
+            .collect();
+        tasks.extend(ids.iter().cloned());
+        Started {
+            tasks: ids,
+            fallbacks,
+            ..Started::default()
+        }
+    }
+
+    fn list_operation(&self) -> &'static str {
+        "ListTasks"
+    }
+
+    fn start_operation(&self) -> &'static str {
+        "RunTask"
+    }
+}
+
+struct JobRig {
+    queue: Arc<ScriptedQueue>,
+    target: Arc<ScriptedJobs>,
+    job: JobLoop,
+    metrics: Metrics,
+}
+
+fn job_rig(dry_run: bool) -> JobRig {
+    let metrics = Metrics::record();
+    let queue = Arc::new(ScriptedQueue::default());
+    let target = Arc::new(ScriptedJobs::default());
+    let mut binding = binding(Policy::default());
+    binding.target = TargetConfig::Job(JobConfig {
+        runner: JobRunner::Local(LocalConfig {
+            command: vec!["unused".to_owned()],
+            env: vec![],
+            stop_timeout: Duration::from_secs(1),
+        }),
+        messages_per_task: 10,
+        start_grace: Duration::from_secs(30),
+    });
+    let policy = binding.job_policy().expect("a job binding");
+    let job = JobLoop::new(
+        binding,
+        policy,
+        Arc::clone(&queue) as Arc<dyn QueueSource>,
+        Arc::clone(&target) as Arc<dyn JobTarget>,
+        dry_run,
+    );
+    JobRig {
+        queue,
+        target,
+        job,
+        metrics,
+    }
+}
+
+impl JobRig {
+    async fn poll(&mut self) -> JobEvent {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        self.job.poll().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_binding_starts_tasks_for_the_backlog_once_while_the_listing_lags() {
+    let mut rig = job_rig(false);
+    assert_eq!(rig.poll().await.decision.reason, JobReason::Idle);
+    rig.queue.set(35, 0);
+    rig.target.lagging.store(true, Ordering::Release);
+    let event = rig.poll().await;
+    assert_eq!(
+        (event.decision.starts, event.started, event.decision.reason),
+        (4, 4, JobReason::Start)
+    );
+    // ECS does not list them yet, then does: no second start either way.
+    for _ in 0..3 {
+        let event = rig.poll().await;
+        assert_eq!(
+            (event.decision.starts, event.decision.unlisted),
+            (0, 4),
+            "{event:?}"
+        );
+    }
+    rig.target.lagging.store(false, Ordering::Release);
+    rig.queue.set(20, 15);
+    let event = rig.poll().await;
+    assert_eq!(
+        (
+            event.decision.active,
+            event.decision.unlisted,
+            event.decision.starts
+        ),
+        (4, 0, 0)
+    );
+    // The tasks drain the queue and exit: nothing is started again.
+    rig.queue.set(0, 0);
+    rig.target.exit_all();
+    for _ in 0..5 {
+        assert_eq!(rig.poll().await.decision.reason, JobReason::Idle);
+    }
+    assert_eq!(rig.target.starts(), [4]);
+    let metrics = &rig.metrics;
+    assert_eq!(
+        metrics.counter("spotq_controller_job_tasks_started_total", None),
+        4
+    );
+    assert_eq!(
+        metrics.counter(
+            "spotq_controller_decisions_total",
+            Some(("reason", "start"))
+        ),
+        1
+    );
+    assert_eq!(metrics.counter("spotq_controller_polls_total", None), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_start_without_capacity_is_counted_and_retried_after_a_backoff() {
+    let mut rig = job_rig(false);
+    rig.queue.set(20, 0);
+    rig.target.no_capacity.store(2, Ordering::Release);
+    let event = rig.poll().await;
+    assert_eq!((event.started, event.fell_short), (0, true));
+    // Retried a poll interval (5 s) later; no capacity again: then 10 s.
+    let event = rig.poll().await;
+    assert_eq!(
+        (event.decision.reason, event.fell_short),
+        (JobReason::Start, true)
+    );
+    assert_eq!(rig.poll().await.decision.reason, JobReason::Backoff);
+    let event = rig.poll().await;
+    assert_eq!((event.started, event.fell_short), (2, false));
+    assert_eq!(rig.target.starts(), [2, 2, 2]);
+    assert_eq!(
+        rig.metrics.counter(
+            "spotq_controller_job_start_failures_total",
+            Some(("reason", "no_capacity"))
+        ),
+        4
+    );
+
+    // Spot had none, FARGATE had: counted as fallbacks, and the next start tries Spot.
+    rig.queue.set(40, 0);
+    rig.target.fall_back.store(1, Ordering::Release);
+    let event = rig.poll().await;
+    assert_eq!(
+        (event.started, event.fallbacks, event.fell_short),
+        (2, 2, false)
+    );
+    assert_eq!(
+        rig.metrics
+            .counter("spotq_controller_spot_fallbacks_total", None),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_dry_run_starts_nothing_and_logs_a_start_once() {
+    let mut rig = job_rig(true);
+    rig.queue.set(35, 0);
+    let first = rig.poll().await;
+    assert_eq!((first.decision.starts, first.started), (4, 0));
+    for _ in 0..4 {
+        let event = rig.poll().await;
+        assert_eq!(event.decision.starts, 0, "{event:?}");
+    }
+    assert!(
+        rig.target.starts().is_empty(),
+        "nothing started in a dry run"
+    );
+    assert_eq!(
+        rig.metrics
+            .counter("spotq_controller_decisions_total", None),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_queue_starts_no_job_task() {
+    let mut rig = job_rig(false);
+    rig.queue.set(500, 0);
+    rig.queue.failures.store(u32::MAX, Ordering::Release);
+    let event = rig.poll().await;
+    assert_eq!(
+        (event.decision.starts, event.decision.reason),
+        (0, JobReason::QueueUnreadable)
+    );
+    assert!(rig.target.starts().is_empty());
+    assert_eq!(
+        rig.metrics.counter(
+            "spotq_controller_errors_total",
+            Some(("operation", "GetQueueAttributes"))
+        ),
+        3
+    );
 }
 
 #[test]

@@ -6,6 +6,12 @@
 //! then releases what it holds and drains), and SIGKILL if it has not exited after the
 //! stop timeout, as Fargate does. Stops run in the background, so a slow drain does
 //! not hold up the next decision.
+//!
+//! For a job binding ([`JobTarget`]) the processes are job tasks instead: started for
+//! the backlog, never stopped to scale in, and never started again when they exit. Each
+//! read reaps the ones that exited, logging their exit status (a failure at warn) and
+//! counting them ([`LocalTarget::exits`]). At the controller's stop the ones still
+//! running get SIGTERM, as above.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -18,9 +24,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 
-use super::{Target, TargetError};
+use super::{JobTarget, OnError, Started, Target, TargetError};
 use crate::config::LocalConfig;
 use crate::decision::ServiceCounts;
+use crate::decision::job::JobTasks;
 
 /// Worker processes started and stopped on this machine.
 #[derive(Debug)]
@@ -32,6 +39,19 @@ pub struct LocalTarget {
     /// Workers that had to be killed after the stop timeout.
     killed: Arc<AtomicU32>,
     stops: TaskTracker,
+    /// Processes started, ever.
+    started: AtomicU32,
+    /// Job processes reaped after they exited by themselves.
+    exits: std::sync::Mutex<Exits>,
+}
+
+/// Job processes that exited by themselves, by how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exits {
+    /// Exited with status 0.
+    pub succeeded: u32,
+    /// Exited with another status, or of a signal.
+    pub failed: u32,
 }
 
 impl LocalTarget {
@@ -43,7 +63,21 @@ impl LocalTarget {
             stopping: Arc::new(AtomicU32::new(0)),
             killed: Arc::new(AtomicU32::new(0)),
             stops: TaskTracker::new(),
+            started: AtomicU32::new(0),
+            exits: std::sync::Mutex::new(Exits::default()),
         }
+    }
+
+    /// Processes started since the target was made (replacements included).
+    pub fn started(&self) -> u32 {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Job processes that exited by themselves and were reaped.
+    pub fn exits(&self) -> Exits {
+        self.exits
+            .lock()
+            .map_or_else(|poisoned| *poisoned.into_inner(), |exits| *exits)
     }
 
     /// Workers sent SIGTERM that have not exited yet.
@@ -69,7 +103,7 @@ impl LocalTarget {
 
     fn spawn(&self) -> Result<Child, TargetError> {
         let program = self.config.command.first().cloned().unwrap_or_default();
-        Command::new(&program)
+        let child = Command::new(&program)
             .args(self.config.command.iter().skip(1))
             .envs(self.config.env.iter().map(|(key, value)| (key, value)))
             .stdin(std::process::Stdio::null())
@@ -77,7 +111,19 @@ impl LocalTarget {
             // orphans nobody scales.
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| TargetError::Spawn { program, source })
+            .map_err(|source| TargetError::Spawn { program, source })?;
+        self.started.fetch_add(1, Ordering::AcqRel);
+        Ok(child)
+    }
+
+    /// Sends every worker SIGTERM and waits for all of them to exit (or be killed after
+    /// the stop timeout): what both [`Target::shutdown`] and [`JobTarget::shutdown`] do.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.set_desired(0).await {
+            tracing::warn!(%error, "could not stop the workers");
+        }
+        self.stops.close();
+        self.stops.wait().await;
     }
 
     fn stop(&self, child: Child) {
@@ -167,11 +213,81 @@ impl Target for LocalTarget {
     }
 
     async fn shutdown(&self) {
-        if let Err(error) = self.set_desired(0).await {
-            tracing::warn!(%error, "could not stop the workers");
+        LocalTarget::shutdown(self).await;
+    }
+}
+
+#[async_trait]
+impl JobTarget for LocalTarget {
+    async fn tasks(&self) -> Result<JobTasks, TargetError> {
+        let mut workers = self.workers.lock().await;
+        let mut tasks = JobTasks::default();
+        let mut exits = Exits::default();
+        workers.retain_mut(|child| {
+            let pid = child.id();
+            if let Some(pid) = pid {
+                tasks.listed.push(pid.to_string());
+            }
+            match child.try_wait() {
+                Ok(None) => true,
+                Ok(Some(status)) if status.success() => {
+                    tracing::info!(pid, %status, "job process exited");
+                    exits.succeeded += 1;
+                    false
+                }
+                Ok(Some(status)) => {
+                    tracing::warn!(pid, %status, "job process failed");
+                    exits.failed += 1;
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(pid, %error, "could not read a job process's status");
+                    true
+                }
+            }
+        });
+        tasks.running = u32::try_from(workers.len()).unwrap_or(u32::MAX);
+        tasks.exited = exits.succeeded + exits.failed;
+        tasks.failed = exits.failed;
+        if let Ok(mut total) = self.exits.lock() {
+            total.succeeded += exits.succeeded;
+            total.failed += exits.failed;
         }
-        self.stops.close();
-        self.stops.wait().await;
+        Ok(tasks)
+    }
+
+    async fn start(&self, count: u32, on_error: &OnError<'_>) -> Started {
+        let mut started = Started::default();
+        let mut workers = self.workers.lock().await;
+        for _ in 0..count {
+            match self.spawn() {
+                Ok(child) => {
+                    tracing::info!(pid = child.id(), "job process started");
+                    if let Some(pid) = child.id() {
+                        started.tasks.push(pid.to_string());
+                    }
+                    workers.push(child);
+                }
+                Err(error) => {
+                    on_error(&error);
+                    started.error = Some(error);
+                    break;
+                }
+            }
+        }
+        started
+    }
+
+    fn list_operation(&self) -> &'static str {
+        "WaitWorkers"
+    }
+
+    fn start_operation(&self) -> &'static str {
+        "StartWorkers"
+    }
+
+    async fn shutdown(&self) {
+        LocalTarget::shutdown(self).await;
     }
 }
 
@@ -223,6 +339,105 @@ mod tests {
         local.shutdown().await;
         assert_eq!((local.stopping(), local.killed()), (0, 1));
         let _ = std::fs::remove_file(ready);
+    }
+
+    /// Reads the job processes until none runs; returns every read.
+    async fn until_all_exited(local: &LocalTarget) -> Vec<JobTasks> {
+        let mut reads = Vec::new();
+        for _ in 0..1000 {
+            let tasks = JobTarget::tasks(local).await.expect("tasks");
+            let running = tasks.running;
+            reads.push(tasks);
+            if running == 0 {
+                return reads;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("job processes still running: {reads:?}");
+    }
+
+    #[tokio::test]
+    async fn job_processes_that_exit_are_reaped_counted_and_not_restarted() {
+        let local = target("sleep 0.2; exit 0", Duration::from_secs(5));
+        let errors = std::sync::atomic::AtomicU32::new(0);
+        let on_error = |_: &TargetError| {
+            errors.fetch_add(1, Ordering::AcqRel);
+        };
+        let started = JobTarget::start(&local, 2, &on_error).await;
+        assert_eq!(started.tasks.len(), 2);
+        assert!(!started.fell_short());
+        let reads = until_all_exited(&local).await;
+        let exited: u32 = reads.iter().map(|read| read.exited).sum();
+        assert_eq!(exited, 2, "{reads:?}");
+        // The read that reaps a process still lists it, so a start is matched.
+        let listed: std::collections::BTreeSet<&String> =
+            reads.iter().flat_map(|read| &read.listed).collect();
+        assert!(
+            started.tasks.iter().all(|pid| listed.contains(pid)),
+            "{reads:?}"
+        );
+        assert_eq!(
+            local.exits(),
+            Exits {
+                succeeded: 2,
+                failed: 0
+            }
+        );
+        let after = JobTarget::tasks(&local).await.expect("tasks");
+        assert_eq!(
+            (after.running, after.exited),
+            (0, 0),
+            "nothing started again"
+        );
+        assert_eq!(local.started(), 2);
+        assert_eq!(errors.load(Ordering::Acquire), 0);
+
+        let failing = target("exit 3", Duration::from_secs(5));
+        JobTarget::start(&failing, 1, &on_error).await;
+        let reads = until_all_exited(&failing).await;
+        assert_eq!(reads.iter().map(|read| read.failed).sum::<u32>(), 1);
+        assert_eq!(
+            failing.exits(),
+            Exits {
+                succeeded: 0,
+                failed: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_process_that_cannot_start_is_an_error_and_the_rest_get_sigterm_at_stop() {
+        let missing = LocalTarget::new(LocalConfig {
+            command: vec!["/nonexistent/spotq-job".to_owned()],
+            env: vec![],
+            stop_timeout: Duration::from_secs(1),
+        });
+        let errors = std::sync::atomic::AtomicU32::new(0);
+        let on_error = |_: &TargetError| {
+            errors.fetch_add(1, Ordering::AcqRel);
+        };
+        let started = JobTarget::start(&missing, 3, &on_error).await;
+        assert!(started.tasks.is_empty());
+        assert!(
+            matches!(started.error, Some(TargetError::Spawn { .. })),
+            "{started:?}"
+        );
+        assert_eq!(
+            errors.load(Ordering::Acquire),
+            1,
+            "the start stops at the first"
+        );
+
+        let local = target("exec sleep 600", Duration::from_secs(10));
+        JobTarget::start(&local, 2, &on_error).await;
+        assert_eq!(JobTarget::tasks(&local).await.expect("tasks").running, 2);
+        JobTarget::shutdown(&local).await;
+        assert!(local.pids().await.is_empty());
+        assert_eq!(
+            (local.stopping(), local.killed()),
+            (0, 0),
+            "exited on SIGTERM"
+        );
     }
 
     #[tokio::test]

@@ -1,17 +1,22 @@
 //! What the controller scales: an ECS service's desired count ([`EcsTarget`]) or worker
-//! processes on this machine ([`LocalTarget`]).
+//! processes on this machine ([`LocalTarget`]) through [`Target`]; and what a job
+//! binding starts: standalone ECS tasks ([`EcsJobTarget`]) or local processes
+//! ([`LocalTarget`] again) through [`JobTarget`].
 
 mod ecs;
+mod ecs_job;
 mod local;
 
 use async_trait::async_trait;
 use spotq::BackendError;
 
 use crate::decision::ServiceCounts;
+use crate::decision::job::JobTasks;
 use crate::inputs::Retryable;
 
 pub use ecs::EcsTarget;
-pub use local::LocalTarget;
+pub use ecs_job::{BINDING_TAG, EcsJobTarget, RUN_TASK_MAX, is_capacity_failure, started_by};
+pub use local::{Exits, LocalTarget};
 
 /// Why a target could not be read or changed.
 #[derive(Debug, thiserror::Error)]
@@ -63,5 +68,53 @@ pub trait Target: Send + Sync + 'static {
 
     /// Called once when the controller stops. The local target stops its workers; an
     /// ECS service keeps its count.
+    async fn shutdown(&self) {}
+}
+
+/// Sees each failed call of a start, for logs and error counters.
+pub type OnError<'a> = dyn for<'e> Fn(&'e TargetError) + Send + Sync + 'a;
+
+/// What one start of job tasks did.
+#[derive(Debug, Default)]
+pub struct Started {
+    /// The ids of the tasks started (ECS task ARNs, process ids).
+    pub tasks: Vec<String>,
+    /// Of those, the tasks started on `FARGATE` because `FARGATE_SPOT` had no capacity.
+    pub fallbacks: u32,
+    /// Tasks asked for and not started: no capacity (after the fallback, if any).
+    pub no_capacity: u32,
+    /// Tasks asked for and not started for another reason ECS gave.
+    pub failed: u32,
+    /// The call that failed for good; the start went no further.
+    pub error: Option<TargetError>,
+}
+
+impl Started {
+    /// Whether fewer tasks started than were asked for.
+    pub fn fell_short(&self) -> bool {
+        self.no_capacity > 0 || self.failed > 0 || self.error.is_some()
+    }
+}
+
+/// Something that starts a job binding's tasks and lists them. The tasks exit by
+/// themselves; the controller never stops one, but at its own stop (local processes).
+#[async_trait]
+pub trait JobTarget: Send + Sync + 'static {
+    /// The binding's tasks, with one read.
+    async fn tasks(&self) -> Result<JobTasks, TargetError>;
+
+    /// Starts `count` tasks. A call that fails is retried, each failure shown to
+    /// `on_error` (for logs and error counters); one that fails for good ends the start,
+    /// in [`Started::error`].
+    async fn start(&self, count: u32, on_error: &OnError<'_>) -> Started;
+
+    /// The API call [`tasks`](Self::tasks) makes first, for logs and metrics.
+    fn list_operation(&self) -> &'static str;
+
+    /// The API call [`start`](Self::start) makes, for logs and metrics.
+    fn start_operation(&self) -> &'static str;
+
+    /// Called once when the controller stops. Local processes get SIGTERM; ECS tasks run
+    /// on.
     async fn shutdown(&self) {}
 }

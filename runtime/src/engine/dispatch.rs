@@ -109,9 +109,19 @@ impl<H: Handler> Dispatch for PerMessage<H> {
         for message in messages {
             let delivery = Delivery::of(shared, &message);
             // Started here, so the task holds the message once, inside the handler's
-            // future.
-            let handler = start(|| shared.handler.0.handle(message), Outcome::Fail);
-            tokio::spawn(process(Arc::clone(shared), delivery, handler));
+            // future. A call that panics before any future exists fails its message
+            // through a task of another type, so the common one has no room for an
+            // outcome: a task's state is copied at every spawn, and an outcome is large.
+            match call(|| shared.handler.0.handle(message)) {
+                Ok(handler) => {
+                    let handler = AssertUnwindSafe(handler).catch_unwind();
+                    tokio::spawn(process(Arc::clone(shared), Some(delivery), handler));
+                }
+                Err(error) => {
+                    let failed = ready(Ok(Outcome::Fail(error)));
+                    tokio::spawn(process(Arc::clone(shared), Some(delivery), failed));
+                }
+            }
         }
         slots
     }
@@ -143,60 +153,82 @@ impl<B: BatchHandler> Dispatch for PerBatch<B> {
 /// Runs the handler for one message and settles the message. The message's slot goes
 /// back once the message is settled (handed to the settler), so shutdown, waiting for
 /// every slot, knows no message is left unsettled.
-async fn process<H: Send + Sync>(
+// An async block rather than an async fn: its captures are the task's state as they
+// are, where an async fn's arguments would be stored twice (and copied at every spawn).
+#[allow(clippy::manual_async_fn)]
+fn process<H: Send + Sync>(
     shared: Arc<Shared<H>>,
-    delivery: Delivery,
-    handler: impl Future<Output = Outcome>,
-) {
-    let _slot = Slot(&shared.capacity);
-    let mut delivery = Some(delivery);
-    let handler = AssertUnwindSafe(handler).catch_unwind();
-    tokio::pin!(handler);
-    // A handler that finishes on its first poll is settled inside that poll: it never
-    // touches a timer, and its outcome never takes room in the task. The others move on
-    // to `supervise`, whose timers live in a box of their own.
-    let first = poll_fn(|cx| {
-        Poll::Ready(match handler.as_mut().poll(cx) {
-            Poll::Ready(result) => match delivery.take() {
-                Some(delivery) => {
-                    First::Finished(finish(&shared, delivery, Ending::Returned(result)))
-                }
-                None => First::Finished(Settled::Now(Verdict::Released)),
-            },
-            Poll::Pending => First::Running,
+    mut delivery: Option<Delivery>,
+    handler: impl Future<Output = std::thread::Result<Outcome>>,
+) -> impl Future<Output = ()> {
+    async move {
+        let _slot = Slot(&shared.capacity);
+        tokio::pin!(handler);
+        // A handler that finishes on its first poll is settled inside that poll: it never
+        // touches a timer, and its outcome never takes room in the task. The others move on
+        // to `supervise`, whose timers live in a box of their own.
+        let first = poll_fn(|cx| {
+            Poll::Ready(match handler.as_mut().poll(cx) {
+                Poll::Ready(result) => match delivery.take() {
+                    Some(delivery) => {
+                        First::Finished(finish(&shared, delivery, Ending::Returned(result)))
+                    }
+                    None => First::Finished(Settled::Now(Verdict::Released)),
+                },
+                Poll::Pending => First::Running,
+            })
         })
-    })
-    .await;
-    let settled = match (first, delivery) {
-        (First::Finished(settled), _) => settled,
-        (First::Running, Some(delivery)) => {
-            let mut clock = Clock::new(&shared, delivery.received_at);
-            let ending = Box::pin(supervise(
-                &shared,
-                handler,
-                std::slice::from_ref(&delivery),
-                &mut clock,
-            ))
-            .await;
-            finish(&shared, delivery, ending)
+        .await;
+        let settled = match first {
+            First::Finished(settled) => settled,
+            First::Running => {
+                // Built in its own statement, so the delivery moved into the box takes no
+                // room in this task while the box runs.
+                let Some(rest) = delivery
+                    .take()
+                    .map(|delivery| Box::pin(supervised(&shared, handler, delivery)))
+                else {
+                    return;
+                };
+                rest.await
+            }
+        };
+        if let Settled::Later(handing_on) = settled {
+            handing_on.await;
         }
-        (First::Running, None) => return,
-    };
-    settled.verdict().await;
+    }
+}
+
+/// The rest of a message task whose handler did not finish on its first poll: the
+/// handler runs supervised (heartbeats, timeout, cancellation), then its message is
+/// settled. Boxed by the caller, so its timers and state take no room in the tasks of
+/// handlers that finish at once.
+async fn supervised<'a, H: Send + Sync, F: Future<Output = std::thread::Result<Outcome>>>(
+    shared: &'a Shared<H>,
+    handler: Pin<&mut F>,
+    delivery: Delivery,
+) -> Settled<'a> {
+    let mut clock = Clock::new(shared, delivery.received_at);
+    let ending = supervise(shared, handler, std::slice::from_ref(&delivery), &mut clock).await;
+    finish(shared, delivery, ending)
 }
 
 /// Calls a handler for its future. A panic in the call itself (before any future
 /// exists) fails the message like a panic while it runs, instead of unwinding through
 /// the poller.
+pub(super) fn call<F>(call: impl FnOnce() -> F) -> Result<F, HandlerError> {
+    std::panic::catch_unwind(AssertUnwindSafe(call))
+        .map_err(|panic| HandlerError::Panicked(panic_message(&*panic)))
+}
+
+/// [`call`], with a call that panicked standing for a future that fails at once.
 pub(super) fn start<F: Future>(
-    call: impl FnOnce() -> F,
+    handle: impl FnOnce() -> F,
     failed: impl FnOnce(HandlerError) -> F::Output,
 ) -> Either<F, Ready<F::Output>> {
-    match std::panic::catch_unwind(AssertUnwindSafe(call)) {
+    match call(handle) {
         Ok(future) => Either::Left(future),
-        Err(panic) => Either::Right(ready(failed(HandlerError::Panicked(panic_message(
-            &*panic,
-        ))))),
+        Err(error) => Either::Right(ready(failed(error))),
     }
 }
 

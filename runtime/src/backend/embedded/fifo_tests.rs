@@ -506,3 +506,10 @@ async fn a_standard_queue_ignores_attempt_ids() -> Result<()> {
     assert!(queue.receive(attempt(1, id)).await?.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_sequence_number_is_twenty_digits() {
+    assert_eq!(super::sequence_number(0), "00000000000000000000");
+    assert_eq!(super::sequence_number(42), "00000000000000000042");
+    assert_eq!(super::sequence_number(u64::MAX), u64::MAX.to_string());
+}
