@@ -212,17 +212,14 @@ impl Settler {
 
     /// Deletes a message (batched). Its visibility changes not yet sent are dropped.
     pub(crate) fn delete(self: &Arc<Self>, handle: ReceiptHandle) {
-        let full = {
-            let mut pending = self.lock();
-            if !pending.intents.is_empty() {
-                pending.supersede(&handle, DELETED);
-            }
-            let started = pending.deletes.entries.is_empty();
-            let full = pending.deletes.push(handle, self.flush_interval);
-            self.wake_timer(&mut pending, started);
-            self.closing_batch(&mut pending.deletes, full)
-        };
-        if let Some(batch) = full {
+        let mut pending = self.lock();
+        if !pending.intents.is_empty() {
+            pending.supersede(&handle, DELETED);
+        }
+        let started = pending.deletes.entries.is_empty();
+        let full = pending.deletes.push(handle, self.flush_interval);
+        self.wake_timer(&mut pending, started);
+        if let Some(batch) = self.closing_batch(&mut pending.deletes, full) {
             self.send(Batch::Delete(batch));
         }
     }
@@ -235,25 +232,22 @@ impl Settler {
         timeout: Duration,
         kind: ChangeKind,
     ) {
-        let full = {
-            let mut pending = self.lock();
-            let intent = pending.next_intent;
-            pending.next_intent += 1;
-            pending.supersede(&receipt_handle, intent);
-            let change = Change {
-                change: VisibilityChange {
-                    receipt_handle,
-                    timeout,
-                },
-                kind,
-                intent,
-            };
-            let started = pending.changes.entries.is_empty();
-            let full = pending.changes.push(change, self.flush_interval);
-            self.wake_timer(&mut pending, started);
-            self.closing_batch(&mut pending.changes, full)
+        let mut pending = self.lock();
+        let intent = pending.next_intent;
+        pending.next_intent += 1;
+        pending.supersede(&receipt_handle, intent);
+        let change = Change {
+            change: VisibilityChange {
+                receipt_handle,
+                timeout,
+            },
+            kind,
+            intent,
         };
-        if let Some(batch) = full {
+        let started = pending.changes.entries.is_empty();
+        let full = pending.changes.push(change, self.flush_interval);
+        self.wake_timer(&mut pending, started);
+        if let Some(batch) = self.closing_batch(&mut pending.changes, full) {
             self.send(Batch::Change(batch));
         }
     }
@@ -330,6 +324,18 @@ impl Settler {
                 () = sleep_until(gave_up_at.unwrap_or_else(Instant::now)), if gave_up_at.is_some() => {}
             }
         }
+    }
+
+    /// Whether nothing is left to send: no entry gathering for a batch, and none in a
+    /// batch call not yet settled.
+    pub(crate) fn is_idle(&self) -> bool {
+        let pending = self.lock();
+        pending.deletes.entries.is_empty()
+            && pending.changes.entries.is_empty()
+            && self
+                .unsettled
+                .iter()
+                .all(|entries| entries.load(Ordering::Acquire) == 0)
     }
 
     /// Counts every entry not yet settled as failed: the worker gives up on them (its
@@ -416,6 +422,9 @@ impl Settler {
         }
     }
 
+    /// Sends a batch in a call of its own. Entries taken out of the pending batches are
+    /// sent before the lock is let go, so they are always counted in one place or the
+    /// other.
     fn send(self: &Arc<Self>, batch: Batch) {
         self.unsettled[batch.kind()].fetch_add(batch.len() as u64, Ordering::AcqRel);
         self.calls.spawn(batch.send(Arc::clone(self)));
@@ -425,24 +434,22 @@ impl Settler {
     async fn flush_on_time(self: Arc<Self>) {
         loop {
             let closing = self.closed.is_cancelled();
-            let (deletes, changes, next_due) = {
+            let next_due = {
                 let mut pending = self.lock();
                 let now = Instant::now();
-                let deletes = pending.deletes.take_due(now, closing);
-                let changes = pending.changes.take_due(now, closing);
+                if let Some(batch) = pending.deletes.take_due(now, closing) {
+                    self.send(Batch::Delete(batch));
+                }
+                if let Some(batch) = pending.changes.take_due(now, closing) {
+                    self.send(Batch::Change(batch));
+                }
                 let next_due = match (pending.deletes.due, pending.changes.due) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
                 pending.timer_waiting = next_due.is_none();
-                (deletes, changes, next_due)
+                next_due
             };
-            if let Some(batch) = deletes {
-                self.send(Batch::Delete(batch));
-            }
-            if let Some(batch) = changes {
-                self.send(Batch::Change(batch));
-            }
             if closing {
                 return;
             }
@@ -835,7 +842,7 @@ mod tests {
         assert_eq!(calls[1].1[0].1, Duration::ZERO);
         settler.abandon();
         assert_eq!(
-            counters.report(Duration::ZERO).visibility_failed,
+            counters.visibility_failed.load(Ordering::Relaxed),
             2,
             "both unanswered changes are counted as failed"
         );
