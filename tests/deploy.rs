@@ -643,10 +643,13 @@ fn the_job_task_definition_runs_the_batch_job_on_the_worker_s_queue() {
         "all of Spot's notice, as the worker"
     );
 
-    // The batch job runs until the queue is drained, then exits: a task a job binding
-    // starts ends by itself.
+    // The batch job runs to completion, then exits with its run's exit code: a task a
+    // job binding starts ends by itself.
     let example = code("examples/batch_job.rs");
-    assert!(example.contains("drained.of(") && example.contains(".run_with(shutdown)"));
+    assert!(
+        example.contains("exit_after_empty_receives = ")
+            && example.contains("Ok(report.exit_code())")
+    );
     assert!(example.contains("queue = env(\"JOBS_QUEUE\")"));
     let mut read_by_job = env_names_in(&example);
     read_by_job.extend(env_names_in(&code_below("runtime/src")));

@@ -33,8 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{
-    Backend, EntryResult, QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage,
-    VisibilityChange,
+    Backend, EntryResult, Intercept, Intercepted, ReceiveRequest, ReceivedMessage,
 };
 use spotq::{
     BackendError, Backoff, Message, ReceiptHandle, RetryPolicy, ShutdownHandle, SqsBackend, Worker,
@@ -74,23 +73,21 @@ struct InTurn {
 }
 
 impl InTurn {
-    fn new(queue: &SqsBackend) -> Self {
-        Self {
+    fn new(queue: &SqsBackend) -> Intercepted<Self> {
+        Intercepted(Self {
             queue: queue.clone(),
             receiving: Arc::default(),
             deleting: Arc::default(),
-        }
+        })
     }
 }
 
 #[async_trait]
-impl Backend for InTurn {
-    fn name(&self) -> &str {
-        self.queue.name()
-    }
+impl Intercept for InTurn {
+    type Inner = SqsBackend;
 
-    fn receive_cancel_safe(&self) -> bool {
-        self.queue.receive_cancel_safe()
+    fn inner(&self) -> &SqsBackend {
+        &self.queue
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
@@ -104,21 +101,6 @@ impl Backend for InTurn {
     ) -> Result<Vec<EntryResult>, BackendError> {
         let _turn = self.deleting.lock().await;
         self.queue.delete_batch(handles).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        changes: &[VisibilityChange],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.change_visibility_batch(changes).await
-    }
-
-    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-        self.queue.attributes().await
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        self.queue.send(message).await
     }
 }
 

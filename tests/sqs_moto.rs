@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, SendMessage, VisibilityChange};
 use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
 use support::proxy::FaultProxy;
-use support::{counts, create_queue, emulator_endpoint, send, unique, until};
+use support::{Seen, counts, create_queue, emulator_endpoint, send, unique, until};
 use tokio::time::{Instant, sleep, timeout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,25 +21,14 @@ async fn processes_and_deletes_every_message() {
     send(&queue, (0..60).map(|n| format!("job-{n}"))).await;
     assert_eq!(counts(&queue).await, (60, 0, 0));
 
-    let seen = Arc::new(Mutex::new(HashMap::<String, u32>::new()));
-    let handler_seen = Arc::clone(&seen);
-    let done = Arc::clone(&seen);
+    let seen = Seen::default();
+    let done = seen.clone();
     let report = Worker::builder(queue.clone())
         .concurrency(20)
         .wait_time(Duration::from_secs(1))
-        .handler(move |message: Message| {
-            let seen = Arc::clone(&handler_seen);
-            async move {
-                *seen
-                    .lock()
-                    .expect("lock")
-                    .entry(message.body().to_owned())
-                    .or_default() += 1;
-                Ok::<(), std::io::Error>(())
-            }
-        })
+        .handler(seen.handler())
         .run_until(until(Duration::from_secs(30), move || {
-            done.lock().expect("lock").len() == 60
+            done.counts().len() == 60
         }))
         .await
         .expect("worker runs");
@@ -48,7 +36,7 @@ async fn processes_and_deletes_every_message() {
     assert_eq!(report.received, 60);
     assert_eq!(report.deleted, 60);
     assert_eq!(report.delete_failed, 0);
-    assert!(seen.lock().expect("lock").values().all(|count| *count == 1));
+    assert!(seen.counts().values().all(|count| *count == 1));
     assert_eq!(counts(&queue).await, (0, 0, 0), "every message deleted");
 }
 

@@ -12,7 +12,7 @@ use syn::spanned::Spanned as _;
 use syn::{Expr, ExprCall, ExprLit, ExprTuple, Ident, Lit, LitStr, Token};
 
 /// Every key the attribute knows, in the order the documentation lists them.
-pub(crate) const KEYS: [&str; 12] = [
+pub(crate) const KEYS: [&str; 14] = [
     "queue",
     "concurrency",
     "pollers",
@@ -22,6 +22,8 @@ pub(crate) const KEYS: [&str; 12] = [
     "handler_timeout",
     "heartbeat",
     "retry_backoff",
+    "exit_after_empty_receives",
+    "max_run_time",
     "name",
     "fifo",
     "crate",
@@ -81,6 +83,8 @@ pub(crate) struct Args {
     pub handler_timeout: Option<Spanned<Duration>>,
     pub heartbeat: Option<Spanned<Heartbeat>>,
     pub retry: Option<Spanned<Retry>>,
+    pub exit_after_empty_receives: Option<Spanned<u32>>,
+    pub max_run_time: Option<Spanned<Duration>>,
     pub name: Option<Spanned<String>>,
     pub fifo: Option<Spanned<bool>>,
     pub crate_path: Option<Spanned<syn::Path>>,
@@ -141,6 +145,11 @@ impl Args {
             }
             "heartbeat" => once!(heartbeat, heartbeat(&value)?),
             "retry_backoff" => once!(retry, retry(&value)?),
+            "exit_after_empty_receives" => once!(
+                exit_after_empty_receives,
+                integer(&value, "exit_after_empty_receives")?
+            ),
+            "max_run_time" => once!(max_run_time, duration_value(&value, "max_run_time")?),
             "name" => once!(name, string(&value, "name")?.value()),
             "fifo" => once!(fifo, boolean(&value, "fifo")?),
             "crate" => once!(crate_path, string(&value, "crate")?.parse::<syn::Path>()?),
@@ -215,6 +224,15 @@ impl Args {
             && let Retry::Backoff { base, max } = retry.value
         {
             report(retry.span, check::retry_backoff(base, max));
+        }
+        if let Some(receives) = &self.exit_after_empty_receives {
+            report(
+                receives.span,
+                check::exit_after_empty_receives(receives.value),
+            );
+        }
+        if let Some(limit) = &self.max_run_time {
+            report(limit.span, check::max_run_time(limit.value));
         }
         if let Some(name) = &self.name {
             report(name.span, check::name(&name.value));
@@ -296,9 +314,13 @@ fn string(value: &Expr, key: &str) -> syn::Result<LitStr> {
     }
 }
 
-fn integer(value: &Expr, key: &str) -> syn::Result<usize> {
+fn integer<N>(value: &Expr, key: &str) -> syn::Result<N>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
     match literal(value) {
-        Some(Lit::Int(int)) => int.base10_parse::<usize>(),
+        Some(Lit::Int(int)) => int.base10_parse::<N>(),
         _ => Err(syn::Error::new_spanned(
             value,
             format!("`{key}` takes a whole number, e.g. `{key} = 8`"),
@@ -467,6 +489,8 @@ mod tests {
             handler_timeout = "90s",
             heartbeat = "30s",
             retry_backoff = ("2s", "10m"),
+            exit_after_empty_receives = 3,
+            max_run_time = "1h",
             name = "orders",
             fifo = true,
             crate = "::my_spotq",
@@ -500,6 +524,11 @@ mod tests {
                 base: Duration::from_secs(2),
                 max: Duration::from_secs(600)
             })
+        );
+        assert_eq!(args.exit_after_empty_receives.map(|c| c.value), Some(3));
+        assert_eq!(
+            args.max_run_time.map(|c| c.value),
+            Some(Duration::from_secs(3600))
         );
         assert_eq!(args.name.map(|c| c.value).as_deref(), Some("orders"));
         assert_eq!(args.fifo.map(|c| c.value), Some(true));
@@ -625,6 +654,14 @@ mod tests {
             ),
             (quote!(queue = "q", name = ""), "`name` must be non-empty"),
             (quote!(queue = "orders", fifo = true), "not a FIFO queue"),
+            (
+                quote!(queue = "q", exit_after_empty_receives = 0),
+                "`exit_after_empty_receives` must be at least 1",
+            ),
+            (
+                quote!(queue = "q", max_run_time = "0s"),
+                "`max_run_time` must be above 0s",
+            ),
         ];
         for (tokens, expected) in cases {
             let text = tokens.to_string();
@@ -753,6 +790,22 @@ mod tests {
                     ..base()
                 },
                 "non-empty",
+            ),
+            (
+                quote!(queue = "q", exit_after_empty_receives = 0),
+                WorkerConfig {
+                    exit_after_empty_receives: Some(0),
+                    ..base()
+                },
+                "at least 1",
+            ),
+            (
+                quote!(queue = "q", max_run_time = "0s"),
+                WorkerConfig {
+                    max_run_time: Some(Duration::ZERO),
+                    ..base()
+                },
+                "above 0s",
             ),
         ];
         for (tokens, config, limit) in cases {

@@ -217,6 +217,18 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
         };
         fields.push(quote_spanned!(retry.span=> retry: #value));
     }
+    if let Some(receives) = &args.exit_after_empty_receives {
+        let value = receives.value;
+        fields.push(quote_spanned!(receives.span=>
+            exit_after_empty_receives: ::core::option::Option::Some(#value)
+        ));
+    }
+    if let Some(limit) = &args.max_run_time {
+        let value = duration(limit.value);
+        fields.push(quote_spanned!(limit.span=>
+            max_run_time: ::core::option::Option::Some(#value)
+        ));
+    }
     if let Some(name) = &args.name {
         let value = &name.value;
         fields.push(quote_spanned!(name.span=>

@@ -115,13 +115,38 @@ use proc_macro::TokenStream;
 /// | `handler_timeout = "5m"` | none | above `"0s"`, at most `"12h"`; with `heartbeat = false`, shorter than `visibility_timeout` |
 /// | `heartbeat = "20s"`, `false` or `true` | `true`: every half visibility timeout | an interval shorter than `visibility_timeout`; `false` never extends the visibility |
 /// | `retry_backoff = ("1s", "5m")` or `false` | `("1s", "5m")` | the first delay and the cap, base ≤ cap ≤ `"12h"`: a failed message becomes visible again after a jittered delay doubling per receive; `false` leaves it until its visibility timeout lapses |
+/// | `exit_after_empty_receives = 2` | none: the worker runs until shutdown | at least 1: run to completion, for a batch job (a standalone ECS task): the worker shuts down by itself once that many receives in a row came back empty while it held no message, and the run ends with `StopReason::Drained` (exit code 0) |
+/// | `max_run_time = "1h"` | none | above `"0s"`: the worker shuts down by itself, as on SIGTERM, once it has run this long (`StopReason::MaxRunTime`) |
 /// | `name = "orders"` | the queue's name | not empty: the `worker` label of the metrics |
 /// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its name or its `FifoQueue` attribute) runs each message group in order with or without this key; the key only makes a standard queue an error |
 /// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
 ///
 /// The other settings of `spotq::WorkerConfig` (stop timeout, shutdown grace, task
 /// protection, …) keep their defaults; a worker that needs them is written by hand, as
-/// below.
+/// below, or changes its spec with `WorkerSpec::configure`.
+///
+/// # Batch jobs
+///
+/// With `exit_after_empty_receives`, a worker runs to completion: a task started for a
+/// backlog works the queue, exits once it is drained, and costs nothing after. SIGTERM
+/// still stops it by the shutdown contract. Its `main` returns the exit code:
+///
+/// ```no_run
+/// # #[derive(serde::Deserialize)]
+/// # struct Job {}
+/// use std::process::ExitCode;
+///
+/// #[spotq::worker(queue = env("JOBS_QUEUE"), exit_after_empty_receives = 2, max_run_time = "6h")]
+/// async fn handle_job(_job: Job) {}
+///
+/// #[tokio::main]
+/// async fn main() -> Result<ExitCode, spotq::Error> {
+///     let reports = spotq::run([handle_job_worker()]).await?;
+///     // 0 once drained (or stopped by a signal, or at the maximum run time), 1 after a
+///     // fatal error.
+///     Ok(spotq::exit_code(&reports))
+/// }
+/// ```
 ///
 /// # The expansion
 ///

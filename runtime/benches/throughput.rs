@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use spotq::backend::{
-    Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    VisibilityChange,
+    Backend, Intercept, Intercepted, QueueAttributes, ReceiptHandle, ReceiveRequest,
+    ReceivedMessage,
 };
-use spotq::{BackendError, EmbeddedQueue, Message, SendMessage, Worker};
+use spotq::{BackendError, EmbeddedQueue, Message, Worker};
 use tokio::sync::Notify;
 
 #[global_allocator]
@@ -162,7 +162,7 @@ async fn engine_on(
     };
     let started = Instant::now();
     let builder = if as_standard {
-        Worker::builder(AsStandard(queue.clone()))
+        Worker::builder(Intercepted(AsStandard(queue.clone())))
     } else {
         Worker::builder(queue.clone())
     };
@@ -293,41 +293,21 @@ enum Kind {
 struct AsStandard(EmbeddedQueue);
 
 #[async_trait]
-impl Backend for AsStandard {
+impl Intercept for AsStandard {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.0
+    }
+
     fn name(&self) -> &str {
         "bench-as-standard"
-    }
-
-    fn receive_cancel_safe(&self) -> bool {
-        self.0.receive_cancel_safe()
-    }
-
-    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
-        self.0.receive(request).await
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.0.delete_batch(handles).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        changes: &[VisibilityChange],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.0.change_visibility_batch(changes).await
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
         let mut attributes = self.0.attributes().await?;
         attributes.fifo = false;
         Ok(attributes)
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.0, message).await
     }
 }
 

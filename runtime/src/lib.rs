@@ -50,6 +50,11 @@
 //! - [`Worker::run`]: the ECS task's main loop (SIGTERM/SIGINT); [`ShutdownHandle`] to
 //!   embed it; [`shutdown`]: the Spot shutdown contract, its steps and deadlines;
 //!   [`protection`] for task scale-in protection.
+//! - Batch jobs: [`WorkerConfig::exit_after_empty_receives`] runs a worker to
+//!   completion (it stops once its receives find the queue empty with nothing held),
+//!   [`WorkerConfig::max_run_time`] bounds a run; [`RunReport::stop_reason`] says why a
+//!   run ended ([`StopReason`]) and [`RunReport::exit_code`] / [`exit_code`] is what the
+//!   binary exits with.
 //! - [`engine`]: the machinery that appears in the types of [`Worker`] and
 //!   [`WorkerSpec`] (how handlers are called); [`retry`] and [`Backoff`]: the one retry
 //!   loop; [`input`]: decoders from a message to a handler's input; [`error`]: the
@@ -127,7 +132,7 @@ pub use backoff::{Backoff, retry};
 #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub use ecs::protection;
 pub use error::{BackendError, ConfigError, Error, HandlerError};
-pub use shutdown::ShutdownHandle;
+pub use shutdown::{ShutdownHandle, StopReason};
 pub use telemetry::emf;
 pub use telemetry::health::{self, Health};
 #[cfg(feature = "logging")]
@@ -144,7 +149,7 @@ pub use telemetry::stats::RunReport;
 pub use worker::builder::{Worker, WorkerBuilder};
 pub use worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
 pub use worker::drain::Drained;
-pub use worker::spec::{QueueSource, WorkerSpec, run_all};
+pub use worker::spec::{QueueSource, WorkerSpec, exit_code, run_all};
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use worker::spec::{run, run_with};

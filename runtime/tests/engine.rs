@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spotq::backend::{
-    Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    SendMessage, VisibilityChange,
+    Backend, EntryResult, Intercept, Intercepted, QueueAttributes, ReceiptHandle, ReceiveRequest,
+    ReceivedMessage, SendMessage, VisibilityChange,
 };
 use spotq::embedded::Operation;
 use spotq::{
@@ -911,19 +911,26 @@ struct Receives {
 }
 
 impl Receives {
-    fn slow(queue: EmbeddedQueue) -> Self {
-        Self {
+    fn slow(queue: EmbeddedQueue) -> Intercepted<Self> {
+        Intercepted(Self {
             queue,
             late: Duration::from_millis(300),
             at_least: 0,
-        }
+        })
     }
 }
 
 #[async_trait]
-impl Backend for Receives {
-    fn name(&self) -> &str {
-        self.queue.name()
+impl Intercept for Receives {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.queue
+    }
+
+    /// As SQS's: a receive dropped under way may have taken messages.
+    fn receive_cancel_safe(&self) -> bool {
+        false
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
@@ -932,28 +939,6 @@ impl Backend for Receives {
         let messages = self.queue.receive(request).await?;
         sleep(self.late).await;
         Ok(messages)
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.delete_batch(handles).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        changes: &[VisibilityChange],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.change_visibility_batch(changes).await
-    }
-
-    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-        self.queue.attributes().await
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.queue, message).await
     }
 }
 
@@ -999,11 +984,11 @@ async fn messages_beyond_what_a_receive_asked_for_are_released_at_once() {
         .expect("queue");
     queue.send_many((0..20).map(|n| n.to_string()));
     let began = Instant::now();
-    let backend = Receives {
+    let backend = Intercepted(Receives {
         queue: queue.clone(),
         late: Duration::ZERO,
         at_least: 10,
-    };
+    });
     let report = Worker::builder(backend)
         .concurrency(2)
         .pollers(1)

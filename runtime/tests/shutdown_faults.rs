@@ -7,10 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spotq::backend::{
-    Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    SendMessage, VisibilityChange,
-};
+use spotq::backend::{Backend, EntryResult, Intercept, Intercepted, SendMessage, VisibilityChange};
 use spotq::embedded::Operation;
 use spotq::{BackendError, EmbeddedQueue, Error, Message, Outcome, ShutdownHandle, Worker};
 use tokio::time::{Instant, sleep, sleep_until};
@@ -33,20 +30,15 @@ fn queue(name: &str, visibility: Duration) -> EmbeddedQueue {
 struct NotCancelSafe(EmbeddedQueue, Mutex<Vec<Instant>>);
 
 #[async_trait]
-impl Backend for NotCancelSafe {
-    fn name(&self) -> &str {
-        self.0.name()
+impl Intercept for NotCancelSafe {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.0
     }
 
-    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
-        self.0.receive(request).await
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.0.delete_batch(handles).await
+    fn receive_cancel_safe(&self) -> bool {
+        false
     }
 
     async fn change_visibility_batch(
@@ -57,14 +49,6 @@ impl Backend for NotCancelSafe {
             self.1.lock().expect("releases").push(Instant::now());
         }
         self.0.change_visibility_batch(changes).await
-    }
-
-    async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-        self.0.attributes().await
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.0, message).await
     }
 }
 
@@ -196,7 +180,7 @@ async fn a_second_signal_releases_at_once_while_a_receive_is_in_transit() {
         sleep_until(started + secs(2)).await;
         stop.now();
     });
-    let backend = Arc::new(NotCancelSafe(queue.clone(), Mutex::default()));
+    let backend = Arc::new(Intercepted(NotCancelSafe(queue.clone(), Mutex::default())));
     let report = Worker::builder(Arc::clone(&backend))
         .concurrency(2)
         .pollers(2)
@@ -207,7 +191,7 @@ async fn a_second_signal_releases_at_once_while_a_receive_is_in_transit() {
         .await
         .expect("worker runs");
 
-    let releases = backend.1.lock().expect("releases").clone();
+    let releases = backend.0.1.lock().expect("releases").clone();
     let first = *releases.first().expect("a release");
     assert!(
         first - started < Duration::from_millis(2100),

@@ -233,6 +233,27 @@ pub fn backlog_interval(interval: Duration) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `exit_after_empty_receives`: receives in a row that find the queue empty before a
+/// worker running to completion exits, at least 1.
+pub fn exit_after_empty_receives(receives: u32) -> Result<(), Invalid> {
+    if receives == 0 {
+        return Err(Invalid::new(
+            "exit_after_empty_receives",
+            receives,
+            "at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// `max_run_time`: how long a worker runs before it shuts down by itself, above 0.
+pub fn max_run_time(limit: Duration) -> Result<(), Invalid> {
+    if limit.is_zero() {
+        return Err(Invalid::duration("max_run_time", limit, "above 0s"));
+    }
+    Ok(())
+}
+
 /// `name`: not empty.
 pub fn name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() {

@@ -11,10 +11,13 @@
 //! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
 //! (serve /metrics, /health, /ready), `SPOTQ_RETRY_BASE_MS` and `SPOTQ_RETRY_MAX_MS`
 //! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
-//! says. It runs until SIGTERM or SIGINT, or, with `SPOTQ_DRAIN_INTERVAL_MS`, as a job
-//! task does: until the queue is drained (`spotq::Drained`: its counts read empty
-//! `SPOTQ_DRAIN_READS` times in a row, 2 by default, that many milliseconds apart), then
-//! exits 0.
+//! says. It runs until SIGTERM or SIGINT, or as a job task does, until its queue is
+//! drained: with `SPOTQ_EXIT_AFTER_EMPTY_RECEIVES`, once that many of its receives in a
+//! row found the queue empty with nothing held (run to completion); with
+//! `SPOTQ_DRAIN_INTERVAL_MS`, once the queue's counts read empty (`spotq::Drained`)
+//! `SPOTQ_DRAIN_READS` times in a row, 2 by default, that many milliseconds apart. It
+//! exits with its run's exit code (`RunReport::exit_code`: 0 unless the run ended on a
+//! fatal error).
 //!
 //! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `retry`, `listening ADDR`), or with
 //! `SPOTQ_EVENTS_FORMAT=json` one JSON object a line with the message id, its receive
@@ -24,6 +27,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +44,7 @@ fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     spotq::logging::init(spotq::logging::LogFormat::from_env());
     let queue = std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE is required")?;
     let events = std::env::var("SPOTQ_EVENTS").context("SPOTQ_EVENTS is required")?;
@@ -113,12 +117,19 @@ async fn main() -> anyhow::Result<()> {
         let max = max.parse().context("SPOTQ_RETRY_MAX_MS")?;
         worker = worker.retry_backoff(Duration::from_millis(base), Duration::from_millis(max));
     }
+    if let Ok(receives) = std::env::var("SPOTQ_EXIT_AFTER_EMPTY_RECEIVES") {
+        worker = worker.exit_after_empty_receives(
+            receives
+                .parse()
+                .context("SPOTQ_EXIT_AFTER_EMPTY_RECEIVES")?,
+        );
+    }
     let exit_record = record.clone();
     if json {
         record("ready", "", None);
     }
     // The worker logs its report as it stops.
-    worker
+    let report = worker
         .concurrency(usize::try_from(env_number("SPOTQ_CONCURRENCY", 16)?)?)
         .wait_time(Duration::from_secs(1))
         .stop_timeout(Duration::from_secs(env_number(
@@ -165,5 +176,5 @@ async fn main() -> anyhow::Result<()> {
     if let Some(server) = server {
         server.shutdown().await;
     }
-    Ok(())
+    Ok(report.exit_code())
 }

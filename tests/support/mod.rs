@@ -7,13 +7,14 @@ pub mod ecs;
 pub mod process;
 pub mod proxy;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::SqsBackend;
 use spotq::backend::Backend;
+use spotq::{Handler, Message, SqsBackend};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
@@ -107,6 +108,31 @@ pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) {
 pub async fn counts(queue: &SqsBackend) -> (u64, u64, u64) {
     let counts = queue.attributes().await.expect("attributes").counts;
     (counts.visible, counts.not_visible, counts.delayed)
+}
+
+/// How many times each body was handled, by the handlers [`Seen::handler`] makes.
+#[derive(Clone, Debug, Default)]
+pub struct Seen(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Seen {
+    /// A handler that counts each message's body and acknowledges it.
+    pub fn handler(&self) -> impl Handler {
+        let seen = self.clone();
+        move |message: Message| {
+            *seen
+                .0
+                .lock()
+                .expect("lock")
+                .entry(message.body().to_owned())
+                .or_default() += 1;
+            async {}
+        }
+    }
+
+    /// The bodies handled so far, each with how many times.
+    pub fn counts(&self) -> HashMap<String, u32> {
+        self.0.lock().expect("lock").clone()
+    }
 }
 
 /// Takes every message off the queue and deletes it, as workers would.

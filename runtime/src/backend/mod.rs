@@ -7,6 +7,9 @@
 //!
 //! Batch calls return one result per entry, in the order of the request: like SQS, a
 //! batch call can succeed as a whole (HTTP 200) while single entries fail.
+//!
+//! A wrapper that changes a call or two of another backend (fault injection, recording)
+//! implements [`Intercept`] and runs as an [`Intercepted`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +22,7 @@ use crate::error::BackendError;
 
 pub mod embedded;
 pub(crate) mod fifo;
+mod intercept;
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 pub(crate) mod sdk_error;
 #[cfg(feature = "sqs")]
@@ -28,6 +32,7 @@ mod sqs;
 pub use sqs::SqsBackend;
 
 pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
+pub use intercept::{Intercept, Intercepted};
 pub use spotq_settings::limits::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 
 /// An opaque token that identifies one receive of one message.

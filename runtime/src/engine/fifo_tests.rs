@@ -9,8 +9,7 @@ use tokio::time::{Instant, sleep};
 
 use crate::backend::fifo::sha256_hex;
 use crate::backend::{
-    Backend, EntryResult, QueueAttributes, ReceiptHandle, ReceiveRequest, ReceivedMessage,
-    SendMessage, VisibilityChange,
+    Backend, Intercept, Intercepted, QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage,
 };
 use crate::embedded::{EmbeddedQueue, Operation};
 use crate::error::BackendError;
@@ -44,32 +43,20 @@ impl Observed {
 }
 
 #[async_trait]
-impl Backend for Observed {
-    fn name(&self) -> &str {
-        &self.name
+impl Intercept for Observed {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.queue
     }
 
-    fn receive_cancel_safe(&self) -> bool {
-        self.queue.receive_cancel_safe()
+    fn name(&self) -> &str {
+        &self.name
     }
 
     async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
         self.requests().push(request);
         self.queue.receive(request).await
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.delete_batch(handles).await
-    }
-
-    async fn change_visibility_batch(
-        &self,
-        changes: &[VisibilityChange],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        self.queue.change_visibility_batch(changes).await
     }
 
     async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
@@ -78,10 +65,6 @@ impl Backend for Observed {
             fifo: self.fifo_attribute,
             ..attributes
         })
-    }
-
-    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-        Backend::send(&self.queue, message).await
     }
 }
 
@@ -143,7 +126,7 @@ fn fifo_queue(name: &str, content_based_deduplication: bool) -> EmbeddedQueue {
 async fn ack_all(backend: Arc<Observed>, pollers: usize, count: usize) -> Vec<Seen> {
     let log = Log::default();
     let handler_log = Arc::clone(&log);
-    Worker::builder(backend)
+    Worker::builder(Intercepted(backend))
         .pollers(pollers)
         .handler(move |message: Message| {
             record(&handler_log, &message);
@@ -247,7 +230,7 @@ async fn a_standard_queue_s_receives_carry_no_attempt_id() {
 async fn hand_on_once(backend: Arc<Observed>) -> Vec<Seen> {
     let log = Log::default();
     let handler_log = Arc::clone(&log);
-    let report = Worker::builder(backend)
+    let report = Worker::builder(Intercepted(backend))
         .handler(move |message: Message| {
             record(&handler_log, &message);
             let outcome = match message.body() {
@@ -311,7 +294,7 @@ async fn a_continuation_handed_on_twice_is_sent_once() {
     queue.faults().reject_next(Operation::DeleteBatch, 1);
     let log = Log::default();
     let handler_log = Arc::clone(&log);
-    let report = Worker::builder(Observed::new(&queue, "twice.fifo", true))
+    let report = Worker::builder(Intercepted(Observed::new(&queue, "twice.fifo", true)))
         .handler(move |message: Message| {
             record(&handler_log, &message);
             let outcome = match message.body() {

@@ -1,12 +1,13 @@
 //! The engine's lifecycle: [`Engine::start`] checks the settings, reads the queue and
-//! starts every part (pollers, settler, reporters, task protection); [`Engine::stop`]
-//! carries out the shutdown contract and stops the reporters. The worker builder only
-//! collects settings.
+//! starts every part (pollers, settler, reporters, task protection); [`Engine::ended`]
+//! resolves when the engine ends its run by itself (drained, its maximum run time, a
+//! fatal error); [`Engine::stop`] carries out the shutdown contract and stops the
+//! reporters. The worker builder only collects settings.
 
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,10 +16,11 @@ use crate::backoff::{CALL_RETRY, retry};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::{ProtectionReport, TaskProtection};
 use crate::engine::capacity::Capacity;
+use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
 use crate::engine::{Dispatch, Shared, poll};
 use crate::error::{BackendError, Error};
-use crate::shutdown::{Contract, Parts};
+use crate::shutdown::{Contract, Parts, StopReason};
 use crate::telemetry::emf::{EmfOutput, spawn_emf_reporter};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::WorkerMetrics;
@@ -108,6 +110,7 @@ impl<H: Dispatch> Engine<H> {
             handler,
             capacity: Capacity::new(config.concurrency),
             poller_turn: tokio::sync::Mutex::new(()),
+            completion: Completion::new(config.exit_after_empty_receives),
             config,
             resolved,
             fifo,
@@ -167,13 +170,33 @@ impl<H: Dispatch> Engine<H> {
         })
     }
 
-    /// Shuts down by the [shutdown contract](crate::shutdown) (`immediate` when shutdown
-    /// asked to release running handlers at once; a later `hurry` does the same), stops
-    /// the reporters after the last batch, and reports the run.
+    /// Resolves when the engine ends its run by itself: its queue drained, a fatal
+    /// error, or [`max_run_time`](WorkerConfig::max_run_time) since the start. Shutdown
+    /// has then begun; [`stop`](Self::stop) carries it out.
+    pub(crate) async fn ended(&self) -> StopReason {
+        let contract = &self.shared.shutdown;
+        let Some(limit) = self.shared.config.max_run_time else {
+            return contract.ended().await;
+        };
+        tokio::select! {
+            reason = contract.ended() => reason,
+            () = sleep_until(self.started + limit) => {
+                tracing::info!(max_run_time = ?limit, "the maximum run time has passed; stopping");
+                contract.end(StopReason::MaxRunTime);
+                contract.reason()
+            }
+        }
+    }
+
+    /// Shuts down by the [shutdown contract](crate::shutdown) for `reason` (unless the
+    /// engine ended its run for another first; `immediate` when shutdown asked to release
+    /// running handlers at once; a later `hurry` does the same), stops the reporters
+    /// after the last batch, and reports the run.
     pub(crate) async fn stop(
         self,
+        reason: StopReason,
         immediate: bool,
-        hurry: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        hurry: std::pin::Pin<&mut impl std::future::Future>,
     ) -> RunReport {
         let Self {
             started,
@@ -187,6 +210,7 @@ impl<H: Dispatch> Engine<H> {
             protection_stop,
             protection,
         } = self;
+        shared.shutdown.record(reason);
         if let Some(health) = &shared.health {
             health.stopping();
         }
@@ -199,6 +223,7 @@ impl<H: Dispatch> Engine<H> {
         // Every message is settled and its batches sent (or given up at the hard
         // deadline): no handler runs, protection goes off.
         protection_stop.cancel();
+        let reason = shared.shutdown.reason();
         drop(shared);
         // The last publish comes after the last batch, so the final counts are exact.
         reporting_stop.cancel();
@@ -217,7 +242,7 @@ impl<H: Dispatch> Engine<H> {
                 Err(error) => tracing::error!(%error, "task protection driver failed"),
             }
         }
-        let report = counters.report(started.elapsed());
+        let report = counters.report(started.elapsed(), reason);
         tracing::info!(?report, "worker stopped");
         report
     }

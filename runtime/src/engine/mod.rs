@@ -14,6 +14,7 @@
 //! task, which owns the message's fate: delete, retry, heartbeat, release.
 
 pub(crate) mod capacity;
+mod completion;
 mod dispatch;
 #[cfg(test)]
 mod fifo_tests;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, QueueAttributes};
 use crate::engine::capacity::Capacity;
+use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
 use crate::shutdown::Contract;
 use crate::telemetry::health::WorkerHealth;
@@ -60,6 +62,8 @@ pub struct Shared<H> {
     pub(crate) capacity: Capacity,
     /// Held by the poller gathering slots for its next receive.
     pub(crate) poller_turn: tokio::sync::Mutex<()>,
+    /// Run to completion: the empty receives that end the run.
+    pub(crate) completion: Completion,
     /// The shutdown contract: what pollers, message tasks and handlers (through their
     /// [`Context`](crate::Context)) ask of shutdown.
     pub(crate) shutdown: Arc<Contract>,

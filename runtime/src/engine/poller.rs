@@ -9,7 +9,7 @@ use crate::api::message::Message;
 use crate::backend::{ReceiveAttemptId, ReceiveRequest, ReceivedMessage};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::settle::ChangeKind;
-use crate::engine::{Dispatch, Shared};
+use crate::engine::{Dispatch, Shared, completion};
 use crate::error::BackendError;
 use crate::telemetry::stats::Counters;
 
@@ -155,6 +155,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 if let Some(health) = &shared.health {
                     health.receiving();
                 }
+                completion::received(&shared, messages.len());
                 let now = Instant::now();
                 if messages.is_empty() && now - started < EMPTY_TOO_FAST {
                     idle += 1;
@@ -193,6 +194,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 Counters::add(&shared.counters.receive_errors, 1);
                 let delay = CALL_RETRY.delay(errors);
                 tracing::warn!(%error, retry_in = ?delay, "receive failed");
+                completion::receive_failed(&shared, &error);
                 if errors >= UNREACHABLE_AFTER
                     && let Some(health) = &shared.health
                 {

@@ -243,17 +243,14 @@ impl Settler {
 
     /// Deletes a message (batched). Its visibility changes not yet sent are dropped.
     pub(crate) fn delete(self: &Arc<Self>, handle: ReceiptHandle) {
-        let full = {
-            let mut pending = self.lock();
-            if !pending.intents.is_empty() {
-                pending.supersede(&handle, DELETED);
-            }
-            let started = pending.deletes.entries.is_empty();
-            let full = pending.deletes.push(handle, self.flush_interval);
-            self.wake_timer(&mut pending, started);
-            self.closing_batch(&mut pending.deletes, full)
-        };
-        if let Some(batch) = full {
+        let mut pending = self.lock();
+        if !pending.intents.is_empty() {
+            pending.supersede(&handle, DELETED);
+        }
+        let started = pending.deletes.entries.is_empty();
+        let full = pending.deletes.push(handle, self.flush_interval);
+        self.wake_timer(&mut pending, started);
+        if let Some(batch) = self.closing_batch(&mut pending.deletes, full) {
             self.send(Batch::Delete(batch));
         }
     }
@@ -266,26 +263,23 @@ impl Settler {
         timeout: Duration,
         kind: ChangeKind,
     ) {
-        let full = {
-            let mut pending = self.lock();
-            let intent = pending.next_intent;
-            pending.next_intent += 1;
-            pending.supersede(&receipt_handle, intent);
-            let change = Change {
-                change: VisibilityChange {
-                    receipt_handle,
-                    timeout,
-                },
-                kind,
-                intent,
-                holding: (kind != ChangeKind::Heartbeat).then(|| Holding::new(&self.holding)),
-            };
-            let started = pending.changes.entries.is_empty();
-            let full = pending.changes.push(change, self.flush_interval);
-            self.wake_timer(&mut pending, started);
-            self.closing_batch(&mut pending.changes, full)
+        let mut pending = self.lock();
+        let intent = pending.next_intent;
+        pending.next_intent += 1;
+        pending.supersede(&receipt_handle, intent);
+        let change = Change {
+            change: VisibilityChange {
+                receipt_handle,
+                timeout,
+            },
+            kind,
+            intent,
+            holding: (kind != ChangeKind::Heartbeat).then(|| Holding::new(&self.holding)),
         };
-        if let Some(batch) = full {
+        let started = pending.changes.entries.is_empty();
+        let full = pending.changes.push(change, self.flush_interval);
+        self.wake_timer(&mut pending, started);
+        if let Some(batch) = self.closing_batch(&mut pending.changes, full) {
             self.send(Batch::Change(batch));
         }
     }
@@ -362,6 +356,18 @@ impl Settler {
                 () = sleep_until(gave_up_at.unwrap_or_else(Instant::now)), if gave_up_at.is_some() => {}
             }
         }
+    }
+
+    /// Whether nothing is left to send: no entry gathering for a batch, and none in a
+    /// batch call not yet settled.
+    pub(crate) fn is_idle(&self) -> bool {
+        let pending = self.lock();
+        pending.deletes.entries.is_empty()
+            && pending.changes.entries.is_empty()
+            && self
+                .unsettled
+                .iter()
+                .all(|entries| entries.load(Ordering::Acquire) == 0)
     }
 
     /// Counts every entry not yet settled as failed: the worker gives up on them (its
@@ -460,6 +466,9 @@ impl Settler {
         }
     }
 
+    /// Sends a batch in a call of its own. Entries taken out of the pending batches are
+    /// sent before the lock is let go, so they are always counted in one place or the
+    /// other.
     fn send(self: &Arc<Self>, batch: Batch) {
         self.unsettled[batch.kind()].fetch_add(batch.len() as u64, Ordering::AcqRel);
         self.calls.spawn(batch.send(Arc::clone(self)));
@@ -469,24 +478,22 @@ impl Settler {
     async fn flush_on_time(self: Arc<Self>) {
         loop {
             let closing = self.closed.is_cancelled();
-            let (deletes, changes, next_due) = {
+            let next_due = {
                 let mut pending = self.lock();
                 let now = Instant::now();
-                let deletes = pending.deletes.take_due(now, closing);
-                let changes = pending.changes.take_due(now, closing);
+                if let Some(batch) = pending.deletes.take_due(now, closing) {
+                    self.send(Batch::Delete(batch));
+                }
+                if let Some(batch) = pending.changes.take_due(now, closing) {
+                    self.send(Batch::Change(batch));
+                }
                 let next_due = match (pending.deletes.due, pending.changes.due) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
                 pending.timer_waiting = next_due.is_none();
-                (deletes, changes, next_due)
+                next_due
             };
-            if let Some(batch) = deletes {
-                self.send(Batch::Delete(batch));
-            }
-            if let Some(batch) = changes {
-                self.send(Batch::Change(batch));
-            }
             if closing {
                 return;
             }
@@ -668,7 +675,7 @@ mod tests {
     use super::*;
     use crate::EmbeddedQueue;
     use crate::backend::embedded::Operation;
-    use crate::backend::{QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage};
+    use crate::backend::{Intercept, Intercepted, ReceiveRequest};
 
     async fn receive_one(queue: &EmbeddedQueue) -> ReceiptHandle {
         let request = ReceiveRequest {
@@ -792,25 +799,13 @@ mod tests {
     }
 
     #[async_trait]
-    impl Backend for Overlaps {
-        fn name(&self) -> &str {
-            self.queue.name()
+    impl Intercept for Overlaps {
+        type Inner = EmbeddedQueue;
+
+        fn inner(&self) -> &EmbeddedQueue {
+            &self.queue
         }
-        fn receive_cancel_safe(&self) -> bool {
-            true
-        }
-        async fn receive(
-            &self,
-            request: ReceiveRequest,
-        ) -> Result<Vec<ReceivedMessage>, BackendError> {
-            self.queue.receive(request).await
-        }
-        async fn delete_batch(
-            &self,
-            handles: &[ReceiptHandle],
-        ) -> Result<Vec<EntryResult>, BackendError> {
-            self.queue.delete_batch(handles).await
-        }
+
         async fn change_visibility_batch(
             &self,
             changes: &[VisibilityChange],
@@ -840,12 +835,6 @@ mod tests {
             }
             results
         }
-        async fn attributes(&self) -> Result<QueueAttributes, BackendError> {
-            self.queue.attributes().await
-        }
-        async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
-            Backend::send(&self.queue, message).await
-        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -855,7 +844,7 @@ mod tests {
         let (a, b) = (receive_one(&queue).await, receive_one(&queue).await);
         let backend = Overlaps::new(&queue, Duration::from_millis(500));
         let settler = Settler::start(
-            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::new(Intercepted(Arc::clone(&backend))) as Arc<dyn Backend>,
             Arc::default(),
             Duration::from_millis(5),
         );
@@ -893,7 +882,7 @@ mod tests {
         let backend = Overlaps::new(&queue, Duration::from_secs(3600));
         let counters = Arc::new(Counters::default());
         let settler = Settler::start(
-            Arc::clone(&backend) as Arc<dyn Backend>,
+            Arc::new(Intercepted(Arc::clone(&backend))) as Arc<dyn Backend>,
             Arc::clone(&counters),
             Duration::from_millis(5),
         );
@@ -922,7 +911,7 @@ mod tests {
         assert_eq!(calls[1].1[0].1, Duration::ZERO);
         settler.abandon();
         assert_eq!(
-            counters.report(Duration::ZERO).visibility_failed,
+            counters.visibility_failed.load(Ordering::Relaxed),
             2,
             "both unanswered changes are counted as failed"
         );

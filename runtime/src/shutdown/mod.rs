@@ -2,7 +2,9 @@
 //! begins, and its steps, in order.
 //!
 //! ECS sends SIGTERM, then SIGKILL `stopTimeout` later. From the first signal (or
-//! [`ShutdownHandle::begin`]) a worker
+//! [`ShutdownHandle::begin`], or the worker's own end: its queue drained, its
+//! [maximum run time](crate::WorkerConfig::max_run_time) passed; see [`StopReason`]) a
+//! worker
 //!
 //! 1. stops receiving at once. A receive in transit is let finish (the queue may already
 //!    have handed it messages), at most for its long poll and a margin and never past
@@ -23,6 +25,7 @@
 //! after the worker exits. A grace period that leaves less than [`ROOM`] of the stop
 //! timeout cannot keep steps 4 and 5 and fails at start, naming both settings.
 
+mod reason;
 mod signals;
 
 use std::future::Future;
@@ -34,6 +37,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
+pub use reason::StopReason;
 pub use signals::ShutdownHandle;
 
 use crate::backend::MAX_VISIBILITY;
@@ -142,6 +146,10 @@ pub(crate) struct Contract {
     /// Cancelled when running handlers are given up (step 4).
     cancel_handlers: CancellationToken,
     deadlines: OnceLock<Deadlines>,
+    /// Why the run ends: the first cause recorded.
+    reason: OnceLock<StopReason>,
+    /// Cancelled when the worker ends its run by itself ([`end`](Self::end)).
+    ended: CancellationToken,
 }
 
 /// The parts of an engine the shutdown steps drive.
@@ -170,6 +178,31 @@ impl Contract {
         });
         self.stopping.cancel();
         deadlines
+    }
+
+    /// The worker ends its run by itself, for `reason` (unless another cause came
+    /// first): shutdown begins now, gracefully, and [`ended`](Self::ended) resolves.
+    pub(crate) fn end(&self, reason: StopReason) {
+        self.record(reason);
+        self.begin(false);
+        self.ended.cancel();
+    }
+
+    /// Resolves once the worker has ended its run by itself; why.
+    pub(crate) async fn ended(&self) -> StopReason {
+        self.ended.cancelled().await;
+        self.reason()
+    }
+
+    /// Records `reason` as why the run ends, unless a cause is recorded already.
+    pub(crate) fn record(&self, reason: StopReason) {
+        let _first = self.reason.set(reason);
+    }
+
+    /// Why the run ends: the first cause recorded ([`StopReason::Requested`] if none
+    /// was).
+    pub(crate) fn reason(&self) -> StopReason {
+        *self.reason.get_or_init(|| StopReason::Requested)
     }
 
     /// The deadlines, once shutdown has begun.
@@ -210,7 +243,7 @@ impl Contract {
         &self,
         parts: Parts<'_>,
         immediate: bool,
-        hurry: Pin<&mut impl Future<Output = ()>>,
+        hurry: Pin<&mut impl Future>,
     ) {
         let deadlines = self.begin(immediate);
         let finished = !immediate && let_handlers_finish(parts, &deadlines, hurry).await;
@@ -234,7 +267,7 @@ pub(crate) fn retry_room(received_at: Instant, now: Instant) -> Duration {
 async fn let_handlers_finish(
     parts: Parts<'_>,
     deadlines: &Deadlines,
-    hurry: Pin<&mut impl Future<Output = ()>>,
+    hurry: Pin<&mut impl Future>,
 ) -> bool {
     tracing::info!(
         in_flight = parts.capacity.messages_in_flight(),
@@ -247,7 +280,7 @@ async fn let_handlers_finish(
     };
     tokio::select! {
         biased;
-        () = hurry => false,
+        _ = hurry => false,
         settled = timeout_at(deadlines.grace, settled) => settled.is_ok(),
     }
 }

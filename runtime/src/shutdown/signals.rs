@@ -4,9 +4,14 @@
 //! begins a graceful shutdown; a second one (an impatient operator, or a stop in a
 //! hurry) gives up on running handlers at once and releases their messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tokio_util::sync::CancellationToken;
+
+use crate::shutdown::StopReason;
 
 /// Starts a worker's shutdown from anywhere: tests, an embedding program, a signal.
 ///
@@ -17,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub struct ShutdownHandle {
     graceful: CancellationToken,
     immediate: CancellationToken,
+    /// A termination signal began the shutdown.
+    signalled: Arc<AtomicBool>,
 }
 
 impl ShutdownHandle {
@@ -52,6 +59,15 @@ impl ShutdownHandle {
         self.immediate.cancelled().await;
     }
 
+    /// Why the shutdown this handle began ends a run: a signal, or the program's request.
+    pub(crate) fn reason(&self) -> StopReason {
+        if self.signalled.load(Ordering::Acquire) {
+            StopReason::Signal
+        } else {
+            StopReason::Requested
+        }
+    }
+
     /// Drives this handle from SIGTERM and SIGINT: the first signal begins a graceful
     /// shutdown, the second shuts down now. Installs the handlers at once (so a signal
     /// that arrives while the worker starts is not lost) and listens in a task.
@@ -69,6 +85,9 @@ impl ShutdownHandle {
                 };
                 if count == 1 {
                     tracing::info!(signal = name, "shutting down: finishing running handlers");
+                    if !handle.has_begun() {
+                        handle.signalled.store(true, Ordering::Release);
+                    }
                     handle.begin();
                 } else {
                     tracing::warn!(signal = name, "second signal: releasing every message now");

@@ -1,7 +1,10 @@
 //! What a worker did: counters shared by its tasks, and the report it returns.
 
+use std::process::{ExitCode, Termination};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use crate::shutdown::StopReason;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -11,20 +14,23 @@ macro_rules! counters {
             $(pub(crate) $name: AtomicU64,)*
         }
 
-        /// What a worker did during one run.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        /// What a worker did during one run, and why the run ended.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct RunReport {
             $($(#[$doc])* pub $name: u64,)*
             /// Wall time from start to the end of shutdown.
             pub elapsed: Duration,
+            /// What began the shutdown.
+            pub stop_reason: StopReason,
         }
 
         impl Counters {
-            pub(crate) fn report(&self, elapsed: Duration) -> RunReport {
+            pub(crate) fn report(&self, elapsed: Duration, stop_reason: StopReason) -> RunReport {
                 RunReport {
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     elapsed,
+                    stop_reason,
                 }
             }
         }
@@ -56,6 +62,42 @@ counters! {
     heartbeats,
     /// Receive calls that failed.
     receive_errors,
+}
+
+impl RunReport {
+    /// The exit code of a worker binary after this run: failure when the run ended on a
+    /// fatal error, success otherwise ([`StopReason::exit_code`]).
+    pub fn exit_code(&self) -> ExitCode {
+        self.stop_reason.exit_code()
+    }
+}
+
+/// A worker binary's `main` may return the report, or `Result<RunReport, spotq::Error>`
+/// (an error that stopped the start exits non-zero too):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spotq::{EmbeddedQueue, Message, RunReport, Worker};
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> Result<RunReport, spotq::Error> {
+///     // `SqsBackend::from_env("jobs").await?` in a real job.
+///     let queue = EmbeddedQueue::new("jobs");
+///     queue.send_many(["a", "b", "c"]);
+///     // Exits 0 once a receive finds the queue empty, or on SIGTERM.
+///     Worker::builder(queue)
+///         .exit_after_empty_receives(1)
+///         .wait_time(Duration::ZERO)
+///         .handler(|_: Message| async {})
+///         .run()
+///         .await
+/// }
+/// ```
+impl Termination for RunReport {
+    fn report(self) -> ExitCode {
+        self.exit_code()
+    }
 }
 
 impl Counters {

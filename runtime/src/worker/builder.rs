@@ -17,7 +17,7 @@ use crate::backoff::Backoff;
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
 use crate::error::Error;
-use crate::shutdown::ShutdownHandle;
+use crate::shutdown::{ShutdownHandle, StopReason};
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::RunReport;
@@ -207,15 +207,27 @@ impl<H: Dispatch> Worker<H> {
     ///
     /// Settings are checked before any queue call; a queue that cannot be read at start
     /// (missing, access denied) is an error. After the start, queue errors are retried
-    /// with backoff and never end the run.
+    /// with backoff and never end the run, except in a worker that runs to completion
+    /// ([`exit_after_empty_receives`](WorkerBuilder::exit_after_empty_receives)).
+    ///
+    /// The worker may also end its run by itself, by the same contract: once its queue
+    /// is drained (run to completion), or after its
+    /// [`max_run_time`](WorkerBuilder::max_run_time). The report's
+    /// [`stop_reason`](RunReport::stop_reason) says which;
+    /// [`RunReport::exit_code`] is what a worker binary exits with.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<RunReport, Error> {
+        let shutdown = async {
+            shutdown.await;
+            StopReason::Requested
+        };
         self.run_inner(shutdown, std::future::pending()).await
     }
 
-    /// Runs the worker until SIGTERM or SIGINT, then shuts down as
-    /// [`run_until`](Self::run_until) does; a second signal cancels the running handlers
-    /// at once and releases their messages. This is what a worker binary in an ECS task
-    /// calls.
+    /// Runs the worker until SIGTERM or SIGINT (or until it ends its run by itself), then
+    /// shuts down as [`run_until`](Self::run_until) does; a second signal cancels the
+    /// running handlers at once and releases their messages. This is what a worker binary
+    /// in an ECS task calls; its `main` may return the result
+    /// ([`RunReport`] is a [`Termination`](std::process::Termination)).
     pub async fn run(self) -> Result<RunReport, Error> {
         let shutdown = ShutdownHandle::new();
         shutdown.on_termination_signals().map_err(Error::Signals)?;
@@ -225,13 +237,23 @@ impl<H: Dispatch> Worker<H> {
     /// Runs the worker until `shutdown` begins (graceful, as [`run_until`](Self::run_until))
     /// or fires [`now`](ShutdownHandle::now) (running handlers cancelled at once).
     pub async fn run_with(self, shutdown: ShutdownHandle) -> Result<RunReport, Error> {
-        self.run_inner(shutdown.begun(), shutdown.immediate()).await
+        let begun = async {
+            shutdown.begun().await;
+            shutdown.reason()
+        };
+        let immediate = async {
+            shutdown.immediate().await;
+            shutdown.reason()
+        };
+        self.run_inner(begun, immediate).await
     }
 
+    /// Runs until `shutdown` or `immediate` resolves with why, or the engine ends the run
+    /// by itself; then stops.
     async fn run_inner(
         self,
-        shutdown: impl Future<Output = ()>,
-        immediate: impl Future<Output = ()>,
+        shutdown: impl Future<Output = StopReason>,
+        immediate: impl Future<Output = StopReason>,
     ) -> Result<RunReport, Error> {
         let engine = Engine::start(Setup {
             backend: self.backend,
@@ -243,10 +265,11 @@ impl<H: Dispatch> Worker<H> {
         .await?;
         tokio::pin!(immediate);
         // `immediate` may already have fired (and must not be polled again).
-        let now = tokio::select! {
-            () = shutdown => false,
-            () = &mut immediate => true,
+        let (reason, now) = tokio::select! {
+            reason = shutdown => (reason, false),
+            reason = &mut immediate => (reason, true),
+            reason = engine.ended() => (reason, false),
         };
-        Ok(engine.stop(now, immediate).await)
+        Ok(engine.stop(reason, now, immediate).await)
     }
 }

@@ -129,6 +129,29 @@ config_fields! {
         /// seconds), so that many stopping tasks do not hand a burst to one survivor.
         /// At most 60 s. Default 0: visible at once.
         pub release_jitter: Duration,
+        /// Run to completion, for batch jobs (a standalone ECS task started for a
+        /// backlog, which costs nothing once it exits): the worker shuts down by itself
+        /// once this many receives in a row came back empty while it held no message
+        /// (none running, none waiting behind its FIFO group, no delete or visibility
+        /// change unsent). At least 1. Default: none, the worker runs until shutdown.
+        ///
+        /// The run then ends with [`StopReason::Drained`](crate::StopReason::Drained),
+        /// by the shutdown contract, and the binary exits 0
+        /// ([`RunReport::exit_code`](crate::RunReport::exit_code)). With the default
+        /// long poll (`wait_time` 20 s) one empty receive means no message became
+        /// visible for 20 s; short polls (`wait_time` 0) sample only some of SQS's
+        /// servers, so ask for more of them. A message waiting out a retry backoff (or
+        /// a send delay) is invisible and held by no one: the worker may exit before it
+        /// is visible again, and the next job task receives it. A queue that refuses
+        /// five receives in a row (deleted, or access to it revoked) ends the run with
+        /// [`StopReason::Fatal`](crate::StopReason::Fatal): the job could never finish.
+        pub exit_after_empty_receives: Option<u32> => Some(u32),
+        /// The longest a worker runs: this long after it started, it shuts down as on
+        /// SIGTERM (stops receiving, lets running handlers go on for the grace period,
+        /// releases what it still holds) and the run ends with
+        /// [`StopReason::MaxRunTime`](crate::StopReason::MaxRunTime). Above 0.
+        /// Default: no limit.
+        pub max_run_time: Option<Duration> => Some(Duration),
         /// ECS task scale-in protection while handlers run, through the agent at
         /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
         /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it
@@ -165,6 +188,8 @@ impl Default for WorkerConfig {
             stop_timeout: defaults::STOP_TIMEOUT,
             shutdown_grace: None,
             release_jitter: Duration::ZERO,
+            exit_after_empty_receives: None,
+            max_run_time: None,
             #[cfg(feature = "ecs")]
             task_protection: Some(ProtectionConfig::default()),
             name: None,
@@ -198,6 +223,12 @@ impl WorkerConfig {
         }
         check::flush_interval(self.flush_interval)?;
         check::release_jitter(self.release_jitter)?;
+        if let Some(receives) = self.exit_after_empty_receives {
+            check::exit_after_empty_receives(receives)?;
+        }
+        if let Some(limit) = self.max_run_time {
+            check::max_run_time(limit)?;
+        }
         if let Some(interval) = self.backlog_interval {
             check::backlog_interval(interval)?;
         }
@@ -440,6 +471,20 @@ mod tests {
                     ..base()
                 },
                 "name",
+            ),
+            (
+                WorkerConfig {
+                    exit_after_empty_receives: Some(0),
+                    ..base()
+                },
+                "exit_after_empty_receives",
+            ),
+            (
+                WorkerConfig {
+                    max_run_time: Some(Duration::ZERO),
+                    ..base()
+                },
+                "max_run_time",
             ),
         ];
         for (config, setting) in cases {

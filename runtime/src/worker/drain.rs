@@ -1,5 +1,11 @@
-//! Run to completion: a worker that stops once its queue is empty, for batch jobs that
-//! scale to zero (an ECS task started for a backlog, which exits when it is done).
+//! A queue drained by its counts: a future that resolves once `GetQueueAttributes` has
+//! read the queue empty several times in a row.
+//!
+//! A worker that is to stop once its queue is drained sets
+//! [`exit_after_empty_receives`](crate::WorkerConfig::exit_after_empty_receives): its
+//! own receives tell, with no extra call. [`Drained`] is for what the worker's receives
+//! cannot see: a queue that other consumers share, its delayed messages, or a program
+//! that waits for a queue without running a worker on it.
 
 use std::time::Duration;
 
@@ -30,9 +36,9 @@ impl Default for Drained {
 }
 
 impl Drained {
-    /// Resolves once `queue` is drained: pass it to
-    /// [`Worker::run_until`](crate::Worker::run_until) to run a worker to completion.
-    /// Failed reads count as not empty and are retried with backoff.
+    /// Resolves once `queue` is drained, counted by every consumer's messages, delayed
+    /// ones included: pass it to [`Worker::run_until`](crate::Worker::run_until) to
+    /// stop a worker then. Failed reads count as not empty and are retried with backoff.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -95,6 +95,8 @@ mod tests {
             .stop_timeout(secs(9))
             .shutdown_grace(secs(4))
             .release_jitter(secs(1))
+            .exit_after_empty_receives(2)
+            .max_run_time(secs(3600))
             .name("orders")
             .backlog_interval(None)
             .running_tasks(5);
@@ -116,6 +118,8 @@ mod tests {
                 stop_timeout: secs(9),
                 shutdown_grace: Some(secs(4)),
                 release_jitter: secs(1),
+                exit_after_empty_receives: Some(2),
+                max_run_time: Some(secs(3600)),
                 #[cfg(feature = "ecs")]
                 task_protection: None,
                 name: Some("orders".to_owned()),

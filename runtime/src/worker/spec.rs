@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -396,6 +397,14 @@ impl AnyWorker {
         }
     }
 
+    /// As [`Worker::run`]: until SIGTERM or SIGINT, or the worker's own end.
+    pub async fn run(self) -> Result<RunReport, Error> {
+        match self.0 {
+            Bound::Message(worker) => worker.run().await,
+            Bound::Batch(worker) => worker.run().await,
+        }
+    }
+
     /// As [`Worker::run_until`].
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<RunReport, Error> {
         match self.0 {
@@ -416,21 +425,27 @@ impl AnyWorker {
 /// Runs several workers in one process until SIGTERM or SIGINT: one shutdown for all
 /// (a second signal releases everything at once), one metrics registry (the `metrics`
 /// facade's). Every queue is resolved and connected before any worker starts, so a
-/// missing variable or queue fails the start. Returns each worker's report, in order.
+/// missing variable or queue fails the start. A worker that ends its run by itself
+/// (drained, [`max_run_time`](WorkerConfig::max_run_time)) leaves the others running;
+/// this returns once every worker has stopped, with each worker's report, in order.
+/// [`exit_code`] is what the binary exits with.
 ///
 /// ```no_run
 /// # async fn orders(_: spotq::Message) {}
 /// # async fn invoices(_: spotq::Message) {}
+/// use std::process::ExitCode;
+///
 /// use spotq::{QueueSource, WorkerConfig, WorkerSpec};
 ///
-/// # async fn run() -> Result<(), spotq::Error> {
-/// spotq::run([
-///     WorkerSpec::new(QueueSource::env("ORDERS_QUEUE"), WorkerConfig::default(), orders),
-///     WorkerSpec::new(QueueSource::name("invoices"), WorkerConfig::default(), invoices),
-/// ])
-/// .await?;
-/// # Ok(())
-/// # }
+/// #[tokio::main]
+/// async fn main() -> Result<ExitCode, spotq::Error> {
+///     let reports = spotq::run([
+///         WorkerSpec::new(QueueSource::env("ORDERS_QUEUE"), WorkerConfig::default(), orders),
+///         WorkerSpec::new(QueueSource::name("invoices"), WorkerConfig::default(), invoices),
+///     ])
+///     .await?;
+///     Ok(spotq::exit_code(&reports))
+/// }
 /// ```
 ///
 /// Feature `sqs`. Without it, bind each spec to its backend with
@@ -496,4 +511,15 @@ pub async fn run_all(
     }
     reports.sort_by_key(|(index, _)| *index);
     Ok(reports.into_iter().map(|(_, report)| report).collect())
+}
+
+/// The exit code of a binary that ran several workers ([`run`], [`run_all`]): failure
+/// when any of their runs ended on a fatal error, success otherwise. One worker's
+/// [`RunReport::exit_code`] says the same of one run.
+pub fn exit_code(reports: &[RunReport]) -> ExitCode {
+    if reports.iter().any(|report| report.stop_reason.is_fatal()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -15,7 +15,7 @@ fn named(result: Result<(), Invalid>) -> Option<&'static str> {
 
 #[test]
 fn each_limit_is_allowed_and_one_past_it_is_not() {
-    let cases: [(Result<(), Invalid>, Option<&str>); 34] = [
+    let cases: [(Result<(), Invalid>, Option<&str>); 38] = [
         (concurrency(1), None),
         (concurrency(0), Some("concurrency")),
         (pollers(1, 1), None),
@@ -71,6 +71,13 @@ fn each_limit_is_allowed_and_one_past_it_is_not() {
             Some("backlog_interval"),
         ),
         (name(""), Some("name")),
+        (exit_after_empty_receives(1), None),
+        (
+            exit_after_empty_receives(0),
+            Some("exit_after_empty_receives"),
+        ),
+        (max_run_time(ms(1)), None),
+        (max_run_time(Duration::ZERO), Some("max_run_time")),
     ];
     for (index, (result, setting)) in cases.into_iter().enumerate() {
         assert_eq!(named(result), setting, "case {index}");

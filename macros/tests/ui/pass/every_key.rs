@@ -15,6 +15,8 @@ use spotq::{Backoff, Heartbeat, QueueSource, RetryPolicy, WorkerConfig};
     handler_timeout = "1m30s",
     heartbeat = "20s",
     retry_backoff = ("500ms", "10m"),
+    exit_after_empty_receives = 3,
+    max_run_time = "1h30m",
     name = "orders",
     fifo = true,
     crate = "::spotq",
@@ -57,6 +59,8 @@ fn main() {
                 Duration::from_millis(500),
                 Duration::from_secs(600),
             )),
+            exit_after_empty_receives: Some(3),
+            max_run_time: Some(Duration::from_secs(90 * 60)),
             name: Some("orders".to_owned()),
             ..WorkerConfig::default()
         }

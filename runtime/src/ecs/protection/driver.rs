@@ -12,7 +12,7 @@ use crate::backoff::Backoff;
 pub struct ProtectionReport {
     /// Calls made to the agent, including failed ones.
     pub calls: u64,
-    /// Calls that failed.
+    /// Calls that failed. The answer that the task is standalone is not a failure.
     pub failures: u64,
     /// Times protection went on (from off, or from a state a failed call left unknown).
     pub enabled: u64,
@@ -24,6 +24,9 @@ pub struct ProtectionReport {
     /// the task is not in a service (`TASK_NOT_VALID`), or its role may not change its
     /// protection (`AccessDeniedException`).
     pub gave_up: bool,
+    /// Whether the task is standalone (started by `RunTask`, not by a service): ECS
+    /// answered `TASK_NOT_VALID`, protection does not apply, and the driver gave up.
+    pub standalone: bool,
 }
 
 /// What the driver knows of the task's protection.
@@ -60,7 +63,9 @@ impl TaskProtection {
     /// A failed call is logged and counted, never fatal: the next call waits out a
     /// backoff (2 s doubling up to 30 s) so a dead agent is not hammered. After an answer
     /// that retrying cannot change (the task is not in a service, or its role may not
-    /// change its protection) it makes no more calls.
+    /// change its protection) it makes no more calls and waits for `stop`. A standalone
+    /// task (`RunTask`; ECS answers `TASK_NOT_VALID`) is no failure: protection does not
+    /// apply to it, which is logged once, at info level.
     pub async fn run(
         self,
         in_flight: impl Fn() -> usize,
@@ -71,6 +76,10 @@ impl TaskProtection {
         // After a slow call, carry on at the poll interval rather than catch up.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            if driver.report.gave_up {
+                stop.cancelled().await;
+                break;
+            }
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -230,6 +239,18 @@ impl Driver {
             }
             Err(error) => error,
         };
+        if error.is_standalone_task() {
+            // Not a failure: scale-in never stops a standalone task, so there is nothing
+            // to protect it from.
+            self.report.standalone = true;
+            self.report.gave_up = true;
+            self.held = Held::Off;
+            tracing::info!(
+                "task scale-in protection does not apply: this is a standalone task, not \
+                 one of an ECS service; not asking again"
+            );
+            return;
+        }
         self.report.failures += 1;
         if enable {
             self.may_be_on(now);
@@ -241,8 +262,7 @@ impl Driver {
             tracing::warn!(
                 %error,
                 "task scale-in protection is not available to this task; not asking again \
-                 (the task must belong to an ECS service, and its task role must allow \
-                 ecs:UpdateTaskProtection)"
+                 (its task role must allow ecs:UpdateTaskProtection)"
             );
             return;
         }
@@ -372,12 +392,30 @@ mod tests {
     fn gives_up_on_an_answer_that_will_not_change() {
         let mut driver = driver();
         let t0 = Instant::now();
-        let refused = ProtectionError::Failure {
+        let denied = ProtectionError::Agent {
+            status: 400,
+            code: "AccessDeniedException".to_owned(),
+            message: "not allowed".to_owned(),
+        };
+        driver.record(true, t0, t0, Err(denied));
+        assert!(driver.report.gave_up);
+        assert!(!driver.report.standalone);
+        assert_eq!(driver.report.failures, 1, "a role without the permission");
+        assert_eq!(driver.next_call(true, t0 + SECOND * 100), None);
+        assert!(!driver.may_hold(t0 + SECOND * 100));
+    }
+
+    #[test]
+    fn a_standalone_task_is_no_failure() {
+        let mut driver = driver();
+        let t0 = Instant::now();
+        let standalone = ProtectionError::Failure {
             reason: "TASK_NOT_VALID".to_owned(),
             detail: None,
         };
-        driver.record(true, t0, t0, Err(refused));
-        assert!(driver.report.gave_up);
+        driver.record(true, t0, t0, Err(standalone));
+        assert!(driver.report.gave_up && driver.report.standalone);
+        assert_eq!((driver.report.calls, driver.report.failures), (1, 0));
         assert_eq!(driver.next_call(true, t0 + SECOND * 100), None);
         assert!(!driver.may_hold(t0 + SECOND * 100));
     }

@@ -10,7 +10,9 @@
 //! The agent serves `$ECS_AGENT_URI/task-protection/v1/state` (plain HTTP) inside every
 //! task. It calls ECS with the task role's credentials, so the task needs a task role
 //! allowed `ecs:UpdateTaskProtection`, and the task must belong to a service: a standalone
-//! task gets a `TASK_NOT_VALID` failure.
+//! task (a batch job started by `RunTask`) gets a `TASK_NOT_VALID` failure. That is no
+//! fault: scale-in never stops a standalone task, so the worker's driver notes it once
+//! (at info level) and asks no more.
 //!
 //! ```no_run
 //! use spotq::protection::{ProtectionConfig, TaskProtection};
@@ -192,13 +194,20 @@ impl ProtectionError {
     /// role may not change its protection, gets the same answer every time.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Failure { reason, .. } => reason != "TASK_NOT_VALID",
+            Self::Failure { .. } => !self.is_standalone_task(),
             Self::Agent { code, .. } => !matches!(
                 code.as_str(),
                 "AccessDeniedException" | "InvalidParameterException"
             ),
             _ => true,
         }
+    }
+
+    /// Whether ECS answered that the task belongs to no service (`TASK_NOT_VALID`): a
+    /// standalone task, started by `RunTask`, which scale-in never stops and protection
+    /// does not apply to.
+    pub fn is_standalone_task(&self) -> bool {
+        matches!(self, Self::Failure { reason, .. } if reason == "TASK_NOT_VALID")
     }
 }
 

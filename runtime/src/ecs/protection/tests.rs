@@ -2,14 +2,17 @@
 //!
 //! Real sockets, so real time: the driver runs with millisecond settings.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
+use tracing::Level;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{self, Layer, SubscriberExt as _};
 
 use super::*;
 use crate::ecs::agent::EXCERPT_CHARS;
@@ -462,19 +465,76 @@ async fn the_driver_survives_a_failing_agent_and_recovers() {
     assert!(!report.gave_up);
 }
 
+/// What the protection driver logs, captured from the subscriber of this test's thread
+/// (a `#[tokio::test]` runs the driver's task there too).
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<(Level, String)>>>);
+
+impl Logged {
+    /// Captures the driver's events until the guard drops.
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(self.clone()))
+    }
+
+    fn events(&self) -> Vec<(Level, String)> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _: layer::Context<'_, S>) {
+        if !event
+            .metadata()
+            .target()
+            .starts_with("spotq::ecs::protection")
+        {
+            return;
+        }
+        struct Message<'a>(&'a mut String);
+        impl Visit for Message<'_> {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    *self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0
+            .lock()
+            .expect("lock")
+            .push((*event.metadata().level(), message));
+    }
+}
+
 #[tokio::test]
-async fn the_driver_stops_asking_a_task_outside_a_service() {
+async fn the_driver_notes_once_that_a_standalone_task_has_no_protection() {
+    let logged = Logged::default();
+    let _capture = logged.capture();
     let agent = Agent::start().await;
     agent.answer(Reply::Failure("TASK_NOT_VALID"));
     let (in_flight, stop, driver) = drive(fast(&agent, fast_config()));
     in_flight.store(1, Ordering::SeqCst);
-    agent.wait_for_calls(1).await;
-    sleep(Duration::from_millis(400)).await;
+    // Until the driver has read the answer, however long a loaded machine takes.
+    let waiting = Instant::now();
+    while logged.events().is_empty() {
+        assert!(
+            waiting.elapsed() < PATIENCE,
+            "the driver never read the answer"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+    // Several retry backoffs (150 ms) of a handler still running: no further call.
+    sleep(Duration::from_millis(500)).await;
     stop.cancel();
     let report = driver.await.expect("driver");
-    assert_eq!(agent.calls().len(), 1);
-    assert!(report.gave_up);
-    assert_eq!(report.failures, 1);
+    assert_eq!(agent.calls().len(), 1, "asked once");
+    assert!(report.gave_up && report.standalone, "{report:?}");
+    assert_eq!((report.calls, report.failures), (1, 0), "{report:?}");
+    let events = logged.events();
+    assert_eq!(events.len(), 1, "logged once: {events:?}");
+    assert_eq!(events[0].0, Level::INFO, "{events:?}");
+    assert!(events[0].1.contains("standalone task"), "{events:?}");
 }
 
 #[tokio::test]
