@@ -454,7 +454,7 @@ poll_interval = "200ms"
 [binding.local]
 command = ["{worker}"]
 stop_timeout = "15s"
-env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_DRAIN_INTERVAL_MS = "200", SPOTQ_DRAIN_READS = "3", SPOTQ_GRACE_SECS = "5", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
+env = {{ SPOTQ_QUEUE = "{queue}", SPOTQ_EVENTS = "{events}", SPOTQ_CONCURRENCY = "4", SPOTQ_EXIT_AFTER_EMPTY_RECEIVES = "3", SPOTQ_GRACE_SECS = "5", SPOTQ_STOP_TIMEOUT_SECS = "10", RUST_LOG = "warn" }}
 
 [binding.job]
 messages_per_task = 10

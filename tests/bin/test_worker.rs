@@ -13,10 +13,8 @@
 //! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
 //! says. It runs until SIGTERM or SIGINT, or as a job task does, until its queue is
 //! drained: with `SPOTQ_EXIT_AFTER_EMPTY_RECEIVES`, once that many of its receives in a
-//! row found the queue empty with nothing held (run to completion); with
-//! `SPOTQ_DRAIN_INTERVAL_MS`, once the queue's counts read empty (`spotq::Drained`)
-//! `SPOTQ_DRAIN_READS` times in a row, 2 by default, that many milliseconds apart. It
-//! exits with its run's exit code (`RunReport::exit_code`: 0 unless the run ended on a
+//! row found the queue empty with nothing held (run to completion). It exits with its
+//! run's exit code (`RunReport::exit_code`: 0 unless the run ended on a
 //! fatal error).
 //!
 //! Event lines are `EVENT BODY` (`start`, `done`, `fail`, `retry`, `listening ADDR`), or with
@@ -32,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use spotq::{Drained, Message, Outcome, ShutdownHandle, SqsBackend, Worker};
+use spotq::{Message, Outcome, ShutdownHandle, SqsBackend, Worker};
 
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -92,17 +90,6 @@ async fn main() -> anyhow::Result<ExitCode> {
     let backend = SqsBackend::from_env(&queue).await?;
     let shutdown = ShutdownHandle::new();
     shutdown.on_termination_signals()?;
-    if let Ok(interval) = std::env::var("SPOTQ_DRAIN_INTERVAL_MS") {
-        let drained = Drained {
-            interval: Duration::from_millis(interval.parse().context("SPOTQ_DRAIN_INTERVAL_MS")?),
-            empty_reads: u32::try_from(env_number("SPOTQ_DRAIN_READS", 2)?)?,
-        };
-        let (queue, done) = (backend.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            drained.of(queue).await;
-            done.begin();
-        });
-    }
     let mut worker = Worker::builder(backend)
         .health(health)
         .backlog_interval(Some(Duration::from_secs(1)));
