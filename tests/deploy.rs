@@ -627,7 +627,7 @@ fn the_worker_policy_grants_exactly_the_calls_the_worker_makes() {
 
 #[test]
 fn the_job_task_definition_runs_the_batch_job_on_the_worker_s_queue() {
-    let task = json("deploy/job-task-definition.json");
+    let task = json("deploy/batch-job-task-definition.json");
     let worker_task = json("deploy/worker-task-definition.json");
     assert_eq!(task["networkMode"], "awsvpc");
     assert_eq!(strings(&task["requiresCompatibilities"]), ["FARGATE"]);
@@ -727,7 +727,7 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
     }
 
     // Job tasks: the job task definition, in the worker's cluster, with its roles.
-    let job = json("deploy/job-task-definition.json");
+    let job = json("deploy/batch-job-task-definition.json");
     let cluster_arn = format!("arn:aws:ecs:{region}:{account}:cluster/{cluster}");
     assert_eq!(
         resources_of(&policy, "ecs:RunTask"),
