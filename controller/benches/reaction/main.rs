@@ -6,7 +6,8 @@
 //! simulated seconds, so `cargo test -p spotq-controller --bench reaction` prints the
 //! same table without a release build). With `AWS_ENDPOINT_URL` pointing at moto on
 //! loopback (as `scripts/test` sets it), it then also measures the real controller
-//! against a moto queue and ECS service: one message → `UpdateService`, drained → 0.
+//! against a moto queue and ECS service: one message → `UpdateService`, drained → 0;
+//! and its job mode: one burst of 500 messages → the tasks `RunTask` started.
 //!
 //! The world: an SQS queue and an ECS service whose tasks take 40 s to start, handle 10
 //! messages at once, 2 s each (5 msgs/s a task), and release what they hold when
@@ -31,12 +32,18 @@
 //!   no task runs, target tracking on the workers' `BacklogPerTask` at 10, and a zero
 //!   alarm after 5 minutes with nothing visible, sent or held; 1-minute datapoints
 //!   available a minute late.
+//!
+//! A second table compares the job mode (standalone tasks that exit once the queue is
+//! drained, started by `JobScaler`) with KEDA's ScaledJob: the [`jobs`] module says
+//! what it models.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use spotq_controller::decision::{Observation, Policy, QueueCounts, Scaler, ServiceCounts};
 use tokio::time::Instant;
+
+mod jobs;
 
 const TICK: f64 = 0.1;
 const TASK_START: f64 = 40.0;
@@ -727,6 +734,9 @@ fn emulated() {
     if let Err(error) = runtime.block_on(measure_on_moto()) {
         println!("\nmoto run failed: {error}");
     }
+    if let Err(error) = runtime.block_on(jobs::measure_on_moto(&endpoint)) {
+        println!("\nmoto job run failed: {error}");
+    }
 }
 
 /// The next decision applied to the target, from now on.
@@ -745,33 +755,62 @@ fn next_applied(
     }
 }
 
-async fn measure_on_moto() -> Result<(), Box<dyn std::error::Error>> {
+/// A failed step of a moto run (sendable: the job run sends its burst from a task).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A queue, and a cluster with a task definition (one small container), in moto, all
+/// named `name`.
+struct Moto {
+    sqs: aws_sdk_sqs::Client,
+    ecs: aws_sdk_ecs::Client,
+    name: String,
+    queue_url: String,
+}
+
+impl Moto {
+    async fn create() -> Result<Self, BoxError> {
+        let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let ecs = aws_sdk_ecs::Client::new(&config);
+        let name = format!("reaction-{}-{:08x}", std::process::id(), fastrand::u32(..));
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(&name)
+            .send()
+            .await?
+            .queue_url
+            .ok_or("no queue URL")?;
+        ecs.create_cluster().cluster_name(&name).send().await?;
+        ecs.register_task_definition()
+            .family(&name)
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("worker")
+                    .image("busybox")
+                    .memory(64)
+                    .build(),
+            )
+            .send()
+            .await?;
+        Ok(Self {
+            sqs,
+            ecs,
+            name,
+            queue_url,
+        })
+    }
+}
+
+async fn measure_on_moto() -> Result<(), BoxError> {
     use spotq_controller::config::{Cli, Config};
     use spotq_controller::run::Controller;
 
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let ecs = aws_sdk_ecs::Client::new(&config);
-    let name = format!("reaction-{}-{:08x}", std::process::id(), fastrand::u32(..));
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await?
-        .queue_url
-        .ok_or("no queue URL")?;
-    ecs.create_cluster().cluster_name(&name).send().await?;
-    ecs.register_task_definition()
-        .family(&name)
-        .container_definitions(
-            aws_sdk_ecs::types::ContainerDefinition::builder()
-                .name("worker")
-                .image("busybox")
-                .memory(64)
-                .build(),
-        )
-        .send()
-        .await?;
+    let Moto {
+        sqs,
+        ecs,
+        name,
+        queue_url,
+    } = Moto::create().await?;
     ecs.create_service()
         .cluster(&name)
         .service_name(&name)
@@ -829,261 +868,4 @@ async fn measure_on_moto() -> Result<(), Box<dyn std::error::Error>> {
     println!("- queue drained → UpdateService to 0: {}", show(&zeros));
     println!("- UpdateService calls: {updates} (one per change)");
     Ok(())
-}
-
-/// Job mode: standalone tasks started for a backlog, each of which works the queue
-/// (10 at once, 2 s a message, after a 40 s start) and exits by itself once three of
-/// its receives in a row (1 s apart) found nothing, as a worker with
-/// `exit_after_empty_receives = 3` does. `ListTasks` lists a task 10 s after its start
-/// (ECS catching up). Two launchers over the same traces:
-///
-/// - **spotq job mode**: `JobScaler` with its defaults (10 messages a task), max 20
-///   tasks, polled every 5 s;
-/// - **KEDA ScaledJob** with its documented defaults: `pollingInterval` 30 s, the
-///   `accurate` scaling strategy (`maxScale = min(ceil(queueLength / 10), max)`; start
-///   `max - running` when `maxScale + running > max`, else `maxScale - pending`), and the
-///   aws-sqs-queue scaler's queue length counting messages in flight (`scaleOnInFlight`
-///   true by default); a job counts as pending until its pod runs, and ScaledJob sees
-///   its own jobs at once (no listing lag).
-mod jobs {
-    use std::time::Duration;
-
-    use spotq_controller::decision::QueueCounts;
-    use spotq_controller::decision::job::{JobObservation, JobPolicy, JobScaler, JobTasks};
-    use tokio::time::Instant;
-
-    use super::{CONCURRENCY, MAX_TASKS, MESSAGE_TIME, TASK_START, TICK, every};
-
-    const LIST_LAG: f64 = 10.0;
-    const EMPTY_RECEIVES: u32 = 3;
-
-    struct Task {
-        id: String,
-        started_at: f64,
-        /// Completion times of the messages it holds.
-        holding: Vec<f64>,
-        empty: u32,
-        next_receive: f64,
-    }
-
-    #[derive(Default)]
-    struct World {
-        now: f64,
-        visible: u64,
-        tasks: Vec<Task>,
-        started: u32,
-        arrived: u64,
-        done: u64,
-        first_arrival: Option<f64>,
-        last_arrival: f64,
-        first_start: Option<f64>,
-        drained_at: Option<f64>,
-        task_seconds: f64,
-    }
-
-    impl World {
-        fn start(&mut self, count: u32) -> Vec<String> {
-            (0..count)
-                .map(|_| {
-                    self.started += 1;
-                    self.first_start.get_or_insert(self.now);
-                    let id = format!("task-{}", self.started);
-                    self.tasks.push(Task {
-                        id: id.clone(),
-                        started_at: self.now,
-                        holding: Vec::new(),
-                        empty: 0,
-                        next_receive: self.now + TASK_START,
-                    });
-                    id
-                })
-                .collect()
-        }
-
-        fn in_flight(&self) -> u64 {
-            self.tasks
-                .iter()
-                .map(|task| task.holding.len() as u64)
-                .sum()
-        }
-
-        fn step(&mut self) {
-            let now = self.now;
-            let mut done = 0;
-            let mut visible = self.visible;
-            for task in &mut self.tasks {
-                let before = task.holding.len();
-                task.holding.retain(|at| *at > now);
-                done += (before - task.holding.len()) as u64;
-                if now < task.next_receive {
-                    continue;
-                }
-                task.next_receive = now + 1.0;
-                let free = CONCURRENCY - task.holding.len() as u64;
-                let take = free.min(visible);
-                visible -= take;
-                task.holding.extend((0..take).map(|_| now + MESSAGE_TIME));
-                task.empty = if take == 0 && task.holding.is_empty() {
-                    task.empty + 1
-                } else {
-                    0
-                };
-            }
-            self.visible = visible;
-            self.done += done;
-            self.tasks.retain(|task| task.empty < EMPTY_RECEIVES);
-            self.task_seconds += self.tasks.len() as f64 * TICK;
-            if self.arrived > 0 && self.done == self.arrived {
-                self.drained_at.get_or_insert(now);
-            }
-            self.now += TICK;
-        }
-
-        fn running(&self) -> (u32, u32) {
-            let running = self
-                .tasks
-                .iter()
-                .filter(|task| self.now >= task.started_at + TASK_START)
-                .count() as u32;
-            (self.tasks.len() as u32 - running, running)
-        }
-    }
-
-    trait Launcher {
-        fn name(&self) -> &'static str;
-        fn tick(&mut self, world: &mut World);
-    }
-
-    struct Spotq {
-        scaler: JobScaler,
-        origin: Instant,
-    }
-
-    impl Launcher for Spotq {
-        fn name(&self) -> &'static str {
-            "spotq job mode (5 s)"
-        }
-
-        fn tick(&mut self, world: &mut World) {
-            if !every(world.now, 5.0) {
-                return;
-            }
-            let now = self.origin + Duration::from_secs_f64(world.now);
-            let listed_tasks: Vec<&Task> = world
-                .tasks
-                .iter()
-                .filter(|task| world.now >= task.started_at + LIST_LAG)
-                .collect();
-            let running = listed_tasks
-                .iter()
-                .filter(|task| world.now >= task.started_at + TASK_START)
-                .count() as u32;
-            let tasks = JobTasks {
-                listed: listed_tasks.iter().map(|task| task.id.clone()).collect(),
-                pending: listed_tasks.len() as u32 - running,
-                running,
-                ..JobTasks::default()
-            };
-            let observation = JobObservation {
-                queue: Some(QueueCounts {
-                    visible: world.visible,
-                    not_visible: world.in_flight(),
-                    delayed: 0,
-                }),
-                tasks: Some(tasks),
-            };
-            let decision = self.scaler.decide(now, &observation);
-            if decision.starts > 0 {
-                let ids = world.start(decision.starts);
-                self.scaler.started(now, &ids, false);
-            }
-        }
-    }
-
-    struct KedaScaledJob;
-
-    impl Launcher for KedaScaledJob {
-        fn name(&self) -> &'static str {
-            "KEDA ScaledJob (30 s, accurate)"
-        }
-
-        fn tick(&mut self, world: &mut World) {
-            if !every(world.now, 30.0) {
-                return;
-            }
-            let queue_length = world.visible + world.in_flight();
-            let max = u64::from(MAX_TASKS);
-            let max_scale = queue_length.div_ceil(10).min(max);
-            let (pending, running) = world.running();
-            let (pending, running) = (u64::from(pending), u64::from(running));
-            let starts = if max_scale + running > max {
-                max.saturating_sub(running)
-            } else {
-                max_scale.saturating_sub(pending)
-            };
-            world.start(u32::try_from(starts).unwrap_or(MAX_TASKS));
-        }
-    }
-
-    /// Runs every launcher over the job traces and prints their table.
-    pub(super) fn table() {
-        println!(
-            "\njob mode, simulated (tasks start in {TASK_START} s, listed {LIST_LAG} s after \
-             their start, exit after {EMPTY_RECEIVES} empty receives)\n"
-        );
-        println!(
-            "| trace | launcher | first msg → first start | tasks started | needed | extras | last burst → all done | task-min |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
-        let bursts_at = [62.3, 1262.3, 2462.3];
-        let traces: [(&str, &[f64], u64); 3] = [
-            ("1 message", &bursts_at[..1], 1),
-            ("burst of 500", &bursts_at[..1], 500),
-            ("3 bursts of 500, 20 min apart", &bursts_at, 500),
-        ];
-        for (trace, bursts, size) in traces {
-            let launchers: [Box<dyn Launcher>; 2] = [
-                Box::new(Spotq {
-                    scaler: JobScaler::new(JobPolicy {
-                        max_tasks: MAX_TASKS,
-                        ..JobPolicy::default()
-                    }),
-                    origin: Instant::now(),
-                }),
-                Box::new(KedaScaledJob),
-            ];
-            for mut launcher in launchers {
-                let mut world = World::default();
-                let ticks: Vec<u64> = bursts.iter().map(|at| (at / TICK).round() as u64).collect();
-                while world.now < 3600.0 {
-                    let tick = (world.now / TICK).round() as u64;
-                    if ticks.contains(&tick) {
-                        world.first_arrival.get_or_insert(world.now);
-                        world.last_arrival = world.now;
-                        world.drained_at = None;
-                        world.visible += size;
-                        world.arrived += size;
-                    }
-                    launcher.tick(&mut world);
-                    world.step();
-                }
-                let first = world.first_arrival.unwrap_or_default();
-                // Each burst needs its own share: ceil(size / 10) tasks, at most 20.
-                let needed = bursts.len() as u32
-                    * u32::try_from(size.div_ceil(10))
-                        .unwrap_or(MAX_TASKS)
-                        .min(MAX_TASKS);
-                assert_eq!(world.done, world.arrived, "no message lost");
-                println!(
-                    "| {trace} | {} | {} | {} | {needed} | {} | {} | {:.0} |",
-                    launcher.name(),
-                    super::seconds(world.first_start.map(|at| at - first)),
-                    world.started,
-                    i64::from(world.started) - i64::from(needed),
-                    super::seconds(world.drained_at.map(|at| at - world.last_arrival)),
-                    world.task_seconds / 60.0,
-                );
-            }
-        }
-    }
 }
