@@ -2,7 +2,9 @@
 //! group run one at a time in order while groups run in parallel; a failure or a panic
 //! in the middle of a group sends the group's later messages back unprocessed, so they
 //! run after the retry, in order; shutdown mid-group hands the rest of the group on in
-//! order; a batch handler's failed item holds back the items of its group behind it.
+//! order; a batch handler's failed item holds back the items of its group behind it;
+//! a group waiting for a slot gets the next one before any poller, and what the worker
+//! holds stays within one batch per slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -355,4 +357,75 @@ async fn groups_beyond_the_free_slots_wait_heartbeated_for_one() {
         receive_counts.lock().expect("lock")
     );
     assert!(report.heartbeats > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_the_worker_holds_stays_within_one_batch_per_slot_while_receives_overlap() {
+    // Forty groups of ten, receives that take 100 ms and four pollers, whose receives
+    // overlap: each asks for a whole batch whatever its slots, so messages pile up
+    // behind their groups' running ones, up to one batch per slot and no further.
+    let queue = EmbeddedQueue::builder("bounded.fifo")
+        .fifo()
+        .content_based_deduplication()
+        .visibility_timeout(Duration::from_secs(60))
+        .build()
+        .expect("a FIFO queue");
+    fill(&queue, 40, 10);
+    queue.faults().set_latency(
+        spotq::embedded::Operation::Receive,
+        Some(Duration::from_millis(100)),
+    );
+    let most = Arc::new(AtomicUsize::new(0));
+    let watch = {
+        let (queue, most) = (queue.clone(), Arc::clone(&most));
+        async move {
+            loop {
+                let held = usize::try_from(queue.counts().not_visible).expect("a count");
+                most.fetch_max(held, Ordering::SeqCst);
+                sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let worker = Worker::builder(queue.clone())
+        .concurrency(4)
+        .pollers(4)
+        .batch_size(10)
+        .handler(|_message: Message| sleep(Duration::from_millis(200)))
+        .run_until(drained(queue.clone()));
+    let report = tokio::select! {
+        report = worker => report.expect("run"),
+        () = watch => unreachable!("the watch never ends"),
+    };
+    assert_eq!(report.succeeded, 400);
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= 40,
+        "held {most} messages with 4 slots of batches of 10"
+    );
+    assert!(
+        most > 20,
+        "messages waited behind their groups: held at most {most}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_waiting_for_a_slot_gets_it_before_a_poller() {
+    // Ten groups of one message come in one receive to a worker with two slots; the
+    // queue is empty after it, so a poller that takes a freed slot long-polls with it
+    // for 20 s. The eight groups waiting take each freed slot first: five rounds of
+    // 1 s handlers, not a long poll between them.
+    let queue = fifo_queue("waiting.fifo");
+    fill(&queue, 10, 1);
+    let started = tokio::time::Instant::now();
+    let report = Worker::builder(queue.clone())
+        .concurrency(2)
+        .pollers(2)
+        .wait_time(Duration::from_secs(20))
+        .handler(|_message: Message| sleep(Duration::from_secs(1)))
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("run");
+    assert_eq!(report.succeeded, 10);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }

@@ -4,7 +4,8 @@
 //! slots at once and message tasks hand theirs back with one atomic add, so the hot path
 //! takes no lock. At most one poller waits for slots at a time (pollers take turns), as
 //! do the FIFO group tasks that got no slot from their receive, and shutdown waits for
-//! every slot to come back; a slot handed back wakes them all to look.
+//! every slot to come back; a slot handed back wakes them all to look. A group task
+//! waiting for a slot goes first: no poller takes one while it waits.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,6 +23,10 @@ pub(crate) struct Capacity {
     /// Tasks waiting in `take` or `all_returned`: a slot handed back wakes them only then,
     /// so the hot path of a busy worker is one atomic add.
     waiting: AtomicUsize,
+    /// FIFO group tasks waiting for a slot ([`take_for_group`](Self::take_for_group)):
+    /// while any does, pollers take none, so the groups a receive brought start before
+    /// another receive brings more.
+    groups_waiting: AtomicUsize,
     returned: Notify,
 }
 
@@ -32,12 +37,21 @@ impl Capacity {
             free: AtomicUsize::new(total),
             held: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            groups_waiting: AtomicUsize::new(0),
             returned: Notify::new(),
         }
     }
 
-    /// Takes up to `max` free slots without waiting; returns how many it took.
+    /// Takes up to `max` free slots for a receive without waiting; returns how many it
+    /// took: none while a group task waits for one.
     pub(crate) fn try_take(&self, max: usize) -> usize {
+        if self.groups_waiting.load(Ordering::SeqCst) > 0 {
+            return 0;
+        }
+        self.take_free(max)
+    }
+
+    fn take_free(&self, max: usize) -> usize {
         let mut free = self.free.load(Ordering::SeqCst);
         loop {
             let take = free.min(max);
@@ -63,6 +77,12 @@ impl Capacity {
             return taken;
         }
         self.wait_until(|| self.try_take(max)).await
+    }
+
+    /// Takes one slot for a FIFO group task, before any poller takes one.
+    pub(crate) async fn take_for_group(&self) {
+        let _waiting = GroupWaiting::register(self);
+        self.wait_until(|| self.take_free(1)).await;
     }
 
     /// Waits until `ready` returns non-zero; re-checks after every hand-back.
@@ -135,6 +155,28 @@ impl Capacity {
     }
 }
 
+/// Counts a group task waiting for a slot; when the last stops waiting, the pollers
+/// that wait for slots look again.
+struct GroupWaiting<'a>(&'a Capacity);
+
+impl<'a> GroupWaiting<'a> {
+    fn register(capacity: &'a Capacity) -> Self {
+        capacity.groups_waiting.fetch_add(1, Ordering::SeqCst);
+        Self(capacity)
+    }
+}
+
+impl Drop for GroupWaiting<'_> {
+    fn drop(&mut self) {
+        let capacity = self.0;
+        if capacity.groups_waiting.fetch_sub(1, Ordering::SeqCst) == 1
+            && capacity.waiting.load(Ordering::SeqCst) > 0
+        {
+            capacity.returned.notify_waiters();
+        }
+    }
+}
+
 /// A slot kept by a task that runs several messages one after another (a FIFO group),
 /// handed back when the task ends. Each of its messages is settled with
 /// [`Capacity::message_settled`].
@@ -196,5 +238,29 @@ mod tests {
         assert!(!all.is_finished(), "one slot is still out");
         capacity.give_back(1);
         all.await.expect("all returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_waiting_for_a_slot_gets_the_next_one_before_a_poller() {
+        let capacity = Arc::new(Capacity::new(1));
+        assert_eq!(capacity.try_take(1), 1);
+        // The poller waits first.
+        let poller = tokio::spawn({
+            let capacity = Arc::clone(&capacity);
+            async move { capacity.take(1).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let group = tokio::spawn({
+            let capacity = Arc::clone(&capacity);
+            async move { capacity.take_for_group().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        capacity.give_back(1);
+        group.await.expect("the group took the slot");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!poller.is_finished(), "the group took the one slot");
+        assert_eq!(capacity.try_take(1), 0, "none while the slot is out");
+        capacity.give_back(1);
+        assert_eq!(poller.await.expect("poller"), 1);
     }
 }

@@ -123,7 +123,7 @@ async fn wait_for_slot<'a, H>(
         tokio::select! {
             biased;
             () = shared.shutdown.stopping() => false,
-            _taken = shared.capacity.take(1) => true,
+            () = shared.capacity.take_for_group() => true,
         }
     };
     tokio::pin!(slot);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::api::message::Message;
@@ -30,9 +31,13 @@ const EMPTY_TOO_FAST: Duration = Duration::from_millis(50);
 /// Pollers take turns, so returning slots fill one poller's batch rather than trickling
 /// to all of them. With serial groups (FIFO) a receive needs a slot per group, not per
 /// message: one slot is enough and none is waited for beyond it, while the messages held
-/// stay below one batch per slot. Returns `None` when receiving stops.
+/// stay below one batch per slot; a poller that finds that at once does not wait for its
+/// turn ([`group_slots_now`]). Returns `None` when receiving stops.
 async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Option<usize> {
     let batch = shared.config.batch_size.min(shared.config.concurrency);
+    if serial_groups && let Some(taken) = group_slots_now(shared, batch) {
+        return Some(taken);
+    }
     let _turn = tokio::select! {
         biased;
         () = shared.shutdown.stopping() => return None,
@@ -46,18 +51,41 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Opt
         () = shared.handler.ready() => {}
     }
     if serial_groups {
-        // Room for one more batch within one batch per slot.
-        let room = (shared.config.concurrency - 1) * shared.config.batch_size;
         return tokio::select! {
             biased;
             () = shared.shutdown.stopping() => None,
             taken = async {
-                shared.capacity.held_at_most(room).await;
+                shared.capacity.held_at_most(group_room(shared)).await;
                 shared.capacity.take(batch).await
             } => Some(taken),
         };
     }
     gather(shared, batch).await
+}
+
+/// With serial groups: the free slots up to `batch`, taken without waiting when the
+/// handler is ready, at least one slot is free and the messages held leave room for a
+/// batch; `None` when any of that would need waiting, or receiving stops.
+///
+/// Turns order the pollers that wait; one that need not wait skips its turn. A FIFO
+/// receive spawns one task per group where a standard one spawns one per message, so
+/// the pollers are most of the work, and handing the turn from poller to poller on every
+/// receive kept them waking each other on one thread while the others parked.
+fn group_slots_now<H: Dispatch>(shared: &Shared<H>, batch: usize) -> Option<usize> {
+    if shared.shutdown.deadlines().is_some()
+        || shared.capacity.messages_in_flight() > group_room(shared)
+    {
+        return None;
+    }
+    shared.handler.ready().now_or_never()?;
+    let taken = shared.capacity.try_take(batch);
+    (taken > 0).then_some(taken)
+}
+
+/// With serial groups: the messages held below which a poller may receive a batch, so
+/// that what is held stays within one batch per slot.
+fn group_room<H>(shared: &Shared<H>) -> usize {
+    (shared.config.concurrency - 1) * shared.config.batch_size
 }
 
 async fn gather<H>(shared: &Shared<H>, batch: usize) -> Option<usize> {
