@@ -364,12 +364,7 @@ async fn what_the_worker_holds_stays_within_one_batch_per_slot_while_receives_ov
     // Forty groups of ten, receives that take 100 ms and four pollers, whose receives
     // overlap: each asks for a whole batch whatever its slots, so messages pile up
     // behind their groups' running ones, up to one batch per slot and no further.
-    let queue = EmbeddedQueue::builder("bounded.fifo")
-        .fifo()
-        .content_based_deduplication()
-        .visibility_timeout(Duration::from_secs(60))
-        .build()
-        .expect("a FIFO queue");
+    let queue = fifo_queue("bounded.fifo");
     fill(&queue, 40, 10);
     queue.faults().set_latency(
         spotq::embedded::Operation::Receive,

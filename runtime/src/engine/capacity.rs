@@ -70,7 +70,8 @@ impl Capacity {
         }
     }
 
-    /// Takes between 1 and `max` slots, waiting until at least one is free.
+    /// Takes between 1 and `max` slots for a receive, waiting until at least one is free
+    /// and no group task waits for one.
     pub(crate) async fn take(&self, max: usize) -> usize {
         let taken = self.try_take(max);
         if taken > 0 {
