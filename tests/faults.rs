@@ -813,3 +813,125 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
         report.elapsed
     );
 }
+
+/// A client whose attempts time out after `attempt` and whose calls after `operation`.
+async fn with_timeouts(
+    proxy: &FaultProxy,
+    queue: &SqsBackend,
+    attempt: u64,
+    operation: u64,
+) -> SqsBackend {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_secs(attempt))
+                .operation_timeout(Duration::from_secs(operation))
+                .build(),
+        )
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::config::Builder::from(&config)
+        .endpoint_url(proxy.endpoint())
+        .build();
+    SqsBackend::new(aws_sdk_sqs::Client::from_conf(sqs), queue.queue_url())
+}
+
+/// An endpoint that accepts a call and never answers: the call ends by the client's
+/// timeouts as a transient error (retried like any), and a client configured without
+/// them gets spotq's defaults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_never_answers_ends_by_its_timeout() {
+    let queue = create_queue(&unique("silent"), &[]).await;
+    let proxy = FaultProxy::start(&["GetQueueAttributes:hang:always"], 21);
+    let defaults = proxy.backend(&queue).await;
+    let timeouts = defaults
+        .client()
+        .config()
+        .timeout_config()
+        .expect("timeouts")
+        .clone();
+    assert_eq!(
+        (
+            timeouts.operation_attempt_timeout(),
+            timeouts.operation_timeout()
+        ),
+        (
+            Some(spotq::backend::ATTEMPT_TIMEOUT),
+            Some(spotq::backend::OPERATION_TIMEOUT)
+        ),
+        "a client without timeouts gets the defaults"
+    );
+
+    let through = with_timeouts(&proxy, &queue, 1, 3).await;
+    let error = timeout(Duration::from_secs(30), through.attributes())
+        .await
+        .expect("bounded by the client's timeouts")
+        .expect_err("never answered");
+    assert!(matches!(error, BackendError::Transient { .. }), "{error:?}");
+    assert!(error.is_retryable());
+    let stats = proxy.stats().await;
+    assert!(
+        stats.faults("GetQueueAttributes", "hang") >= 2,
+        "the SDK tried again after a timed-out attempt: {stats:?}"
+    );
+}
+
+/// A long poll is not cut by the attempt timeout: it gets its wait on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_outlasts_the_attempt_timeout_by_its_wait() {
+    let queue = create_queue(&unique("long-poll"), &[]).await;
+    let proxy = FaultProxy::start(&[], 22);
+    let through = with_timeouts(&proxy, &queue, 1, 2).await;
+    let request = ReceiveRequest {
+        max_messages: 10,
+        wait_time: Duration::from_secs(3),
+        visibility_timeout: None,
+        attempt_id: None,
+    };
+    let started = Instant::now();
+    let received = through
+        .receive(request)
+        .await
+        .expect("an empty long poll is no timeout");
+    assert!(received.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "moto held the poll for its wait: {:?}",
+        started.elapsed()
+    );
+}
+
+/// As a new user would meet it: the queue's endpoint accepts connections and never
+/// answers, and the task is stopped 3 s after it started. The worker, still reading
+/// its queue's attributes, exits 0 well before its 10 s stop timeout, when ECS would
+/// SIGKILL it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_endpoint_never_answers_exits_before_its_stop_timeout() {
+    let queue = create_queue(&unique("silent-start"), &[]).await;
+    send(&queue, ["job:10".to_owned()]).await;
+    let proxy = FaultProxy::start(&["*:hang:always"], 23);
+    let settings = Settings {
+        grace_secs: 5,
+        stop_timeout_secs: 10,
+        env: vec![
+            ("AWS_ENDPOINT_URL".to_owned(), proxy.endpoint()),
+            ("AWS_ENDPOINT_URL_SQS".to_owned(), proxy.endpoint()),
+        ],
+        ..Settings::default()
+    };
+    let started = Instant::now();
+    let mut worker = WorkerProcess::start(&queue, &settings);
+    // The worker is in its start, waiting on the call the endpoint never answers.
+    while proxy.stats().await.faults("GetQueueAttributes", "hang") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no call reached the proxy"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+    sleep(Duration::from_secs(3).saturating_sub(started.elapsed())).await;
+    signal(worker.worker_pid(false), "TERM");
+    let status = worker.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(counts(&queue).await, (1, 0, 0), "nothing was received");
+}

@@ -402,6 +402,66 @@ async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_content_based_deduplication_a_continuation_equal_to_its_message_is_stored() {
+    let queue = create_queue(
+        &format!("{}.fifo", unique("checkpoint")),
+        &[
+            (QueueAttributeName::FifoQueue, "true".to_owned()),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "true".to_owned(),
+            ),
+        ],
+    )
+    .await;
+    assert!(
+        queue
+            .attributes()
+            .await
+            .expect("attributes")
+            .content_based_deduplication
+    );
+    queue
+        .send(SendMessage::new("checkpoint").group_id("job-1"))
+        .await
+        .expect("send");
+    // A job that checkpoints before it made progress: the continuation's body is its
+    // message's body, whose SHA-256 SQS already holds as a deduplication id.
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let (handler_ids, done) = (Arc::clone(&ids), Arc::clone(&ids));
+    let report = Worker::builder(queue.clone())
+        .pollers(1)
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            let ids = Arc::clone(&handler_ids);
+            async move {
+                let mut ids = ids.lock().expect("lock");
+                ids.push(message.id().to_owned());
+                if ids.len() == 1 {
+                    Outcome::Continue(SendMessage::new(message.body()))
+                } else {
+                    Outcome::Ack
+                }
+            }
+        })
+        .run_until(until(Duration::from_secs(20), move || {
+            done.lock().expect("lock").len() == 2
+        }))
+        .await
+        .expect("worker runs");
+
+    let ids = ids.lock().expect("lock").clone();
+    assert_eq!(
+        ids.len(),
+        2,
+        "the continuation was dropped as a duplicate: {report:?}"
+    );
+    assert_ne!(ids[0], ids[1], "the continuation, not a redelivery");
+    assert_eq!((report.continued, report.deleted), (1, 2), "{report:?}");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
 /// A FIFO queue without content-based deduplication (every send names its
 /// deduplication id), with a short visibility timeout.
 async fn fifo_queue(prefix: &str) -> SqsBackend {

@@ -629,7 +629,14 @@ mod tests {
                 "whole seconds",
             ),
             (quote!(queue = "q", handler_timeout = "0s"), "above 0s"),
-            (quote!(queue = "q", handler_timeout = "13h"), "at most 12h"),
+            (
+                quote!(queue = "q", handler_timeout = "13h"),
+                "at most 11h59m",
+            ),
+            (
+                quote!(queue = "q", handler_timeout = "12h"),
+                "at most 11h59m",
+            ),
             (quote!(queue = "q", heartbeat = "0s"), "above 0s"),
             (
                 quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
@@ -822,7 +829,7 @@ mod tests {
     fn values_at_their_limits_are_fine() {
         parse(quote! {
             queue = "orders.fifo", fifo = true, concurrency = 1, pollers = 1, batch_size = 1,
-            wait_time = "0s", visibility_timeout = "12h", handler_timeout = "12h",
+            wait_time = "0s", visibility_timeout = "12h", handler_timeout = "11h59m",
             heartbeat = "11h59m59s", retry_backoff = ("0s", "12h"),
         })
         .expect("valid");

@@ -112,7 +112,7 @@ use proc_macro::TokenStream;
 /// | `batch_size = 10` | 10 | 1 to 10: messages asked for per receive |
 /// | `wait_time = "20s"` | `"20s"` | `"0s"` to `"20s"`, whole seconds: the long poll |
 /// | `visibility_timeout = "2m"` | the queue's own | `"1s"` to `"12h"`, whole seconds: asked for on each receive |
-/// | `handler_timeout = "5m"` | none | above `"0s"`, at most `"12h"`; with `heartbeat = false`, shorter than `visibility_timeout` |
+/// | `handler_timeout = "5m"` | none | above `"0s"`, at most `"11h59m"` (heartbeats stop 1 m short of SQS's 12 h cap); with `heartbeat = false`, shorter than `visibility_timeout` |
 /// | `heartbeat = "20s"`, `false` or `true` | `true`: every half visibility timeout | an interval shorter than `visibility_timeout`; `false` never extends the visibility |
 /// | `retry_backoff = ("1s", "5m")` or `false` | `("1s", "5m")` | the first delay and the cap, base ≤ cap ≤ `"12h"`: a failed message becomes visible again after a jittered delay doubling per receive; `false` leaves it until its visibility timeout lapses |
 /// | `exit_after_empty_receives = 2` | none: the worker runs until shutdown | at least 1: run to completion, for a batch job (a standalone ECS task): the worker shuts down by itself once that many receives in a row came back empty while it held no message, and the run ends with `StopReason::Drained` (exit code 0) |

@@ -424,3 +424,32 @@ async fn a_group_waiting_for_a_slot_gets_it_before_a_poller() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn heartbeats_off_fail_the_start_on_a_fifo_queue_with_a_per_message_handler() {
+    let queue = fifo_queue("no-heartbeat.fifo");
+    fill(&queue, 1, 3);
+    let error = Worker::builder(queue.clone())
+        .heartbeat(spotq::Heartbeat::Off)
+        .handler(|_: Message| async {})
+        .run_until(sleep(Duration::from_secs(5)))
+        .await
+        .expect_err("a group's waiting messages would lapse");
+    assert!(
+        matches!(&error, spotq::Error::Config(config) if config.setting == "heartbeat"),
+        "{error}"
+    );
+    assert_eq!(queue.counts().visible, 3, "nothing received");
+    // A batch handler runs a receive's messages at once: no message waits behind another.
+    let report = Worker::builder(queue.clone())
+        .heartbeat(spotq::Heartbeat::Off)
+        .batch_handler(|_: Vec<Message>| async { BatchOutcome::Ack })
+        .run_until(async {
+            while queue.counts().total() > 0 {
+                sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("a batch handler may run without heartbeats");
+    assert_eq!(report.deleted, 3);
+}

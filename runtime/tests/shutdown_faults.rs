@@ -52,6 +52,45 @@ impl Intercept for NotCancelSafe {
     }
 }
 
+/// The embedded queue behind an endpoint that never answers a `GetQueueAttributes`.
+#[derive(Debug)]
+struct SilentAttributes(EmbeddedQueue);
+
+#[async_trait]
+impl Intercept for SilentAttributes {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.0
+    }
+
+    async fn attributes(&self) -> Result<spotq::backend::QueueAttributes, BackendError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_while_the_worker_starts_ends_the_start() {
+    let queue = queue("silent-start", secs(60));
+    queue.send("job");
+    let started = Instant::now();
+    let run = Worker::builder(Intercepted(SilentAttributes(queue.clone())))
+        .stop_timeout(secs(10))
+        .handler(|_: Message| async {})
+        .run_until(sleep(secs(3)));
+    // Ten minutes of virtual time: a start that waits on the silent call for ever fails
+    // here rather than hanging the test.
+    let report = tokio::time::timeout(secs(600), run)
+        .await
+        .expect("the shutdown ended the start")
+        .expect("a run stopped before it started is no error");
+    assert_eq!(started.elapsed(), secs(3), "out at the shutdown, not later");
+    assert_eq!(report.stop_reason, spotq::StopReason::Requested);
+    assert_eq!(report.received, 0);
+    assert_eq!(queue.stats().receive_calls, 0, "nothing was received");
+    assert_eq!(queue.counts().visible, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_grace_period_that_leaves_no_room_to_release_fails_at_start() {
     // As a new user would: SIGTERM to SIGKILL 4 s, handlers given 3.5 s of it.

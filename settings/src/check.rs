@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::duration::display;
 use crate::limits::{
-    MAX_BACKLOG_INTERVAL, MAX_BATCH, MAX_FLUSH_INTERVAL, MAX_RELEASE_JITTER, MAX_STOP_TIMEOUT,
-    MAX_VISIBILITY, MAX_WAIT, MIN_BACKLOG_INTERVAL, MIN_VISIBILITY,
+    MAX_BACKLOG_INTERVAL, MAX_BATCH, MAX_FLUSH_INTERVAL, MAX_HANDLER_TIMEOUT, MAX_RELEASE_JITTER,
+    MAX_STOP_TIMEOUT, MAX_VISIBILITY, MAX_WAIT, MIN_BACKLOG_INTERVAL, MIN_VISIBILITY,
 };
 
 /// A setting whose value is not allowed.
@@ -128,17 +128,37 @@ pub fn visibility_timeout(visibility: Duration) -> Result<(), Invalid> {
     )
 }
 
-/// `handler_timeout`: above 0, at most [`MAX_VISIBILITY`].
+/// `handler_timeout`: above 0, at most [`MAX_HANDLER_TIMEOUT`].
 pub fn handler_timeout(timeout: Duration) -> Result<(), Invalid> {
-    if timeout.is_zero() || timeout > MAX_VISIBILITY {
+    if timeout.is_zero() || timeout > MAX_HANDLER_TIMEOUT {
         return Err(Invalid::duration(
             "handler_timeout",
             timeout,
-            format!("above 0s and at most {}", display(MAX_VISIBILITY)),
+            format!("above 0s and at most {}", display(MAX_HANDLER_TIMEOUT)),
         )
-        .because("SQS lets a message be held at most 12h from its receive"));
+        .because(
+            "SQS lets a message be held at most 12h from its receive, and heartbeats stop \
+             1m short of that",
+        ));
     }
     Ok(())
+}
+
+/// `heartbeat` off on a FIFO queue whose messages run one at a time per group: refused.
+/// The messages of a group wait behind each other with their visibility clocks running
+/// from the receive, so without heartbeats a later message would lapse (and another
+/// consumer run the group) while an earlier one runs.
+pub fn heartbeat_off_with_fifo_groups() -> Result<(), Invalid> {
+    Err(Invalid::new(
+        "heartbeat",
+        "off",
+        "on (auto or an interval) on a FIFO queue (`fifo`, or a queue whose FifoQueue \
+         attribute is true) with a per-message handler",
+    )
+    .because(
+        "a group's messages wait behind each other; without heartbeats a waiting message's \
+         visibility lapses and another consumer runs the group out of order",
+    ))
 }
 
 /// `handler_timeout` where no heartbeat extends the visibility: shorter than the

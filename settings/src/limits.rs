@@ -11,6 +11,12 @@ pub const MAX_WAIT: Duration = Duration::from_secs(20);
 pub const MIN_VISIBILITY: Duration = Duration::from_secs(1);
 /// The longest visibility timeout SQS allows, counted from the receive.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 60 * 60);
+/// How far under [`MAX_VISIBILITY`] (counted from the receive) heartbeats and retries
+/// stay, so a call in flight never crosses the cap.
+pub const CAP_MARGIN: Duration = Duration::from_secs(60);
+/// The longest handler timeout: heartbeats stop [`CAP_MARGIN`] short of the 12 h cap, so
+/// a handler may not run past that.
+pub const MAX_HANDLER_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60 - 60);
 /// The longest ECS `stopTimeout`: the time between SIGTERM and SIGKILL.
 pub const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The longest a partial batch waits to fill.

@@ -22,6 +22,8 @@
 //! - `lost`: forwarded, then the queue's answer is dropped and the connection closed,
 //!   as when a response is lost on its way back: the queue did what was asked (a
 //!   receive took its messages), and the client sees a connection error;
+//! - `hang`: read and never answered nor forwarded, as an endpoint that accepts a
+//!   connection and goes silent: the call ends only by the client's own timeout;
 //! - `slow=MS`: forwarded after MS ms; a client that gives up meanwhile (closes the
 //!   connection) is never forwarded, so a late receive takes no message;
 //! - `partial`: forwarded, then some entries (about half, at least one) of a successful
@@ -39,8 +41,8 @@
 //! - `unlisted` (ECS `ListTasks`): forwarded, then the answer lists no task, as
 //!   `ListTasks` does for a moment after `RunTask`.
 //!
-//! `throttle`, `500`, `503`, `reset` and `no_spot` are answered without forwarding:
-//! the emulator never sees the request, so a faulted receive takes no message and a
+//! `throttle`, `500`, `503`, `reset` and `no_spot` are answered without forwarding, and
+//! `hang` is never answered: the emulator never sees the request, so a faulted receive takes no message and a
 //! faulted `RunTask` starts no task.
 //!
 //! `WHEN` is `N%` (seeded by `--seed`), `count=N` (the first N matching requests) or
@@ -212,6 +214,12 @@ impl Proxy {
                     self.count_fault(&action, "no_spot");
                     return Ok(full(protocol::no_spot_answer(tasks)));
                 }
+            }
+            Some(Fault::Hang) => {
+                // Accepted and read, never answered nor forwarded: the client's own
+                // timeout (or its going away, which drops this future) ends it.
+                self.count_fault(&action, "hang");
+                std::future::pending::<()>().await;
             }
             Some(Fault::Slow(delay)) => {
                 self.count_fault(&action, "slow");

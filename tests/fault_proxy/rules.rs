@@ -2,7 +2,7 @@
 //!
 //! - `ACTION`: an action name as the request names it (SQS's `ReceiveMessage`,
 //!   `DeleteMessageBatch`, …, ECS's `RunTask`, `ListTasks`) or `*` for every request.
-//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `lost`, `slow=MS`, `partial`, `no_spot`
+//! - `FAULT`: `throttle`, `500`, `503`, `reset`, `lost`, `hang`, `slow=MS`, `partial`, `no_spot`
 //!   (ECS `RunTask`) or `unlisted` (ECS `ListTasks`).
 //! - `WHEN`: `N%` (a rate, drawn from the seeded generator), `count=N` (the first N
 //!   requests the rule sees) or `always`.
@@ -27,6 +27,8 @@ pub enum Fault {
     Lost,
     /// Forwarded after this delay.
     Slow(Duration),
+    /// Never answered nor forwarded: the connection stays open, silent.
+    Hang,
     /// Forwarded; then some entries of a successful batch answer are reported failed.
     Partial,
     /// A `RunTask` asking for `FARGATE_SPOT` is answered, unforwarded, with every task
@@ -47,6 +49,7 @@ impl Fault {
             Self::Reset => "reset",
             Self::Lost => "lost",
             Self::Slow(_) => "slow",
+            Self::Hang => "hang",
             Self::Partial => "partial",
             Self::NoSpot => "no_spot",
             Self::Unlisted => "unlisted",
@@ -92,7 +95,7 @@ impl fmt::Display for RuleError {
         write!(
             f,
             "bad rule {:?}: {} (expected ACTION:FAULT:WHEN, FAULT one of throttle, 500, 503, \
-             reset, lost, slow=MS, partial, no_spot, unlisted; WHEN one of N%, count=N, always)",
+             reset, lost, hang, slow=MS, partial, no_spot, unlisted; WHEN one of N%, count=N, always)",
             self.rule, self.reason
         )
     }
@@ -128,6 +131,7 @@ impl std::str::FromStr for Rule {
             "503" => Fault::Status(503),
             "reset" => Fault::Reset,
             "lost" => Fault::Lost,
+            "hang" => Fault::Hang,
             "partial" => Fault::Partial,
             "no_spot" => Fault::NoSpot,
             "unlisted" => Fault::Unlisted,
@@ -258,6 +262,12 @@ mod tests {
                 When::Always,
             ),
             ("*:reset:100%", None, Fault::Reset, When::Rate(1.0)),
+            (
+                "GetQueueAttributes:hang:always",
+                Some("GetQueueAttributes"),
+                Fault::Hang,
+                When::Always,
+            ),
             (
                 "ReceiveMessage:lost:count=4",
                 Some("ReceiveMessage"),

@@ -37,8 +37,9 @@ pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex
 }
 
-/// The `MessageDeduplicationId` of the continuation of the message `message_id`, for a
-/// FIFO queue without content-based deduplication: the message id itself (an SQS
+/// The `MessageDeduplicationId` of the continuation of the message `message_id`, on
+/// every FIFO queue (with content-based deduplication too, which it overrides): the
+/// message id itself (an SQS
 /// message id is a UUID, a valid id), or its SHA-256 when it is not a valid id.
 ///
 /// It names the message, not the receive: when a message's continuation was sent but

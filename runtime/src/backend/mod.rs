@@ -25,6 +25,8 @@ pub(crate) mod fifo;
 mod intercept;
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 pub(crate) mod sdk_error;
+#[cfg(any(feature = "sqs", feature = "ecs"))]
+pub(crate) mod sdk_timeouts;
 #[cfg(feature = "sqs")]
 mod sqs;
 #[cfg(feature = "sqs")]
@@ -33,6 +35,9 @@ pub use sqs::SqsBackend;
 
 pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
 pub use intercept::{Intercept, Intercepted};
+#[cfg(any(feature = "sqs", feature = "ecs"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
+pub use sdk_timeouts::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 pub use spotq_settings::limits::{MAX_BATCH, MAX_VISIBILITY, MAX_WAIT};
 
 /// An opaque token that identifies one receive of one message.

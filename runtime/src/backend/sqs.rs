@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
 use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
@@ -12,6 +13,7 @@ use aws_sdk_sqs::types::{
 };
 
 use crate::backend::sdk_error::classify;
+use crate::backend::sdk_timeouts;
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MessageAttribute, QueueAttributes,
     QueueCounts, ReceiptHandle, ReceiveRequest, ReceivedMessage, RedrivePolicy, SendMessage,
@@ -24,22 +26,41 @@ use crate::error::BackendError;
 /// [`SqsBackend::from_env`] loads the standard AWS configuration chain (environment,
 /// profile, container and instance credentials; region), which honours
 /// `AWS_ENDPOINT_URL_SQS` and `AWS_ENDPOINT_URL` for a local endpoint.
+///
+/// Every call is bounded in time by the client's `TimeoutConfig`: the timeouts its
+/// configuration sets, and for those it leaves unset 10 s per attempt and 30 s per call
+/// ([`ATTEMPT_TIMEOUT`](crate::backend::ATTEMPT_TIMEOUT),
+/// [`OPERATION_TIMEOUT`](crate::backend::OPERATION_TIMEOUT)); a receive gets its long
+/// poll's wait on top of both. Set your own on the configuration the client is built
+/// from (`aws_config::defaults(..).timeout_config(..)`).
 #[derive(Clone, Debug)]
 pub struct SqsBackend {
     client: Client,
     queue_url: String,
     name: String,
+    /// The client's timeouts, for a long poll's to be derived from.
+    timeouts: TimeoutConfig,
 }
 
 impl SqsBackend {
-    /// Uses `client` for the queue at `queue_url`, without any call.
+    /// Uses `client` for the queue at `queue_url`, without any call; the client's calls
+    /// get spotq's default timeouts where its configuration sets none.
     pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
         let queue_url = queue_url.into();
         let name = queue_name(&queue_url).to_owned();
+        let timeouts = sdk_timeouts::with_defaults(client.config().timeout_config());
+        let client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .timeout_config(timeouts.clone())
+                .build(),
+        );
         Self {
             client,
             queue_url,
             name,
+            timeouts,
         }
     }
 
@@ -49,7 +70,10 @@ impl SqsBackend {
         if queue.starts_with("https://") || queue.starts_with("http://") {
             return Ok(Self::new(client, queue));
         }
-        let output = client
+        // Bounded like every later call: the URL is filled in once known.
+        let unresolved = Self::new(client, "");
+        let output = unresolved
+            .client
             .get_queue_url()
             .queue_name(queue)
             .send()
@@ -73,7 +97,11 @@ impl SqsBackend {
             code: "MissingQueueUrl".to_owned(),
             message: format!("no URL returned for queue {queue}"),
         })?;
-        Ok(Self::new(client, url))
+        Ok(Self {
+            queue_url: url.to_owned(),
+            name: queue_name(url).to_owned(),
+            ..unresolved
+        })
     }
 
     /// Loads the standard AWS configuration and connects to `queue` (URL or name).
@@ -112,7 +140,10 @@ impl Backend for SqsBackend {
         if let Some(visibility) = request.visibility_timeout {
             call = call.visibility_timeout(seconds_i32(whole_seconds(visibility)));
         }
+        let timeouts = sdk_timeouts::for_long_poll(&self.timeouts, request.wait_time);
         let output = call
+            .customize()
+            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts))
             .send()
             .await
             .map_err(|error| classify("ReceiveMessage", error))?;

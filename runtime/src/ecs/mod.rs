@@ -46,6 +46,7 @@ use hyper::{Method, Uri};
 use serde_json::Value;
 
 use crate::backend::sdk_error::classify;
+use crate::backend::sdk_timeouts;
 use crate::ecs::agent::{LocalHttp, base_uri_from, endpoint, excerpt};
 use crate::error::{BackendError, BoxError, ConfigError};
 
@@ -158,6 +159,18 @@ impl EcsError {
     }
 }
 
+/// `client` with spotq's default timeouts where its configuration sets none.
+fn bounded(client: Client) -> Client {
+    let timeouts = sdk_timeouts::with_defaults(client.config().timeout_config());
+    Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .timeout_config(timeouts)
+            .build(),
+    )
+}
+
 /// An ECS service whose running tasks share a queue. Cloning is cheap.
 #[derive(Clone, Debug)]
 pub struct EcsService {
@@ -168,10 +181,11 @@ pub struct EcsService {
 
 impl EcsService {
     /// Uses `client` for `service` (its name or ARN) in `cluster` (name or ARN), without
-    /// any call.
+    /// any call. Its calls are bounded in time as [`SqsBackend`](crate::SqsBackend)'s
+    /// are: the client's timeouts, spotq's defaults for those it leaves unset.
     pub fn new(client: Client, cluster: impl Into<String>, service: impl Into<String>) -> Self {
         Self {
-            client,
+            client: bounded(client),
             cluster: cluster.into(),
             service: service.into(),
         }
@@ -184,6 +198,7 @@ impl EcsService {
     ///
     /// Fails with [`EcsError::NotInService`] for a task no service started.
     pub async fn discover(client: Client, metadata_uri: &str) -> Result<Self, EcsError> {
+        let client = bounded(client);
         let endpoint = task_endpoint(metadata_uri)?;
         let metadata = read_metadata(endpoint).await?;
         let output = client

@@ -80,8 +80,8 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     /// queue's per-message handlers): then a receive asks for a whole batch on one slot,
     /// since one group's messages need one handler.
     #[doc(hidden)]
-    fn serial_groups(shared: &Shared<Self>) -> bool {
-        let _ = shared;
+    fn serial_groups(fifo: bool) -> bool {
+        let _ = fifo;
         false
     }
 
@@ -126,8 +126,8 @@ impl<H: Handler> Dispatch for PerMessage<H> {
         slots
     }
 
-    fn serial_groups(shared: &Shared<Self>) -> bool {
-        shared.fifo
+    fn serial_groups(fifo: bool) -> bool {
+        fifo
     }
 
     fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
@@ -431,7 +431,11 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
     if next.group_id.is_none() {
         next.group_id = delivery.group_id.clone();
     }
-    if shared.fifo && !shared.content_based_deduplication && next.deduplication_id.is_none() {
+    // Always named, content-based deduplication or not: an explicit id overrides the
+    // body's hash, so a continuation whose body equals an earlier message's (a job that
+    // checkpoints before progressing) is not dropped as that message's duplicate while
+    // its message is deleted.
+    if shared.fifo && next.deduplication_id.is_none() {
         next.deduplication_id = Some(continuation_deduplication_id(&delivery.message_id));
     }
     let sent = tokio::select! {

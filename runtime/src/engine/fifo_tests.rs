@@ -270,9 +270,9 @@ async fn a_fifo_queue_is_known_by_its_name_or_its_attribute() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn with_content_based_deduplication_a_continuation_is_deduplicated_by_its_body() {
+async fn with_content_based_deduplication_a_continuation_is_still_deduplicated_by_its_message() {
     let queue = fifo_queue("content.fifo", true);
-    queue
+    let first = queue
         .send_with(SendMessage::new("step-1").group_id("tenant-7"))
         .expect("accepted");
     let seen = hand_on_once(Observed::new(&queue, "content.fifo", true)).await;
@@ -281,8 +281,46 @@ async fn with_content_based_deduplication_a_continuation_is_deduplicated_by_its_
     assert_eq!(step_2.group.as_deref(), Some("tenant-7"));
     assert_eq!(
         step_2.deduplication_id.as_deref(),
-        Some(sha256_hex(b"step-2").as_str())
+        Some(first.as_str()),
+        "the message's id, not the body's SHA-256 ({})",
+        sha256_hex(b"step-2")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_content_based_deduplication_a_continuation_equal_to_its_message_is_not_dropped() {
+    let queue = fifo_queue("checkpoint.fifo", true);
+    queue
+        .send_with(SendMessage::new("checkpoint").group_id("g"))
+        .expect("accepted");
+    let log = Log::default();
+    let handler_log = Arc::clone(&log);
+    // A job that checkpoints before making progress: its continuation's body is the
+    // body of the message it continues. The second run acks.
+    let report = Worker::builder(Intercepted(Observed::new(&queue, "checkpoint.fifo", true)))
+        .handler(move |message: Message| {
+            record(&handler_log, &message);
+            let outcome = if seen(&handler_log).len() == 1 {
+                Outcome::Continue(SendMessage::new(message.body()))
+            } else {
+                Outcome::Ack
+            };
+            async move { outcome }
+        })
+        .run_until(logged(Arc::clone(&log), 2))
+        .await
+        .expect("worker runs");
+    let runs = seen(&log);
+    assert_eq!(
+        runs.iter()
+            .map(|seen| seen.body.as_str())
+            .collect::<Vec<_>>(),
+        ["checkpoint", "checkpoint"],
+        "the continuation was dropped as a duplicate of its message: {report:?}"
+    );
+    assert_ne!(runs[0].id, runs[1].id, "two messages, not one redelivered");
+    assert_eq!(queue.stats().deduplicated_sends, 0);
+    assert_eq!(queue.counts().total(), 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -93,7 +93,7 @@ impl<H: Dispatch> Engine<H> {
         let protection: Option<TaskProtection> = None;
         let attributes = preflight(&*backend).await?;
         let fifo = is_fifo(backend.name(), &attributes);
-        let resolved = config.resolve(attributes.visibility_timeout)?;
+        let resolved = config.resolve(attributes.visibility_timeout, H::serial_groups(fifo))?;
         let counters = Arc::new(Counters::default());
         let metrics = WorkerMetrics::register(
             backend.name(),
@@ -114,7 +114,6 @@ impl<H: Dispatch> Engine<H> {
             config,
             resolved,
             fifo,
-            content_based_deduplication: attributes.content_based_deduplication,
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
             shutdown: Arc::new(contract),

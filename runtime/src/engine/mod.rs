@@ -53,9 +53,6 @@ pub struct Shared<H> {
     /// Whether the queue is a FIFO queue (continuations keep their message's group;
     /// receives carry attempt ids).
     pub(crate) fifo: bool,
-    /// Whether a FIFO queue deduplicates by content; without it, a continuation is sent
-    /// with a deduplication id derived from its message.
-    pub(crate) content_based_deduplication: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) settler: Arc<Settler>,
     /// The bound on handlers in flight.

@@ -119,7 +119,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
     // The attempt id of a receive to send again (FIFO queues).
     let mut retry: Option<ReceiveAttemptId> = None;
     let beat = shared.health.as_ref().map(|health| health.poller());
-    let serial_groups = H::serial_groups(&shared);
+    let serial_groups = H::serial_groups(shared.fifo);
     loop {
         // Waiting for free slots is waiting for handlers, not being stuck.
         beat.iter().for_each(|beat| beat.waiting());

@@ -22,7 +22,7 @@
 //! worker holds.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -72,6 +72,9 @@ pub(crate) struct Settler {
     /// [`Holding`] of this count. (Deletes need none: they are never superseded, so the
     /// pending batch and `unsettled` count them exactly.)
     holding: Arc<AtomicUsize>,
+    /// Set by [`abandon`](Settler::abandon): what a call in flight answers later is not
+    /// counted again (it was counted as failed).
+    abandoned: AtomicBool,
     closed: CancellationToken,
     /// Batch calls in flight, and the timer task.
     calls: TaskTracker,
@@ -234,6 +237,7 @@ impl Settler {
             closed_at: std::sync::OnceLock::new(),
             unsettled: [AtomicU64::new(0), AtomicU64::new(0)],
             holding: Arc::new(AtomicUsize::new(0)),
+            abandoned: AtomicBool::new(false),
             closed: CancellationToken::new(),
             calls: TaskTracker::new(),
         });
@@ -373,6 +377,7 @@ impl Settler {
     /// Counts every entry not yet settled as failed: the worker gives up on them (its
     /// stop timeout is at hand). Their messages will be received again.
     pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
         let deletes = self.unsettled[0].swap(0, Ordering::AcqRel);
         let changes = self.unsettled[1].swap(0, Ordering::AcqRel);
         Counters::add(&self.counters.delete_failed, deletes);
@@ -609,6 +614,17 @@ impl Batch {
                 }
             }
             let result = self.call(backend).await;
+            if settler.abandoned.load(Ordering::Acquire) {
+                // Counted as failed when the worker gave up on it: counted once.
+                tracing::debug!(
+                    ok = result.is_ok(),
+                    "a batch call ended after the stop timeout"
+                );
+                if let Self::Change(changes) = &*self {
+                    settler.unclaim(changes, &vec![true; changes.len()]);
+                }
+                return;
+            }
             let retry = match &result {
                 Ok(results) => self.record(results, last, counters),
                 Err(error) if error.is_retryable() && !last => {
@@ -702,6 +718,51 @@ mod tests {
         settler.delete(handle);
         settler.close().await;
         assert_eq!(queue.counts().total(), 0, "the late delete was sent");
+    }
+
+    /// The embedded queue, with every delete batch taking 10 s to answer.
+    #[derive(Debug)]
+    struct SlowDeletes(EmbeddedQueue);
+
+    #[async_trait]
+    impl Intercept for SlowDeletes {
+        type Inner = EmbeddedQueue;
+
+        fn inner(&self) -> &EmbeddedQueue {
+            &self.0
+        }
+
+        async fn delete_batch(
+            &self,
+            handles: &[ReceiptHandle],
+        ) -> Result<Vec<EntryResult>, BackendError> {
+            sleep(Duration::from_secs(10)).await;
+            self.0.delete_batch(handles).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_answers_after_it_was_abandoned_is_counted_once() {
+        let queue = EmbeddedQueue::new("abandoned");
+        queue.send("a");
+        let handle = receive_one(&queue).await;
+        let counters = Arc::new(Counters::default());
+        let settler = Settler::start(
+            Arc::new(Intercepted(SlowDeletes(queue.clone()))),
+            Arc::clone(&counters),
+            Duration::from_millis(5),
+        );
+        settler.delete(handle);
+        sleep(Duration::from_secs(1)).await;
+        settler.abandon();
+        settler.close().await;
+        assert_eq!(queue.counts().total(), 0, "the call did go through");
+        let counted = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        assert_eq!(
+            (counted(&counters.deleted), counted(&counters.delete_failed)),
+            (0, 1),
+            "given up at the stop timeout: counted failed, once"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -44,6 +44,7 @@ use crate::backend::MAX_VISIBILITY;
 use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
 use crate::error::ConfigError;
+use spotq_settings::limits::CAP_MARGIN;
 
 /// How long cancelled handlers get to end (they are dropped at once; only one that
 /// blocks its thread takes longer) before the worker goes on without them.
@@ -59,9 +60,6 @@ pub const ROOM: Duration = RELEASE_WAIT
 /// The time kept for release, flush and exit by the default grace period, where the stop
 /// timeout is long enough to spare it.
 const DEFAULT_MARGIN: Duration = Duration::from_secs(5);
-/// How far under the 12 h visibility cap (counted from the receive) heartbeats and
-/// retries stay, so a call in flight never crosses it.
-const CAP_MARGIN: Duration = Duration::from_secs(60);
 
 /// The grace period for a stop timeout, checked against it: the one given, or by default
 /// the stop timeout less 5 s (less [`ROOM`] where that leaves too little, and never less

@@ -63,125 +63,127 @@ pub mod names {
 
 /// Every metric a worker publishes: name, kind, unit, help. The table in the docs is
 /// this list.
-pub(crate) const CATALOG: &[(&str, &str, Unit, &str)] = &[
+pub(crate) const CATALOG: &[(&str, &str, Option<Unit>, &str)] = &[
     (
         names::MESSAGES_RECEIVED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages received from the queue.",
     ),
     (
         names::MESSAGES_SUCCEEDED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Handlers that acknowledged their message.",
     ),
     (
         names::MESSAGES_FAILED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Handlers that failed, panicked or timed out.",
     ),
     (
         names::MESSAGES_RETRIED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages made visible again after a failure or a requested retry.",
     ),
     (
         names::MESSAGES_CONTINUED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages whose work was handed on in a new message.",
     ),
     (
         names::MESSAGES_RELEASED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages released unfinished at shutdown.",
     ),
     (
         names::MESSAGES_DELETED,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages deleted from the queue.",
     ),
     (
         names::DELETE_FAILURES,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Deletes that failed (the message will be received again).",
     ),
     (
         names::VISIBILITY_FAILURES,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Visibility changes that failed.",
     ),
     (
         names::STALE_RECEIPTS,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Deletes or visibility changes refused for a stale receipt handle.",
     ),
     (
         names::HEARTBEATS,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Visibility extensions of long-running handlers.",
     ),
     (
         names::RECEIVE_ERRORS,
         "counter",
-        Unit::Count,
+        Some(Unit::Count),
         "Receive calls that failed.",
     ),
     (
         names::HANDLER_DURATION_SECONDS,
         "histogram",
-        Unit::Seconds,
+        Some(Unit::Seconds),
         "Time from receive to the handler's outcome.",
     ),
     (
         names::MESSAGES_IN_FLIGHT,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or being settled).",
     ),
     (
         names::CONCURRENCY,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "Handlers allowed at once.",
     ),
     (
         names::UTILIZATION,
         "gauge",
-        Unit::Percent,
+        // A ratio (1 is every handler busy): no unit of `metrics` fits, and `Percent`
+        // would tell exporters to read 1 as 1 %.
+        None,
         "Messages held over concurrency: 1 when every handler is busy (more while FIFO messages wait behind their group's running one).",
     ),
     (
         names::QUEUE_MESSAGES_VISIBLE,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "ApproximateNumberOfMessages, from the backlog sampler.",
     ),
     (
         names::QUEUE_MESSAGES_NOT_VISIBLE,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "ApproximateNumberOfMessagesNotVisible, from the backlog sampler.",
     ),
     (
         names::QUEUE_MESSAGES_DELAYED,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "ApproximateNumberOfMessagesDelayed, from the backlog sampler.",
     ),
     (
         names::BACKLOG_PER_TASK,
         "gauge",
-        Unit::Count,
+        Some(Unit::Count),
         "(visible + not visible) / running tasks (at least 1); absent while the task count is unknown.",
     ),
 ];
@@ -203,10 +205,13 @@ pub(crate) struct WorkerMetrics {
 impl WorkerMetrics {
     pub(crate) fn register(queue: &str, worker: &str) -> Self {
         for (name, kind, unit, help) in CATALOG {
-            match *kind {
-                "counter" => metrics::describe_counter!(*name, *unit, *help),
-                "gauge" => metrics::describe_gauge!(*name, *unit, *help),
-                _ => metrics::describe_histogram!(*name, *unit, *help),
+            match (*kind, *unit) {
+                ("counter", Some(unit)) => metrics::describe_counter!(*name, unit, *help),
+                ("counter", None) => metrics::describe_counter!(*name, *help),
+                ("gauge", Some(unit)) => metrics::describe_gauge!(*name, unit, *help),
+                ("gauge", None) => metrics::describe_gauge!(*name, *help),
+                (_, Some(unit)) => metrics::describe_histogram!(*name, unit, *help),
+                (_, None) => metrics::describe_histogram!(*name, *help),
             }
         }
         let labels = [("queue", queue.to_owned()), ("worker", worker.to_owned())];
@@ -296,14 +301,20 @@ mod tests {
     use crate::backend::QueueCounts;
 
     #[test]
-    fn every_metric_is_in_the_readme_table() {
+    fn every_metric_is_in_the_readme_table_with_its_unit() {
         let readme = include_str!("../../../README.md");
-        for (name, kind, _, help) in CATALOG {
-            let start = format!("| `{name}` | {kind} |");
+        for (name, kind, unit, help) in CATALOG {
+            let unit = match unit {
+                Some(Unit::Count) => "count",
+                Some(Unit::Seconds) => "seconds",
+                None => "ratio",
+                Some(other) => panic!("{name}: no README word for {other:?}"),
+            };
+            let start = format!("| `{name}` | {kind} | {unit} |");
             let row = readme
                 .lines()
                 .find(|line| line.starts_with(&start))
-                .unwrap_or_else(|| panic!("README has no row for {name}"));
+                .unwrap_or_else(|| panic!("README has no row starting {start}"));
             assert!(
                 row.ends_with(&format!("| {help} |")),
                 "README's {name}: {row}"

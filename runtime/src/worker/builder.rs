@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::shutdown::{ShutdownHandle, StopReason};
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::health::Health;
-use crate::telemetry::stats::RunReport;
+use crate::telemetry::stats::{Counters, RunReport};
 use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig, config_setters};
 
 /// A queue consumer: pollers, a handler, and the settings that bind them.
@@ -255,21 +255,38 @@ impl<H: Dispatch> Worker<H> {
         shutdown: impl Future<Output = StopReason>,
         immediate: impl Future<Output = StopReason>,
     ) -> Result<RunReport, Error> {
-        let engine = Engine::start(Setup {
+        let started = tokio::time::Instant::now();
+        let start = Engine::start(Setup {
             backend: self.backend,
             config: self.config,
             handler: self.handler,
             health: self.health,
             emf: self.emf,
-        })
-        .await?;
-        tokio::pin!(immediate);
+        });
+        tokio::pin!(shutdown, immediate, start);
+        // A shutdown while the engine starts (its preflight may wait out retries and call
+        // timeouts) ends the start: nothing has been received yet, so nothing is held.
+        let engine = tokio::select! {
+            biased;
+            engine = &mut start => engine?,
+            reason = &mut shutdown => return Ok(stopped_while_starting(started, reason)),
+            reason = &mut immediate => return Ok(stopped_while_starting(started, reason)),
+        };
         // `immediate` may already have fired (and must not be polled again).
         let (reason, now) = tokio::select! {
-            reason = shutdown => (reason, false),
+            reason = &mut shutdown => (reason, false),
             reason = &mut immediate => (reason, true),
             reason = engine.ended() => (reason, false),
         };
         Ok(engine.stop(reason, now, immediate).await)
     }
+}
+
+/// The report of a run whose shutdown began before its engine had started.
+fn stopped_while_starting(started: tokio::time::Instant, reason: StopReason) -> RunReport {
+    tracing::info!(
+        ?reason,
+        "shutdown began while the worker was starting; nothing was received"
+    );
+    Counters::default().report(started.elapsed(), reason)
 }

@@ -253,7 +253,13 @@ impl WorkerConfig {
     }
 
     /// The settings that depend on the queue's own visibility timeout, resolved and checked.
-    pub(crate) fn resolve(&self, queue_visibility: Duration) -> Result<Resolved, ConfigError> {
+    /// `serial_groups`: the messages of a FIFO group run one after another (a FIFO queue
+    /// with a per-message handler), which needs heartbeats.
+    pub(crate) fn resolve(
+        &self,
+        queue_visibility: Duration,
+        serial_groups: bool,
+    ) -> Result<Resolved, ConfigError> {
         self.validate()?;
         let visibility = match self.visibility_timeout {
             Some(visibility) => visibility,
@@ -273,6 +279,9 @@ impl WorkerConfig {
                 Some(interval)
             }
         };
+        if heartbeat.is_none() && serial_groups {
+            check::heartbeat_off_with_fifo_groups()?;
+        }
         if let (Some(timeout), None) = (self.handler_timeout, heartbeat) {
             check::handler_timeout_without_heartbeat(timeout, visibility)?;
         }
@@ -314,7 +323,7 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         let resolved = WorkerConfig::default()
-            .resolve(Duration::from_secs(30))
+            .resolve(Duration::from_secs(30), false)
             .expect("defaults are valid");
         assert_eq!(resolved.heartbeat, Some(Duration::from_secs(15)));
         assert_eq!(resolved.pollers, 2);
@@ -516,7 +525,7 @@ mod tests {
     #[test]
     fn the_queue_s_own_visibility_timeout_is_checked_at_start() {
         let error = WorkerConfig::default()
-            .resolve(Duration::ZERO)
+            .resolve(Duration::ZERO, false)
             .expect_err("a visibility timeout of 0");
         assert_eq!(error.setting, "queue VisibilityTimeout");
         assert!(error.allowed.starts_with("1s to 12h"), "{error}");
@@ -530,7 +539,7 @@ mod tests {
             ..WorkerConfig::default()
         };
         let error = config
-            .resolve(Duration::from_secs(30))
+            .resolve(Duration::from_secs(30), false)
             .expect_err("heartbeat too long");
         assert_eq!(error.setting, "heartbeat");
         assert!(
@@ -549,13 +558,34 @@ mod tests {
             ..WorkerConfig::default()
         };
         let error = config
-            .resolve(Duration::from_secs(30))
+            .resolve(Duration::from_secs(30), false)
             .expect_err("timeout too long");
         assert_eq!(error.setting, "handler_timeout");
         let with_heartbeat = WorkerConfig {
             heartbeat: Heartbeat::Auto,
             ..config
         };
-        assert!(with_heartbeat.resolve(Duration::from_secs(30)).is_ok());
+        assert!(
+            with_heartbeat
+                .resolve(Duration::from_secs(30), false)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn heartbeat_off_is_refused_where_fifo_groups_run_one_message_at_a_time() {
+        let off = WorkerConfig {
+            heartbeat: Heartbeat::Off,
+            ..WorkerConfig::default()
+        };
+        let error = off
+            .resolve(Duration::from_secs(30), true)
+            .expect_err("a group's waiting messages would lapse");
+        assert_eq!(error.setting, "heartbeat");
+        assert!(error.to_string().contains("FIFO"), "{error}");
+        // A standard queue, or a batch handler on a FIFO queue, may run without.
+        assert!(off.resolve(Duration::from_secs(30), false).is_ok());
+        let auto = WorkerConfig::default();
+        assert!(auto.resolve(Duration::from_secs(30), true).is_ok());
     }
 }

@@ -15,7 +15,7 @@ fn named(result: Result<(), Invalid>) -> Option<&'static str> {
 
 #[test]
 fn each_limit_is_allowed_and_one_past_it_is_not() {
-    let cases: [(Result<(), Invalid>, Option<&str>); 38] = [
+    let cases: [(Result<(), Invalid>, Option<&str>); 39] = [
         (concurrency(1), None),
         (concurrency(0), Some("concurrency")),
         (pollers(1, 1), None),
@@ -39,12 +39,14 @@ fn each_limit_is_allowed_and_one_past_it_is_not() {
         ),
         (visibility_timeout(ms(1_500)), Some("visibility_timeout")),
         (handler_timeout(ms(1)), None),
-        (handler_timeout(MAX_VISIBILITY), None),
+        (handler_timeout(MAX_HANDLER_TIMEOUT), None),
         (handler_timeout(Duration::ZERO), Some("handler_timeout")),
         (
-            handler_timeout(MAX_VISIBILITY + ms(1)),
+            handler_timeout(MAX_HANDLER_TIMEOUT + ms(1)),
             Some("handler_timeout"),
         ),
+        // Heartbeats stop a minute short of the cap: the handler must too.
+        (handler_timeout(MAX_VISIBILITY), Some("handler_timeout")),
         (heartbeat(ms(1), None), None),
         (heartbeat(Duration::ZERO, None), Some("heartbeat")),
         (retry_backoff(Duration::ZERO, MAX_VISIBILITY), None),

@@ -28,7 +28,7 @@ async fn handle(body: String) {
 #[spotq::worker(
     queue = "slow",
     visibility_timeout = "12h",
-    handler_timeout = "11h59m59s",
+    handler_timeout = "11h59m",
     heartbeat = false,
     retry_backoff = false,
     wait_time = "0s",
@@ -70,7 +70,7 @@ fn main() {
     let spec = slow_worker();
     let config = spec.config();
     assert_eq!(config.visibility_timeout, Some(Duration::from_secs(12 * 3600)));
-    assert_eq!(config.handler_timeout, Some(Duration::from_secs(12 * 3600 - 1)));
+    assert_eq!(config.handler_timeout, Some(Duration::from_secs(12 * 3600 - 60)));
     assert_eq!(config.heartbeat, Heartbeat::Off);
     assert_eq!(config.retry, RetryPolicy::VisibilityTimeout);
     assert_eq!(config.wait_time, Duration::ZERO);
