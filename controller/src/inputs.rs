@@ -105,7 +105,8 @@ impl QueueSource for SqsQueue {
 }
 
 /// The figures of one worker process's `/metrics`: what throughput is measured from, and
-/// the messages it holds. Each is summed over the workers of the process.
+/// the messages it holds. Each is summed over the process's workers of one queue (the
+/// series whose `queue` label is its name), or of every queue it works.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WorkerSample {
     /// `spotq_handler_duration_seconds_sum` (0 before a handler has finished).
@@ -119,10 +120,12 @@ pub struct WorkerSample {
 }
 
 impl WorkerSample {
-    /// Reads the sample from a Prometheus text exposition; `None` when the concurrency
-    /// or the messages held are missing (not a spotq worker, or not started: a worker
-    /// publishes both from its start).
-    pub fn parse(text: &str) -> Option<Self> {
+    /// Reads the sample of the workers of `queue` (a queue's name, as the runtime labels
+    /// its series: `queue="orders"`), or with `None` of every queue, from a Prometheus
+    /// text exposition; `None` when the concurrency or the messages held are missing
+    /// (not a spotq worker, no worker of that queue, or not started: a worker publishes
+    /// both from its start).
+    pub fn parse(text: &str, queue: Option<&str>) -> Option<Self> {
         let mut sample = Self::default();
         let (mut has_held, mut has_concurrency) = (false, false);
         for line in text.lines() {
@@ -135,7 +138,13 @@ impl WorkerSample {
             let Ok(value) = value.trim().parse::<f64>() else {
                 continue;
             };
-            let name = series.split('{').next().unwrap_or(series).trim();
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let name = name.trim();
+            if let Some(queue) = queue
+                && label(labels, "queue").as_deref() != Some(queue)
+            {
+                continue;
+            }
             // The handler duration is a summary: its `_sum` and `_count` series.
             let duration_series = name.strip_prefix(metric_names::HANDLER_DURATION_SECONDS);
             match duration_series {
@@ -170,6 +179,32 @@ impl WorkerSample {
         })?;
         let rate = self.concurrency / mean;
         (rate.is_finite() && rate > 0.0).then_some(rate)
+    }
+}
+
+/// The value of the label `key` in a series' labels (`queue="orders",worker="w"}`, the
+/// text after `{`), unescaped; `None` if it has no such label.
+fn label(labels: &str, key: &str) -> Option<String> {
+    let mut rest = labels;
+    loop {
+        let (name, after) = rest.split_once('=')?;
+        let quoted = after.trim_start().strip_prefix('"')?;
+        let mut chars = quoted.char_indices();
+        let mut value = String::new();
+        let end = loop {
+            match chars.next()? {
+                (index, '"') => break index,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                (_, other) => value.push(other),
+            }
+        };
+        if name.trim() == key {
+            return Some(value);
+        }
+        rest = quoted[end + 1..].trim_start().strip_prefix(',')?;
     }
 }
 
@@ -313,25 +348,38 @@ fn private_ipv4(task: &Task) -> Option<&str> {
 }
 
 /// Reads the `/metrics` of a binding's workers: their per-task throughput and the
-/// messages they hold.
+/// messages they hold, from the series of the binding's queue ([`WorkerProbe::for_queue`]).
 #[derive(Debug)]
 pub struct WorkerProbe {
     binding: String,
     addresses: WorkerAddresses,
+    queue: Option<String>,
     client: Client<HttpConnector, Empty<Bytes>>,
     previous: HashMap<String, WorkerSample>,
 }
 
 impl WorkerProbe {
     /// A probe of the workers at `addresses`, for the binding named `binding` (in logs
-    /// and metric labels).
+    /// and metric labels). It sums the series of every queue a worker process works:
+    /// [`for_queue`](Self::for_queue) reads one queue's.
     pub fn new(binding: impl Into<String>, addresses: WorkerAddresses) -> Self {
         Self {
             binding: binding.into(),
             addresses,
+            queue: None,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             previous: HashMap::new(),
         }
+    }
+
+    /// Reads only the series of `queue`, a queue's name (the runtime's `queue` label): a
+    /// process may run workers of several queues, and another queue's messages held or
+    /// throughput are not this binding's. A process with no worker of `queue` counts as
+    /// a worker that could not be read.
+    #[must_use]
+    pub fn for_queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
     }
 
     /// Scrapes every worker at once. A worker that does not answer is skipped for the
@@ -360,7 +408,7 @@ impl WorkerProbe {
             match scraped {
                 Ok(Some(sample)) => read.push((url, Some(sample))),
                 Ok(None) => {
-                    tracing::debug!(%url, "no spotq worker figures at this URL");
+                    tracing::debug!(%url, queue = ?self.queue, "no spotq worker figures at this URL");
                     read.push((url, None));
                 }
                 Err(error) => {
@@ -394,7 +442,10 @@ impl WorkerProbe {
                 .await
                 .map_err(|error| error.to_string())?
                 .to_bytes();
-            Ok(WorkerSample::parse(&String::from_utf8_lossy(&body)))
+            Ok(WorkerSample::parse(
+                &String::from_utf8_lossy(&body),
+                self.queue.as_deref(),
+            ))
         };
         tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
             .await
@@ -452,7 +503,7 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
 
     #[test]
     fn a_worker_s_metrics_give_its_throughput_when_busy() {
-        let sample = WorkerSample::parse(METRICS).expect("a spotq worker");
+        let sample = WorkerSample::parse(METRICS, None).expect("a spotq worker");
         assert_eq!(
             sample,
             WorkerSample {
@@ -482,7 +533,7 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
             .throughput_since(None),
             None
         );
-        assert_eq!(WorkerSample::parse("up 1\n"), None);
+        assert_eq!(WorkerSample::parse("up 1\n", None), None);
     }
 
     #[test]
@@ -491,8 +542,45 @@ spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 3
 spotq_concurrency{queue=\"jobs\",worker=\"jobs\"} 8
 spotq_messages_in_flight{queue=\"jobs\",worker=\"jobs\"} 0
 ";
-        let sample = WorkerSample::parse(fresh).expect("a spotq worker");
+        let sample = WorkerSample::parse(fresh, None).expect("a spotq worker");
         assert_eq!((sample.held, sample.throughput_since(None)), (0.0, None));
+    }
+
+    #[test]
+    fn a_process_s_figures_are_those_of_the_queue_asked_for() {
+        let two = format!(
+            "{METRICS}\
+spotq_concurrency{{queue=\"other, \\\"odd\\\" = name\",worker=\"o\"}} 2
+spotq_messages_in_flight{{worker=\"o\",queue=\"other, \\\"odd\\\" = name\"}} 5
+spotq_messages_in_flight{{queue=\"jobs.fifo\",worker=\"f\"}} 7
+spotq_concurrency{{queue=\"jobs.fifo\",worker=\"f\"}} 1
+"
+        );
+        let jobs = WorkerSample::parse(&two, Some("jobs")).expect("a worker of jobs");
+        assert_eq!((jobs.held, jobs.concurrency), (3.0, 8.0));
+        assert_eq!(jobs.throughput_since(None), Some(16.0));
+        let other = WorkerSample::parse(&two, Some("other, \"odd\" = name")).expect("escaped");
+        assert_eq!((other.held, other.concurrency), (5.0, 2.0));
+        assert_eq!(other.throughput_since(None), None, "nothing handled");
+        let all = WorkerSample::parse(&two, None).expect("every queue");
+        assert_eq!((all.held, all.concurrency), (15.0, 11.0));
+        assert_eq!(
+            WorkerSample::parse(&two, Some("job")),
+            None,
+            "no worker of it"
+        );
+
+        assert_eq!(
+            label("queue=\"a\",worker=\"b\"}", "worker").as_deref(),
+            Some("b")
+        );
+        assert_eq!(
+            label("queue=\"a\\\\b\\nc\"}", "queue").as_deref(),
+            Some("a\\b\nc")
+        );
+        assert_eq!(label("worker=\"b\"}", "queue"), None);
+        assert_eq!(label("", "queue"), None);
+        assert_eq!(label("queue=unquoted}", "queue"), None);
     }
 
     #[test]

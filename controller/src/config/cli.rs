@@ -158,7 +158,8 @@ impl JobFlags {
 }
 
 /// Binding settings as flags: for the binding given by flags, and the defaults of the
-/// bindings in the file.
+/// bindings in the file (`--metrics-url` only for one binding: a list of workers is one
+/// binding's).
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct ScalingFlags {
     /// The fewest tasks [default: 0].
@@ -211,8 +212,9 @@ pub struct ScalingFlags {
     /// [default: 0.1].
     #[arg(long, env = "SPOTQ_CONTROLLER_TOLERANCE")]
     pub tolerance: Option<f64>,
-    /// A worker's `/metrics` URL to measure throughput from (repeat, or separate with
-    /// commas).
+    /// A worker's `/metrics` URL to measure throughput and messages held from (repeat,
+    /// or separate with commas); the workers of one binding only: refused when more than
+    /// one binding (or none) would read them.
     #[arg(
         long = "metrics-url",
         env = "SPOTQ_CONTROLLER_METRICS_URLS",

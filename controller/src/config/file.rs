@@ -23,7 +23,8 @@ pub(super) struct FileConfig {
     pub(super) bindings: Vec<FileBinding>,
 }
 
-/// A `[[binding]]` entry, or the `[defaults]` of them all.
+/// A `[[binding]]` entry, or the `[defaults]` of them all (where `resolve` refuses a
+/// binding's own `queue`, `name`, `service`, `local` and `job`).
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileBinding {

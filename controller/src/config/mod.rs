@@ -6,6 +6,15 @@
 //! default. `--queue` with `--cluster` and `--service` (or `--local-command`, or
 //! `--job-*` flags) adds one binding to those of the file.
 //!
+//! `[defaults]` takes the scaling settings, `metrics_port` and `cluster` (the cluster of
+//! every service or job binding that names none; local processes have none). A
+//! binding's `queue`, `name` and `service`, and its `[binding.local]` and
+//! `[binding.job]` tables, are its own: `[defaults]` refuses them. A list of workers is
+//! one binding's: `metrics_urls` in `[defaults]` (or `--metrics-url`) is refused unless
+//! exactly one binding takes it (the others have their own, or are job bindings). Two
+//! bindings on one ECS service (by name or ARN) are refused: they would fight over its
+//! desired count.
+//!
 //! ```toml
 //! http_addr = "0.0.0.0:9090"
 //!
@@ -138,7 +147,8 @@ pub struct Binding {
     pub policy: Policy,
     /// How often to read the queue and the target.
     pub poll_interval: Duration,
-    /// Workers' `/metrics` URLs to read (per-task throughput, messages held).
+    /// Workers' `/metrics` URLs to read (per-task throughput, messages held), of which
+    /// the series of the binding's queue are read.
     pub metrics_urls: Vec<String>,
     /// For an ECS service: the port its tasks' workers serve `/metrics` on, read at each
     /// task's private address (instead of `metrics_urls`).
@@ -269,10 +279,10 @@ impl Config {
         };
         let http_addr = resolve::http_addr(cli.http_addr, file.http_addr.as_deref())?;
         resolve::check_defaults(&file.defaults)?;
-        let mut bindings = Vec::new();
+        let mut resolved = Vec::new();
         for (index, entry) in file.bindings.iter().enumerate() {
             let prefix = format!("binding[{index}]");
-            bindings.push(resolve::binding(
+            resolved.push(resolve::binding(
                 &prefix,
                 entry,
                 &cli.scaling,
@@ -281,7 +291,7 @@ impl Config {
             )?);
         }
         if let Some((entry, local)) = cli.binding()? {
-            bindings.push(resolve::binding(
+            resolved.push(resolve::binding(
                 "",
                 &entry,
                 &cli.scaling,
@@ -289,11 +299,14 @@ impl Config {
                 local,
             )?);
         }
-        resolve::check_bindings(&bindings)?;
+        resolve::check_bindings(&resolved, &cli.scaling, &file.defaults)?;
         Ok(Self {
             http_addr,
             dry_run: cli.dry_run || file.dry_run.unwrap_or(false),
-            bindings,
+            bindings: resolved
+                .into_iter()
+                .map(|resolved| resolved.binding)
+                .collect(),
         })
     }
 }

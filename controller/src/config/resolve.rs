@@ -1,8 +1,9 @@
 //! Precedence and checks: each binding setting from the binding's entry, then the
 //! flags, then the file's `[defaults]`, then the built-in default; a value out of range
-//! fails naming where it was given.
+//! fails naming where it was given. Across bindings: distinct names, one binding per
+//! ECS service, and a shared list of workers for one binding only.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -28,12 +29,43 @@ impl Sources<'_> {
     /// How an error names a setting: `--max-step` for the flags' binding,
     /// `binding[1].max_step` for an entry of the file.
     fn setting(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            format!("--{}", name.replace(['_', '.'], "-"))
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
+        setting(self.prefix, name)
     }
+}
+
+/// How an error names the setting `name` of the binding `prefix` (`binding[N]`, or
+/// empty for the binding given by flags).
+fn setting(prefix: &str, name: &str) -> String {
+    match (prefix, name) {
+        ("", METRICS_URLS) => METRICS_URL_FLAG.to_owned(),
+        ("", _) => format!("--{}", name.replace(['_', '.'], "-")),
+        _ => format!("{prefix}.{name}"),
+    }
+}
+
+/// How errors name a binding: `binding[N]`, or the one given by flags.
+fn binding_called(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "the binding given by flags"
+    } else {
+        prefix
+    }
+}
+
+const METRICS_URLS: &str = "metrics_urls";
+/// The flag of `metrics_urls` (one URL a flag, repeated).
+const METRICS_URL_FLAG: &str = "--metrics-url";
+/// `metrics_urls` in the file's `[defaults]`.
+const DEFAULT_METRICS_URLS: &str = "defaults.metrics_urls";
+
+/// A binding, checked on its own, with what the checks across bindings need.
+pub(super) struct Resolved {
+    /// `binding[N]` for an entry of the file; empty for the binding given by flags.
+    pub(super) prefix: String,
+    pub(super) binding: Binding,
+    /// The list of workers the binding took from `--metrics-url` or
+    /// `defaults.metrics_urls` (settings every binding may take), if it did.
+    pub(super) shared_metrics_urls: Option<&'static str>,
 }
 
 /// One binding setting, with the name to report it by.
@@ -103,22 +135,56 @@ pub(super) fn http_addr(
     }
 }
 
-/// The checks of the file's `[defaults]`: a binding is a job binding by its own
-/// `[binding.job]` table, never by default.
+/// The checks of the file's `[defaults]`: of a binding's own settings (what it reads
+/// and what it scales), only `cluster` has a default; `queue`, `name` and `service` would
+/// be every binding's, and a binding runs local processes or job tasks by its own
+/// `[binding.local]` or `[binding.job]` table, never by default.
 pub(super) fn check_defaults(defaults: &FileBinding) -> Result<(), ConfigError> {
-    if defaults.job.is_some() {
-        return Err(ConfigError::new(
+    let own = [
+        (
+            "defaults.queue",
+            defaults.queue.is_some(),
+            "each binding names its own queue",
+        ),
+        (
+            "defaults.name",
+            defaults.name.is_some(),
+            "each binding has its own name (by default its queue's name)",
+        ),
+        (
+            "defaults.service",
+            defaults.service.is_some(),
+            "each binding names its own service: two bindings on one service would fight \
+             over its desired count",
+        ),
+        (
+            "defaults.local",
+            defaults.local.is_some(),
+            "a binding runs local processes by its own [binding.local] table, not by default",
+        ),
+        (
             "defaults.job",
+            defaults.job.is_some(),
             "a binding is a job binding by its own [binding.job] table, not by default",
-        ));
+        ),
+    ];
+    match own.into_iter().find(|(_, given, _)| *given) {
+        Some((setting, _, message)) => Err(ConfigError::new(setting, message)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// The checks across bindings: there is at least one, and no two share a name (it
-/// labels their logs and metrics, and a job binding's tasks: `startedBy`).
-pub(super) fn check_bindings(bindings: &[Binding]) -> Result<(), ConfigError> {
-    if bindings.is_empty() {
+/// The checks across bindings: there is at least one, no two share a name (it labels
+/// their logs and metrics, and a job binding's tasks: `startedBy`), no two set one ECS
+/// service's desired count (they would fight: the idle one at zero, the busy one
+/// waking), and a list of workers from `--metrics-url` or `defaults.metrics_urls` is
+/// one binding's (a list given that no binding takes is refused too).
+pub(super) fn check_bindings(
+    resolved: &[Resolved],
+    flags: &ScalingFlags,
+    defaults: &FileBinding,
+) -> Result<(), ConfigError> {
+    if resolved.is_empty() {
         return Err(ConfigError::new(
             "--queue",
             "no binding: give --queue with --cluster and --service (or --local-command), \
@@ -126,15 +192,78 @@ pub(super) fn check_bindings(bindings: &[Binding]) -> Result<(), ConfigError> {
         ));
     }
     let mut names = BTreeSet::new();
-    for (index, binding) in bindings.iter().enumerate() {
+    for Resolved {
+        prefix, binding, ..
+    } in resolved
+    {
         if !names.insert(binding.name.as_str()) {
             return Err(ConfigError::new(
-                format!("binding[{index}].name"),
+                setting(prefix, "name"),
                 format!("{:?} names two bindings; give each a `name`", binding.name),
             ));
         }
     }
+    let mut services = BTreeMap::new();
+    for Resolved {
+        prefix, binding, ..
+    } in resolved
+    {
+        let TargetConfig::Ecs { cluster, service } = &binding.target else {
+            continue;
+        };
+        let key = (ecs_name(cluster), ecs_name(service));
+        if let Some((first_prefix, first)) = services.insert(key, (prefix, binding)) {
+            return Err(ConfigError::new(
+                setting(prefix, "service"),
+                format!(
+                    "{} ({:?}) scales service {:?} of cluster {:?} already: with {:?} too, the \
+                     two would fight over its desired count (one decides 0, the other wakes \
+                     it); give a service one binding",
+                    binding_called(first_prefix),
+                    first.name,
+                    key.1,
+                    key.0,
+                    binding.name,
+                ),
+            ));
+        }
+    }
+    let shared_lists = [
+        (METRICS_URL_FLAG, !flags.metrics_urls.is_empty()),
+        (DEFAULT_METRICS_URLS, defaults.metrics_urls.is_some()),
+    ];
+    for (shared, given) in shared_lists {
+        let takers: Vec<&str> = resolved
+            .iter()
+            .filter(|resolved| resolved.shared_metrics_urls == Some(shared))
+            .map(|resolved| resolved.binding.name.as_str())
+            .collect();
+        if given && takers.is_empty() {
+            return Err(ConfigError::new(
+                shared,
+                "no binding reads these workers: each has its own `metrics_urls` or is a \
+                 job binding (which reads no workers)",
+            ));
+        }
+        if takers.len() > 1 {
+            return Err(ConfigError::new(
+                shared,
+                format!(
+                    "one list of workers for {} bindings ({takers:?}): the workers of one \
+                     binding are not another's; give each binding its own `metrics_urls` \
+                     (or an ECS service `metrics_port`)",
+                    takers.len()
+                ),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// An ECS cluster's or service's name: the last part of an ARN
+/// (`arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME`), or the name itself.
+fn ecs_name(name_or_arn: &str) -> &str {
+    name_or_arn.rsplit('/').next().unwrap_or(name_or_arn)
 }
 
 /// One binding from its entry, the flags and the file's defaults, checked.
@@ -144,7 +273,7 @@ pub(super) fn binding(
     flags: &ScalingFlags,
     defaults: &FileBinding,
     local_from_flags: Option<LocalConfig>,
-) -> Result<Binding, ConfigError> {
+) -> Result<Resolved, ConfigError> {
     let sources = Sources {
         prefix,
         entry,
@@ -173,22 +302,28 @@ pub(super) fn binding(
         target: sizing,
         ..pace(&sources)?
     };
-    let metrics_urls = metrics_urls(&sources)?;
+    let (metrics_urls, shared_metrics_urls) = metrics_urls(&sources, &target)?;
     let metrics_port = metrics_port(&sources, &target, &metrics_urls)?;
-    Ok(Binding {
-        name,
-        queue,
-        target,
-        policy,
-        poll_interval,
-        metrics_urls,
-        metrics_port,
+    Ok(Resolved {
+        prefix: prefix.to_owned(),
+        binding: Binding {
+            name,
+            queue,
+            target,
+            policy,
+            poll_interval,
+            metrics_urls,
+            metrics_port,
+        },
+        shared_metrics_urls,
     })
 }
 
 /// What the binding scales: an ECS service (cluster and service), local processes
 /// (the entry's `[binding.local]`, or the flags' `--local-command`), or, with a
-/// `[binding.job]` table (or `--job-*` flags), job tasks in either place.
+/// `[binding.job]` table (or `--job-*` flags), job tasks in either place. A binding
+/// without local processes and without a `cluster` of its own takes the `cluster` of
+/// the file's `[defaults]`.
 fn target(
     sources: &Sources<'_>,
     local_from_flags: Option<LocalConfig>,
@@ -208,10 +343,15 @@ fn target(
         }
         (None, local) => local,
     };
+    let cluster = match (&entry.cluster, &local) {
+        (Some(cluster), _) => Some(cluster),
+        (None, None) => sources.defaults.cluster.as_ref(),
+        (None, Some(_)) => None,
+    };
     if let Some(job) = &entry.job {
-        return job_target(sources, job, local);
+        return job_target(sources, job, cluster, local);
     }
-    match (&entry.cluster, &entry.service, local) {
+    match (cluster, &entry.service, local) {
         (None, None, Some(local)) => {
             check_local(sources, &local)?;
             Ok(TargetConfig::Local(local))
@@ -261,6 +401,7 @@ fn check_local(sources: &Sources<'_>, local: &LocalConfig) -> Result<(), ConfigE
 fn job_target(
     sources: &Sources<'_>,
     job: &FileJob,
+    cluster: Option<&String>,
     local: Option<LocalConfig>,
 ) -> Result<TargetConfig, ConfigError> {
     let entry = sources.entry;
@@ -287,7 +428,7 @@ fn job_target(
             "must be more than 0: a task ECS does not list yet would be started again",
         ));
     }
-    let runner = match (local, &entry.cluster) {
+    let runner = match (local, cluster) {
         (Some(local), None) => {
             check_local(sources, &local)?;
             if let Some((name, _)) = job.ecs_settings().into_iter().find(|(_, given)| *given) {
@@ -582,26 +723,40 @@ fn pace(sources: &Sources<'_>) -> Result<Policy, ConfigError> {
     })
 }
 
-/// Workers' `/metrics` URLs: the entry's list, else the flags', else the defaults';
-/// each an `http://` URL.
-fn metrics_urls(sources: &Sources<'_>) -> Result<Vec<String>, ConfigError> {
+/// Workers' `/metrics` URLs: the entry's list, else the flags', else the defaults'
+/// (with where a shared list came from, for [`check_bindings`]); each an `http://` URL.
+/// A job binding reads no workers: it takes no shared list (its entry's own is refused).
+fn metrics_urls(
+    sources: &Sources<'_>,
+    target: &TargetConfig,
+) -> Result<(Vec<String>, Option<&'static str>), ConfigError> {
     let flags = &sources.flags.metrics_urls;
-    let metrics_urls = sources
-        .entry
-        .metrics_urls
-        .clone()
-        .or_else(|| (!flags.is_empty()).then(|| flags.clone()))
-        .or_else(|| sources.defaults.metrics_urls.clone())
-        .unwrap_or_default();
+    let (metrics_urls, shared, setting) = match (&sources.entry.metrics_urls, target) {
+        (Some(own), _) => (own.clone(), None, sources.setting(METRICS_URLS)),
+        (None, TargetConfig::Job(_)) => return Ok((Vec::new(), None)),
+        (None, _) if !flags.is_empty() => (
+            flags.clone(),
+            Some(METRICS_URL_FLAG),
+            METRICS_URL_FLAG.to_owned(),
+        ),
+        (None, _) => match &sources.defaults.metrics_urls {
+            Some(urls) => (
+                urls.clone(),
+                Some(DEFAULT_METRICS_URLS),
+                DEFAULT_METRICS_URLS.to_owned(),
+            ),
+            None => return Ok((Vec::new(), None)),
+        },
+    };
     for url in &metrics_urls {
         if !url.starts_with("http://") {
             return Err(ConfigError::new(
-                sources.setting("metrics_urls"),
+                setting,
                 format!("{url:?} is not an http:// URL"),
             ));
         }
     }
-    Ok(metrics_urls)
+    Ok((metrics_urls, shared))
 }
 
 /// The port of the workers' `/metrics` on an ECS service's tasks: not 0, for an ECS

@@ -246,7 +246,7 @@ fn a_bad_setting_fails_naming_it() {
                 &[&ecs[..], &["--metrics-url", "https://x/metrics"]].concat(),
                 None,
             ),
-            "--metrics-urls",
+            "--metrics-url",
         ),
         (
             error(
@@ -926,4 +926,210 @@ fn the_config_module_s_example_file_is_valid() {
     let names: Vec<&str> = config.bindings.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["orders", "thumbnails", "reports"]);
     assert!(config.bindings[2].job_policy().is_some());
+}
+
+/// An ECS service binding's entry in a file.
+fn service_entry(name: &str, queue: &str, cluster: &str, service: &str) -> String {
+    format!(
+        "[[binding]]\nname = \"{name}\"\nqueue = \"{queue}\"\ncluster = \"{cluster}\"\nservice = \"{service}\"\n"
+    )
+}
+
+#[test]
+fn two_bindings_on_one_ecs_service_are_refused_naming_both() {
+    // The same service, by name and by ARN: both bindings would set its desired count.
+    let file = service_entry("orders", "orders", "jobs", "worker")
+        + &service_entry(
+            "replays",
+            "orders-replay",
+            "arn:aws:ecs:eu-west-1:123456789012:cluster/jobs",
+            "arn:aws:ecs:eu-west-1:123456789012:service/jobs/worker",
+        );
+    let shared = error(&[], Some(&file));
+    assert_eq!(shared.setting, "binding[1].service", "{shared}");
+    for named in ["binding[0]", "\"orders\"", "\"replays\"", "jobs", "worker"] {
+        assert!(shared.message.contains(named), "{named}: {shared}");
+    }
+    // The binding given by flags is named by its flag.
+    let flags = error(
+        &[
+            "--queue",
+            "orders-replay",
+            "--cluster",
+            "jobs",
+            "--service",
+            "worker",
+        ],
+        Some(&service_entry("orders", "orders", "jobs", "worker")),
+    );
+    assert_eq!(flags.setting, "--service", "{flags}");
+    assert!(flags.message.contains("\"orders\""), "{flags}");
+
+    // One service name in two clusters is two services; job and local bindings set no
+    // service's count.
+    let file = service_entry("a", "a", "jobs", "worker")
+        + &service_entry("b", "b", "other", "worker")
+        + "[[binding]]\nqueue = \"c\"\ncluster = \"jobs\"\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n"
+        + "[[binding]]\nqueue = \"d\"\ncluster = \"jobs\"\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n"
+        + "[[binding]]\nqueue = \"e\"\n[binding.local]\ncommand = [\"w\"]\n"
+        + "[[binding]]\nqueue = \"f\"\n[binding.local]\ncommand = [\"w\"]\n";
+    let config = Config::from_parts(&cli(&[]), Some(&file)).expect("valid");
+    assert_eq!(config.bindings.len(), 6);
+}
+
+#[test]
+fn a_default_cluster_is_the_cluster_of_each_binding_that_names_none() {
+    let file = "[defaults]\ncluster = \"jobs\"\n\
+                [[binding]]\nqueue = \"a\"\nservice = \"a-worker\"\n\
+                [[binding]]\nqueue = \"b\"\ncluster = \"other\"\nservice = \"b-worker\"\n\
+                [[binding]]\nqueue = \"c\"\n[binding.local]\ncommand = [\"w\"]\n\
+                [[binding]]\nqueue = \"d\"\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n";
+    let config = Config::from_parts(&cli(&["--queue", "e", "--service", "e-worker"]), Some(file))
+        .expect("valid");
+    let ecs = |cluster: &str, service: &str| TargetConfig::Ecs {
+        cluster: cluster.to_owned(),
+        service: service.to_owned(),
+    };
+    let [a, b, c, d, e] = config.bindings.as_slice() else {
+        panic!("five bindings: {config:?}");
+    };
+    assert_eq!(a.target, ecs("jobs", "a-worker"), "from [defaults]");
+    assert_eq!(b.target, ecs("other", "b-worker"), "its own");
+    assert!(
+        matches!(c.target, TargetConfig::Local(_)),
+        "local processes have no cluster: {c:?}"
+    );
+    assert!(
+        matches!(&d.target, TargetConfig::Job(JobConfig { runner: JobRunner::Ecs(job), .. }) if job.cluster == "jobs"),
+        "{d:?}"
+    );
+    assert_eq!(e.target, ecs("jobs", "e-worker"), "the flags' binding too");
+    // Still a service with it, or an error naming the binding's missing service.
+    let missing = error(
+        &[],
+        Some("[defaults]\ncluster = \"jobs\"\n[[binding]]\nqueue = \"a\"\n"),
+    );
+    assert_eq!(missing.setting, "binding[0].service", "{missing}");
+}
+
+/// A file whose `[defaults]` has `setting`, and two bindings that could take it.
+fn with_default(setting: &str) -> String {
+    format!("[defaults]\n{setting}\n")
+        + &service_entry("a", "a", "jobs", "a-worker")
+        + &service_entry("b", "b", "jobs", "b-worker")
+}
+
+#[test]
+fn a_default_service_is_refused() {
+    let refused = error(&[], Some(&with_default("service = \"worker\"")));
+    assert_eq!(refused.setting, "defaults.service", "{refused}");
+}
+
+#[test]
+fn a_default_queue_is_refused() {
+    let refused = error(&[], Some(&with_default("queue = \"orders\"")));
+    assert_eq!(refused.setting, "defaults.queue", "{refused}");
+}
+
+#[test]
+fn a_default_name_is_refused() {
+    let refused = error(&[], Some(&with_default("name = \"orders\"")));
+    assert_eq!(refused.setting, "defaults.name", "{refused}");
+}
+
+#[test]
+fn a_default_local_table_is_refused() {
+    let file = "[defaults.local]\ncommand = [\"worker\"]\n\
+                [[binding]]\nqueue = \"a\"\n[binding.local]\ncommand = [\"w\"]\n";
+    let refused = error(&[], Some(file));
+    assert_eq!(refused.setting, "defaults.local", "{refused}");
+}
+
+#[test]
+fn default_metrics_urls_for_more_than_one_binding_are_refused() {
+    let urls = "metrics_urls = [\"http://10.0.0.1:8080/metrics\"]";
+    let refused = error(&[], Some(&with_default(urls)));
+    assert_eq!(refused.setting, "defaults.metrics_urls", "{refused}");
+    assert!(
+        refused.message.contains("\"a\"") && refused.message.contains("\"b\""),
+        "{refused}"
+    );
+
+    // One binding takes them: its workers. A binding with its own list, or a job
+    // binding (which reads no workers), takes none.
+    let file = format!("[defaults]\n{urls}\n")
+        + &service_entry("a", "a", "jobs", "a-worker")
+        + &service_entry("b", "b", "jobs", "b-worker")
+        + "metrics_urls = [\"http://10.0.0.2:8080/metrics\"]\n"
+        + "[[binding]]\nname = \"c\"\nqueue = \"c\"\ncluster = \"jobs\"\n[binding.job]\ntask_definition = \"t\"\nsubnets = [\"subnet-1\"]\n";
+    let config = Config::from_parts(&cli(&[]), Some(&file)).expect("valid");
+    let lists: Vec<&[String]> = config
+        .bindings
+        .iter()
+        .map(|binding| binding.metrics_urls.as_slice())
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            &["http://10.0.0.1:8080/metrics".to_owned()][..],
+            &["http://10.0.0.2:8080/metrics".to_owned()][..],
+            &[][..],
+        ]
+    );
+
+    // A list no binding takes is not read at all: refused too.
+    let file = format!("[defaults]\n{urls}\n")
+        + &service_entry("a", "a", "jobs", "a-worker")
+        + "metrics_urls = [\"http://10.0.0.2:8080/metrics\"]\n";
+    let untaken = error(&[], Some(&file));
+    assert_eq!(untaken.setting, "defaults.metrics_urls", "{untaken}");
+}
+
+#[test]
+fn a_metrics_url_flag_for_more_than_one_binding_is_refused() {
+    let url = ["--metrics-url", "http://127.0.0.1:8080/metrics"];
+    let two =
+        service_entry("a", "a", "jobs", "a-worker") + &service_entry("b", "b", "jobs", "b-worker");
+    let refused = error(&url, Some(&two));
+    assert_eq!(refused.setting, "--metrics-url", "{refused}");
+    // The flags' binding and a binding of the file.
+    let flags_binding = ["--queue", "q", "--cluster", "jobs", "--service", "q-worker"];
+    let refused = error(
+        &[&flags_binding[..], &url[..]].concat(),
+        Some(&service_entry("a", "a", "jobs", "a-worker")),
+    );
+    assert_eq!(refused.setting, "--metrics-url", "{refused}");
+
+    // The flags' binding alone, or beside a binding with its own list: its workers.
+    let alone =
+        Config::from_parts(&cli(&[&flags_binding[..], &url[..]].concat()), None).expect("valid");
+    assert_eq!(alone.bindings[0].metrics_urls, [url[1]]);
+    let beside = Config::from_parts(
+        &cli(&[&flags_binding[..], &url[..]].concat()),
+        Some(
+            &(service_entry("a", "a", "jobs", "a-worker")
+                + "metrics_urls = [\"http://10.0.0.2:8080/metrics\"]\n"),
+        ),
+    )
+    .expect("valid");
+    assert_eq!(beside.bindings[1].metrics_urls, [url[1]]);
+    // A job binding reads no workers.
+    let job = error(
+        &[
+            &url[..],
+            &[
+                "--queue",
+                "q",
+                "--cluster",
+                "jobs",
+                "--job-task-definition",
+                "t",
+                "--job-subnets",
+                "subnet-1",
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(job.setting, "--metrics-url", "{job}");
 }

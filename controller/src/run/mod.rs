@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Binding, Config, JobRunner, TargetConfig};
+use crate::config::{Binding, Config, JobRunner, TargetConfig, queue_name};
 use crate::decision::job::JobPolicy;
 use crate::decision::{Decision, Observation, QueueCounts, Scaler, ServiceCounts};
 use crate::inputs::{
@@ -183,7 +183,7 @@ pub struct BindingLoop {
 
 impl BindingLoop {
     /// A loop for `binding` over a queue and a target; it reads the workers at the
-    /// binding's `metrics_urls`, if any.
+    /// binding's `metrics_urls`, if any (the series of the binding's queue).
     pub fn new(
         binding: Binding,
         queue: Arc<dyn QueueSource>,
@@ -191,8 +191,8 @@ impl BindingLoop {
         dry_run: bool,
     ) -> Self {
         let workers = (!binding.metrics_urls.is_empty()).then(|| {
-            Box::new(WorkerProbe::new(
-                binding.name.clone(),
+            Box::new(worker_probe(
+                &binding,
                 WorkerAddresses::Fixed(binding.metrics_urls.clone()),
             )) as Box<dyn WorkerSource>
         });
@@ -567,17 +567,15 @@ impl Controller {
             match target {
                 Built::Service(target) => {
                     let workers = match (&binding.target, binding.metrics_port) {
-                        (TargetConfig::Ecs { cluster, service }, Some(port)) => {
-                            Some(WorkerProbe::new(
-                                binding.name.clone(),
-                                WorkerAddresses::Ecs(EcsTasks::new(
-                                    ecs.clone(),
-                                    cluster,
-                                    service,
-                                    port,
-                                )),
-                            ))
-                        }
+                        (TargetConfig::Ecs { cluster, service }, Some(port)) => Some(worker_probe(
+                            &binding,
+                            WorkerAddresses::Ecs(EcsTasks::new(
+                                ecs.clone(),
+                                cluster,
+                                service,
+                                port,
+                            )),
+                        )),
                         _ => None,
                     };
                     let binding = BindingLoop::new(binding, queue, target, config.dry_run);
@@ -645,6 +643,12 @@ impl Controller {
         self.stop.cancel();
         self.tracker.wait().await;
     }
+}
+
+/// The probe of a binding's workers at `addresses`: it reads the series of the binding's
+/// queue only (a worker process may work several queues).
+pub(crate) fn worker_probe(binding: &Binding, addresses: WorkerAddresses) -> WorkerProbe {
+    WorkerProbe::new(binding.name.clone(), addresses).for_queue(queue_name(&binding.queue))
 }
 
 /// Passes a loop's events on to the controller's subscribers until `stop`.

@@ -403,6 +403,82 @@ async fn a_worker_that_cannot_be_read_keeps_its_service_awake() {
     assert_eq!(rig.updates(), [1]);
 }
 
+/// Serves `body` as `/metrics` on a loopback port, to every request, from a thread.
+fn serve_metrics(body: &'static str) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = listener.local_addr().expect("an address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|end| end == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/metrics")
+}
+
+/// One worker process working two queues: `orders` (holding 2 of its messages) and
+/// `invoices` (holding 5), as the runtime labels them (`queue` is the queue's name).
+const TWO_QUEUES: &str = "\
+# TYPE spotq_messages_in_flight gauge
+spotq_messages_in_flight{queue=\"orders\",worker=\"orders\"} 2
+spotq_messages_in_flight{queue=\"invoices\",worker=\"invoices\"} 5
+# TYPE spotq_concurrency gauge
+spotq_concurrency{queue=\"orders\",worker=\"orders\"} 4
+spotq_concurrency{queue=\"invoices\",worker=\"invoices\"} 16
+# TYPE spotq_handler_duration_seconds summary
+spotq_handler_duration_seconds_sum{queue=\"orders\",worker=\"orders\"} 50
+spotq_handler_duration_seconds_count{queue=\"orders\",worker=\"orders\"} 100
+spotq_handler_duration_seconds_sum{queue=\"invoices\",worker=\"invoices\"} 10
+spotq_handler_duration_seconds_count{queue=\"invoices\",worker=\"invoices\"} 1000
+";
+
+#[tokio::test]
+async fn a_binding_reads_only_its_own_queue_s_series_of_a_worker_process() {
+    let url = serve_metrics(TWO_QUEUES);
+    let mut orders = Binding {
+        queue: "https://sqs.eu-west-1.amazonaws.com/123456789012/orders".to_owned(),
+        name: "orders-binding".to_owned(),
+        metrics_urls: vec![url.clone()],
+        ..binding(Policy::default())
+    };
+    let mut probe = worker_probe(&orders, WorkerAddresses::Fixed(vec![url.clone()]));
+    let figures = probe.measure().await;
+    // 2 held of orders (not 2 + 5); 4 at once, 0.5 s each: 8 a second.
+    assert_eq!(figures.held, Some(2), "{figures:?}");
+    assert_eq!(figures.throughput, Some(8.0), "{figures:?}");
+
+    orders.queue = "invoices".to_owned();
+    let figures = worker_probe(&orders, WorkerAddresses::Fixed(vec![url.clone()]))
+        .measure()
+        .await;
+    assert_eq!(figures.held, Some(5), "{figures:?}");
+
+    // A process that works none of the binding's queue has nothing to say about it: what
+    // its workers hold is unknown, as for a worker that does not answer.
+    orders.queue = "refunds".to_owned();
+    let figures = worker_probe(&orders, WorkerAddresses::Fixed(vec![url]))
+        .measure()
+        .await;
+    assert_eq!(
+        (figures.held, figures.throughput),
+        (None, None),
+        "{figures:?}"
+    );
+}
+
 fn take_one(counter: &AtomicU32) -> bool {
     counter
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
