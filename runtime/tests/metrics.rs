@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use spotq::backend::Backend as _;
 use spotq::{EmbeddedQueue, Message, Outcome, Worker};
 use tokio::time::sleep;
 
@@ -323,4 +324,61 @@ async fn a_message_is_held_until_its_delete_is_applied() {
     .await;
     assert_eq!(readings[0], (1.0, 1), "the delete in its call");
     assert_eq!(readings[1], (0.0, 0), "deleted");
+}
+
+/// The embedded queue whose `GetQueueAttributes` answers once (the worker's start) and
+/// then never again, as an endpoint gone silent for the backlog sampler.
+#[derive(Debug)]
+struct SilentAfterStart(EmbeddedQueue, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl spotq::backend::Intercept for SilentAfterStart {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.0
+    }
+
+    async fn attributes(&self) -> Result<spotq::backend::QueueAttributes, spotq::BackendError> {
+        if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.0.attributes().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_figures_go_on_while_the_backlog_sample_hangs_and_its_age_tells() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+
+    let queue = EmbeddedQueue::new("jobs");
+    queue.send_many((0..5).map(|n| n.to_string()));
+    let silent = SilentAfterStart(queue.clone(), std::sync::atomic::AtomicBool::new(false));
+    let during = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let read = std::sync::Arc::clone(&during);
+    Worker::builder(spotq::backend::Intercepted(silent))
+        .name("billing")
+        .concurrency(8)
+        .running_tasks(1)
+        .backlog_interval(Some(Duration::from_secs(1)))
+        .handler(|_: Message| async {
+            sleep(Duration::from_secs(60)).await;
+        })
+        .run_until(async move {
+            // The sampler's second call hangs from 1 s on; the handlers hold all five.
+            sleep(Duration::from_secs(10)).await;
+            let snapshot: Snapshot = snapshotter.snapshot().into_vec();
+            *read.lock().expect("lock") = Some((
+                gauge(&snapshot, "spotq_messages_in_flight"),
+                gauge(&snapshot, "spotq_queue_sample_age_seconds"),
+            ));
+        })
+        .await
+        .expect("worker runs");
+
+    let (in_flight, age) = during.lock().expect("lock").expect("read during the run");
+    assert_eq!(in_flight, 5.0, "published while the sample hangs");
+    assert!(age >= 8.0, "the last sample reads as old: {age} s");
 }

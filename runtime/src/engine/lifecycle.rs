@@ -24,7 +24,7 @@ use crate::shutdown::{Contract, Parts, StopReason};
 use crate::telemetry::emf::{EmfOutput, spawn_emf_reporter};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::WorkerMetrics;
-use crate::telemetry::report::{emf_record, report};
+use crate::telemetry::report::{BacklogSample, emf_record, report};
 use crate::telemetry::stats::{Counters, RunReport};
 use crate::worker::config::WorkerConfig;
 
@@ -119,7 +119,12 @@ impl<H: Dispatch> Engine<H> {
             shutdown: Arc::new(contract),
             metrics,
             health: health.as_ref().map(Health::attach),
-            last_backlog: std::sync::Mutex::default(),
+            // The preflight's read is the first sample: its age counts from the start.
+            last_backlog: std::sync::Mutex::new(Some(BacklogSample {
+                attributes,
+                running_tasks: None,
+                at: Instant::now(),
+            })),
         });
         tracing::info!(
             queue = shared.backend.name(),

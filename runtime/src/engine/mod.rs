@@ -27,13 +27,14 @@ mod wrap;
 
 use std::sync::Arc;
 
-use crate::backend::{Backend, QueueAttributes};
+use crate::backend::Backend;
 use crate::engine::capacity::Capacity;
 use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
 use crate::shutdown::Contract;
 use crate::telemetry::health::WorkerHealth;
 use crate::telemetry::metrics::WorkerMetrics;
+use crate::telemetry::report::BacklogSample;
 use crate::telemetry::stats::Counters;
 use crate::worker::config::{Resolved, WorkerConfig};
 
@@ -67,7 +68,7 @@ pub struct Shared<H> {
     pub(crate) metrics: WorkerMetrics,
     pub(crate) health: Option<WorkerHealth>,
     /// The backlog sampler's last sample, for the EMF lines.
-    pub(crate) last_backlog: std::sync::Mutex<Option<(QueueAttributes, Option<u64>)>>,
+    pub(crate) last_backlog: std::sync::Mutex<Option<BacklogSample>>,
 }
 
 impl<H> Shared<H> {

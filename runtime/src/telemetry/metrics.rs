@@ -57,6 +57,8 @@ pub mod names {
     pub const QUEUE_MESSAGES_NOT_VISIBLE: &str = "spotq_queue_messages_not_visible";
     /// `spotq_queue_messages_delayed` (gauge): ApproximateNumberOfMessagesDelayed, from the backlog sampler.
     pub const QUEUE_MESSAGES_DELAYED: &str = "spotq_queue_messages_delayed";
+    /// `spotq_queue_sample_age_seconds` (gauge): Time since the backlog sampler's last sample: the queue gauges are that old.
+    pub const QUEUE_SAMPLE_AGE_SECONDS: &str = "spotq_queue_sample_age_seconds";
     /// `spotq_backlog_per_task` (gauge): (visible + not visible) / running tasks (at least 1); absent while the task count is unknown.
     pub const BACKLOG_PER_TASK: &str = "spotq_backlog_per_task";
 }
@@ -181,6 +183,12 @@ pub(crate) const CATALOG: &[(&str, &str, Option<Unit>, &str)] = &[
         "ApproximateNumberOfMessagesDelayed, from the backlog sampler.",
     ),
     (
+        names::QUEUE_SAMPLE_AGE_SECONDS,
+        "gauge",
+        Some(Unit::Seconds),
+        "Time since the backlog sampler's last sample: the queue gauges are that old.",
+    ),
+    (
         names::BACKLOG_PER_TASK,
         "gauge",
         Some(Unit::Count),
@@ -200,6 +208,7 @@ pub(crate) struct WorkerMetrics {
     not_visible: Gauge,
     delayed: Gauge,
     backlog_per_task: Gauge,
+    sample_age: Gauge,
 }
 
 impl WorkerMetrics {
@@ -241,6 +250,7 @@ impl WorkerMetrics {
             not_visible: gauge(names::QUEUE_MESSAGES_NOT_VISIBLE),
             delayed: gauge(names::QUEUE_MESSAGES_DELAYED),
             backlog_per_task: gauge(names::BACKLOG_PER_TASK),
+            sample_age: gauge(names::QUEUE_SAMPLE_AGE_SECONDS),
         }
     }
 
@@ -253,6 +263,11 @@ impl WorkerMetrics {
         self.concurrency.set(concurrency as f64);
         self.utilization
             .set(held as f64 / concurrency.max(1) as f64);
+    }
+
+    /// Publishes the age of the last backlog sample.
+    pub(crate) fn publish_sample_age(&self, age: Duration) {
+        self.sample_age.set(age.as_secs_f64());
     }
 
     /// Publishes a backlog sample; `running_tasks` when known.

@@ -3,14 +3,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
-#[cfg(feature = "ecs")]
-use std::time::Duration;
-
-#[cfg(feature = "ecs")]
-use tokio::time::timeout;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::QueueAttributes;
 #[cfg(feature = "ecs")]
 use crate::ecs::EcsService;
 use crate::engine::Shared;
@@ -18,42 +14,44 @@ use crate::telemetry::emf::{EmfRecord, names};
 use crate::telemetry::metrics::{PUBLISH_EVERY, backlog_per_task};
 use crate::worker::config::EmfSettings;
 
-/// The longest an ECS call of the sampler may take (the SDK sets no call timeout).
-#[cfg(feature = "ecs")]
-const ECS_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Runs until `stop`, then publishes once more so the final counts are exact.
+///
+/// Publishing never waits on a network call: the backlog sampler (`GetQueueAttributes`,
+/// the ECS running-task count) runs beside it, and a sample's age is published with it,
+/// so a sample that has not come for a while reads as old rather than as fresh.
 pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
-    let mut publish = interval(PUBLISH_EVERY);
-    publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let publishing = async {
+        let mut publish = interval(PUBLISH_EVERY);
+        publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            publish.tick().await;
+            publish_now(&shared);
+        }
+    };
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = publishing => {}
+        () = sample_backlog(&shared) => {}
+    }
+    publish_now(&shared);
+}
+
+/// Samples the backlog at the configured interval; never returns (without an interval,
+/// it waits for ever).
+async fn sample_backlog<H>(shared: &Shared<H>) {
+    let Some(every) = shared.config.backlog_interval else {
+        return std::future::pending().await;
+    };
+    let mut ticks = interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tasks = match shared.config.running_tasks {
         Some(count) => Tasks::Configured(count),
         None => Tasks::Discover,
     };
-    let mut backlog = shared.config.backlog_interval.map(|every| {
-        let mut ticks = interval(every);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        ticks
-    });
     loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            _ = publish.tick() => publish_now(&shared),
-            Some(_) = async {
-                match backlog.as_mut() {
-                    Some(ticks) => Some(ticks.tick().await),
-                    None => None,
-                }
-            } => {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = sample(&shared, &mut tasks) => {}
-                }
-            }
-        }
+        ticks.tick().await;
+        sample(shared, &mut tasks).await;
     }
-    publish_now(&shared);
 }
 
 fn publish_now<H>(shared: &Shared<H>) {
@@ -62,6 +60,15 @@ fn publish_now<H>(shared: &Shared<H>) {
         shared.messages_held(),
         shared.config.concurrency,
     );
+    let sampled_at = shared
+        .last_backlog
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map(|sample| sample.at);
+    if let Some(at) = sampled_at {
+        shared.metrics.publish_sample_age(at.elapsed());
+    }
 }
 
 /// Where the number of tasks sharing the queue comes from.
@@ -93,14 +100,11 @@ impl Tasks {
         match self {
             Self::Configured(count) => Some(*count),
             #[cfg(feature = "ecs")]
-            Self::Ecs(service) => match timeout(ECS_CALL_TIMEOUT, service.running_count()).await {
-                Ok(Ok(count)) => Some(count),
-                Ok(Err(error)) => {
+            // Bounded by the client's timeouts (`EcsService` sets them).
+            Self::Ecs(service) => match service.running_count().await {
+                Ok(count) => Some(count),
+                Err(error) => {
                     tracing::warn!(%error, "reading the service's running count failed");
-                    None
-                }
-                Err(_elapsed) => {
-                    tracing::warn!("reading the service's running count timed out");
                     None
                 }
             },
@@ -149,8 +153,17 @@ impl Tasks {
     }
 }
 
+/// The backlog sampler's last sample, for the EMF lines and the sample's age.
+#[derive(Clone, Debug)]
+pub(crate) struct BacklogSample {
+    pub(crate) attributes: QueueAttributes,
+    pub(crate) running_tasks: Option<u64>,
+    /// When it was taken.
+    pub(crate) at: Instant,
+}
+
 /// One `GetQueueAttributes` (and the task count); a failure is logged and the gauges
-/// keep their last value.
+/// keep their last value (the sample's age tells).
 async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
     match shared.backend.attributes().await {
         Ok(attributes) => {
@@ -159,7 +172,11 @@ async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
             *shared
                 .last_backlog
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some((attributes, running_tasks));
+                .unwrap_or_else(PoisonError::into_inner) = Some(BacklogSample {
+                attributes,
+                running_tasks,
+                at: Instant::now(),
+            });
         }
         Err(error) => tracing::warn!(%error, "backlog sample failed"),
     }
@@ -200,7 +217,12 @@ pub(crate) fn emf_record<H: Send + Sync + 'static>(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some((sample, running_tasks)) = backlog {
+        if let Some(BacklogSample {
+            attributes: sample,
+            running_tasks,
+            ..
+        }) = backlog
+        {
             record = metric(
                 record,
                 names::MESSAGES_VISIBLE,
