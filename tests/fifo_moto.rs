@@ -17,8 +17,9 @@
 //!   message (each checks that it is visible and its group free before either marks it
 //!   taken), and two deletes at once can put a deleted message back (each rebuilds the
 //!   queue's list of messages without its own and stores it; the last store wins),
-//!   though both answer success. The workers reach moto through [`InTurn`], which sends
-//!   receives one at a time and deletes one at a time.
+//!   though both answer success. The workers reach moto through
+//!   [`InTurn`](support::in_turn::InTurn), which sends receives one at a time and
+//!   deletes one at a time.
 //! - A long poll on a FIFO queue whose visible messages all belong to blocked groups
 //!   spins for its whole wait (its wait ends as soon as any message is visible), and a
 //!   few of them at once slow every other call to moto to seconds, so that messages
@@ -30,14 +31,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::backend::{
-    Backend, EntryResult, Intercept, Intercepted, ReceiveRequest, ReceivedMessage,
-};
-use spotq::{
-    BackendError, Backoff, Message, ReceiptHandle, RetryPolicy, ShutdownHandle, SqsBackend, Worker,
-};
+use spotq::{Backoff, Message, RetryPolicy, ShutdownHandle, SqsBackend, Worker};
+use support::in_turn::InTurn;
 use support::{counts, create_queue, send_to_groups, unique, until};
 use tokio::time::sleep;
 
@@ -61,47 +57,6 @@ async fn fifo_queue(prefix: &str, visibility_timeout: Duration) -> SqsBackend {
         ],
     )
     .await
-}
-
-/// A queue whose receives, and whose deletes, from all its clones (every worker, poller
-/// and settler of a test) take turns: moto's calls as atomic as SQS's.
-#[derive(Clone, Debug)]
-struct InTurn {
-    queue: SqsBackend,
-    receiving: Arc<tokio::sync::Mutex<()>>,
-    deleting: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl InTurn {
-    fn new(queue: &SqsBackend) -> Intercepted<Self> {
-        Intercepted(Self {
-            queue: queue.clone(),
-            receiving: Arc::default(),
-            deleting: Arc::default(),
-        })
-    }
-}
-
-#[async_trait]
-impl Intercept for InTurn {
-    type Inner = SqsBackend;
-
-    fn inner(&self) -> &SqsBackend {
-        &self.queue
-    }
-
-    async fn receive(&self, request: ReceiveRequest) -> Result<Vec<ReceivedMessage>, BackendError> {
-        let _turn = self.receiving.lock().await;
-        self.queue.receive(request).await
-    }
-
-    async fn delete_batch(
-        &self,
-        handles: &[ReceiptHandle],
-    ) -> Result<Vec<EntryResult>, BackendError> {
-        let _turn = self.deleting.lock().await;
-        self.queue.delete_batch(handles).await
-    }
 }
 
 /// Sends `per_group` messages to each of `groups` groups, bodies `"g<group>:<n>"`, in

@@ -1,6 +1,12 @@
 //! Protocol tests: the engine and the SQS backend through the real `aws-sdk-sqs` client
 //! against moto server on loopback. `scripts/test` starts moto and points the standard
 //! AWS configuration chain at it (`AWS_ENDPOINT_URL`), as a worker would be configured.
+//!
+//! moto's receives are not atomic: two at once can both take one message. The workers
+//! that have more than one poller and count deliveries reach moto through
+//! [`InTurn`](support::in_turn::InTurn), which sends their receives (and deletes) one at
+//! a time, as SQS would answer them; the one the `#[spotq::worker]` attribute builds
+//! connects by itself and has one poller.
 
 mod support;
 
@@ -10,7 +16,10 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, SendMessage, VisibilityChange};
-use spotq::{BackendError, Error, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use spotq::{
+    BackendError, Error, Heartbeat, Message, Outcome, QueueSource, SqsBackend, Worker, WorkerSpec,
+};
+use support::in_turn::InTurn;
 use support::proxy::FaultProxy;
 use support::{Seen, counts, create_queue, emulator_endpoint, send, unique, until};
 use tokio::time::{Instant, sleep, timeout};
@@ -23,7 +32,7 @@ async fn processes_and_deletes_every_message() {
 
     let seen = Seen::default();
     let done = seen.clone();
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .concurrency(20)
         .wait_time(Duration::from_secs(1))
         .handler(seen.handler())
@@ -49,20 +58,24 @@ async fn a_failure_is_retried_after_the_backoff_not_the_visibility_timeout() {
     .await;
     send(&queue, ["flaky".to_owned()]).await;
 
-    let attempts = Arc::new(AtomicU32::new(0));
+    // Each attempt's receive count and instant; checked after the run, since a panic in
+    // the handler would only fail the message.
+    let attempts = Arc::new(Mutex::new(Vec::new()));
     let handler_attempts = Arc::clone(&attempts);
     let succeeded = Arc::new(AtomicU32::new(0));
     let handler_succeeded = Arc::clone(&succeeded);
-    let started = Instant::now();
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .wait_time(Duration::from_secs(1))
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
         .handler(move |message: Message| {
             let attempts = Arc::clone(&handler_attempts);
             let succeeded = Arc::clone(&handler_succeeded);
             async move {
-                let attempt = attempts.fetch_add(1, Ordering::SeqCst) + 1;
-                assert_eq!(message.receive_count(), attempt);
+                let attempt = {
+                    let mut attempts = attempts.lock().expect("lock");
+                    attempts.push((message.receive_count(), Instant::now()));
+                    attempts.len()
+                };
                 if attempt == 1 {
                     return Outcome::fail("first attempt fails");
                 }
@@ -70,17 +83,20 @@ async fn a_failure_is_retried_after_the_backoff_not_the_visibility_timeout() {
                 Outcome::Ack
             }
         })
-        .run_until(until(Duration::from_secs(20), {
+        .run_until(until(Duration::from_secs(40), {
             let succeeded = Arc::clone(&succeeded);
             move || succeeded.load(Ordering::SeqCst) == 1
         }))
         .await
         .expect("worker runs");
 
-    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    let attempts = attempts.lock().expect("lock").clone();
+    let counts_seen: Vec<u32> = attempts.iter().map(|(count, _)| *count).collect();
+    assert_eq!(counts_seen, [1, 2], "one receive per attempt");
+    let gap = attempts[1].1 - attempts[0].1;
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "retried long before the 60 s timeout"
+        gap < Duration::from_secs(30),
+        "retried {gap:?} after the failure: after the 1 s backoff, not the 60 s timeout"
     );
     assert_eq!((report.failed, report.retried, report.deleted), (1, 1, 1));
     assert_eq!(counts(&queue).await, (0, 0, 0));
@@ -100,7 +116,7 @@ async fn heartbeats_keep_a_long_handler_s_message_invisible() {
     let (handler_runs, handler_done) = (Arc::clone(&runs), Arc::clone(&done));
     // Two pollers: without heartbeats the second would receive the message again once
     // its 2 s visibility lapsed, while the first handler still runs.
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .concurrency(4)
         .pollers(2)
         .wait_time(Duration::from_secs(1))
@@ -168,7 +184,7 @@ async fn a_poison_message_reaches_the_dead_letter_queue() {
 
     let attempts = Arc::new(AtomicU32::new(0));
     let handler_attempts = Arc::clone(&attempts);
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .wait_time(Duration::from_secs(1))
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
         .handler(move |message: Message| {
@@ -318,7 +334,7 @@ async fn a_continuation_goes_through_sqs_send_then_delete() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler_seen = Arc::clone(&seen);
     let done = Arc::clone(&seen);
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .wait_time(Duration::from_secs(1))
         .handler(move |message: Message| {
             let seen = Arc::clone(&handler_seen);
@@ -370,7 +386,7 @@ async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
         .expect("send");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (handler_seen, done) = (Arc::clone(&seen), Arc::clone(&seen));
-    Worker::builder(queue.clone())
+    Worker::builder(InTurn::new(&queue))
         .wait_time(Duration::from_secs(1))
         .handler(move |message: Message| {
             let seen = Arc::clone(&handler_seen);
@@ -533,7 +549,7 @@ async fn on_a_fifo_queue_without_content_based_deduplication_a_continuation_is_d
         .expect("send");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (handler_seen, done) = (Arc::clone(&seen), Arc::clone(&seen));
-    let report = Worker::builder(queue.clone())
+    let report = Worker::builder(InTurn::new(&queue))
         .wait_time(Duration::from_secs(1))
         .handler(move |message: Message| {
             let seen = Arc::clone(&handler_seen);
@@ -615,13 +631,23 @@ async fn a_fifo_receive_retried_after_a_lost_answer_sends_the_same_attempt_id() 
         })
         .run_until({
             let handled = Arc::clone(&handled);
+            let proxy = &proxy;
             async move {
                 until(Duration::from_secs(30), move || {
                     handled.load(Ordering::SeqCst) == 1
                 })
                 .await;
-                // One more receive after the answered one.
-                sleep(Duration::from_secs(2)).await;
+                // One more receive after the answered one: four lost, the answered one,
+                // and the next.
+                let waiting = Instant::now();
+                while attempt_ids(proxy).await.len() < 6 {
+                    assert!(
+                        waiting.elapsed() < Duration::from_secs(30),
+                        "no receive after the answered one: {:?}",
+                        attempt_ids(proxy).await
+                    );
+                    sleep(Duration::from_millis(50)).await;
+                }
             }
         })
         .await
@@ -657,8 +683,10 @@ async fn a_fifo_receive_retried_after_a_lost_answer_sends_the_same_attempt_id() 
 static BATCH_SEEN: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
 
 /// Fails every `bad-*` message on its first receive, through Lambda's response type.
+/// One poller: its receives reach moto one at a time.
 #[spotq::worker(
     queue = "spotq-macro-batch",
+    pollers = 1,
     batch_size = 10,
     wait_time = "1s",
     retry_backoff = ("1s", "1s")
@@ -680,15 +708,17 @@ async fn handle_batch(messages: Vec<Message>) -> spotq::lambda_events::sqs::SqsB
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items() {
     let _endpoint = emulator_endpoint();
-    // The queue name is fixed in the attribute: start from an empty queue.
-    let queue = create_queue("spotq-macro-batch", &[]).await;
-    queue
-        .client()
-        .purge_queue()
-        .queue_url(queue.queue_url())
-        .send()
-        .await
-        .expect("purge");
+    // The attribute's spec, its queue named as the attribute names it but unique to this
+    // run: moto outlives test runs, and two runs at once would share a fixed name.
+    let spec = handle_batch_worker();
+    assert_eq!(spec.queue(), &QueueSource::name("spotq-macro-batch"));
+    let name: &'static str = Box::leak(unique("spotq-macro-batch").into_boxed_str());
+    let spec = WorkerSpec::batch(
+        QueueSource::name(name),
+        spec.config().clone(),
+        spec.batch_handler().expect("a batch handler").clone(),
+    );
+    let queue = create_queue(name, &[]).await;
     let bodies: Vec<String> = (0..20)
         .map(|n| {
             if n % 4 == 0 {
@@ -713,7 +743,7 @@ async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items
         .await;
         stop.begin();
     });
-    let reports = spotq::run_with([handle_batch_worker()], shutdown)
+    let reports = spotq::run_with([spec], shutdown)
         .await
         .expect("the spec connects to the queue by name and runs");
     watcher.await.expect("watcher");

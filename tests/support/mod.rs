@@ -1,9 +1,10 @@
 //! What the emulator-backed tests and benches share: the endpoint check, queues,
-//! sending, counts, and worker processes.
+//! sending, counts, worker processes, and moto's calls taken in turn.
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod decisions;
 pub mod ecs;
+pub mod in_turn;
 pub mod process;
 pub mod proxy;
 
