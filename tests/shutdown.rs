@@ -3,6 +3,12 @@
 //! message either deleted (processed) or receivable at once; a second signal releases
 //! everything now; SIGKILL strands messages until their visibility timeout; and a worker
 //! that is PID 1 of its own PID namespace drains the same way.
+//!
+//! The workers send their receives and deletes to moto one at a time
+//! ([`Settings::in_turn`]): moto's receive is not atomic, and two pollers at once could
+//! both take a message whose receives a test counts. What a test waits for it waits on
+//! (an event, a log line, a metric, readiness), never a fixed time; an exit is bounded
+//! by the stop timeout the contract promises, counted from the signal.
 
 mod support;
 
@@ -12,6 +18,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::SqsBackend;
 use spotq::backend::{Backend, ReceiveRequest};
+use spotq::shutdown::ROOM;
 use spotq::testing::{AgentStandIn, STATE};
 use support::process::{Settings, WorkerProcess, http_get, signal};
 use support::{counts, create_queue, send, unique};
@@ -19,6 +26,44 @@ use tokio::time::{Instant, sleep};
 
 /// A queue whose messages stay invisible for 2 minutes unless released.
 const VISIBILITY_SECS: &str = "120";
+
+/// The default worker process, its calls to moto in turn.
+fn in_turn() -> Settings {
+    Settings {
+        in_turn: true,
+        ..Settings::default()
+    }
+}
+
+/// Resolves once `done` answers true, polling; panics after `limit`, with what
+/// `describe` says then.
+async fn wait_until(
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    describe: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} not within {limit:?}: {}",
+            describe()
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `GET /ready` at `addr` answers `status`.
+async fn until_ready_is(addr: &str, status: u16, limit: Duration) {
+    wait_until(
+        limit,
+        &format!("/ready {status}"),
+        || http_get(addr, "/ready").0 == status,
+        || format!("/ready answers {}", http_get(addr, "/ready").0),
+    )
+    .await;
+}
 
 /// Four messages of each kind: quick ones finish before the signal, medium ones within
 /// the grace period, long ones never.
@@ -78,10 +123,7 @@ async fn receive_visible(queue: &SqsBackend) -> Vec<(String, u32)> {
 /// Starts a worker, lets it take every message, signals it once, and checks the contract.
 async fn drains_on(signal_name: &str, pid1: bool) {
     let queue = loaded_queue(&format!("drain-{}", signal_name.to_lowercase())).await;
-    let settings = Settings {
-        pid1,
-        ..Settings::default()
-    };
+    let settings = Settings { pid1, ..in_turn() };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
 
@@ -91,8 +133,10 @@ async fn drains_on(signal_name: &str, pid1: bool) {
     let took = signalled.elapsed();
 
     assert!(status.success(), "exit status {status}");
+    // The long handlers run out the 3 s grace period, then their messages are released:
+    // the worker must be gone before the 6 s stop timeout, when ECS would SIGKILL it.
     assert!(
-        took <= Duration::from_secs(settings.grace_secs + 1),
+        took < Duration::from_secs(settings.stop_timeout_secs),
         "took {took:?}"
     );
     let done = worker.bodies("done");
@@ -135,23 +179,28 @@ async fn a_second_sigterm_releases_everything_at_once() {
     let settings = Settings {
         grace_secs: 20,
         stop_timeout_secs: 30,
-        ..Settings::default()
+        http: true,
+        ..in_turn()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
+    let addr = worker.http_addr().await;
     worker.wait_for("start", 12).await;
     worker.wait_for("done", 4).await;
 
-    let signalled = Instant::now();
     signal(worker.worker_pid(false), "TERM");
-    sleep(Duration::from_millis(200)).await;
+    // The first signal taken (the worker drains, no longer ready) before the second.
+    until_ready_is(&addr, 503, Duration::from_secs(5)).await;
+    let signalled = Instant::now();
     signal(worker.worker_pid(false), "TERM");
     let status = worker.wait_exit(Duration::from_secs(10)).await;
     let took = signalled.elapsed();
 
     assert!(status.success(), "exit status {status}");
+    // At once: the release, the last flush and the exit fit in ROOM, what the grace
+    // period must leave of the stop timeout; nothing waits for the 20 s grace.
     assert!(
-        took < Duration::from_secs(2),
-        "took {took:?}, not the 20 s grace"
+        took < ROOM,
+        "took {took:?} after the second signal, more than {ROOM:?}"
     );
     assert_eq!(worker.bodies("done"), of_kind("quick"));
     assert_eq!(
@@ -164,9 +213,7 @@ async fn a_second_sigterm_releases_everything_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_strands_held_messages_until_their_visibility_timeout() {
     let queue = loaded_queue("kill").await;
-    let settings = Settings {
-        ..Settings::default()
-    };
+    let settings = in_turn();
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("start", 12).await;
     worker.wait_for("done", 4).await;
@@ -195,10 +242,14 @@ async fn task_protection_is_held_while_handlers_run_and_dropped_at_shutdown() {
     let queue = create_queue(&unique("protect"), &[]).await;
     let settings = Settings {
         agent_uri: Some(agent.uri()),
-        ..Settings::default()
+        http: true,
+        ..in_turn()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
-    // Idle: a long-polling worker holds no protection.
+    // Idle: a long-polling worker holds no protection. Ready means it runs and a
+    // receive (a 1 s long poll of the empty queue) has answered; then two more.
+    let addr = worker.http_addr().await;
+    until_ready_is(&addr, 200, Duration::from_secs(30)).await;
     sleep(Duration::from_secs(2)).await;
     assert!(agent.calls().is_empty(), "{:?}", agent.calls());
 
@@ -239,11 +290,23 @@ async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
     let settings = Settings {
         concurrency: 4,
         json_logs: true,
-        ..Settings::default()
+        ..in_turn()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     worker.wait_for("done", 1).await;
-    sleep(Duration::from_millis(500)).await; // the malformed one fails and is logged
+    // The malformed one fails and is logged.
+    wait_until(
+        Duration::from_secs(30),
+        "a logged failure",
+        || {
+            worker
+                .log_lines()
+                .iter()
+                .any(|line| line.contains("handler failed"))
+        },
+        || format!("{:?}", worker.log_lines()),
+    )
+    .await;
     signal(worker.worker_pid(false), "TERM");
     assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
 
@@ -270,11 +333,12 @@ async fn json_logs_are_one_object_per_line_and_carry_no_message_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_draining() {
     let queue = create_queue(&unique("http"), &[]).await;
+    // The long handler outlasts the test: it still runs when the worker drains.
     send(
         &queue,
         [
             "quick0:10".to_owned(),
-            "long0:4000".to_owned(),
+            "long0:600000".to_owned(),
             "waiting:1".to_owned(),
         ],
     )
@@ -285,24 +349,19 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
         concurrency: 2,
         http: true,
         env: vec![("SPOTQ_RUNNING_TASKS".to_owned(), "2".to_owned())],
-        ..Settings::default()
+        ..in_turn()
     };
     let mut worker = WorkerProcess::start(&queue, &settings);
     let addr = worker.http_addr().await;
     worker.wait_for("start", 2).await;
     worker.wait_for("done", 1).await;
-    sleep(Duration::from_millis(1500)).await; // a backlog sample and a publish
 
-    assert_eq!(http_get(&addr, "/ready").0, 200);
-    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_owned()));
-    let (status, metrics) = http_get(&addr, "/metrics");
-    assert_eq!(status, 200);
     let labels = format!(
         "{{queue=\"{}\",worker=\"{}\"}}",
         queue_name(&queue),
         queue_name(&queue)
     );
-    for line in [
+    let expected = [
         format!("spotq_messages_received_total{labels} 3"),
         format!("spotq_messages_deleted_total{labels} 2"),
         format!("spotq_concurrency{labels} 2"),
@@ -312,18 +371,41 @@ async fn metrics_health_and_readiness_are_served_and_readiness_drops_while_drain
         format!("spotq_queue_messages_visible{labels} 0"),
         format!("spotq_queue_messages_not_visible{labels} 1"),
         format!("spotq_backlog_per_task{labels} 0.5"),
-    ] {
-        assert!(metrics.contains(&line), "no `{line}` in\n{metrics}");
-    }
+    ];
+    // Until the third message is done and counted, and a backlog sample taken after it
+    // is published (the worker samples and publishes once a second).
+    wait_until(
+        Duration::from_secs(30),
+        "the metrics",
+        || {
+            let (status, metrics) = http_get(&addr, "/metrics");
+            status == 200 && expected.iter().all(|line| metrics.contains(line))
+        },
+        || {
+            let (status, metrics) = http_get(&addr, "/metrics");
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|line| !metrics.contains(*line))
+                .collect();
+            format!("status {status}, no {missing:?} in\n{metrics}")
+        },
+    )
+    .await;
+    assert_eq!(http_get(&addr, "/ready").0, 200);
+    assert_eq!(http_get(&addr, "/health"), (200, "ok\n".to_owned()));
     assert_eq!(http_get(&addr, "/nope").0, 404);
 
     signal(worker.worker_pid(false), "TERM");
-    sleep(Duration::from_millis(500)).await; // draining: the long handler still runs
-    assert_eq!(http_get(&addr, "/ready").0, 503, "not ready while draining");
+    // Draining: the long handler runs until the 5 s grace period ends.
+    until_ready_is(&addr, 503, Duration::from_secs(3)).await;
     assert_eq!(
         http_get(&addr, "/health").0,
         200,
         "still live while draining"
+    );
+    assert!(
+        worker.running(),
+        "the worker still drains: /ready and /health were its answers while draining"
     );
     assert!(worker.wait_exit(Duration::from_secs(10)).await.success());
 }

@@ -22,6 +22,10 @@
 //! count, the worker's pid and the time (`at_ms`, milliseconds since the Unix epoch),
 //! plus `ready` once the worker is built and `exit` once `run` has returned (every
 //! message settled or released): what the chaos run's verifier reads.
+//!
+//! With `SPOTQ_CALLS_IN_TURN` set, its receives go to the queue one at a time and so do
+//! its deletes (`tests/support/in_turn.rs`): moto's calls as atomic as SQS's, for the
+//! tests that count a message's receives.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -30,7 +34,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use spotq::backend::Backend;
 use spotq::{Message, Outcome, ShutdownHandle, SqsBackend, Worker};
+
+#[path = "../support/in_turn.rs"]
+mod in_turn;
 
 fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
     match std::env::var(name) {
@@ -88,6 +96,11 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
 
     let backend = SqsBackend::from_env(&queue).await?;
+    let backend: Arc<dyn Backend> = if std::env::var_os("SPOTQ_CALLS_IN_TURN").is_some() {
+        Arc::new(in_turn::InTurn::new(&backend))
+    } else {
+        Arc::new(backend)
+    };
     let shutdown = ShutdownHandle::new();
     shutdown.on_termination_signals()?;
     let mut worker = Worker::builder(backend)

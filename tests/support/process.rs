@@ -36,6 +36,10 @@ pub struct Settings {
     /// Logs as JSON lines into a file (see [`WorkerProcess::log_lines`]) rather than to
     /// the test's stderr.
     pub json_logs: bool,
+    /// Sends the worker's receives one at a time and its deletes one at a time
+    /// (`SPOTQ_CALLS_IN_TURN`, [`InTurn`](super::in_turn::InTurn)): moto's calls as
+    /// atomic as SQS's, for a test that counts a message's receives.
+    pub in_turn: bool,
 }
 
 impl Default for Settings {
@@ -50,6 +54,7 @@ impl Default for Settings {
             json_logs: false,
             http: false,
             env: Vec::new(),
+            in_turn: false,
         }
     }
 }
@@ -84,6 +89,9 @@ impl WorkerProcess {
         command.envs(settings.env.iter().map(|(key, value)| (key, value)));
         if settings.http {
             command.env("SPOTQ_HTTP_ADDR", "127.0.0.1:0");
+        }
+        if settings.in_turn {
+            command.env("SPOTQ_CALLS_IN_TURN", "1");
         }
         let log = events.with_extension("log");
         if settings.json_logs {
@@ -162,6 +170,14 @@ impl WorkerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("unshare started no child");
+    }
+
+    /// Whether the worker has not exited yet.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .expect("wait for the worker")
+            .is_none()
     }
 
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
