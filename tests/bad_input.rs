@@ -283,6 +283,8 @@ fn check_logs(lines: &[String], failed: &BTreeSet<String>, kind: &str, receives:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_worker_dead_letters_what_does_not_decode_and_logs_neither_bodies_nor_credentials()
 {
+    // The typed worker has one poller (concurrency 8): its receives reach moto one at
+    // a time, so each failure is one receive.
     let (queue, dead_letters) = queue_with_dead_letters("typed", 2).await;
     let bad: BTreeSet<String> = [
         format!(r#"{{"name":"job","millis":"{BODY_SECRET}"}}"#),
@@ -334,6 +336,8 @@ async fn the_test_worker_logs_its_failures_without_bodies_or_credentials() {
     send(&queue, (0..20).map(|n| format!("{BODY_SECRET}-{n}:5"))).await;
     let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-bad-input")));
 
+    // Its two pollers' receives go to moto one at a time: two at once could both take
+    // a message and fail it twice on one receive count.
     let mut worker = Process::start(
         env!("CARGO_BIN_EXE_spotq-test-worker"),
         &[
@@ -341,6 +345,7 @@ async fn the_test_worker_logs_its_failures_without_bodies_or_credentials() {
             ("SPOTQ_EVENTS", events.to_str().expect("a UTF-8 path")),
             ("SPOTQ_RETRY_BASE_MS", "100"),
             ("SPOTQ_RETRY_MAX_MS", "100"),
+            ("SPOTQ_CALLS_IN_TURN", "1"),
         ],
     );
     settled(&queue, &dead_letters, bad.len() as u64, &worker).await;
@@ -388,7 +393,9 @@ fn failed_start(start: &BadStart<'_>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_settings_and_missing_environment_stop_a_worker_binary_at_start_naming_them() {
+    // A message a worker that started would receive: none may.
     let queue = create_queue(&unique("bad-start"), &[]).await;
+    send(&queue, ["untouched:1".to_owned()]).await;
     let url = queue.queue_url();
     let events = std::env::temp_dir().join(format!("{}.events", unique("spotq-bad-start")));
     let events = events.to_str().expect("a UTF-8 path");
@@ -462,7 +469,18 @@ async fn bad_settings_and_missing_environment_stop_a_worker_binary_at_start_nami
         }
     }
     let _ = std::fs::remove_file(events);
-    assert_eq!(counts(&queue).await, (0, 0, 0), "nothing was received");
+    let received: Vec<(String, u32)> = queue
+        .receive(receive_request())
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|message| (message.body.clone(), message.receive_count()))
+        .collect();
+    assert_eq!(
+        received,
+        [("untouched:1".to_owned(), 1)],
+        "visible and never received before: no bad start received it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
