@@ -288,3 +288,64 @@ async fn retries_during_shutdown_keep_their_whole_backoff() {
         "the retry-after is back after its delay"
     );
 }
+
+/// The embedded queue whose sends take `delay` to answer.
+#[derive(Debug)]
+struct SlowSends(EmbeddedQueue, Duration);
+
+#[async_trait]
+impl Intercept for SlowSends {
+    type Inner = EmbeddedQueue;
+
+    fn inner(&self) -> &EmbeddedQueue {
+        &self.0
+    }
+
+    async fn send(&self, message: SendMessage) -> Result<String, BackendError> {
+        sleep(self.1).await;
+        Backend::send(&self.0, message).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_continuation_send_is_heartbeated_so_its_message_neither_lapses_nor_forks() {
+    // The send takes longer than the visibility timeout.
+    let queue = queue("slow-send", secs(30));
+    queue.send("step-1");
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let handler_runs = Arc::clone(&runs);
+    let run = Worker::builder(Intercepted(SlowSends(queue.clone(), secs(70))))
+        .pollers(2)
+        .handler(move |message: Message| {
+            handler_runs
+                .lock()
+                .expect("runs")
+                .push(message.body().to_owned());
+            let outcome = match message.body() {
+                "step-1" => Outcome::Continue(SendMessage::new("step-2")),
+                _ => Outcome::Ack,
+            };
+            async move { outcome }
+        })
+        .run_until({
+            let queue = queue.clone();
+            async move {
+                sleep(secs(10)).await;
+                while queue.counts().total() > 0 {
+                    sleep(secs(1)).await;
+                }
+            }
+        });
+    // Virtual time: a step-1 that lapses is handed on again and again, never drained.
+    let report = tokio::time::timeout(secs(900), run)
+        .await
+        .unwrap_or_else(|_| panic!("not drained: {:?}", runs.lock().expect("runs")))
+        .expect("worker runs");
+    assert_eq!(
+        *runs.lock().expect("runs"),
+        ["step-1", "step-2"],
+        "step-1 ran once: it stayed invisible while its continuation was sent"
+    );
+    assert_eq!((report.continued, report.deleted), (1, 2), "{report:?}");
+    assert!(report.heartbeats >= 2, "{report:?}");
+}

@@ -422,8 +422,10 @@ fn settle<H: Send + Sync>(shared: &Shared<H>, delivery: Delivery, outcome: Outco
     Settled::Now(Verdict::Failed)
 }
 
-/// Sends a message's continuation, then deletes the message; if the send fails, the
-/// message itself counts as failed and comes back. A send still under way when running
+/// Sends a message's continuation, then deletes the message; if the send fails (or
+/// outlasts the handler timeout), the message itself counts as failed and comes back.
+/// While the send runs, the message is heartbeated as while its handler ran. A send
+/// still under way when running
 /// handlers are given up at shutdown is abandoned and the message released: it comes
 /// back at once (its continuation may have been sent too: at least once, except on a
 /// FIFO queue within its 5-minute deduplication window).
@@ -438,18 +440,27 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
     if shared.fifo && next.deduplication_id.is_none() {
         next.deduplication_id = Some(continuation_deduplication_id(&delivery.message_id));
     }
-    let sent = tokio::select! {
-        biased;
-        () = shared.shutdown.cancelled() => None,
-        sent = send(&*shared.backend, next) => Some(sent),
-    };
-    let Some(sent) = sent else {
-        tracing::warn!(
-            message_id = %delivery.message_id,
-            "shutdown: a continuation was still being sent; releasing its message"
-        );
-        release(shared, delivery);
-        return Verdict::Released;
+    // Supervised like a handler: heartbeated (a slow send must not let the message lapse
+    // and another consumer hand it on too), bounded by the handler timeout counted from
+    // the send's start, and given up at the shutdown deadline.
+    let sending = send(&*shared.backend, next);
+    tokio::pin!(sending);
+    let mut clock = Clock::new(shared, delivery.received_at);
+    clock.started = Instant::now();
+    let sent = match supervise(shared, sending, std::slice::from_ref(&delivery), &mut clock).await {
+        Ending::Returned(sent) => sent,
+        Ending::TimedOut(timeout) => {
+            fail(shared, delivery, &HandlerError::TimedOut(timeout), true);
+            return Verdict::Failed;
+        }
+        Ending::Cancelled => {
+            tracing::warn!(
+                message_id = %delivery.message_id,
+                "shutdown: a continuation was still being sent; releasing its message"
+            );
+            release(shared, delivery);
+            return Verdict::Released;
+        }
     };
     match sent {
         Ok(continuation_id) => {

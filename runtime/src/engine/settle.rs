@@ -12,10 +12,15 @@
 //! later change or a delete of the same message supersedes it, and a superseded change
 //! is dropped, never sent after the one that replaced it: a pending one is taken out of
 //! its batch, one waiting to be retried is dropped at its next attempt, and a change is
-//! not sent while an earlier call for the same message is still in flight (once the
-//! settler has been closing for [`CLOSING_WAIT`], it is sent anyway, and sent again if
-//! the earlier call ends after it). So a heartbeat that was throttled cannot land after
-//! the message's release and hide it again.
+//! not sent while an earlier call for the same message is still in flight (once that
+//! call has been in flight for [`HOLD_BACK_LIMIT`], or the settler has been closing for
+//! [`CLOSING_WAIT`], it is sent anyway, and sent again if the earlier call ends after
+//! it). So a heartbeat that was throttled cannot land after the message's release and
+//! hide it again, and a call that hangs holds no later heartbeat back.
+//!
+//! At most [`MAX_CALLS_IN_FLIGHT`] batch calls are in flight at once: behind an endpoint
+//! that goes silent, batches wait for a call to end (each is bounded by the backend's
+//! timeouts) rather than pile up connections.
 //!
 //! Until its delete, retry or release is applied (or given up), a message is still held
 //! by the worker: [`Settler::holding`] counts those messages, for the gauge of what the
@@ -26,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +46,15 @@ use crate::telemetry::stats::Counters;
 /// How long, once the settler closes, a change still waits for an earlier call for its
 /// message that has not answered, before it is sent anyway (the stop timeout is near).
 const CLOSING_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a change waits for an earlier call for its message that has not answered,
+/// counted from that call's start, before it is sent anyway (and sent again should the
+/// earlier call end after it). An answer takes milliseconds; a call this slow may hang
+/// until its timeouts, and a heartbeat held back behind it would let its message lapse.
+const HOLD_BACK_LIMIT: Duration = Duration::from_secs(1);
+
+/// The most batch calls in flight at once.
+pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 64;
 
 /// Attempts per batch call before its entries are given up (the SDK retries inside each).
 const MAX_ATTEMPTS: u32 = 8;
@@ -78,6 +92,8 @@ pub(crate) struct Settler {
     closed: CancellationToken,
     /// Batch calls in flight, and the timer task.
     calls: TaskTracker,
+    /// Bounds the batch calls in flight ([`MAX_CALLS_IN_FLIGHT`]).
+    call_slots: Semaphore,
 }
 
 #[derive(Debug, Default)]
@@ -128,9 +144,12 @@ impl Drop for Holding {
 struct Intent {
     /// The number of the latest change, or [`DELETED`].
     latest: u64,
-    /// Calls in flight with a change of this message: more than one only once the
-    /// settler is closing (see [`CLOSING_WAIT`]).
+    /// Calls in flight with a change of this message: more than one only once one of
+    /// them has been in flight for [`HOLD_BACK_LIMIT`], or the settler is closing (see
+    /// [`CLOSING_WAIT`]).
     in_flight: u32,
+    /// When the oldest of those calls started.
+    in_flight_since: Option<Instant>,
     /// The latest change was applied, or given up.
     latest_done: bool,
     /// The latest change, sent while an earlier call was in flight: sent again if that
@@ -240,6 +259,7 @@ impl Settler {
             abandoned: AtomicBool::new(false),
             closed: CancellationToken::new(),
             calls: TaskTracker::new(),
+            call_slots: Semaphore::new(MAX_CALLS_IN_FLIGHT),
         });
         settler.calls.spawn(Arc::clone(&settler).flush_on_time());
         settler
@@ -306,9 +326,11 @@ impl Settler {
     /// superseded and marks the rest in flight. A change whose message has an earlier
     /// call still in flight is held back: it goes on in a batch of its own, which waits
     /// for that call to end, so it holds up none of the others. Waits only when every
-    /// change is held back, and only until the settler closes: a call that never answers
-    /// must not keep the last releases from going out before the worker exits. Returns
-    /// how many changes went on in a batch of their own.
+    /// change is held back, and only until the earlier call has been in flight for
+    /// [`HOLD_BACK_LIMIT`] (or the settler has been closing for [`CLOSING_WAIT`]): a call
+    /// that never answers must not hold back a heartbeat until its message lapses, nor
+    /// the last releases until the worker exits. Returns how many changes went on in a
+    /// batch of their own.
     async fn claim(self: &Arc<Self>, changes: &mut Vec<Change>) -> usize {
         loop {
             let ended = self.change_call_ended.notified();
@@ -317,8 +339,11 @@ impl Settler {
             ended.as_mut().enable();
             // Once the settler has been closing for a moment, a call that has not answered
             // by then holds nothing back any more.
-            let gave_up_at = self.closed_at.get().map(|closed| *closed + CLOSING_WAIT);
-            let closing = gave_up_at.is_some_and(|at| Instant::now() >= at);
+            let now = Instant::now();
+            let closing_gave_up_at = self.closed_at.get().map(|closed| *closed + CLOSING_WAIT);
+            let closing = closing_gave_up_at.is_some_and(|at| now >= at);
+            // The soonest a held-back change stops waiting.
+            let mut gave_up_at = closing_gave_up_at;
             {
                 let mut pending = self.lock();
                 let intents = &mut pending.intents;
@@ -326,13 +351,24 @@ impl Settler {
                 for change in std::mem::take(changes) {
                     match intents.get_mut(&change.change.receipt_handle) {
                         Some(intent) if intent.latest == change.intent => {
-                            if intent.in_flight == 0 || closing {
+                            let stuck_at =
+                                intent.in_flight_since.map(|since| since + HOLD_BACK_LIMIT);
+                            if intent.in_flight == 0
+                                || closing
+                                || stuck_at.is_some_and(|at| now >= at)
+                            {
                                 if intent.in_flight > 0 {
                                     intent.resend = Some((change.change.timeout, change.kind));
+                                } else {
+                                    intent.in_flight_since = Some(now);
                                 }
                                 intent.in_flight += 1;
                                 changes.push(change);
                             } else {
+                                gave_up_at = match (gave_up_at, stuck_at) {
+                                    (Some(a), Some(b)) => Some(a.min(b)),
+                                    (a, b) => a.or(b),
+                                };
                                 held_back.push(change);
                             }
                         }
@@ -356,7 +392,7 @@ impl Settler {
             }
             tokio::select! {
                 () = ended => {}
-                () = self.closed.cancelled(), if gave_up_at.is_none() => {}
+                () = self.closed.cancelled(), if closing_gave_up_at.is_none() => {}
                 () = sleep_until(gave_up_at.unwrap_or_else(Instant::now)), if gave_up_at.is_some() => {}
             }
         }
@@ -403,6 +439,9 @@ impl Settler {
                     continue;
                 };
                 intent.in_flight = intent.in_flight.saturating_sub(1);
+                if intent.in_flight == 0 {
+                    intent.in_flight_since = None;
+                }
                 if *done && intent.latest == change.intent {
                     intent.latest_done = true;
                 }
@@ -613,7 +652,11 @@ impl Batch {
                     return;
                 }
             }
-            let result = self.call(backend).await;
+            let result = {
+                // Never closed, so always granted.
+                let _slot = settler.call_slots.acquire().await;
+                self.call(backend).await
+            };
             if settler.abandoned.load(Ordering::Acquire) {
                 // Counted as failed when the worker gave up on it: counted once.
                 tracing::debug!(
@@ -739,6 +782,93 @@ mod tests {
             sleep(Duration::from_secs(10)).await;
             self.0.delete_batch(handles).await
         }
+    }
+
+    /// The embedded queue whose first visibility change call never answers.
+    #[derive(Debug)]
+    struct FirstChangeHangs(EmbeddedQueue, std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl Intercept for FirstChangeHangs {
+        type Inner = EmbeddedQueue;
+
+        fn inner(&self) -> &EmbeddedQueue {
+            &self.0
+        }
+
+        async fn change_visibility_batch(
+            &self,
+            changes: &[VisibilityChange],
+        ) -> Result<Vec<EntryResult>, BackendError> {
+            if !self.1.swap(true, Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.0.change_visibility_batch(changes).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_call_that_never_answers_does_not_hold_back_the_next_one() {
+        let queue = EmbeddedQueue::new("hung-heartbeat");
+        queue.send("a");
+        let handle = receive_one(&queue).await; // invisible for 30 s
+        let settler = Settler::start(
+            Arc::new(Intercepted(FirstChangeHangs(
+                queue.clone(),
+                AtomicBool::new(false),
+            ))),
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        let heartbeat = Duration::from_secs(30);
+        settler.change(handle.clone(), heartbeat, ChangeKind::Heartbeat);
+        sleep(Duration::from_secs(15)).await; // the first call hangs
+        settler.change(handle, heartbeat, ChangeKind::Heartbeat);
+        sleep(Duration::from_secs(25)).await;
+        assert_eq!(
+            queue.counts().visible,
+            0,
+            "40 s after the receive: extended at 15 s to 45 s"
+        );
+        sleep(Duration::from_secs(10)).await;
+        assert_eq!(queue.counts().visible, 1, "and no further");
+    }
+
+    /// The embedded queue whose delete calls never answer, counting those in flight.
+    #[derive(Debug, Default)]
+    struct SilentDeletes(AtomicUsize);
+
+    #[async_trait]
+    impl Intercept for SilentDeletes {
+        type Inner = EmbeddedQueue;
+
+        fn inner(&self) -> &EmbeddedQueue {
+            unreachable!("only delete_batch is called")
+        }
+
+        async fn delete_batch(
+            &self,
+            _handles: &[ReceiptHandle],
+        ) -> Result<Vec<EntryResult>, BackendError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batch_calls_in_flight_are_bounded_behind_a_silent_endpoint() {
+        let silent = Arc::new(SilentDeletes::default());
+        let settler = Settler::start(
+            Arc::new(Intercepted(Arc::clone(&silent))),
+            Arc::default(),
+            Duration::from_millis(5),
+        );
+        for n in 0..10 * (MAX_CALLS_IN_FLIGHT + 36) {
+            settler.delete(ReceiptHandle::new(format!("handle-{n}")));
+        }
+        sleep(Duration::from_secs(60)).await;
+        assert_eq!(silent.0.load(Ordering::SeqCst), MAX_CALLS_IN_FLIGHT);
+        assert_eq!(settler.holding(), 10 * (MAX_CALLS_IN_FLIGHT + 36));
     }
 
     #[tokio::test(start_paused = true)]
@@ -936,7 +1066,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_call_that_never_answers_holds_a_release_back_only_until_the_close() {
+    async fn a_call_that_never_answers_holds_a_later_change_back_only_for_the_hold_back_limit() {
         let queue = EmbeddedQueue::new("hung");
         queue.send("a");
         let a = receive_one(&queue).await;
@@ -950,26 +1080,23 @@ mod tests {
         settler.change(a.clone(), Duration::from_secs(600), ChangeKind::Heartbeat);
         sleep(Duration::from_millis(100)).await; // the heartbeat's call hangs
         settler.change(a, Duration::ZERO, ChangeKind::Release);
-        sleep(Duration::from_secs(1)).await;
+        sleep(Duration::from_millis(500)).await;
         assert_eq!(
             backend.calls().len(),
             1,
-            "the release waits while the settler is open"
+            "the release waits for the earlier call for a while"
         );
-        let closing = tokio::time::timeout(Duration::from_secs(2), settler.close()).await;
-        assert!(closing.is_err(), "both calls hang");
+        sleep(Duration::from_secs(1)).await;
         let calls = backend.calls();
-        assert_eq!(
-            calls.len(),
-            2,
-            "the release went out once the settler closed"
-        );
+        assert_eq!(calls.len(), 2, "then goes out, the settler still open");
         assert_eq!(
             calls[1].0 - calls[0].0,
-            Duration::from_millis(1595),
-            "500 ms after the close (at 1.1 s)"
+            HOLD_BACK_LIMIT,
+            "once the earlier call had been in flight for the limit"
         );
         assert_eq!(calls[1].1[0].1, Duration::ZERO);
+        let closing = tokio::time::timeout(Duration::from_secs(2), settler.close()).await;
+        assert!(closing.is_err(), "both calls hang");
         settler.abandon();
         assert_eq!(
             counters.visibility_failed.load(Ordering::Relaxed),
