@@ -453,3 +453,30 @@ async fn heartbeats_off_fail_the_start_on_a_fifo_queue_with_a_per_message_handle
         .expect("a batch handler may run without heartbeats");
     assert_eq!(report.deleted, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_s_wait_for_a_slot_is_not_counted_against_the_handler_timeout() {
+    let queue = fifo_queue("slot-wait.fifo");
+    // Ten one-message groups in one receive, one slot: the last waits 18 s for its turn.
+    fill(&queue, 10, 1);
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .concurrency(1)
+        .handler_timeout(Duration::from_secs(5))
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                let (group, _) = recorder.begin(message.body());
+                sleep(Duration::from_secs(2)).await;
+                recorder.end(&group);
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+    assert_eq!(report.received, 10, "each group received once: {report:?}");
+    assert_eq!((report.released, report.failed), (0, 0), "{report:?}");
+    assert_eq!(report.deleted, 10);
+    assert!(calls.per_group().values().all(|runs| runs == &[0]));
+}

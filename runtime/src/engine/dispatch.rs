@@ -44,7 +44,7 @@ pub(super) enum Ending<T> {
 /// What settling one message needs once its handler has taken the message.
 pub(super) struct Delivery {
     receipt: ReceiptHandle,
-    message_id: String,
+    pub(super) message_id: String,
     receive_count: u32,
     pub(super) received_at: Instant,
     /// The message group, on FIFO queues: a continuation keeps it.
@@ -270,14 +270,16 @@ enum First<'a> {
 /// messages share one, so a group's heartbeats keep their interval from one message to
 /// the next.
 pub(super) struct Clock {
-    pub(super) started: Instant,
+    /// When the running handler (or continuation send) started, for its timeout; `None`
+    /// while nothing runs (a FIFO group waiting for a slot): a wait is not handler time.
+    pub(super) started: Option<Instant>,
     next_beat: Instant,
 }
 
 impl Clock {
     pub(super) fn new<H>(shared: &Shared<H>, received_at: Instant) -> Self {
         Self {
-            started: received_at,
+            started: Some(received_at),
             next_beat: shared
                 .resolved
                 .heartbeat
@@ -446,7 +448,7 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
     let sending = send(&*shared.backend, next);
     tokio::pin!(sending);
     let mut clock = Clock::new(shared, delivery.received_at);
-    clock.started = Instant::now();
+    clock.started = Some(Instant::now());
     let sent = match supervise(shared, sending, std::slice::from_ref(&delivery), &mut clock).await {
         Ending::Returned(sent) => sent,
         Ending::TimedOut(timeout) => {
@@ -540,8 +542,10 @@ where
     };
     let heartbeat = shared.resolved.heartbeat;
     let timeout = shared.config.handler_timeout;
-    let timed_out =
-        sleep_until(timeout.map_or_else(|| far(clock.started), |timeout| clock.started + timeout));
+    let timed_out = sleep_until(match (timeout, clock.started) {
+        (Some(timeout), Some(started)) => started + timeout,
+        _ => far(Instant::now()),
+    });
     tokio::pin!(timed_out);
     let next_beat = sleep_until(clock.next_beat);
     tokio::pin!(next_beat);

@@ -89,22 +89,36 @@ async fn process_group<H: Handler>(
     } else {
         wait_for_slot(&shared, &mut deliveries, &mut clock).await
     };
+    let mut cause = "shutdown began while the group waited for a slot";
     if permit.is_some() {
         for message in messages {
             if shared.shutdown.deadlines().is_some() {
                 // Shutdown began: this message and the rest go back unstarted.
+                cause = "shutdown began";
                 break;
             }
-            clock.started = tokio::time::Instant::now();
+            clock.started = Some(tokio::time::Instant::now());
             let verdict = run(&shared, message, &mut deliveries, &mut clock).await;
             shared.capacity.message_settled();
-            if verdict != Verdict::Done {
-                break;
-            }
+            cause = match verdict {
+                Verdict::Done => continue,
+                Verdict::Failed => "an earlier message of the group failed",
+                Verdict::Released => "an earlier message of the group was released",
+            };
+            break;
         }
     }
     // What is left was not started: back to the queue, so the group starts again from
     // its first unprocessed message.
+    if let Some(next) = deliveries.front() {
+        tracing::info!(
+            messages = deliveries.len(),
+            next = %next.message_id,
+            group = next.group_id.as_deref().unwrap_or_default(),
+            cause,
+            "releasing the rest of a FIFO group unstarted"
+        );
+    }
     for delivery in deliveries {
         release(&shared, delivery);
         shared.capacity.message_settled();
@@ -112,13 +126,15 @@ async fn process_group<H: Handler>(
     drop(permit);
 }
 
-/// Waits for a slot, the group's messages heartbeated meanwhile. `None` when shutdown
-/// began (or the handler timeout passed) first: then the group goes back unstarted.
+/// Waits for a slot, the group's messages heartbeated meanwhile (the wait is no handler
+/// time: no handler timeout runs). `None` when shutdown began first: then the group goes
+/// back unstarted.
 async fn wait_for_slot<'a, H>(
     shared: &'a Shared<H>,
     deliveries: &mut VecDeque<Delivery>,
     clock: &mut Clock,
 ) -> Option<Permit<'a>> {
+    clock.started = None;
     let slot = async {
         tokio::select! {
             biased;
