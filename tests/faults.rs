@@ -14,6 +14,7 @@ use aws_sdk_sqs::error::ProvideErrorMetadata as _;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, ReceiveRequest};
 use spotq::{BackendError, Health, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use support::in_turn::InTurn;
 use support::process::{Settings, WorkerProcess, signal};
 use support::proxy::FaultProxy;
 use support::{counts, create_queue, send, unique, until};
@@ -164,21 +165,17 @@ async fn queue_with(prefix: &str, count: usize) -> SqsBackend {
     queue
 }
 
-/// A worker with two pollers and quick retries, as the tests below run it.
+/// A worker with two pollers and quick retries, as the tests below run it. Its receives
+/// (and deletes) reach moto one at a time: moto's receive checks a message's visibility
+/// and marks it received without a lock, so two at once could both take a message and
+/// the counts below would not be the worker's.
 fn worker(backend: SqsBackend) -> spotq::WorkerBuilder {
-    Worker::builder(backend)
+    Worker::builder(InTurn::new(&backend))
         .concurrency(20)
         .pollers(2)
         .wait_time(Duration::from_secs(1))
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
 }
-
-/// Two deliveries of one message this close together are one delivery the emulator
-/// handed to two receives at once: moto's receive checks a message's visibility and
-/// marks it received without a lock, so concurrent receives (two pollers) now and
-/// then both get it. The worker cannot have caused it: it makes a message visible
-/// again only after a failure's backoff (1 s here) or at shutdown.
-const EMULATOR_DOUBLE: Duration = Duration::from_millis(500);
 
 /// What [`each_succeeded_once`] counted.
 #[derive(Debug)]
@@ -187,14 +184,12 @@ struct Tally {
     successes: u64,
     /// Deliveries, as the worker counts receives.
     deliveries: u64,
-    /// Deliveries the emulator doubled (see [`EMULATOR_DOUBLE`]).
-    doubled: u64,
 }
 
 /// Every message (by id) was delivered as often as its handler asked (twice for the
-/// bodies `fail_first` picks, once for the rest) and succeeded once, not counting
-/// deliveries the emulator doubled; every body in `all` was among them, and no other.
-/// Each body was sent once, so there is one message per body.
+/// bodies `fail_first` picks, once for the rest) and succeeded once; every body in `all`
+/// was among them, and no other. Each body was sent once, so there is one message per
+/// body.
 fn each_succeeded_once(
     ledger: &SharedLedger,
     all: &[String],
@@ -204,28 +199,22 @@ fn each_succeeded_once(
     let mut tally = Tally {
         successes: 0,
         deliveries: 0,
-        doubled: 0,
     };
     for (id, deliveries) in &ledger.deliveries {
         let body = &ledger.bodies[id];
-        let doubled = deliveries
-            .windows(2)
-            .filter(|pair| pair[1].1 - pair[0].1 < EMULATOR_DOUBLE)
-            .count();
         let successes = ledger.successes.get(id).copied().unwrap_or(0);
         let expected = if fail_first(body) { 2 } else { 1 };
         assert_eq!(
-            deliveries.len() - doubled,
+            deliveries.len(),
             expected,
             "{body} ({id}): delivered {deliveries:?}"
         );
-        assert!(
-            (1..=1 + doubled).contains(&(successes as usize)),
+        assert_eq!(
+            successes, 1,
             "{body} ({id}) succeeded {successes} times, delivered {deliveries:?}"
         );
         tally.successes += u64::from(successes);
         tally.deliveries += deliveries.len() as u64;
-        tally.doubled += doubled as u64;
     }
     let expected: BTreeSet<&str> = all.iter().map(String::as_str).collect();
     assert_eq!(ledger.succeeded(), expected);
@@ -234,12 +223,6 @@ fn each_succeeded_once(
         all.len(),
         "one message per body: {ledger:?}"
     );
-    if tally.doubled > 0 {
-        eprintln!(
-            "the emulator handed {} deliveries to two receives",
-            tally.doubled
-        );
-    }
     tally
 }
 
@@ -266,18 +249,19 @@ fn ledger_of(deliveries: &[(&str, &str, u64, bool)]) -> SharedLedger {
 }
 
 #[test]
-fn a_doubled_delivery_is_the_emulator_s_and_passes() {
-    let ledger = ledger_of(&[
-        ("m1", "a-1", 0, true),
-        ("m1", "a-1", 3, true),
-        ("m2", "a-2", 0, true),
-    ]);
+fn each_message_delivered_and_succeeded_once_passes() {
+    let ledger = ledger_of(&[("m1", "a-1", 0, true), ("m2", "a-2", 3, true)]);
     let all = ["a-1".to_owned(), "a-2".to_owned()];
     let tally = each_succeeded_once(&ledger, &all, |_| false);
-    assert_eq!(
-        (tally.successes, tally.deliveries, tally.doubled),
-        (3, 3, 1)
-    );
+    assert_eq!((tally.successes, tally.deliveries), (2, 2));
+}
+
+/// However close together: with receives in turn, two receives never share a message.
+#[test]
+#[should_panic(expected = "delivered")]
+fn a_second_delivery_moments_later_fails() {
+    let ledger = ledger_of(&[("m1", "a-1", 0, true), ("m1", "a-1", 3, true)]);
+    each_succeeded_once(&ledger, &["a-1".to_owned()], |_| false);
 }
 
 #[test]
