@@ -480,3 +480,34 @@ async fn a_group_s_wait_for_a_slot_is_not_counted_against_the_handler_timeout() 
     assert_eq!(report.deleted, 10);
     assert!(calls.per_group().values().all(|runs| runs == &[0]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_s_next_message_waits_until_the_delete_of_the_one_before_is_applied() {
+    let queue = fifo_queue("lost-delete.fifo");
+    fill(&queue, 1, 3);
+    // The first delete is refused for good: g0:0 stays in flight, to come back once its
+    // visibility timeout (30 s) lapses.
+    queue
+        .faults()
+        .reject_next(spotq::embedded::Operation::DeleteBatch, 1);
+    let calls = Calls::default();
+    let recorder = calls.clone();
+    let report = Worker::builder(queue.clone())
+        .handler(move |message: Message| {
+            let recorder = recorder.clone();
+            async move {
+                let (group, _) = recorder.begin(message.body());
+                recorder.end(&group);
+            }
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("worker runs");
+    let runs = calls.per_group().remove("g0").expect("g0 ran");
+    assert!(
+        runs.is_sorted(),
+        "a message ran after a later one of its group: {runs:?} ({report:?})"
+    );
+    assert_eq!(runs, [0, 0, 1, 2], "g0:0 again, then the rest in order");
+    assert_eq!(report.delete_failed, 1, "{report:?}");
+}

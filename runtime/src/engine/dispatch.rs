@@ -251,15 +251,6 @@ pub(super) enum Settled<'a> {
     Later(Pin<Box<dyn Future<Output = Verdict> + Send + 'a>>),
 }
 
-impl Settled<'_> {
-    pub(super) async fn verdict(self) -> Verdict {
-        match self {
-            Self::Now(verdict) => verdict,
-            Self::Later(handing_on) => handing_on.await,
-        }
-    }
-}
-
 /// What the first poll of a handler came to.
 enum First<'a> {
     Finished(Settled<'a>),
@@ -404,6 +395,9 @@ fn settle<H: Send + Sync>(shared: &Shared<H>, delivery: Delivery, outcome: Outco
     match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
+            if shared.fifo {
+                return Settled::Later(Box::pin(delete_in_order(shared, delivery)));
+            }
             shared.settler.delete(delivery.receipt);
             return Settled::Now(Verdict::Done);
         }
@@ -468,11 +462,32 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
         Ok(continuation_id) => {
             Counters::add(&shared.counters.continued, 1);
             tracing::debug!(message_id = %delivery.message_id, %continuation_id, "handed on");
+            if shared.fifo {
+                return delete_in_order(shared, delivery).await;
+            }
             shared.settler.delete(delivery.receipt);
             Verdict::Done
         }
         Err(error) => {
             fail(shared, delivery, &HandlerError::failed(error), true);
+            Verdict::Failed
+        }
+    }
+}
+
+/// Deletes a FIFO group's message and waits until the delete is applied: the group's
+/// next message must not run before, or a delete given up would let the queue hand this
+/// one out again after it (the handler would see M1, M2, M1). A delete that cannot be
+/// confirmed fails the group's turn: its later messages go back, in order.
+async fn delete_in_order<H>(shared: &Shared<H>, delivery: Delivery) -> Verdict {
+    match shared.settler.delete_confirmed(delivery.receipt).await {
+        Ok(true) => Verdict::Done,
+        _ => {
+            tracing::warn!(
+                message_id = %delivery.message_id,
+                group = delivery.group_id.as_deref().unwrap_or_default(),
+                "delete not applied; the rest of its FIFO group goes back, in order"
+            );
             Verdict::Failed
         }
     }

@@ -16,6 +16,7 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -171,7 +172,22 @@ async fn run<H: Handler>(
     };
     match finish(shared, delivery, ending) {
         Settled::Now(verdict) => verdict,
-        later @ Settled::Later(_) => later.verdict().await,
+        // A continuation's send, or the delete the next message waits for: the rest of
+        // the group is heartbeated meanwhile, and the wait is no handler time.
+        Settled::Later(mut settling) => {
+            clock.started = None;
+            match supervise(
+                shared,
+                Pin::new(&mut settling),
+                deliveries.make_contiguous(),
+                clock,
+            )
+            .await
+            {
+                Ending::Returned(verdict) => verdict,
+                Ending::Cancelled | Ending::TimedOut(_) => Verdict::Released,
+            }
+        }
     }
 }
 

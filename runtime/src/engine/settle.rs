@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,6 +99,9 @@ pub(crate) struct Settler {
 #[derive(Debug, Default)]
 struct Pending {
     deletes: Gathering<ReceiptHandle>,
+    /// Who waits to learn whether a delete gathering in `deletes` was applied; they go
+    /// with the batch the gathering becomes.
+    delete_confirms: Vec<Confirm>,
     changes: Gathering<Change>,
     /// The timer task waits for a first entry (rather than sleeping until a due time).
     timer_waiting: bool,
@@ -108,6 +111,9 @@ struct Pending {
     /// The number of the next visibility change.
     next_intent: u64,
 }
+
+/// A delete whose caller waits for its fate: `true` once applied, `false` once given up.
+type Confirm = (ReceiptHandle, oneshot::Sender<bool>);
 
 /// One visibility change and the number that orders it among its message's intents.
 #[derive(Debug)]
@@ -275,8 +281,30 @@ impl Settler {
         let full = pending.deletes.push(handle, self.flush_interval);
         self.wake_timer(&mut pending, started);
         if let Some(batch) = self.closing_batch(&mut pending.deletes, full) {
-            self.send(Batch::Delete(batch));
+            let confirms = std::mem::take(&mut pending.delete_confirms);
+            self.send(Batch::Delete(batch, confirms));
         }
+    }
+
+    /// Deletes a message at once (with what gathered before it), and tells whether the
+    /// delete was applied (`false`: given up, the message will be received again). A
+    /// FIFO group's next message waits for it, so a lost delete never lets the queue
+    /// hand the message out again after a later one of its group.
+    pub(crate) fn delete_confirmed(
+        self: &Arc<Self>,
+        handle: ReceiptHandle,
+    ) -> oneshot::Receiver<bool> {
+        let (confirm, confirmed) = oneshot::channel();
+        let mut pending = self.lock();
+        if !pending.intents.is_empty() {
+            pending.supersede(&handle, DELETED);
+        }
+        pending.delete_confirms.push((handle.clone(), confirm));
+        pending.deletes.push(handle, self.flush_interval);
+        let batch = pending.deletes.take();
+        let confirms = std::mem::take(&mut pending.delete_confirms);
+        self.send(Batch::Delete(batch, confirms));
+        confirmed
     }
 
     /// Changes a message's visibility (batched). It supersedes the message's earlier
@@ -526,7 +554,8 @@ impl Settler {
                 let mut pending = self.lock();
                 let now = Instant::now();
                 if let Some(batch) = pending.deletes.take_due(now, closing) {
-                    self.send(Batch::Delete(batch));
+                    let confirms = std::mem::take(&mut pending.delete_confirms);
+                    self.send(Batch::Delete(batch, confirms));
                 }
                 if let Some(batch) = pending.changes.take_due(now, closing) {
                     self.send(Batch::Change(batch));
@@ -552,7 +581,8 @@ impl Settler {
 
 /// One batch call's entries.
 enum Batch {
-    Delete(Vec<ReceiptHandle>),
+    /// The handles, and who waits for some of them.
+    Delete(Vec<ReceiptHandle>, Vec<Confirm>),
     Change(Vec<Change>),
 }
 
@@ -560,21 +590,21 @@ impl Batch {
     /// The index of this batch's kind in [`Settler::unsettled`].
     fn kind(&self) -> usize {
         match self {
-            Self::Delete(_) => 0,
+            Self::Delete(..) => 0,
             Self::Change(_) => 1,
         }
     }
 
     fn len(&self) -> usize {
         match self {
-            Self::Delete(entries) => entries.len(),
+            Self::Delete(entries, _) => entries.len(),
             Self::Change(entries) => entries.len(),
         }
     }
 
     async fn call(&self, backend: &dyn Backend) -> Result<Vec<EntryResult>, BackendError> {
         match self {
-            Self::Delete(handles) => backend.delete_batch(handles).await,
+            Self::Delete(handles, _) => backend.delete_batch(handles).await,
             Self::Change(entries) => {
                 let changes: Vec<VisibilityChange> =
                     entries.iter().map(|entry| entry.change.clone()).collect();
@@ -591,7 +621,7 @@ impl Batch {
             keep[index - 1]
         };
         match self {
-            Self::Delete(entries) => entries.retain(|_| keep_next()),
+            Self::Delete(entries, _) => entries.retain(|_| keep_next()),
             Self::Change(entries) => entries.retain(|_| keep_next()),
         }
     }
@@ -599,7 +629,7 @@ impl Batch {
     /// Counts the entries that succeeded, `ok[i]` for entry `i`.
     fn record_successes(&self, ok: &[bool], counters: &Counters) {
         match self {
-            Self::Delete(_) => {
+            Self::Delete(..) => {
                 let deleted = ok.iter().filter(|ok| **ok).count();
                 Counters::add(&counters.deleted, deleted as u64);
             }
@@ -616,7 +646,7 @@ impl Batch {
 
     fn record_failure(&self, index: usize, error: &dyn std::fmt::Display, counters: &Counters) {
         match self {
-            Self::Delete(_) => {
+            Self::Delete(..) => {
                 Counters::add(&counters.delete_failed, 1);
                 tracing::warn!(%error, "delete failed; the message will be received again");
             }
@@ -681,9 +711,24 @@ impl Batch {
                     vec![false; self.len()]
                 }
             };
-            if let Self::Change(changes) = &*self {
-                let done: Vec<bool> = retry.iter().map(|retry| !retry).collect();
-                settler.unclaim(changes, &done);
+            match self {
+                Self::Change(changes) => {
+                    let done: Vec<bool> = retry.iter().map(|retry| !retry).collect();
+                    settler.unclaim(changes, &done);
+                }
+                Self::Delete(handles, confirms) if !confirms.is_empty() => {
+                    let applied = |index: usize| matches!(&result, Ok(results) if matches!(results.get(index), Some(Ok(()))));
+                    for (index, handle) in handles.iter().enumerate() {
+                        if retry[index] {
+                            continue;
+                        }
+                        if let Some(at) = confirms.iter().position(|(of, _)| of == handle) {
+                            let (_, confirm) = confirms.swap_remove(at);
+                            let _ = confirm.send(applied(index));
+                        }
+                    }
+                }
+                Self::Delete(..) => {}
             }
             if !retry.contains(&true) {
                 return;
