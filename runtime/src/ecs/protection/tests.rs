@@ -424,6 +424,8 @@ async fn the_driver_stopped_while_never_protected_makes_no_call() {
 
 #[tokio::test]
 async fn the_driver_survives_a_failing_agent_and_recovers() {
+    let logged = Logged::default();
+    let _capture = logged.capture();
     let agent = Agent::start().await;
     agent.answer_next(2, Reply::Status(500, "boom"));
     agent.answer_next(1, Reply::Failure("SERVER_ERROR"));
@@ -447,9 +449,21 @@ async fn the_driver_survives_a_failing_agent_and_recovers() {
             "retried {gap:?} after a failure; backoff is {backoff} ms"
         );
     }
-    // The agent has answered the fourth call; let the driver read that answer before it
-    // is stopped (on a loaded machine it may not have run yet).
-    sleep(Duration::from_millis(300)).await;
+    // The agent has answered the fourth call; the driver is stopped once it has read
+    // that answer (it says protection is on), however long a loaded machine takes.
+    let waiting = Instant::now();
+    while !logged
+        .events()
+        .iter()
+        .any(|(_, message)| message.contains("protection on"))
+    {
+        assert!(
+            waiting.elapsed() < PATIENCE,
+            "the driver never read the fourth answer: {:?}",
+            logged.events()
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
 
     stop.cancel();
     let report = driver.await.expect("driver");
