@@ -445,10 +445,23 @@ mod tests {
         let local = target("exit 3", Duration::from_secs(1));
         local.set_desired(1).await.expect("started");
         let first = local.pids().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let counts = local.counts().await.expect("counts");
+        // Read until a read finds the worker exited, however long its exit takes.
+        let waiting = tokio::time::Instant::now();
+        let counts = loop {
+            let counts = local.counts().await.expect("counts");
+            if counts.pending > 0 {
+                break counts;
+            }
+            assert_eq!((counts.desired, counts.running), (1, 1), "{counts:?}");
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "the worker never exited: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         assert_eq!((counts.desired, counts.pending), (1, 1));
         assert_ne!(local.pids().await, first, "a new process");
+        assert_eq!(local.started(), 2, "the first and its replacement");
         local.shutdown().await;
     }
 }
