@@ -1,4 +1,5 @@
 use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 use super::*;
 
@@ -155,7 +156,29 @@ fn display_writes_the_canonical_form() {
     assert_eq!(display(Duration::from_micros(1_500)), "1.5ms");
 }
 
+/// The seed of the properties' cases unless `PROPTEST_RNG_SEED` says otherwise.
+const SEED: u64 = 29;
+
+/// proptest's configuration (`PROPTEST_CASES` and its other variables) with the cases
+/// drawn from a fixed seed, so that every run checks the same cases (or from
+/// `PROPTEST_RNG_SEED`, to explore others), and no regressions file written to the
+/// source tree: a failing case is printed, shrunk.
+fn config() -> ProptestConfig {
+    let from_env = ProptestConfig::default();
+    let rng_seed = match from_env.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(SEED),
+        seed @ RngSeed::Fixed(_) => seed,
+    };
+    ProptestConfig {
+        rng_seed,
+        failure_persistence: None,
+        ..from_env
+    }
+}
+
 proptest! {
+    #![proptest_config(config())]
+
     /// Every whole number of milliseconds displays as a text that parses back to it.
     #[test]
     fn display_round_trips(millis in any::<u64>()) {

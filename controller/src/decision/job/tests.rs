@@ -4,6 +4,7 @@
 use super::*;
 
 use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
 const POLL: Duration = Duration::from_secs(5);
 
@@ -202,13 +203,27 @@ fn a_start_that_fell_short_backs_off_doubling_and_a_full_one_ends_it() {
     );
 }
 
-proptest! {
-    // Pure and quick: the default number of cases, and no regressions file (a case that
-    // fails is printed, shrunk, with its seed).
-    #![proptest_config(ProptestConfig {
+/// The seed of the invariants' cases unless `PROPTEST_RNG_SEED` says otherwise.
+const SEED: u64 = 41;
+
+/// Pure and quick: the default number of cases (or `PROPTEST_CASES`), drawn from a fixed
+/// seed so that every run checks the same cases (or from `PROPTEST_RNG_SEED`, to explore
+/// others), and no regressions file (a case that fails is printed, shrunk).
+fn config() -> ProptestConfig {
+    let from_env = ProptestConfig::default();
+    let rng_seed = match from_env.rng_seed {
+        RngSeed::Random => RngSeed::Fixed(SEED),
+        seed @ RngSeed::Fixed(_) => seed,
+    };
+    ProptestConfig {
+        rng_seed,
         failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
+        ..from_env
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
 
     /// On any counts: never more active and starting than `max_tasks`, never more
     /// starts than `max_step`, never a start when the active tasks are enough.
