@@ -919,3 +919,103 @@ async fn a_worker_whose_endpoint_never_answers_exits_before_its_stop_timeout() {
     assert!(status.success(), "exit status {status}");
     assert_eq!(counts(&queue).await, (1, 0, 0), "nothing was received");
 }
+
+/// A delete call that never answers does not keep a job from ending: the call times out
+/// (the client's timeouts), the SDK sends it again, and the job stops once drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_ends_although_a_delete_call_never_answers() {
+    let queue = create_queue(&unique("hung-delete"), &[]).await;
+    send(&queue, (0..10).map(|n| format!("job-{n}"))).await;
+    let proxy = FaultProxy::start(&["DeleteMessageBatch:hang:count=1"], 24);
+    let through = with_timeouts(&proxy, &queue, 1, 3).await;
+    let run = Worker::builder(through)
+        .concurrency(10)
+        .wait_time(Duration::from_secs(1))
+        .exit_after_empty_receives(2)
+        .handler(|_: Message| async {})
+        .run_with(spotq::ShutdownHandle::new());
+    let report = timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the job ended by itself")
+        .expect("the job runs");
+    let stats = proxy.stats().await;
+    assert_eq!(stats.faults("DeleteMessageBatch", "hang"), 1, "{stats:?}");
+    assert_eq!(report.stop_reason, spotq::StopReason::Drained);
+    assert_eq!(
+        (report.deleted, report.delete_failed),
+        (10, 0),
+        "{report:?}"
+    );
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
+
+/// A heartbeat call that never answers does not let the message lapse while its handler
+/// runs: on a FIFO queue no other consumer gets the group meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_heartbeat_call_does_not_hand_a_running_fifo_group_to_another_consumer() {
+    let queue = create_queue(
+        &format!("{}.fifo", unique("hung-beat")),
+        &[
+            (QueueAttributeName::FifoQueue, "true".to_owned()),
+            (
+                QueueAttributeName::ContentBasedDeduplication,
+                "true".to_owned(),
+            ),
+            (QueueAttributeName::VisibilityTimeout, "4".to_owned()),
+        ],
+    )
+    .await;
+    for body in ["first", "second"] {
+        queue
+            .send(spotq::backend::SendMessage::new(body).group_id("g"))
+            .await
+            .expect("send");
+    }
+    let proxy = FaultProxy::start(&["ChangeMessageVisibilityBatch:hang:count=1"], 25);
+    let through = with_timeouts(&proxy, &queue, 1, 3).await;
+    let (started, started_rx) = oneshot::channel();
+    let started = Mutex::new(Some(started));
+    let run = Worker::builder(through)
+        .pollers(1)
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            if let Some(started) = started.lock().expect("lock").take() {
+                let _ = started.send(());
+            }
+            async move {
+                if message.body() == "first" {
+                    // Two visibility timeouts: heartbeats (every 2 s) must carry it.
+                    sleep(Duration::from_secs(8)).await;
+                }
+            }
+        })
+        .run_until(async {
+            started_rx.await.expect("the first handler started");
+            // Another consumer polls the queue while the group runs.
+            let request = ReceiveRequest {
+                max_messages: 10,
+                wait_time: Duration::ZERO,
+                visibility_timeout: Some(Duration::from_secs(30)),
+                attempt_id: None,
+            };
+            for _ in 0..9 {
+                sleep(Duration::from_secs(1)).await;
+                let got = queue.receive(request).await.expect("receive");
+                assert!(got.is_empty(), "another consumer got the group: {got:?}");
+            }
+            while counts(&queue).await != (0, 0, 0) {
+                sleep(Duration::from_millis(200)).await;
+            }
+        });
+    let report = timeout(Duration::from_secs(60), run)
+        .await
+        .expect("bounded")
+        .expect("worker runs");
+    let stats = proxy.stats().await;
+    assert_eq!(
+        stats.faults("ChangeMessageVisibilityBatch", "hang"),
+        1,
+        "{stats:?}"
+    );
+    assert_eq!((report.received, report.deleted), (2, 2), "{report:?}");
+}
