@@ -33,6 +33,7 @@ pub(crate) fn with_defaults(configured: Option<&TimeoutConfig>) -> TimeoutConfig
 
 /// The timeouts of a long poll that waits up to `wait`: the client's, each lengthened
 /// by the wait (a timeout the client disabled stays disabled).
+#[cfg(feature = "sqs")]
 pub(crate) fn for_long_poll(client: &TimeoutConfig, wait: Duration) -> TimeoutConfig {
     let mut builder = TimeoutConfig::builder();
     if let Some(attempt) = client.operation_attempt_timeout() {
@@ -76,6 +77,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "sqs")]
     #[test]
     fn a_long_poll_gets_its_wait_on_top_of_each_timeout() {
         let client = with_defaults(Some(
