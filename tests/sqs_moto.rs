@@ -766,3 +766,46 @@ async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items
     }
     assert_eq!(counts(&queue).await, (0, 0, 0));
 }
+
+/// Without heartbeats, a message whose handler outlives its visibility timeout is
+/// received again by another poller; the first handler's late delete carries a stale
+/// receipt handle, which a standard queue accepts. It counts as a stale receipt, not as a
+/// second delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_delete_after_the_visibility_lapsed_counts_as_stale_not_deleted() {
+    let queue = create_queue(
+        &unique("lapsed"),
+        &[(QueueAttributeName::VisibilityTimeout, "2".to_owned())],
+    )
+    .await;
+    send(&queue, ["slow".to_owned()]).await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let (handler_runs, done) = (Arc::clone(&runs), Arc::clone(&runs));
+    let report = Worker::builder(InTurn::new(&queue))
+        .pollers(2)
+        .concurrency(2)
+        .wait_time(Duration::from_secs(1))
+        .heartbeat(Heartbeat::Off)
+        .handler(move |message: Message| {
+            let runs = Arc::clone(&handler_runs);
+            async move {
+                if message.receive_count() == 1 {
+                    sleep(Duration::from_secs(4)).await;
+                }
+                runs.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .run_until(async move {
+            until(Duration::from_secs(20), || done.load(Ordering::SeqCst) == 2).await;
+            sleep(Duration::from_millis(500)).await;
+        })
+        .await
+        .expect("worker runs");
+    assert_eq!(report.received, 2, "received again after 2 s: {report:?}");
+    assert_eq!(
+        (report.deleted, report.stale_receipts),
+        (1, 1),
+        "the first handler's delete came after its visibility lapsed: {report:?}"
+    );
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}

@@ -365,7 +365,7 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
             release(&shared, delivery);
         } else {
             Counters::add(&shared.counters.succeeded, 1);
-            shared.settler.delete(delivery.receipt);
+            delete(&shared, delivery);
         }
         drop(slot);
     }
@@ -398,7 +398,7 @@ fn settle<H: Send + Sync>(shared: &Shared<H>, delivery: Delivery, outcome: Outco
             if shared.fifo {
                 return Settled::Later(Box::pin(delete_in_order(shared, delivery)));
             }
-            shared.settler.delete(delivery.receipt);
+            delete(shared, delivery);
             return Settled::Now(Verdict::Done);
         }
         Outcome::RetryAfter(delay) => {
@@ -465,13 +465,26 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
             if shared.fifo {
                 return delete_in_order(shared, delivery).await;
             }
-            shared.settler.delete(delivery.receipt);
+            delete(shared, delivery);
             Verdict::Done
         }
         Err(error) => {
             fail(shared, delivery, &HandlerError::failed(error), true);
             Verdict::Failed
         }
+    }
+}
+
+/// Deletes a message whose handler succeeded. One whose visibility lapsed while its
+/// handler ran (heartbeats off) may be another consumer's by now: its delete counts as a
+/// stale receipt, not as a delete, even where the queue accepts it.
+fn delete<H>(shared: &Shared<H>, delivery: Delivery) {
+    let lapsed = shared.resolved.heartbeat.is_none()
+        && delivery.received_at.elapsed() >= shared.resolved.visibility;
+    if lapsed {
+        shared.settler.delete_lapsed(delivery.receipt);
+    } else {
+        shared.settler.delete(delivery.receipt);
     }
 }
 

@@ -99,9 +99,9 @@ pub(crate) struct Settler {
 #[derive(Debug, Default)]
 struct Pending {
     deletes: Gathering<ReceiptHandle>,
-    /// Who waits to learn whether a delete gathering in `deletes` was applied; they go
-    /// with the batch the gathering becomes.
-    delete_confirms: Vec<Confirm>,
+    /// What callers asked beyond the deletes gathering in `deletes`; the notes go with
+    /// the batch the gathering becomes.
+    delete_notes: Vec<Noted>,
     changes: Gathering<Change>,
     /// The timer task waits for a first entry (rather than sleeping until a due time).
     timer_waiting: bool,
@@ -112,8 +112,19 @@ struct Pending {
     next_intent: u64,
 }
 
-/// A delete whose caller waits for its fate: `true` once applied, `false` once given up.
-type Confirm = (ReceiptHandle, oneshot::Sender<bool>);
+/// What a delete's caller asked beyond the delete.
+#[derive(Debug)]
+enum Note {
+    /// Tell whether it was applied: `true` once applied, `false` once given up.
+    Confirm(oneshot::Sender<bool>),
+    /// The message's visibility had lapsed before its delete: a success says nothing of
+    /// whether it was deleted (a standard queue accepts a stale receipt handle, and may
+    /// keep the message), so it counts as a stale receipt, not as a delete.
+    Lapsed,
+}
+
+/// A delete's handle and its note.
+type Noted = (ReceiptHandle, Note);
 
 /// One visibility change and the number that orders it among its message's intents.
 #[derive(Debug)]
@@ -273,16 +284,30 @@ impl Settler {
 
     /// Deletes a message (batched). Its visibility changes not yet sent are dropped.
     pub(crate) fn delete(self: &Arc<Self>, handle: ReceiptHandle) {
+        self.delete_noted(handle, None);
+    }
+
+    /// Deletes a message whose visibility lapsed before its handler finished: another
+    /// consumer may hold it now, so its delete counts as a stale receipt even where the
+    /// queue accepts it.
+    pub(crate) fn delete_lapsed(self: &Arc<Self>, handle: ReceiptHandle) {
+        self.delete_noted(handle, Some(Note::Lapsed));
+    }
+
+    fn delete_noted(self: &Arc<Self>, handle: ReceiptHandle, note: Option<Note>) {
         let mut pending = self.lock();
         if !pending.intents.is_empty() {
             pending.supersede(&handle, DELETED);
+        }
+        if let Some(note) = note {
+            pending.delete_notes.push((handle.clone(), note));
         }
         let started = pending.deletes.entries.is_empty();
         let full = pending.deletes.push(handle, self.flush_interval);
         self.wake_timer(&mut pending, started);
         if let Some(batch) = self.closing_batch(&mut pending.deletes, full) {
-            let confirms = std::mem::take(&mut pending.delete_confirms);
-            self.send(Batch::Delete(batch, confirms));
+            let notes = std::mem::take(&mut pending.delete_notes);
+            self.send(Batch::Delete(batch, notes));
         }
     }
 
@@ -299,11 +324,13 @@ impl Settler {
         if !pending.intents.is_empty() {
             pending.supersede(&handle, DELETED);
         }
-        pending.delete_confirms.push((handle.clone(), confirm));
+        pending
+            .delete_notes
+            .push((handle.clone(), Note::Confirm(confirm)));
         pending.deletes.push(handle, self.flush_interval);
         let batch = pending.deletes.take();
-        let confirms = std::mem::take(&mut pending.delete_confirms);
-        self.send(Batch::Delete(batch, confirms));
+        let notes = std::mem::take(&mut pending.delete_notes);
+        self.send(Batch::Delete(batch, notes));
         confirmed
     }
 
@@ -554,8 +581,8 @@ impl Settler {
                 let mut pending = self.lock();
                 let now = Instant::now();
                 if let Some(batch) = pending.deletes.take_due(now, closing) {
-                    let confirms = std::mem::take(&mut pending.delete_confirms);
-                    self.send(Batch::Delete(batch, confirms));
+                    let notes = std::mem::take(&mut pending.delete_notes);
+                    self.send(Batch::Delete(batch, notes));
                 }
                 if let Some(batch) = pending.changes.take_due(now, closing) {
                     self.send(Batch::Change(batch));
@@ -582,7 +609,7 @@ impl Settler {
 /// One batch call's entries.
 enum Batch {
     /// The handles, and who waits for some of them.
-    Delete(Vec<ReceiptHandle>, Vec<Confirm>),
+    Delete(Vec<ReceiptHandle>, Vec<Noted>),
     Change(Vec<Change>),
 }
 
@@ -629,9 +656,22 @@ impl Batch {
     /// Counts the entries that succeeded, `ok[i]` for entry `i`.
     fn record_successes(&self, ok: &[bool], counters: &Counters) {
         match self {
-            Self::Delete(..) => {
-                let deleted = ok.iter().filter(|ok| **ok).count();
-                Counters::add(&counters.deleted, deleted as u64);
+            Self::Delete(handles, notes) => {
+                let lapsed = |handle: &ReceiptHandle| {
+                    notes
+                        .iter()
+                        .any(|(of, note)| of == handle && matches!(note, Note::Lapsed))
+                };
+                let (mut deleted, mut stale) = (0, 0);
+                for (handle, ok) in handles.iter().zip(ok) {
+                    match (ok, !notes.is_empty() && lapsed(handle)) {
+                        (false, _) => {}
+                        (true, false) => deleted += 1,
+                        (true, true) => stale += 1,
+                    }
+                }
+                Counters::add(&counters.deleted, deleted);
+                Counters::add(&counters.stale_receipts, stale);
             }
             Self::Change(entries) => {
                 let heartbeats = entries
@@ -716,14 +756,15 @@ impl Batch {
                     let done: Vec<bool> = retry.iter().map(|retry| !retry).collect();
                     settler.unclaim(changes, &done);
                 }
-                Self::Delete(handles, confirms) if !confirms.is_empty() => {
+                Self::Delete(handles, notes) if !notes.is_empty() => {
                     let applied = |index: usize| matches!(&result, Ok(results) if matches!(results.get(index), Some(Ok(()))));
                     for (index, handle) in handles.iter().enumerate() {
                         if retry[index] {
                             continue;
                         }
-                        if let Some(at) = confirms.iter().position(|(of, _)| of == handle) {
-                            let (_, confirm) = confirms.swap_remove(at);
+                        if let Some(at) = notes.iter().position(|(of, _)| of == handle)
+                            && let (_, Note::Confirm(confirm)) = notes.swap_remove(at)
+                        {
                             let _ = confirm.send(applied(index));
                         }
                     }
@@ -914,6 +955,31 @@ mod tests {
         sleep(Duration::from_secs(60)).await;
         assert_eq!(silent.0.load(Ordering::SeqCst), MAX_CALLS_IN_FLIGHT);
         assert_eq!(settler.holding(), 10 * (MAX_CALLS_IN_FLIGHT + 36));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_message_s_delete_counts_as_stale_even_when_accepted() {
+        let queue = EmbeddedQueue::new("lapsed");
+        queue.send_many(["a", "b"]);
+        let (a, b) = (receive_one(&queue).await, receive_one(&queue).await);
+        let counters = Arc::new(Counters::default());
+        let settler = Settler::start(
+            Arc::new(queue.clone()),
+            Arc::clone(&counters),
+            Duration::from_millis(5),
+        );
+        settler.delete_lapsed(a);
+        settler.delete(b);
+        settler.close().await;
+        assert_eq!(queue.counts().total(), 0, "both accepted");
+        let counted = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        assert_eq!(
+            (
+                counted(&counters.deleted),
+                counted(&counters.stale_receipts)
+            ),
+            (1, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

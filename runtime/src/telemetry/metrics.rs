@@ -37,7 +37,7 @@ pub mod names {
     pub const DELETE_FAILURES: &str = "spotq_delete_failures_total";
     /// `spotq_visibility_failures_total` (counter): Visibility changes that failed.
     pub const VISIBILITY_FAILURES: &str = "spotq_visibility_failures_total";
-    /// `spotq_stale_receipts_total` (counter): Deletes or visibility changes refused for a stale receipt handle.
+    /// `spotq_stale_receipts_total` (counter): Deletes or visibility changes refused for a stale receipt handle, and deletes sent after their message's visibility lapsed.
     pub const STALE_RECEIPTS: &str = "spotq_stale_receipts_total";
     /// `spotq_heartbeats_total` (counter): Visibility extensions of long-running handlers.
     pub const HEARTBEATS: &str = "spotq_heartbeats_total";
@@ -124,7 +124,7 @@ pub(crate) const CATALOG: &[(&str, &str, Option<Unit>, &str)] = &[
         names::STALE_RECEIPTS,
         "counter",
         Some(Unit::Count),
-        "Deletes or visibility changes refused for a stale receipt handle.",
+        "Deletes or visibility changes refused for a stale receipt handle, and deletes sent after their message's visibility lapsed.",
     ),
     (
         names::HEARTBEATS,

@@ -56,7 +56,9 @@ counters! {
     delete_failed,
     /// Visibility changes that failed.
     visibility_failed,
-    /// Deletes or visibility changes refused because the receipt handle was stale.
+    /// Deletes or visibility changes refused because the receipt handle was stale, and
+    /// deletes sent after their message's visibility lapsed (heartbeats off), which a
+    /// standard queue accepts without a word.
     stale_receipts,
     /// Visibility extensions of long-running handlers.
     heartbeats,
