@@ -1019,3 +1019,53 @@ async fn a_hung_heartbeat_call_does_not_hand_a_running_fifo_group_to_another_con
     );
     assert_eq!((report.received, report.deleted), (2, 2), "{report:?}");
 }
+
+/// A continuation whose send is slower than the visibility timeout: its message is
+/// heartbeated while the send runs, so no other poller takes it and hands it on again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_continuation_send_neither_lets_its_message_lapse_nor_forks_the_chain() {
+    let queue = create_queue(
+        &unique("slow-send"),
+        &[(QueueAttributeName::VisibilityTimeout, "4".to_owned())],
+    )
+    .await;
+    send(&queue, ["step-1".to_owned()]).await;
+    let proxy = FaultProxy::start(&["SendMessage:slow=7000:count=1"], 26);
+    let through = InTurn::new(&proxy.backend(&queue).await);
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let (handler_runs, done) = (Arc::clone(&runs), Arc::clone(&runs));
+    let report = Worker::builder(through)
+        .pollers(2)
+        .wait_time(Duration::from_secs(1))
+        .handler(move |message: Message| {
+            handler_runs
+                .lock()
+                .expect("runs")
+                .push(message.body().to_owned());
+            let outcome = match message.body() {
+                "step-1" => Outcome::Continue(spotq::SendMessage::new("step-2")),
+                _ => Outcome::Ack,
+            };
+            async move { outcome }
+        })
+        .run_until(async move {
+            until(Duration::from_secs(30), || {
+                done.lock().expect("runs").len() >= 2
+            })
+            .await;
+            // Long enough for a lapsed step-1 to come back (4 s) and run again.
+            sleep(Duration::from_secs(5)).await;
+        })
+        .await
+        .expect("worker runs");
+    let stats = proxy.stats().await;
+    assert_eq!(stats.faults("SendMessage", "slow"), 1, "{stats:?}");
+    assert_eq!(
+        *runs.lock().expect("runs"),
+        ["step-1", "step-2"],
+        "{report:?}"
+    );
+    assert!(report.heartbeats >= 2, "{report:?}");
+    assert_eq!((report.continued, report.deleted), (1, 2), "{report:?}");
+    assert_eq!(counts(&queue).await, (0, 0, 0));
+}
