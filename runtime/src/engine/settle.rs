@@ -284,31 +284,14 @@ impl Settler {
 
     /// Deletes a message (batched). Its visibility changes not yet sent are dropped.
     pub(crate) fn delete(self: &Arc<Self>, handle: ReceiptHandle) {
-        self.delete_noted(handle, None);
+        self.delete_noted(handle, None, false);
     }
 
     /// Deletes a message whose visibility lapsed before its handler finished: another
     /// consumer may hold it now, so its delete counts as a stale receipt even where the
     /// queue accepts it.
     pub(crate) fn delete_lapsed(self: &Arc<Self>, handle: ReceiptHandle) {
-        self.delete_noted(handle, Some(Note::Lapsed));
-    }
-
-    fn delete_noted(self: &Arc<Self>, handle: ReceiptHandle, note: Option<Note>) {
-        let mut pending = self.lock();
-        if !pending.intents.is_empty() {
-            pending.supersede(&handle, DELETED);
-        }
-        if let Some(note) = note {
-            pending.delete_notes.push((handle.clone(), note));
-        }
-        let started = pending.deletes.entries.is_empty();
-        let full = pending.deletes.push(handle, self.flush_interval);
-        self.wake_timer(&mut pending, started);
-        if let Some(batch) = self.closing_batch(&mut pending.deletes, full) {
-            let notes = std::mem::take(&mut pending.delete_notes);
-            self.send(Batch::Delete(batch, notes));
-        }
+        self.delete_noted(handle, Some(Note::Lapsed), false);
     }
 
     /// Deletes a message at once (with what gathered before it), and tells whether the
@@ -320,18 +303,33 @@ impl Settler {
         handle: ReceiptHandle,
     ) -> oneshot::Receiver<bool> {
         let (confirm, confirmed) = oneshot::channel();
+        self.delete_noted(handle, Some(Note::Confirm(confirm)), true);
+        confirmed
+    }
+
+    /// Adds a delete, with its note, to the gathering batch; sends the batch when full,
+    /// closing, or `at_once`.
+    fn delete_noted(self: &Arc<Self>, handle: ReceiptHandle, note: Option<Note>, at_once: bool) {
         let mut pending = self.lock();
         if !pending.intents.is_empty() {
             pending.supersede(&handle, DELETED);
         }
-        pending
-            .delete_notes
-            .push((handle.clone(), Note::Confirm(confirm)));
-        pending.deletes.push(handle, self.flush_interval);
-        let batch = pending.deletes.take();
-        let notes = std::mem::take(&mut pending.delete_notes);
-        self.send(Batch::Delete(batch, notes));
-        confirmed
+        if let Some(note) = note {
+            pending.delete_notes.push((handle.clone(), note));
+        }
+        let started = pending.deletes.entries.is_empty();
+        let full = pending.deletes.push(handle, self.flush_interval);
+        let batch = match full {
+            None if at_once => Some(pending.deletes.take()),
+            full => {
+                self.wake_timer(&mut pending, started);
+                self.closing_batch(&mut pending.deletes, full)
+            }
+        };
+        if let Some(batch) = batch {
+            let notes = std::mem::take(&mut pending.delete_notes);
+            self.send(Batch::Delete(batch, notes));
+        }
     }
 
     /// Changes a message's visibility (batched). It supersedes the message's earlier
@@ -608,7 +606,7 @@ impl Settler {
 
 /// One batch call's entries.
 enum Batch {
-    /// The handles, and who waits for some of them.
+    /// The handles, and what the callers of some of them asked besides.
     Delete(Vec<ReceiptHandle>, Vec<Noted>),
     Change(Vec<Change>),
 }
