@@ -12,6 +12,12 @@
 //! shutdown, the group's later messages are released unprocessed: the queue then hands
 //! the group out again from the failed message, so nothing runs out of order. Once
 //! shutdown begins, no further message of a group starts.
+//!
+//! A message's delete (or its continuation's send and then its delete) is applied
+//! before the group's next message starts: a delete given up would let the queue hand
+//! the message out again after the next one ran, so it fails the group's turn instead.
+//! Waiting for a slot, a delete or a send is no handler time: the handler timeout counts
+//! from each handler's start.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
