@@ -2,7 +2,8 @@
 //! several `spotq-test-worker` processes running against an SQS emulator (fauxqs or
 //! moto) while a paced producer sends messages, the fault proxy fails a few percent of
 //! the workers' queue calls (throttling, 500, 503), and random SIGTERMs and SIGKILLs hit
-//! the workers. Some messages are poison (their handler always fails) and reach the
+//! the workers (sparing one that handles a healthy message at its last two allowed
+//! receives, so that the run's own signals dead-letter no healthy message). Some messages are poison (their handler always fails) and reach the
 //! dead-letter queue through the redrive policy. Once the queue has drained, a verifier
 //! reads the dead-letter queue, the queue and the workers' event records, and prints one
 //! table; each figure is defined in `tests/chaos/verify.rs`.

@@ -22,6 +22,10 @@ use tokio::process::{Child, Command};
 
 use crate::verify::{Event, Figures, Inputs, Signal, SignalSent};
 
+/// A worker handling a healthy message at this many receives short of the redrive
+/// policy's `maxReceiveCount`, or closer, is not signalled (see [`chaos`]).
+const SPARED_RECEIVES: u32 = 2;
+
 /// The SQS actions a worker makes, each of which the proxy fails at the fault rate.
 const FAULTED_ACTIONS: [&str; 4] = [
     "ReceiveMessage",
@@ -170,7 +174,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         bodies,
         settings.duration,
     ));
-    let signals = chaos(settings, &local, &events_path, &producer, &mut rng).await;
+    let signals = chaos(settings, &local, &events_path, &producer, &poison, &mut rng).await;
     let (sent, sent_at) = producer.await.context("the producer")??;
     let drained = drain(&client, &queue_url, settings.drain_timeout).await;
     controller.stop().await;
@@ -471,11 +475,21 @@ impl EventTail {
 
 /// While the producer sends: at random intervals, SIGTERM or SIGKILL one worker that
 /// has started handlers (so its signal handling is installed) and has not been signalled.
+///
+/// Each signal costs the messages it cuts off a receive, and the redrive policy
+/// dead-letters a message after `maxReceiveCount` of them: a run that cut one healthy
+/// message's handler that often would see it dead-lettered by the run's own signals,
+/// not by anything the workers did. So a worker is spared while it handles a healthy
+/// (not poison) message at its receive `maxReceiveCount −` [`SPARED_RECEIVES`] or later:
+/// such a receive ends in the handler's success. (A receive that reaches no handler, a
+/// message released unstarted at a shutdown or taken by a receive a SIGKILL cut off,
+/// costs a receive unrecorded; the spared receives leave room for that.)
 async fn chaos(
     settings: &Settings,
     local: &LocalTarget,
     events: &Path,
     producer: &tokio::task::JoinHandle<anyhow::Result<Sent>>,
+    poison: &BTreeSet<String>,
     rng: &mut fastrand::Rng,
 ) -> Vec<SignalSent> {
     let mut sent = Vec::new();
@@ -483,6 +497,7 @@ async fn chaos(
         return sent;
     };
     let mut working = BTreeSet::new();
+    let mut handling = Handling::new(settings.max_receive_count, poison);
     let mut signalled = BTreeSet::new();
     let mean = settings.signal_every.as_secs_f64();
     while !producer.is_finished() {
@@ -495,17 +510,19 @@ async fn chaos(
         if producer.is_finished() {
             break;
         }
-        working.extend(
-            tail.read_new()
-                .into_iter()
-                .filter(|event| event.event == "start")
-                .map(|event| event.pid),
-        );
+        for event in tail.read_new() {
+            if event.event == "start" {
+                working.insert(event.pid);
+            }
+            handling.record(event);
+        }
         let candidates: Vec<u32> = local
             .pids()
             .await
             .into_iter()
-            .filter(|pid| working.contains(pid) && !signalled.contains(pid))
+            .filter(|pid| {
+                working.contains(pid) && !signalled.contains(pid) && !handling.spares(*pid)
+            })
             .collect();
         if candidates.is_empty() {
             continue;
@@ -530,6 +547,50 @@ async fn chaos(
         }
     }
     sent
+}
+
+/// By worker, the healthy messages whose handler started and has not ended, with the
+/// receive count of that start: which workers [`chaos`] spares.
+struct Handling<'a> {
+    poison: &'a BTreeSet<String>,
+    /// The first receive count at which a healthy message's worker is spared.
+    spared_from: u32,
+    by_worker: HashMap<u32, HashMap<String, u32>>,
+}
+
+impl<'a> Handling<'a> {
+    fn new(max_receive_count: u32, poison: &'a BTreeSet<String>) -> Self {
+        Self {
+            poison,
+            spared_from: max_receive_count.saturating_sub(SPARED_RECEIVES).max(1),
+            by_worker: HashMap::new(),
+        }
+    }
+
+    /// Takes in a worker's event: a handler's start, or its end.
+    fn record(&mut self, event: Event) {
+        match event.event.as_str() {
+            "start" if !self.poison.contains(&event.body) => {
+                self.by_worker
+                    .entry(event.pid)
+                    .or_default()
+                    .insert(event.body, event.receive.unwrap_or(0));
+            }
+            "done" | "fail" | "retry" => {
+                if let Some(bodies) = self.by_worker.get_mut(&event.pid) {
+                    bodies.remove(&event.body);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `pid` handles a healthy message too close to its redrive limit to signal.
+    fn spares(&self, pid: u32) -> bool {
+        self.by_worker
+            .get(&pid)
+            .is_some_and(|bodies| bodies.values().any(|receive| *receive >= self.spared_from))
+    }
 }
 
 /// Waits until the queue reads empty (visible, not visible and delayed all 0) twice in
@@ -680,4 +741,38 @@ async fn http_get_json(url: &str) -> anyhow::Result<serde_json::Value> {
     );
     let body = response.into_body().collect().await?.to_bytes();
     Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event: &str, body: &str, pid: u32, receive: u32) -> Event {
+        Event {
+            event: event.to_owned(),
+            body: body.to_owned(),
+            pid,
+            at_ms: 0,
+            receive: Some(receive),
+        }
+    }
+
+    #[test]
+    fn a_worker_handling_a_healthy_message_near_its_redrive_limit_is_spared_until_it_ends() {
+        let poison: BTreeSet<String> = ["p1:10:fail".to_owned()].into();
+        // maxReceiveCount 5: spared from receive 3 on.
+        let mut handling = Handling::new(5, &poison);
+        handling.record(event("start", "c1:2000", 7, 2));
+        assert!(!handling.spares(7), "receive 2 of 5 may be cut");
+        handling.record(event("start", "c2:2000", 7, 3));
+        assert!(handling.spares(7), "receive 3 of 5 is not cut");
+        assert!(!handling.spares(8), "another worker");
+        handling.record(event("done", "c2:2000", 7, 3));
+        assert!(!handling.spares(7), "once it is done");
+        handling.record(event("start", "p1:10:fail", 7, 5));
+        assert!(
+            !handling.spares(7),
+            "poison is meant to reach the dead-letter queue"
+        );
+    }
 }
