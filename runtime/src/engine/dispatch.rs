@@ -49,6 +49,9 @@ pub(super) struct Delivery {
     pub(super) received_at: Instant,
     /// The message group, on FIFO queues: a continuation keeps it.
     pub(super) group_id: Option<String>,
+    /// More messages of its FIFO group wait behind it in this worker: they run only once
+    /// its delete is applied.
+    pub(super) followed: bool,
 }
 
 impl Delivery {
@@ -63,6 +66,7 @@ impl Delivery {
                 .fifo
                 .then(|| context.attributes().get("MessageGroupId").cloned())
                 .flatten(),
+            followed: false,
         }
     }
 }
@@ -395,7 +399,7 @@ fn settle<H: Send + Sync>(shared: &Shared<H>, delivery: Delivery, outcome: Outco
     match outcome {
         Outcome::Ack => {
             Counters::add(&counters.succeeded, 1);
-            if shared.fifo {
+            if delivery.followed {
                 return Settled::Later(Box::pin(delete_in_order(shared, delivery)));
             }
             delete(shared, delivery);
@@ -462,7 +466,7 @@ async fn hand_on<H>(shared: &Shared<H>, delivery: Delivery, mut next: SendMessag
         Ok(continuation_id) => {
             Counters::add(&shared.counters.continued, 1);
             tracing::debug!(message_id = %delivery.message_id, %continuation_id, "handed on");
-            if shared.fifo {
+            if delivery.followed {
                 return delete_in_order(shared, delivery).await;
             }
             delete(shared, delivery);
@@ -488,10 +492,12 @@ fn delete<H>(shared: &Shared<H>, delivery: Delivery) {
     }
 }
 
-/// Deletes a FIFO group's message and waits until the delete is applied: the group's
-/// next message must not run before, or a delete given up would let the queue hand this
-/// one out again after it (the handler would see M1, M2, M1). A delete that cannot be
-/// confirmed fails the group's turn: its later messages go back, in order.
+/// Deletes a FIFO group's message that others of its group follow in this worker, and
+/// waits until the delete is applied: the next must not run before, or a delete given up
+/// would let the queue hand this one out again after it (the handler would see M1, M2,
+/// M1). A delete that cannot be confirmed fails the group's turn: its later messages go
+/// back, in order. (The group's last message here needs no wait: until its delete is
+/// applied, the queue hands out nothing more of its group.)
 async fn delete_in_order<H>(shared: &Shared<H>, delivery: Delivery) -> Verdict {
     match shared.settler.delete_confirmed(delivery.receipt).await {
         Ok(true) => Verdict::Done,

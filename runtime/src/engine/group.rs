@@ -173,9 +173,10 @@ async fn run<H: Handler>(
         Poll::Ready(result) => Ending::Returned(result),
         Poll::Pending => supervise(shared, handler, deliveries.make_contiguous(), clock).await,
     };
-    let Some(delivery) = deliveries.pop_front() else {
+    let Some(mut delivery) = deliveries.pop_front() else {
         return Verdict::Released;
     };
+    delivery.followed = !deliveries.is_empty();
     match finish(shared, delivery, ending) {
         Settled::Now(verdict) => verdict,
         // A continuation's send, or the delete the next message waits for: the rest of

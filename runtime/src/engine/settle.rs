@@ -76,6 +76,9 @@ pub(crate) struct Settler {
     pending: Mutex<Pending>,
     /// Wakes the timer task when a batch starts while it waits for one.
     batch_started: Notify,
+    /// Wakes the timer task to send the deletes gathered now: a FIFO group waits for one
+    /// of them. Other groups' deletes of the same moment go in the same batch.
+    flush_deletes: Notify,
     /// Wakes changes waiting for an earlier call for their message to end.
     change_call_ended: Notify,
     /// When [`close`](Self::close) was first called.
@@ -269,6 +272,7 @@ impl Settler {
             flush_interval,
             pending: Mutex::default(),
             batch_started: Notify::new(),
+            flush_deletes: Notify::new(),
             change_call_ended: Notify::new(),
             closed_at: std::sync::OnceLock::new(),
             unsettled: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -319,13 +323,12 @@ impl Settler {
         }
         let started = pending.deletes.entries.is_empty();
         let full = pending.deletes.push(handle, self.flush_interval);
-        let batch = match full {
-            None if at_once => Some(pending.deletes.take()),
-            full => {
-                self.wake_timer(&mut pending, started);
-                self.closing_batch(&mut pending.deletes, full)
-            }
-        };
+        if full.is_none() && at_once {
+            pending.deletes.due = Some(Instant::now());
+            self.flush_deletes.notify_one();
+        }
+        self.wake_timer(&mut pending, started);
+        let batch = self.closing_batch(&mut pending.deletes, full);
         if let Some(batch) = batch {
             let notes = std::mem::take(&mut pending.delete_notes);
             self.send(Batch::Delete(batch, notes));
@@ -598,6 +601,7 @@ impl Settler {
             tokio::select! {
                 () = self.closed.cancelled() => {}
                 () = self.batch_started.notified(), if next_due.is_none() => {}
+                () = self.flush_deletes.notified() => {}
                 () = sleep_until(next_due.unwrap_or_else(Instant::now)), if next_due.is_some() => {}
             }
         }
