@@ -1,8 +1,9 @@
 //! `spotq-chaos`: the process-level chaos run. The controller's local target keeps
 //! several `spotq-test-worker` processes running against an SQS emulator (fauxqs or
 //! moto) while a paced producer sends messages, the fault proxy fails a few percent of
-//! the workers' queue calls (throttling, 500, 503), and random SIGTERMs and SIGKILLs hit
-//! the workers (sparing one that handles a healthy message at its last two allowed
+//! the workers' queue calls (throttling, 500, 503), never answers a few per mille and
+//! answers as many a second late, and random SIGTERMs and SIGKILLs hit the workers
+//! (sparing one that handles a healthy message at its last two allowed
 //! receives, so that the run's own signals dead-letter no healthy message). Some messages are poison (their handler always fails) and reach the
 //! dead-letter queue through the redrive policy. Once the queue has drained, a verifier
 //! reads the dead-letter queue, the queue and the workers' event records, and prints one
@@ -13,7 +14,11 @@
 //! spotq-chaos --messages 500 --duration 30s --endpoint http://127.0.0.1:4566
 //! ```
 //!
-//! Exits 0 when lost and stranded are 0, the dead-letter queue holds exactly the poison
+//! With `--fifo-groups N` the queue is a FIFO queue of N message groups, and the
+//! verifier checks that no group's messages ran out of order.
+//!
+//! Exits 0 when lost and stranded are 0, no FIFO group ran out of order, every SIGTERMed
+//! worker exited within its stop timeout, the dead-letter queue holds exactly the poison
 //! messages, the longest invisible time after a SIGKILL is within the visibility timeout
 //! (plus the strand window for the receive), and no worker ended otherwise; 1 when not,
 //! with the offending messages and the run's directory (event log, worker logs) named.
@@ -51,10 +56,21 @@ struct Flags {
     #[arg(long)]
     seed: Option<u64>,
     /// Percent of the workers' ReceiveMessage, DeleteMessageBatch,
-    /// ChangeMessageVisibilityBatch and GetQueueAttributes calls the proxy fails (0: no
-    /// proxy).
+    /// ChangeMessageVisibilityBatch and GetQueueAttributes calls the proxy fails (with
+    /// the hang and slow rates 0 too: no proxy).
     #[arg(long, default_value_t = 3.0)]
     fault_rate: f64,
+    /// Percent of those calls the proxy never answers (the workers' SDK attempt timeout
+    /// ends each).
+    #[arg(long, default_value_t = 0.3)]
+    hang_rate: f64,
+    /// Percent of those calls the proxy answers a second late.
+    #[arg(long, default_value_t = 0.3)]
+    slow_rate: f64,
+    /// A FIFO queue with this many message groups (the messages taken in turn), rather
+    /// than a standard queue; the verifier checks each group's order.
+    #[arg(long)]
+    fifo_groups: Option<usize>,
     /// How long the producer takes to send everything (signals come meanwhile).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     duration: Duration,
@@ -130,6 +146,9 @@ async fn main() -> anyhow::Result<()> {
         concurrency: flags.concurrency,
         seed,
         fault_rate: flags.fault_rate,
+        hang_rate: flags.hang_rate,
+        slow_rate: flags.slow_rate,
+        fifo_groups: flags.fifo_groups,
         duration: flags.duration,
         signal_every: flags.signal_every,
         sigkill_share: flags.sigkill_share,
@@ -242,6 +261,23 @@ fn failures(settings: &run::Settings, outcome: &run::Outcome) -> Vec<String> {
             figures.longest_invisible_after_sigkill_ms
         ));
     }
+    if figures.fifo_groups_out_of_order > 0 {
+        failures.push(format!(
+            "{} FIFO groups out of order (group, places in start order): {:?}",
+            figures.fifo_groups_out_of_order,
+            figures
+                .out_of_order_groups
+                .iter()
+                .take(10)
+                .collect::<Vec<_>>()
+        ));
+    }
+    if figures.longest_sigterm_to_exit_ms >= settings.stop_timeout_secs * 1000 {
+        failures.push(format!(
+            "a worker exited {} ms after its SIGTERM, past its {} s stop timeout",
+            figures.longest_sigterm_to_exit_ms, settings.stop_timeout_secs
+        ));
+    }
     if figures.other_exits > 0 || outcome.killed_by_controller > 0 {
         failures.push(format!(
             "{} workers ended without a clean exit or the run's SIGKILL; {} were killed \
@@ -250,6 +286,25 @@ fn failures(settings: &run::Settings, outcome: &run::Outcome) -> Vec<String> {
         ));
     }
     failures
+}
+
+/// The proxy's faults summed by kind over the actions: `throttle 40, 500 21, hang 3, …`.
+fn fault_kinds(faults: &serde_json::Value) -> String {
+    let mut kinds: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for by_kind in faults
+        .as_object()
+        .into_iter()
+        .flat_map(|actions| actions.values())
+    {
+        for (kind, count) in by_kind.as_object().into_iter().flatten() {
+            *kinds.entry(kind).or_default() += count.as_u64().unwrap_or(0);
+        }
+    }
+    kinds
+        .iter()
+        .map(|(kind, count)| format!("{kind} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn seconds(ms: u64) -> String {
@@ -317,6 +372,26 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             ),
         ),
         (
+            "FIFO groups out of order",
+            if settings.fifo_groups.is_some() {
+                f.fifo_groups_out_of_order.to_string()
+            } else {
+                "—".to_owned()
+            },
+            format!(
+                "of {} groups: a message started after a later one of its group (must be 0)",
+                f.fifo_groups
+            ),
+        ),
+        (
+            "longest SIGTERM to exit",
+            seconds(f.longest_sigterm_to_exit_ms),
+            format!(
+                "of the run's SIGTERMs; stop timeout {} s (must stay under)",
+                settings.stop_timeout_secs
+            ),
+        ),
+        (
             "signals",
             format!("{} SIGTERM, {} SIGKILL", f.sigterms_sent, f.sigkills_sent),
             format!(
@@ -328,8 +403,13 @@ fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
             "faults",
             outcome.faults_total.to_string(),
             format!(
-                "throttling, 500 and 503 answers the proxy gave, of {} worker requests ({} %)",
-                outcome.proxy_requests, settings.fault_rate
+                "the proxy's faults on {} worker requests: {} (rates: {} % errors, {} % \
+                 hung, {} % slow)",
+                outcome.proxy_requests,
+                fault_kinds(&outcome.faults),
+                settings.fault_rate,
+                settings.hang_rate,
+                settings.slow_rate
             ),
         ),
         (

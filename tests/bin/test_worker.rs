@@ -10,7 +10,8 @@
 //! `AWS_ENDPOINT_URL`, finds it), `SPOTQ_EVENTS` (the log file), `SPOTQ_CONCURRENCY`,
 //! `SPOTQ_STOP_TIMEOUT_SECS`, `SPOTQ_GRACE_SECS`, `SPOTQ_RUNNING_TASKS`, `SPOTQ_HTTP_ADDR`
 //! (serve /metrics, /health, /ready), `SPOTQ_RETRY_BASE_MS` and `SPOTQ_RETRY_MAX_MS`
-//! (the retry backoff; the runtime's default without them); logs as `SPOTQ_LOG_FORMAT`
+//! (the retry backoff; the runtime's default without them), `SPOTQ_CALL_ATTEMPT_TIMEOUT_MS`
+//! (the SQS client's attempt timeout; spotq's default without it); logs as `SPOTQ_LOG_FORMAT`
 //! says. It runs until SIGTERM or SIGINT, or as a job task does, until its queue is
 //! drained: with `SPOTQ_EXIT_AFTER_EMPTY_RECEIVES`, once that many of its receives in a
 //! row found the queue empty with nothing held (run to completion). It exits with its
@@ -95,7 +96,19 @@ async fn main() -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let backend = SqsBackend::from_env(&queue).await?;
+    // `SPOTQ_CALL_ATTEMPT_TIMEOUT_MS`: the SDK client's attempt timeout (spotq's default,
+    // 10 s, without it), so a call the fault proxy never answers is tried again soon.
+    let mut aws = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Ok(millis) = std::env::var("SPOTQ_CALL_ATTEMPT_TIMEOUT_MS") {
+        let millis = millis.parse().context("SPOTQ_CALL_ATTEMPT_TIMEOUT_MS")?;
+        aws = aws.timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(Duration::from_millis(millis))
+                .build(),
+        );
+    }
+    let client = aws_sdk_sqs::Client::new(&aws.load().await);
+    let backend = SqsBackend::connect(client, &queue).await?;
     let backend: Arc<dyn Backend> = if std::env::var_os("SPOTQ_CALLS_IN_TURN").is_some() {
         Arc::new(in_turn::InTurn::new(&backend))
     } else {

@@ -26,6 +26,13 @@ use crate::verify::{Event, Figures, Inputs, Signal, SignalSent};
 /// policy's `maxReceiveCount`, or closer, is not signalled (see [`chaos`]).
 const SPARED_RECEIVES: u32 = 2;
 
+/// How late the proxy answers a slowed call: below the workers' attempt timeout
+/// ([`ATTEMPT_TIMEOUT_MS`]), so the call succeeds late.
+pub const SLOW_MS: u64 = 1_000;
+/// The workers' SDK attempt timeout: a call the proxy never answers is tried again after
+/// it, within a SIGTERMed worker's stop timeout.
+const ATTEMPT_TIMEOUT_MS: u64 = 1_500;
+
 /// The SQS actions a worker makes, each of which the proxy fails at the fault rate.
 const FAULTED_ACTIONS: [&str; 4] = [
     "ReceiveMessage",
@@ -47,6 +54,12 @@ pub struct Settings {
     pub seed: u64,
     /// Percent of the workers' queue calls the proxy fails (0: no proxy).
     pub fault_rate: f64,
+    /// Percent of the workers' queue calls the proxy never answers.
+    pub hang_rate: f64,
+    /// Percent of the workers' queue calls the proxy answers [`SLOW_MS`] late.
+    pub slow_rate: f64,
+    /// A FIFO queue with this many message groups (`None`: a standard queue).
+    pub fifo_groups: Option<usize>,
     /// How long the producer takes to send everything (it is paced).
     pub duration: Duration,
     /// The mean time between two signals while the producer sends.
@@ -148,7 +161,8 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         )
     })?;
 
-    let mut proxy = if settings.fault_rate > 0.0 {
+    let faulted = settings.fault_rate + settings.hang_rate + settings.slow_rate;
+    let mut proxy = if faulted > 0.0 {
         Some(Proxy::start(settings).await?)
     } else {
         None
@@ -173,6 +187,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         queue_url.clone(),
         bodies,
         settings.duration,
+        settings.fifo_groups.is_some(),
     ));
     let signals = chaos(settings, &local, &events_path, &producer, &poison, &mut rng).await;
     let (sent, sent_at) = producer.await.context("the producer")??;
@@ -210,6 +225,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
         strand_window_ms,
         max_receive_count: settings.max_receive_count,
         visibility_timeout_ms: settings.visibility_timeout_secs * 1000,
+        fifo: settings.fifo_groups.is_some(),
     });
     Ok(Outcome {
         figures,
@@ -225,9 +241,24 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Outcome> {
 /// The dead-letter queue, then the queue that redrives to it.
 async fn create_queues(client: &Client, settings: &Settings) -> anyhow::Result<(String, String)> {
     let name = format!("spotq-chaos-{}-{}", std::process::id(), settings.seed);
-    let dlq_url = client
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
+    // A FIFO queue redrives to a FIFO dead-letter queue; the bodies are unique, so
+    // content-based deduplication drops only a producer's retried duplicate.
+    let (suffix, fifo) = if settings.fifo_groups.is_some() {
+        (".fifo", "true")
+    } else {
+        ("", "false")
+    };
+    let fifo_attributes =
+        |call: aws_sdk_sqs::operation::create_queue::builders::CreateQueueFluentBuilder| {
+            if settings.fifo_groups.is_some() {
+                call.attributes(QueueAttributeName::FifoQueue, fifo)
+                    .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+            } else {
+                call
+            }
+        };
+    let dlq_url = fifo_attributes(client.create_queue())
+        .queue_name(format!("{name}-dlq{suffix}"))
         .send()
         .await
         .map_err(sdk)?
@@ -247,9 +278,8 @@ async fn create_queues(client: &Client, settings: &Settings) -> anyhow::Result<(
         "deadLetterTargetArn": dlq_arn,
         "maxReceiveCount": settings.max_receive_count.to_string(),
     });
-    let queue_url = client
-        .create_queue()
-        .queue_name(&name)
+    let queue_url = fifo_attributes(client.create_queue())
+        .queue_name(format!("{name}{suffix}"))
         .attributes(
             QueueAttributeName::VisibilityTimeout,
             settings.visibility_timeout_secs.to_string(),
@@ -291,6 +321,10 @@ async fn start_controller(
         ),
         ("SPOTQ_RETRY_BASE_MS", "300".to_owned()),
         ("SPOTQ_RETRY_MAX_MS", "1500".to_owned()),
+        (
+            "SPOTQ_CALL_ATTEMPT_TIMEOUT_MS",
+            ATTEMPT_TIMEOUT_MS.to_string(),
+        ),
         ("AWS_ENDPOINT_URL", worker_endpoint.to_owned()),
         ("AWS_ENDPOINT_URL_SQS", worker_endpoint.to_owned()),
         ("AWS_ACCESS_KEY_ID", "test".to_owned()),
@@ -353,7 +387,9 @@ env = {{ {env} }}
 }
 
 /// The bodies to send, in order, and the poison ones: `cN:MS` (a handler of MS ms) and
-/// `pN:MS:fail` (fails every time, after 5–50 ms). Handler times: `long_share` of them
+/// `pN:MS:fail` (fails every time, after 5–50 ms); on a FIFO run the name says the group
+/// too, `cN.gG` and `pN.gG`, the groups taken in turn (the verifier reads them with
+/// [`fifo_place`](crate::verify::fifo_place)). Handler times: `long_share` of them
 /// 1–2.5 s (longer than a 1 s grace period, so SIGTERMs cut some handlers), of the rest
 /// 85 % 5–200 ms and 15 % 200 ms–1 s.
 fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSet<String>) {
@@ -364,9 +400,14 @@ fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSe
     let poison_places: BTreeSet<usize> = places.into_iter().take(poison_count).collect();
     let mut bodies = Vec::with_capacity(settings.messages);
     let mut poison = BTreeSet::new();
+    let group = |n: usize| {
+        settings
+            .fifo_groups
+            .map_or_else(String::new, |groups| format!(".g{}", n % groups.max(1)))
+    };
     for n in 0..settings.messages {
         if poison_places.contains(&n) {
-            let body = format!("p{n}:{}:fail", rng.u64(5..50));
+            let body = format!("p{n}{}:{}:fail", group(n), rng.u64(5..50));
             poison.insert(body.clone());
             bodies.push(body);
         } else {
@@ -377,7 +418,7 @@ fn bodies(settings: &Settings, rng: &mut fastrand::Rng) -> (Vec<String>, BTreeSe
             } else {
                 rng.u64(200..1_000)
             };
-            bodies.push(format!("c{n}:{millis}"));
+            bodies.push(format!("c{n}{}:{millis}", group(n)));
         }
     }
     (bodies, poison)
@@ -393,6 +434,7 @@ async fn produce(
     queue_url: String,
     bodies: Vec<String>,
     duration: Duration,
+    fifo: bool,
 ) -> anyhow::Result<Sent> {
     let batches = bodies.len().div_ceil(10).max(1);
     let mut ticker = tokio::time::interval(duration / u32::try_from(batches).unwrap_or(u32::MAX));
@@ -404,10 +446,16 @@ async fn produce(
         for attempt in 0..10u32 {
             let mut batch = client.send_message_batch().queue_url(&queue_url);
             for (index, body) in &pending {
+                // A FIFO run's batch holds one message of each of its groups (they are
+                // taken in turn), so an entry sent again keeps its group's order.
+                let group = fifo
+                    .then(|| crate::verify::fifo_place(body).map(|(group, _)| format!("g{group}")))
+                    .flatten();
                 batch = batch.entries(
                     SendMessageBatchRequestEntry::builder()
                         .id(index.to_string())
                         .message_body(*body)
+                        .set_message_group_id(group)
                         .build()?,
                 );
             }
@@ -668,7 +716,9 @@ struct Proxy {
 
 impl Proxy {
     /// Starts `spotq-fault-proxy` with throttling, 500 and 503 on `fault_rate` percent
-    /// of each faulted action's calls (half throttling, a quarter each 500 and 503).
+    /// of each faulted action's calls (half throttling, a quarter each 500 and 503),
+    /// calls never answered on `hang_rate` percent and answered [`SLOW_MS`] late on
+    /// `slow_rate` percent.
     async fn start(settings: &Settings) -> anyhow::Result<Self> {
         ensure!(
             settings.proxy.exists(),
@@ -681,9 +731,18 @@ impl Proxy {
         command
             .args(["--listen", "127.0.0.1:0", "--upstream", &settings.endpoint])
             .args(["--seed", &settings.seed.to_string()]);
+        let slow = format!("slow={SLOW_MS}");
         for action in FAULTED_ACTIONS {
-            for (fault, share) in [("throttle", 0.5), ("500", 0.25), ("503", 0.25)] {
-                command.args(["--rule", &format!("{action}:{fault}:{}%", rate * share)]);
+            for (fault, percent) in [
+                ("throttle", rate * 0.5),
+                ("500", rate * 0.25),
+                ("503", rate * 0.25),
+                ("hang", settings.hang_rate),
+                (slow.as_str(), settings.slow_rate),
+            ] {
+                if percent > 0.0 {
+                    command.args(["--rule", &format!("{action}:{fault}:{percent}%")]);
+                }
             }
         }
         let mut child = command

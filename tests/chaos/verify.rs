@@ -59,6 +59,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+/// A FIFO run's message: its group and its place in the group's send order, from a
+/// body `cN.gG:…` or `pN.gG:…` (N the send index, G the group); `None` for others.
+pub fn fifo_place(body: &str) -> Option<(&str, u64)> {
+    let name = body.split(':').next()?;
+    let (index, group) = name.split_once(".g")?;
+    let index = index.strip_prefix(['c', 'p'])?.parse().ok()?;
+    Some((group, index))
+}
+
 /// One line of a worker's event log (`SPOTQ_EVENTS_FORMAT=json`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct Event {
@@ -119,6 +128,8 @@ pub struct Inputs {
     pub max_receive_count: u32,
     /// The queue's visibility timeout, in ms.
     pub visibility_timeout_ms: u64,
+    /// A FIFO run: bodies name their group and place ([`fifo_place`]).
+    pub fifo: bool,
 }
 
 /// The figures of the table (see the module docs for each definition).
@@ -155,6 +166,9 @@ pub struct Figures {
     pub sigkills_sent: usize,
     /// Workers that exited after SIGTERM (the run's or the controller's).
     pub sigterm_exits: usize,
+    /// The longest time from one of the run's SIGTERMs to its worker's exit, in ms (must
+    /// stay under the stop timeout, when ECS would SIGKILL it).
+    pub longest_sigterm_to_exit_ms: u64,
     /// Workers that ended neither by SIGTERM exit nor by the run's SIGKILL.
     pub other_exits: usize,
     /// Messages whose handler had started and not finished when their worker exited
@@ -184,6 +198,14 @@ pub struct Figures {
     /// The stranded messages: body, the exiting worker's pid, how long after its exit
     /// the message was received again (none: never).
     pub stranded_messages: Vec<(String, u32, Option<u64>)>,
+    /// FIFO runs: message groups whose messages reached a handler.
+    pub fifo_groups: usize,
+    /// FIFO runs (must be 0): groups in which a message started after a later one of its
+    /// group had started (a message started again after a later one is out of order;
+    /// again before any later one, as after a SIGKILL, is not).
+    pub fifo_groups_out_of_order: usize,
+    /// The groups out of order: the group, and its starts' places in time order.
+    pub out_of_order_groups: Vec<(String, Vec<u64>)>,
 }
 
 /// A SIGKILL this long before, or [`KILL_SLACK_AFTER_MS`] after, the moment a message
@@ -257,6 +279,9 @@ pub fn verify(inputs: &Inputs) -> Figures {
             previous_count = previous_count.max(count);
         }
     }
+    if inputs.fifo {
+        fifo_order(&inputs.events, &mut figures);
+    }
     figures.workers_started = ready.len();
 
     let dead: BTreeSet<&str> = inputs.dead_lettered.iter().map(String::as_str).collect();
@@ -295,6 +320,17 @@ pub fn verify(inputs: &Inputs) -> Figures {
 
     // SIGTERM exits: every held message comes back within the window.
     figures.sigterm_exits = exits.len();
+    figures.longest_sigterm_to_exit_ms = inputs
+        .signals
+        .iter()
+        .filter(|signal| signal.signal == Signal::Term)
+        .filter_map(|signal| {
+            exits
+                .get(&signal.pid)
+                .map(|exit| exit.saturating_sub(signal.at_ms))
+        })
+        .max()
+        .unwrap_or(0);
     for (&pid, &exit_ms) in &exits {
         for (body, list) in &starts {
             for start in list.iter().filter(|event| event.pid == pid) {
@@ -385,6 +421,27 @@ pub fn verify(inputs: &Inputs) -> Figures {
         .filter(|pid| !exits.contains_key(pid) && !killed.contains(pid))
         .count();
     figures
+}
+
+/// The FIFO figures: each group's starts, in time order, must never go back to an
+/// earlier message of the group once a later one started.
+fn fifo_order(events: &[Event], figures: &mut Figures) {
+    let mut groups: BTreeMap<&str, Vec<(u64, u64)>> = BTreeMap::new();
+    for event in events.iter().filter(|event| event.event == "start") {
+        if let Some((group, place)) = fifo_place(&event.body) {
+            groups.entry(group).or_default().push((event.at_ms, place));
+        }
+    }
+    figures.fifo_groups = groups.len();
+    for (group, mut starts) in groups {
+        // Stable: one worker's records of the same millisecond keep their order.
+        starts.sort_by_key(|(at, _)| *at);
+        let places: Vec<u64> = starts.into_iter().map(|(_, place)| place).collect();
+        if !places.is_sorted() {
+            figures.fifo_groups_out_of_order += 1;
+            figures.out_of_order_groups.push((group.to_owned(), places));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -594,5 +651,33 @@ mod tests {
         assert_eq!(figures.longest_invisible_after_sigkill_ms, 8_000);
         assert_eq!(figures.duplicates, 1);
         assert_eq!((figures.lost, figures.other_exits), (0, 0));
+    }
+
+    #[test]
+    fn a_fifo_group_is_out_of_order_when_an_earlier_message_starts_after_a_later_one() {
+        assert_eq!(fifo_place("c12.g7:40"), Some(("7", 12)));
+        assert_eq!(fifo_place("p3.g0:20:fail"), Some(("0", 3)));
+        assert_eq!(fifo_place("c12:40"), None);
+        let mut events = lifecycle(1, 0, None);
+        events.extend(lifecycle(2, 0, None));
+        events.extend([
+            // Group 1: c1 again after a SIGKILL, before c3: in order.
+            event("start", "c1.g1:5", 1, 100, 1),
+            event("start", "c1.g1:5", 2, 9_000, 2),
+            event("start", "c3.g1:5", 2, 9_100, 1),
+            // Group 2: c2 handed out again after c4 ran: out of order.
+            event("start", "c2.g2:5", 1, 200, 1),
+            event("start", "c4.g2:5", 1, 300, 1),
+            event("start", "c2.g2:5", 2, 9_200, 2),
+        ]);
+        let mut inputs = inputs(&["c1.g1:5", "c3.g1:5", "c2.g2:5", "c4.g2:5"], events);
+        inputs.fifo = true;
+        let figures = verify(&inputs);
+        assert_eq!(figures.fifo_groups, 2);
+        assert_eq!(figures.fifo_groups_out_of_order, 1);
+        assert_eq!(
+            figures.out_of_order_groups,
+            vec![("2".to_owned(), vec![2, 4, 2])]
+        );
     }
 }
