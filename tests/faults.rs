@@ -763,6 +763,7 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
     let proxy = FaultProxy::start(&["SendMessage:slow=60000:always"], 21);
     let handed = Arc::new(AtomicUsize::new(0));
     let handler_handed = Arc::clone(&handed);
+    let shutdown_at = Mutex::new(None);
     let report = worker(proxy.backend(&queue).await)
         .backlog_interval(None)
         .stop_timeout(Duration::from_secs(6))
@@ -776,10 +777,19 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
                 handed.load(Ordering::SeqCst) == 1
             })
             .await;
-            sleep(Duration::from_millis(500)).await;
+            // The send is under way: the proxy holds it.
+            while proxy.stats().await.faults("SendMessage", "slow") == 0 {
+                sleep(Duration::from_millis(20)).await;
+            }
+            *shutdown_at.lock().expect("lock") = Some(Instant::now());
         })
         .await
         .expect("the worker runs");
+    let took = shutdown_at
+        .lock()
+        .expect("lock")
+        .expect("the shutdown began")
+        .elapsed();
     let left = counts(&queue).await;
 
     let stats = proxy.stats().await;
@@ -792,9 +802,8 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
         "the message released, no continuation sent"
     );
     assert!(
-        report.elapsed < Duration::from_secs(6),
-        "{:?}: the worker waited for the send past the stop timeout",
-        report.elapsed
+        took < Duration::from_secs(6),
+        "{took:?} from the shutdown: the worker waited for the send past the stop timeout"
     );
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail, ensure};
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 use nix::sys::signal::{Signal as NixSignal, kill};
 use nix::unistd::Pid;
 use spotq_controller::config::{Cli, Config, TargetConfig};
@@ -674,8 +676,9 @@ async fn drain(client: &Client, queue_url: &str, limit: Duration) -> bool {
     false
 }
 
-/// Every body the queue holds now (received with a long visibility timeout, so each
-/// comes once), until two receives in a row come back empty.
+/// Every body the queue holds now, until two receives in a row come back empty. Each is
+/// deleted once read (the run is over): on a FIFO queue a message received and left in
+/// flight would hide the rest of its group.
 async fn receive_all(client: &Client, queue_url: &str) -> anyhow::Result<Vec<String>> {
     let mut bodies = Vec::new();
     let mut empty = 0;
@@ -692,6 +695,27 @@ async fn receive_all(client: &Client, queue_url: &str) -> anyhow::Result<Vec<Str
             .context("receive at the end")?;
         let messages = output.messages.unwrap_or_default();
         empty = if messages.is_empty() { empty + 1 } else { 0 };
+        if !messages.is_empty() {
+            let mut delete = client.delete_message_batch().queue_url(queue_url);
+            for (index, message) in messages.iter().enumerate() {
+                delete = delete.entries(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .set_receipt_handle(message.receipt_handle.clone())
+                        .build()?,
+                );
+            }
+            let deleted = delete
+                .send()
+                .await
+                .map_err(sdk)
+                .context("delete at the end")?;
+            ensure!(
+                deleted.failed().is_empty(),
+                "deletes at the end failed: {:?}",
+                deleted.failed()
+            );
+        }
         bodies.extend(messages.into_iter().filter_map(|message| message.body));
     }
     Ok(bodies)

@@ -899,18 +899,26 @@ async fn stats_count_calls_entries_and_messages() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_producers_and_consumers_lose_and_duplicate_nothing() -> Result<()> {
     const PRODUCERS: usize = 4;
-    const PER_PRODUCER: usize = 5_000;
+    const PER_PRODUCER: usize = 2_500;
     let queue = EmbeddedQueue::new("jobs");
+    // Consumers stop at an empty receive only once every producer is done: a producer
+    // thread a loaded machine holds back for a poll's length ends nothing early.
+    let produced = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let mut consumers = Vec::new();
     for _ in 0..3 {
         let queue = queue.clone();
+        let produced = Arc::clone(&produced);
         consumers.push(tokio::spawn(async move {
             let mut bodies = Vec::new();
             loop {
+                let done = produced.load(std::sync::atomic::Ordering::Acquire);
                 let messages = queue.receive(request(10, SECOND)).await?;
                 if messages.is_empty() {
-                    return Ok::<_, anyhow::Error>(bodies);
+                    if done {
+                        return Ok::<_, anyhow::Error>(bodies);
+                    }
+                    continue;
                 }
                 let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
                 let results = queue.delete_batch(&handles).await?;
@@ -937,6 +945,7 @@ async fn concurrent_producers_and_consumers_lose_and_duplicate_nothing() -> Resu
             bail!("a producer panicked");
         }
     }
+    produced.store(true, std::sync::atomic::Ordering::Release);
 
     let mut seen = HashSet::new();
     for consumer in consumers {
