@@ -771,7 +771,7 @@ mod tests {
                     handler_timeout: Some(Duration::ZERO),
                     ..base()
                 },
-                "above 0s and at most 12h",
+                "above 0s and at most 11h59m",
             ),
             (
                 quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
