@@ -325,13 +325,9 @@ async fn throttled_deletes_and_visibility_changes_lose_nothing() {
 async fn deletes_reported_failed_in_a_batch_are_sent_again() {
     const COUNT: usize = 60;
     let queue = queue_with("partial", COUNT).await;
-    let proxy = FaultProxy::start(
-        &[
-            "DeleteMessageBatch:partial:count=1",
-            "DeleteMessageBatch:partial:50%",
-        ],
-        12,
-    );
+    // A count, not a rate: at 50 % a lone entry sent again could draw eight partial
+    // answers in a row (1 in 128) and be given up, which is not what this checks.
+    let proxy = FaultProxy::start(&["DeleteMessageBatch:partial:count=4"], 12);
     let ledger = SharedLedger::default();
     let report = worker(proxy.backend(&queue).await)
         .handler(recording(&ledger, |_| false))
@@ -795,7 +791,11 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
     let stats = proxy.stats().await;
     eprintln!("{stats:?}\n{report:?}\n{left:?}");
     assert_eq!(stats.faults("SendMessage", "slow"), 1, "{stats:?}");
-    assert_eq!((report.continued, report.released), (0, 1), "{report:?}");
+    // A long poll still open as shutdown began may take the message again once it is
+    // released; it releases it too: every receive ends in a release, none handed on.
+    assert_eq!(report.continued, 0, "{report:?}");
+    assert!(report.released >= 1, "{report:?}");
+    assert_eq!(report.released, report.received, "{report:?}");
     assert_eq!(
         left,
         (1, 0, 0),
