@@ -209,7 +209,12 @@ impl EcsService {
             .await
             .map_err(|error| classify("DescribeTasks", error))?;
         let service = service_of(&metadata, output.tasks(), output.failures())?;
-        Ok(Self::new(client, metadata.cluster, service))
+        // Already bounded above: not through `new`, which would bound it again.
+        Ok(Self {
+            client,
+            cluster: metadata.cluster,
+            service,
+        })
     }
 
     /// Finds the service of this task with the standard AWS configuration (which honours
