@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use spotq::embedded::Operation;
-use spotq::{EmbeddedQueue, Message, ShutdownHandle, Worker};
+use spotq::backend::Operation;
+use spotq::{EmbeddedQueue, Message, shutdown::ShutdownHandle, Worker};
 use tokio::time::{Instant, sleep};
 
 const HELD: u64 = 1_000;

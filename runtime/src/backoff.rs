@@ -56,7 +56,7 @@ pub(crate) const CALL_RETRY: Backoff =
 ///
 /// ```
 /// use std::time::Duration;
-/// use spotq::{Backoff, retry};
+/// use spotq::{config::Backoff, backend::retry};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

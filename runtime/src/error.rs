@@ -3,9 +3,6 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-#[cfg(any(feature = "sqs", feature = "ecs"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
-pub use crate::backend::sdk_error::classify;
 
 /// A boxed error from user code or a dependency.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -125,7 +122,7 @@ pub enum HandlerError {
     #[error("handler failed: {0}")]
     Failed(#[source] BoxError),
     /// The message body could not be decoded into the handler's input type. The
-    /// decoders of [`spotq::input`](crate::api::input) put a [`DecodeError`] here, whose
+    /// decoders of [`spotq::handler::input`](crate::api::input) put a [`DecodeError`] here, whose
     /// text never quotes the body: see [`decode_error`](Self::decode_error).
     #[error("message body could not be decoded: {0}")]
     Decode(#[source] BoxError),
@@ -144,7 +141,7 @@ impl HandlerError {
     }
 
     /// What the decoder said, when this is a [`Decode`](Self::Decode) failure of a
-    /// [`spotq::input`](crate::api::input) decoder.
+    /// [`spotq::handler::input`](crate::api::input) decoder.
     pub fn decode_error(&self) -> Option<&DecodeError> {
         match self {
             Self::Decode(error) => error.downcast_ref(),

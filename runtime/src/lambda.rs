@@ -8,14 +8,14 @@
 //! the rest and the queue's redrive policy sees the same failures as with a worker.
 //!
 //! ```no_run
-//! use spotq::{QueueSource, WorkerConfig, WorkerSpec};
+//! use spotq::{config::QueueSource, config::WorkerConfig, WorkerSpec};
 //!
 //! async fn handle(message: spotq::Message) -> Result<(), std::io::Error> {
 //!     Ok(())
 //! }
 //!
 //! #[tokio::main]
-//! async fn main() -> Result<(), spotq::error::BoxError> {
+//! async fn main() -> Result<(), spotq::handler::BoxError> {
 //!     let spec = WorkerSpec::new(QueueSource::env("QUEUE"), WorkerConfig::default(), handle);
 //!     spotq::lambda::run(spec).await
 //! }

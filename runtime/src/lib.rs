@@ -90,66 +90,47 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod api;
-pub mod backend;
+// The layers, bottom up (ARCHITECTURE.md lists them; tests/architecture.rs checks that
+// every `crate::` path points down): leaves, the queue seam, the shutdown plan, what
+// handlers see, ECS and telemetry, settings, the engine, the worker, and last the public
+// facades (`handler`, `shutdown`) and this root.
 mod backoff;
+mod error;
+mod waiting;
+pub mod backend;
+mod contract;
+mod api;
 #[cfg(feature = "ecs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub mod ecs;
-pub mod engine;
-pub mod error;
+pub mod telemetry;
+pub mod config;
+mod engine;
+mod worker;
 #[cfg(feature = "lambda")]
 #[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
-pub mod shutdown;
-mod telemetry;
 #[cfg(all(feature = "ecs", any(test, feature = "test-util")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
-mod worker;
+pub mod handler;
+pub mod shutdown;
 
-/// Lambda's event types (`aws_lambda_events`), for handlers that take an
-/// [`SqsMessage`](lambda_events::sqs::SqsMessage) or return an
-/// [`SqsBatchResponse`](lambda_events::sqs::SqsBatchResponse).
-pub use aws_lambda_events as lambda_events;
 /// `#[spotq::worker]`: turns an `async fn` into a worker; see [`spotq_macros::worker`].
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use spotq_macros::worker;
 
-pub use api::batch::{BatchHandler, BatchOutcome, IntoBatchOutcome, ItemFailure};
-pub use api::handler::{Handler, IntoOutcome, Outcome};
-pub use api::input;
+pub use api::handler::Outcome;
 pub use api::message::{Context, Message};
-pub use api::service::{HandlerService, ServiceHandler};
+pub use backend::embedded::EmbeddedQueue;
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
-pub use backend::SqsBackend;
-pub use backend::embedded::{self, EmbeddedQueue};
-pub use backend::{Backend, QueueAttributes, ReceiptHandle, ReceivedMessage, SendMessage};
-pub use backoff::{Backoff, retry};
-#[cfg(feature = "ecs")]
-#[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
-pub use ecs::protection;
-pub use error::{BackendError, ConfigError, Error, HandlerError};
-pub use shutdown::{ShutdownHandle, StopReason};
-pub use telemetry::emf;
-pub use telemetry::health::{self, Health};
-#[cfg(feature = "logging")]
-#[cfg_attr(docsrs, doc(cfg(feature = "logging")))]
-pub use telemetry::logging;
-pub use telemetry::metrics::names as metric_names;
-#[cfg(feature = "prometheus")]
-#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
-pub use telemetry::prometheus;
-#[cfg(feature = "serve")]
-#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
-pub use telemetry::serve;
+pub use backend::sqs::SqsBackend;
+pub use error::Error;
 pub use telemetry::stats::RunReport;
 pub use worker::builder::{Worker, WorkerBuilder};
-pub use worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig};
-pub use worker::drain::Drained;
-pub use worker::spec::{QueueSource, WorkerSpec, exit_code, run_all};
+pub use worker::spec::WorkerSpec;
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
-pub use worker::spec::{run, run_with};
+pub use worker::spec::run;

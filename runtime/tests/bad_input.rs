@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use spotq::backend::{Backend, MessageAttribute, ReceiveRequest};
-use spotq::embedded::{MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES};
-use spotq::error::DecodeErrorKind;
+use spotq::backend::{MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES};
+use spotq::handler::DecodeErrorKind;
 use spotq::{
-    BackendError, Context, EmbeddedQueue, Error, HandlerError, Outcome, QueueSource, RetryPolicy,
-    SendMessage, ShutdownHandle, WorkerConfig, WorkerSpec, input,
+    backend::BackendError, Context, EmbeddedQueue, Error, handler::HandlerError, Outcome, config::QueueSource, config::RetryPolicy,
+    backend::SendMessage, shutdown::ShutdownHandle, config::WorkerConfig, WorkerSpec, handler::input,
 };
 use tokio::time::sleep;
 use tracing_subscriber::EnvFilter;
@@ -51,7 +51,7 @@ impl Captured {
     }
 }
 
-/// The logs of every test in this binary, as `spotq::logging::init` writes them with
+/// The logs of every test in this binary, as `spotq::telemetry::logging::init` writes them with
 /// `RUST_LOG` unset (`info` and above), once as text and once as JSON lines. One global
 /// subscriber: per-thread ones miss events of callsites another test's thread
 /// registered first.
@@ -134,7 +134,7 @@ fn bad_bodies() -> Vec<String> {
 
 /// Retries at once.
 fn no_backoff() -> RetryPolicy {
-    RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO))
+    RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
 }
 
 async fn drained(queue: EmbeddedQueue) {
@@ -251,8 +251,8 @@ async fn a_batch_s_bodies_that_do_not_decode_are_never_logged() {
 
 #[test]
 fn a_decode_error_says_where_and_what_kind_but_not_the_value() {
-    let message = spotq::Message::detached(spotq::input::from_lambda({
-        let mut record = spotq::lambda_events::sqs::SqsMessage::default();
+    let message = spotq::Message::detached(spotq::handler::input::from_lambda({
+        let mut record = spotq::handler::lambda_events::sqs::SqsMessage::default();
         record.message_id = Some("m-1".to_owned());
         record.body = Some(format!(r#"{{"id":"{SECRET}","amount_cents":1}}"#));
         record
@@ -293,7 +293,7 @@ fn rejected_code(result: Result<String, BackendError>) -> String {
 }
 
 /// Receives the one message `queue` holds.
-async fn receive_one(queue: &EmbeddedQueue) -> spotq::ReceivedMessage {
+async fn receive_one(queue: &EmbeddedQueue) -> spotq::backend::ReceivedMessage {
     let mut messages = queue
         .receive(ReceiveRequest {
             max_messages: 10,
@@ -469,7 +469,7 @@ async fn run_fails_at_start_naming_an_unset_queue_variable() {
         |_: spotq::Message| async {},
     );
     // No AWS call is made: the sources are resolved first.
-    let error = spotq::run_with([spec], ShutdownHandle::new())
+    let error = spotq::shutdown::run_with([spec], ShutdownHandle::new())
         .await
         .expect_err("no queue");
     let Error::Config(config) = &error else {

@@ -12,10 +12,10 @@ use spotq::backend::{
     Backend, EntryResult, Intercept, Intercepted, QueueAttributes, ReceiptHandle, ReceiveRequest,
     ReceivedMessage, SendMessage, VisibilityChange,
 };
-use spotq::embedded::Operation;
+use spotq::backend::Operation;
 use spotq::{
-    BackendError, Backoff, EmbeddedQueue, Error, Health, Heartbeat, Message, Outcome, RetryPolicy,
-    ShutdownHandle, Worker,
+    backend::BackendError, config::Backoff, EmbeddedQueue, Error, telemetry::health::Health, config::Heartbeat, Message, Outcome, config::RetryPolicy,
+    shutdown::ShutdownHandle, Worker,
 };
 use tokio::time::{Instant, sleep};
 

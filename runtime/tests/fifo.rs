@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spotq::{
-    BatchOutcome, EmbeddedQueue, ItemFailure, Message, RetryPolicy, SendMessage, ShutdownHandle,
+    handler::BatchOutcome, EmbeddedQueue, handler::ItemFailure, Message, config::RetryPolicy, backend::SendMessage, shutdown::ShutdownHandle,
     Worker,
 };
 use tokio::time::sleep;
@@ -39,7 +39,7 @@ fn fill(queue: &EmbeddedQueue, groups: usize, per_group: usize) {
 }
 
 fn no_backoff() -> RetryPolicy {
-    RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO))
+    RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
 }
 
 fn parse(body: &str) -> (String, usize) {
@@ -367,7 +367,7 @@ async fn what_the_worker_holds_stays_within_one_batch_per_slot_while_receives_ov
     let queue = fifo_queue("bounded.fifo");
     fill(&queue, 40, 10);
     queue.faults().set_latency(
-        spotq::embedded::Operation::Receive,
+        spotq::backend::Operation::Receive,
         Some(Duration::from_millis(100)),
     );
     let most = Arc::new(AtomicUsize::new(0));
@@ -430,7 +430,7 @@ async fn heartbeats_off_fail_the_start_on_a_fifo_queue_with_a_per_message_handle
     let queue = fifo_queue("no-heartbeat.fifo");
     fill(&queue, 1, 3);
     let error = Worker::builder(queue.clone())
-        .heartbeat(spotq::Heartbeat::Off)
+        .heartbeat(spotq::config::Heartbeat::Off)
         .handler(|_: Message| async {})
         .run_until(sleep(Duration::from_secs(5)))
         .await
@@ -442,7 +442,7 @@ async fn heartbeats_off_fail_the_start_on_a_fifo_queue_with_a_per_message_handle
     assert_eq!(queue.counts().visible, 3, "nothing received");
     // A batch handler runs a receive's messages at once: no message waits behind another.
     let report = Worker::builder(queue.clone())
-        .heartbeat(spotq::Heartbeat::Off)
+        .heartbeat(spotq::config::Heartbeat::Off)
         .batch_handler(|_: Vec<Message>| async { BatchOutcome::Ack })
         .run_until(async {
             while queue.counts().total() > 0 {
@@ -489,7 +489,7 @@ async fn a_group_s_next_message_waits_until_the_delete_of_the_one_before_is_appl
     // visibility timeout (30 s) lapses.
     queue
         .faults()
-        .reject_next(spotq::embedded::Operation::DeleteBatch, 1);
+        .reject_next(spotq::backend::Operation::DeleteBatch, 1);
     let calls = Calls::default();
     let recorder = calls.clone();
     let report = Worker::builder(queue.clone())

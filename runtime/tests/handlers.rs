@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spotq::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use spotq::{
-    BatchOutcome, EmbeddedQueue, ItemFailure, Message, Outcome, QueueSource, RetryPolicy,
-    ShutdownHandle, Worker, WorkerConfig, WorkerSpec, input,
+    handler::BatchOutcome, EmbeddedQueue, handler::ItemFailure, Message, Outcome, config::QueueSource, config::RetryPolicy,
+    shutdown::ShutdownHandle, Worker, config::WorkerConfig, WorkerSpec, handler::input,
 };
 use tokio::time::sleep;
 
@@ -22,7 +22,7 @@ async fn drained(queues: Vec<EmbeddedQueue>) {
 
 /// Retries at once, so tests go from attempt to attempt without waiting.
 fn no_backoff() -> RetryPolicy {
-    RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO))
+    RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
 }
 
 /// Handler calls per body.
@@ -276,7 +276,7 @@ async fn lambda_records_carry_the_message() {
     let queue = EmbeddedQueue::new("records");
     queue
         .send_with(
-            spotq::SendMessage::new("hello")
+            spotq::backend::SendMessage::new("hello")
                 .attribute("tenant", spotq::backend::MessageAttribute::string("t-1")),
         )
         .expect("send");
@@ -289,7 +289,7 @@ async fn lambda_records_carry_the_message() {
                 let (record, cx) = input::lambda(message)?;
                 assert_eq!(record.message_id.as_deref(), Some(cx.message_id()));
                 recorder.lock().expect("lock").push(record);
-                Ok::<(), spotq::HandlerError>(())
+                Ok::<(), spotq::handler::HandlerError>(())
             }
         })
         .run_until(drained(vec![queue.clone()]))
@@ -345,7 +345,7 @@ async fn several_specs_run_under_one_shutdown() {
         per_message.worker(orders.clone()).expect("bound"),
         batch.worker(invoices.clone()).expect("bound"),
     ];
-    let reports = spotq::run_all(workers, shutdown)
+    let reports = spotq::shutdown::run_all(workers, shutdown)
         .await
         .expect("workers run");
 

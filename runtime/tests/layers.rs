@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use spotq::{
-    BatchOutcome, EmbeddedQueue, Message, Outcome, QueueSource, RetryPolicy, Worker, WorkerConfig,
+    handler::BatchOutcome, EmbeddedQueue, Message, Outcome, config::QueueSource, config::RetryPolicy, Worker, config::WorkerConfig,
     WorkerSpec,
 };
 use tokio::time::{Instant, sleep};
@@ -27,7 +27,7 @@ async fn drained(queue: EmbeddedQueue) {
 }
 
 fn no_backoff() -> RetryPolicy {
-    RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO))
+    RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
 }
 
 /// When each message's handler started, and the most messages ever in flight at the

@@ -129,7 +129,7 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
     let queue = EmbeddedQueue::new("orders");
     queue.send_many((0..40).map(|n| n.to_string()));
     let lines = Lines::default();
-    let mut settings = spotq::EmfSettings::new("Spotq", "queue-processor");
+    let mut settings = spotq::telemetry::emf::EmfSettings::new("Spotq", "queue-processor");
     settings.interval = Duration::from_secs(8);
     Worker::builder(queue.clone())
         .concurrency(4)
@@ -158,7 +158,7 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
     assert_eq!(directive["Namespace"], "Spotq");
     assert_eq!(
         directive["Dimensions"][0],
-        serde_json::json!(spotq::emf::names::DIMENSIONS)
+        serde_json::json!(spotq::telemetry::emf::names::DIMENSIONS)
     );
     assert_eq!(first["QueueName"], "orders");
     assert_eq!(first["ServiceName"], "queue-processor");
@@ -178,7 +178,7 @@ async fn emf_lines_carry_backlog_per_task_in_flight_and_throughput() {
             (name, metric["Unit"].as_str().expect("unit"))
         })
         .collect();
-    let catalog: Vec<(&str, &str)> = spotq::emf::names::METRICS
+    let catalog: Vec<(&str, &str)> = spotq::telemetry::emf::names::METRICS
         .iter()
         .map(|(name, unit, _)| (*name, unit.as_str()))
         .collect();
@@ -259,7 +259,7 @@ async fn the_in_flight_gauge_counts_fifo_messages_waiting_behind_their_group() {
         .expect("a FIFO queue");
     for (group, n) in [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)] {
         queue
-            .send_with(spotq::SendMessage::new(format!("{group}:{n}")).group_id(group))
+            .send_with(spotq::backend::SendMessage::new(format!("{group}:{n}")).group_id(group))
             .expect("sent");
     }
     // One handler slot: a:0 runs, a:1 and a:2 wait behind it, b waits for the slot.
@@ -280,7 +280,7 @@ async fn a_message_put_back_for_a_retry_is_held_until_the_change_is_applied_then
     queue.send("later");
     // The put-back takes 5 s to answer: until then the worker still holds the message.
     queue.faults().set_latency(
-        spotq::embedded::Operation::ChangeVisibilityBatch,
+        spotq::backend::Operation::ChangeVisibilityBatch,
         Some(Duration::from_secs(5)),
     );
     let readings = held_over_time(
@@ -312,7 +312,7 @@ async fn a_message_is_held_until_its_delete_is_applied() {
     let queue = EmbeddedQueue::new("deleted");
     queue.send("done");
     queue.faults().set_latency(
-        spotq::embedded::Operation::DeleteBatch,
+        spotq::backend::Operation::DeleteBatch,
         Some(Duration::from_secs(5)),
     );
     let readings = held_over_time(
@@ -339,7 +339,7 @@ impl spotq::backend::Intercept for SilentAfterStart {
         &self.0
     }
 
-    async fn attributes(&self) -> Result<spotq::backend::QueueAttributes, spotq::BackendError> {
+    async fn attributes(&self) -> Result<spotq::backend::QueueAttributes, spotq::backend::BackendError> {
         if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

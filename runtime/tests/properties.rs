@@ -34,10 +34,10 @@ use spotq::backend::{
     Backend, EntryResult, MAX_VISIBILITY, QueueAttributes, ReceiptHandle, ReceiveRequest,
     ReceivedMessage, SendMessage, VisibilityChange,
 };
-use spotq::embedded::Operation;
+use spotq::backend::Operation;
 use spotq::{
-    BackendError, Backoff, Context, EmbeddedQueue, Error, Message, Outcome, RetryPolicy,
-    ShutdownHandle, Worker,
+    backend::BackendError, config::Backoff, Context, EmbeddedQueue, Error, Message, Outcome, config::RetryPolicy,
+    shutdown::ShutdownHandle, Worker,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 

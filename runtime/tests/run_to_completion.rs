@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use spotq::embedded::Operation;
+use spotq::backend::Operation;
 use spotq::{
-    Backoff, EmbeddedQueue, Error, Message, Outcome, RetryPolicy, SendMessage, ShutdownHandle,
-    StopReason, Worker,
+    config::Backoff, EmbeddedQueue, Error, Message, Outcome, config::RetryPolicy, backend::SendMessage, shutdown::ShutdownHandle,
+    shutdown::StopReason, Worker,
 };
 use tokio::time::{Instant, sleep};
 
@@ -344,21 +344,21 @@ async fn several_workers_exit_non_zero_when_one_ended_on_a_fatal_error() {
     revoked.faults().reject_next(Operation::Receive, u64::MAX);
     let spec = |queue: &EmbeddedQueue| {
         spotq::WorkerSpec::new(
-            spotq::QueueSource::name("unused"),
-            spotq::WorkerConfig::default(),
+            spotq::config::QueueSource::name("unused"),
+            spotq::config::WorkerConfig::default(),
             |_: Message| async {},
         )
         .configure(|config| config.exit_after_empty_receives = Some(1))
         .worker(queue.clone())
         .expect("bound")
     };
-    let reports = spotq::run_all([spec(&done), spec(&revoked)], ShutdownHandle::new())
+    let reports = spotq::shutdown::run_all([spec(&done), spec(&revoked)], ShutdownHandle::new())
         .await
         .expect("both ran");
 
     let reasons: Vec<_> = reports.iter().map(|report| report.stop_reason).collect();
     assert_eq!(reasons, [StopReason::Drained, StopReason::Fatal]);
     assert_eq!(reports[0].deleted, 2);
-    assert_eq!(spotq::exit_code(&reports), ExitCode::FAILURE);
-    assert_eq!(spotq::exit_code(&reports[..1]), ExitCode::SUCCESS);
+    assert_eq!(spotq::RunReport::exit_code_of(&reports), ExitCode::FAILURE);
+    assert_eq!(spotq::RunReport::exit_code_of(&reports[..1]), ExitCode::SUCCESS);
 }

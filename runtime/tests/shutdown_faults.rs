@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spotq::backend::{Backend, EntryResult, Intercept, Intercepted, SendMessage, VisibilityChange};
-use spotq::embedded::Operation;
-use spotq::{BackendError, EmbeddedQueue, Error, Message, Outcome, ShutdownHandle, Worker};
+use spotq::backend::Operation;
+use spotq::{backend::BackendError, EmbeddedQueue, Error, Message, Outcome, shutdown::ShutdownHandle, Worker};
 use tokio::time::{Instant, sleep, sleep_until};
 
 const fn secs(secs: u64) -> Duration {
@@ -85,7 +85,7 @@ async fn a_shutdown_while_the_worker_starts_ends_the_start() {
         .expect("the shutdown ended the start")
         .expect("a run stopped before it started is no error");
     assert_eq!(started.elapsed(), secs(3), "out at the shutdown, not later");
-    assert_eq!(report.stop_reason, spotq::StopReason::Requested);
+    assert_eq!(report.stop_reason, spotq::shutdown::StopReason::Requested);
     assert_eq!(report.received, 0);
     assert_eq!(queue.stats().receive_calls, 0, "nothing was received");
     assert_eq!(queue.counts().visible, 1);

@@ -86,7 +86,7 @@ impl ItemFailure {
 /// into a boxed error) fails the whole batch.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a batch handler's result",
-    note = "a batch handler returns `()`, `spotq::BatchOutcome`, \
+    note = "a batch handler returns `()`, `spotq::handler::BatchOutcome`, \
             `aws_lambda_events::sqs::SqsBatchResponse`, or `Result<_, E>` of one of them \
             with `E: Into<BoxError>`"
 )]
@@ -129,7 +129,7 @@ impl<T: IntoBatchOutcome, E: Into<BoxError>> IntoBatchOutcome for Result<T, E> {
     message = "`{Self}` is not a spotq batch handler",
     note = "a batch handler is an `async fn(Vec<spotq::Message>) -> R` (or a closure returning \
             a future) that is `Send + Sync + 'static`, whose future is `Send`, and whose `R` \
-            is `()`, `spotq::BatchOutcome`, `SqsBatchResponse` or a `Result` of one of them"
+            is `()`, `spotq::handler::BatchOutcome`, `SqsBatchResponse` or a `Result` of one of them"
 )]
 pub trait BatchHandler: Send + Sync + 'static {
     /// Handles the messages of one receive.
@@ -138,7 +138,7 @@ pub trait BatchHandler: Send + Sync + 'static {
 
     /// Resolves once the handler can take another batch; as [`Handler::ready`].
     ///
-    /// [`Handler::ready`]: crate::Handler::ready
+    /// [`Handler::ready`]: crate::handler::Handler::ready
     fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
         std::future::ready(())
     }

@@ -16,7 +16,7 @@ pub enum Outcome {
     /// Make the message visible again after this delay (whole seconds, at most 12 h from
     /// the receive), without counting it as a failure.
     RetryAfter(Duration),
-    /// The handler failed: retry per the worker's [`RetryPolicy`](crate::RetryPolicy);
+    /// The handler failed: retry per the worker's [`RetryPolicy`](crate::config::RetryPolicy);
     /// after the queue's `maxReceiveCount` the queue's redrive policy moves the message to
     /// its dead-letter queue.
     Fail(HandlerError),
@@ -99,7 +99,7 @@ pub trait Handler: Send + Sync + 'static {
     /// waiting. Plain functions are always ready; a [`ServiceHandler`] is ready when
     /// its service is.
     ///
-    /// [`ServiceHandler`]: crate::ServiceHandler
+    /// [`ServiceHandler`]: crate::handler::ServiceHandler
     fn ready(&self) -> impl Future<Output = ()> + Send + '_ {
         std::future::ready(())
     }

@@ -7,7 +7,7 @@
 //! by the queue's redrive policy. It never stops the worker or other messages.
 //!
 //! ```
-//! use spotq::{Context, Message, Outcome, input};
+//! use spotq::{Context, Message, Outcome, handler::input};
 //!
 //! #[derive(serde::Deserialize)]
 //! struct Order {
@@ -22,7 +22,7 @@
 //! // What `#[spotq::worker]` writes for `handle_order`.
 //! async fn handler(message: Message) -> Outcome {
 //!     match input::json::<Order>(message) {
-//!         Ok((order, cx)) => spotq::IntoOutcome::into_outcome(handle_order(order, &cx).await),
+//!         Ok((order, cx)) => spotq::handler::IntoOutcome::into_outcome(handle_order(order, &cx).await),
 //!         Err(error) => Outcome::Fail(error),
 //!     }
 //! }

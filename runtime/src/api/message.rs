@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::backend::{MessageAttribute, ReceiptHandle, ReceivedMessage};
-use crate::shutdown::Contract;
+use crate::contract::Contract;
 
 /// One received message, as a handler sees it.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use crate::error::BackendError;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 ///
 /// use spotq::backend::{Backend, Intercept, Intercepted, ReceiveRequest, ReceivedMessage};
-/// use spotq::{BackendError, EmbeddedQueue};
+/// use spotq::{backend::BackendError, EmbeddedQueue};
 ///
 /// /// Counts the receives, and leaves the rest to the queue.
 /// #[derive(Debug)]

@@ -2,14 +2,21 @@
 //!
 //! A [`Backend`] receives messages, deletes them in batches, changes their visibility in
 //! batches and reads the queue's attributes. Two implementations ship with spotq:
-//! [`SqsBackend`] over `aws-sdk-sqs` (feature `sqs`, on by default), and the in-process
-//! [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics (always there).
+//! [`SqsBackend`](crate::SqsBackend) over `aws-sdk-sqs` (feature `sqs`, on by default),
+//! and the in-process [`EmbeddedQueue`](crate::EmbeddedQueue) with SQS semantics (always
+//! there: its [builder](EmbeddedQueueBuilder), [fault injection](Faults) and
+//! [request counts](RequestStats) are here).
 //!
 //! Batch calls return one result per entry, in the order of the request: like SQS, a
 //! batch call can succeed as a whole (HTTP 200) while single entries fail.
 //!
 //! A wrapper that changes a call or two of another backend (fault injection, recording)
 //! implements [`Intercept`] and runs as an [`Intercepted`].
+//!
+//! Every call spotq makes goes through one retry loop, [`retry`] with a [`Backoff`]
+//! (`spotq::config::Backoff`), and an SDK failure is sorted into a [`BackendError`] by
+//! [`classify`]; programs that make their own SQS or ECS calls (`spotq-controller`) use
+//! the same. [`Drained`] waits for a queue's counts to read empty.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,9 +25,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::error::BackendError;
+pub use crate::backoff::retry;
+pub use crate::error::BackendError;
 
-pub mod embedded;
+mod drain;
+pub(crate) mod embedded;
 pub(crate) mod fifo;
 mod intercept;
 #[cfg(any(feature = "sqs", feature = "ecs"))]
@@ -28,11 +37,16 @@ pub(crate) mod sdk_error;
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 pub(crate) mod sdk_timeouts;
 #[cfg(feature = "sqs")]
-mod sqs;
-#[cfg(feature = "sqs")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
-pub use sqs::SqsBackend;
+pub(crate) mod sqs;
 
+pub use drain::Drained;
+pub use embedded::{
+    EmbeddedQueueBuilder, Faults, InjectedFaults, MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES,
+    Operation, RequestStats,
+};
+#[cfg(any(feature = "sqs", feature = "ecs"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
+pub use sdk_error::classify;
 pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
 pub use intercept::{Intercept, Intercepted};
 #[cfg(any(feature = "sqs", feature = "ecs"))]

@@ -21,7 +21,7 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// Sorts an SDK error into throttled, transient (retry) or rejected (do not retry), as
-/// a [`BackendError`] naming `operation`. Public (as `spotq::error::classify`) for
+/// a [`BackendError`] naming `operation`. Public (as `spotq::backend::classify`) for
 /// programs that make their own SQS or ECS calls, such as `spotq-controller`.
 pub fn classify<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> BackendError
 where

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
-use crate::engine::waiting::Waiting;
+use crate::waiting::Waiting;
 
 #[derive(Debug)]
 pub(crate) struct Capacity {

@@ -2,7 +2,7 @@
 //!
 //! A receive that comes back empty while the worker holds no message (none running, none
 //! waiting behind its FIFO group, no delete or visibility change unsent) is one empty
-//! receive; [`exit_after_empty_receives`](crate::WorkerConfig::exit_after_empty_receives)
+//! receive; [`exit_after_empty_receives`](crate::config::WorkerConfig::exit_after_empty_receives)
 //! of them in a row, from any of the worker's pollers, end the run. A receive that
 //! returns messages, or comes back empty while something is held, or fails, starts the
 //! count again. The decision is the engine's, made where receives happen, so it needs
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::engine::Shared;
 use crate::error::BackendError;
-use crate::shutdown::StopReason;
+use crate::contract::StopReason;
 
 /// Receives refused in a row after which a worker running to completion gives up.
 const REFUSALS_BEFORE_FATAL: u32 = 5;

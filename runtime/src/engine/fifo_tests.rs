@@ -11,7 +11,7 @@ use crate::backend::fifo::sha256_hex;
 use crate::backend::{
     Backend, Intercept, Intercepted, QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage,
 };
-use crate::embedded::{EmbeddedQueue, Operation};
+use crate::backend::{EmbeddedQueue, Operation};
 use crate::error::BackendError;
 use crate::{Message, Outcome, Worker};
 

@@ -32,7 +32,7 @@ use crate::api::handler::{Handler, Outcome};
 use crate::api::message::Message;
 use crate::engine::Shared;
 use crate::engine::capacity::Permit;
-use crate::engine::dispatch::{
+use crate::engine::task::{
     Clock, Delivery, Ending, PerMessage, Settled, Verdict, finish, release, start, supervise,
 };
 

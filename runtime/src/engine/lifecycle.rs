@@ -20,13 +20,14 @@ use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
 use crate::engine::{Dispatch, Shared, poll};
 use crate::error::{BackendError, Error};
-use crate::shutdown::{Contract, Parts, StopReason};
+use crate::engine::stop::{self, Parts};
+use crate::contract::{Contract, StopReason};
 use crate::telemetry::emf::{EmfOutput, spawn_emf_reporter};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::WorkerMetrics;
-use crate::telemetry::report::{BacklogSample, emf_record, report};
+use crate::telemetry::report::{BacklogSample, Reporter, emf_record, report};
 use crate::telemetry::stats::{Counters, RunReport};
-use crate::worker::config::WorkerConfig;
+use crate::config::WorkerConfig;
 
 /// Without feature `ecs` there is no task protection: a driver that is never built.
 #[cfg(not(feature = "ecs"))]
@@ -95,10 +96,10 @@ impl<H: Dispatch> Engine<H> {
         let fifo = is_fifo(backend.name(), &attributes);
         let resolved = config.resolve(attributes.visibility_timeout, H::serial_groups(fifo))?;
         let counters = Arc::new(Counters::default());
-        let metrics = WorkerMetrics::register(
+        let metrics = Arc::new(WorkerMetrics::register(
             backend.name(),
             config.name.as_deref().unwrap_or(backend.name()),
-        );
+        ));
         let settler = Settler::start(
             Arc::clone(&backend),
             Arc::clone(&counters),
@@ -117,8 +118,20 @@ impl<H: Dispatch> Engine<H> {
             counters: Arc::clone(&counters),
             settler: Arc::clone(&settler),
             shutdown: Arc::new(contract),
-            metrics,
+            metrics: Arc::clone(&metrics),
             health: health.as_ref().map(Health::attach),
+        });
+        let reporter = Arc::new(Reporter {
+            backend: Arc::clone(&shared.backend),
+            counters: Arc::clone(&counters),
+            metrics,
+            held: Box::new({
+                let shared = Arc::clone(&shared);
+                move || shared.messages_held()
+            }),
+            concurrency: shared.config.concurrency,
+            backlog_interval: shared.config.backlog_interval,
+            running_tasks: shared.config.running_tasks,
             // The preflight's read is the first sample: its age counts from the start.
             last_backlog: std::sync::Mutex::new(Some(BacklogSample {
                 attributes,
@@ -139,7 +152,7 @@ impl<H: Dispatch> Engine<H> {
         let emf = match emf {
             Some(EmfOutput { settings, out }) => Some(spawn_emf_reporter(
                 settings.interval,
-                emf_record(Arc::clone(&shared), settings.clone()),
+                emf_record(Arc::clone(&reporter), settings.clone()),
                 out,
                 reporting_stop.clone(),
             )?),
@@ -153,7 +166,7 @@ impl<H: Dispatch> Engine<H> {
         if let Some(health) = &shared.health {
             health.receiving();
         }
-        let reporting = tokio::spawn(report(Arc::clone(&shared), reporting_stop.clone()));
+        let reporting = tokio::spawn(report(reporter, reporting_stop.clone()));
         let protection_stop = CancellationToken::new();
         let protection = protection.map(|protection| {
             let shared = Arc::clone(&shared);
@@ -223,7 +236,7 @@ impl<H: Dispatch> Engine<H> {
             pollers: &pollers,
             settler: &settler,
         };
-        shared.shutdown.carry_out(parts, immediate, hurry).await;
+        stop::carry_out(&shared.shutdown, parts, immediate, hurry).await;
         // Every message is settled and its batches sent (or given up at the hard
         // deadline): no handler runs, protection goes off.
         protection_stop.cancel();

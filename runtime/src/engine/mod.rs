@@ -21,8 +21,9 @@ mod fifo_tests;
 mod group;
 mod lifecycle;
 mod poller;
+mod stop;
+mod task;
 pub(crate) mod settle;
-pub(crate) mod waiting;
 mod wrap;
 
 use std::sync::Arc;
@@ -31,15 +32,14 @@ use crate::backend::Backend;
 use crate::engine::capacity::Capacity;
 use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
-use crate::shutdown::Contract;
+use crate::contract::Contract;
 use crate::telemetry::health::WorkerHealth;
 use crate::telemetry::metrics::WorkerMetrics;
-use crate::telemetry::report::BacklogSample;
 use crate::telemetry::stats::Counters;
-use crate::worker::config::{Resolved, WorkerConfig};
+use crate::config::{Resolved, WorkerConfig};
 
-pub use crate::worker::spec::{AnyWorker, Boxed, BoxedBatchHandler, BoxedHandler};
-pub use dispatch::{Dispatch, PerBatch, PerMessage};
+pub use dispatch::Dispatch;
+pub use task::{PerBatch, PerMessage};
 pub(crate) use lifecycle::{Engine, Setup};
 pub(crate) use poller::poll;
 pub use wrap::Wrap;
@@ -65,10 +65,8 @@ pub struct Shared<H> {
     /// The shutdown contract: what pollers, message tasks and handlers (through their
     /// [`Context`](crate::Context)) ask of shutdown.
     pub(crate) shutdown: Arc<Contract>,
-    pub(crate) metrics: WorkerMetrics,
+    pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) health: Option<WorkerHealth>,
-    /// The backlog sampler's last sample, for the EMF lines.
-    pub(crate) last_backlog: std::sync::Mutex<Option<BacklogSample>>,
 }
 
 impl<H> Shared<H> {

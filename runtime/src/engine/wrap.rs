@@ -8,7 +8,8 @@ use crate::api::batch::{BatchHandler, IntoBatchOutcome};
 use crate::api::handler::{Handler, IntoOutcome};
 use crate::api::message::Message;
 use crate::api::service::{HandlerService, ServiceHandler};
-use crate::engine::dispatch::{Dispatch, PerBatch, PerMessage};
+use crate::engine::dispatch::Dispatch;
+use crate::engine::task::{PerBatch, PerMessage};
 use crate::error::BoxError;
 
 /// Layers that wrap a handler of kind `D` ([`PerMessage`] or [`PerBatch`]). Without

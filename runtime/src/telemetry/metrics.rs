@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn every_emf_metric_is_in_the_readme_table() {
         let readme = include_str!("../../../README.md");
-        for (name, unit, meaning) in crate::emf::names::METRICS {
+        for (name, unit, meaning) in crate::telemetry::emf::names::METRICS {
             let row = format!("| `{name}` | {unit} | {meaning} |");
             assert!(readme.contains(&row), "README has no row {row}");
         }

@@ -11,6 +11,7 @@ pub mod health;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub(crate) mod metrics;
+pub use metrics::names;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub(crate) mod report;

@@ -1,14 +1,14 @@
 //! The Prometheus recorder: what a binary installs to export the figures spotq emits
 //! through the [`metrics`] facade.
 //!
-//! [`serve`](crate::serve::serve) installs it and answers `/metrics` from it. A binary
+//! [`serve`](crate::telemetry::serve::serve) installs it and answers `/metrics` from it. A binary
 //! with an HTTP server of its own (or none: a push gateway, a test) installs it with
 //! [`install_recorder`] and renders the text exposition format with
 //! [`PrometheusHandle::render`]; that needs feature `prometheus` only, not `serve`.
 //!
 //! ```
-//! # fn main() -> Result<(), spotq::prometheus::RecorderError> {
-//! let metrics = spotq::prometheus::install_recorder()?;
+//! # fn main() -> Result<(), spotq::telemetry::prometheus::RecorderError> {
+//! let metrics = spotq::telemetry::prometheus::install_recorder()?;
 //! metrics::counter!("jobs_total").increment(1);
 //! assert!(metrics.render().contains("jobs_total 1"));
 //! # Ok(())
@@ -32,7 +32,7 @@ pub struct RecorderError(#[source] BuildError);
 /// returns a handle to it.
 ///
 /// The first call installs it; later calls return a handle to the same recorder, so
-/// [`serve`](crate::serve::serve) may be called more than once in a process. The
+/// [`serve`](crate::telemetry::serve::serve) may be called more than once in a process. The
 /// recorder has the exporter's defaults (histograms rendered as summaries); a binary
 /// that wants another configuration builds its own with [`PrometheusBuilder`].
 ///

@@ -1,25 +1,53 @@
 //! The reporter task: publishes the worker's figures every second and samples the
 //! queue's backlog at the configured interval.
 
+use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::QueueAttributes;
+use crate::backend::{Backend, QueueAttributes};
 #[cfg(feature = "ecs")]
 use crate::ecs::EcsService;
-use crate::engine::Shared;
-use crate::telemetry::emf::{EmfRecord, names};
-use crate::telemetry::metrics::{PUBLISH_EVERY, backlog_per_task};
-use crate::worker::config::EmfSettings;
+use crate::telemetry::emf::{EmfRecord, EmfSettings, names};
+use crate::telemetry::metrics::{PUBLISH_EVERY, WorkerMetrics, backlog_per_task};
+use crate::telemetry::stats::Counters;
+
+/// What the reporter reads of a running worker: its queue, its counters and metric
+/// handles, the messages it holds, and the settings that shape the backlog samples.
+pub(crate) struct Reporter {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) metrics: Arc<WorkerMetrics>,
+    /// The messages the worker holds, read at every publish.
+    pub(crate) held: Box<dyn Fn() -> usize + Send + Sync>,
+    pub(crate) concurrency: usize,
+    /// How often the backlog is sampled; `None`: never.
+    pub(crate) backlog_interval: Option<Duration>,
+    /// The tasks sharing the queue, where the configuration sets them.
+    pub(crate) running_tasks: Option<u64>,
+    /// The backlog sampler's last sample, for the EMF lines and its age.
+    pub(crate) last_backlog: Mutex<Option<BacklogSample>>,
+}
+
+impl fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reporter")
+            .field("queue", &self.backend.name())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Runs until `stop`, then publishes once more so the final counts are exact.
 ///
 /// Publishing never waits on a network call: the backlog sampler (`GetQueueAttributes`,
 /// the ECS running-task count) runs beside it, and a sample's age is published with it,
 /// so a sample that has not come for a while reads as old rather than as fresh.
-pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
+pub(crate) async fn report(shared: Arc<Reporter>, stop: CancellationToken) {
     let publishing = async {
         let mut publish = interval(PUBLISH_EVERY);
         publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -38,13 +66,13 @@ pub(crate) async fn report<H>(shared: Arc<Shared<H>>, stop: CancellationToken) {
 
 /// Samples the backlog at the configured interval; never returns (without an interval,
 /// it waits for ever).
-async fn sample_backlog<H>(shared: &Shared<H>) {
-    let Some(every) = shared.config.backlog_interval else {
+async fn sample_backlog(shared: &Reporter) {
+    let Some(every) = shared.backlog_interval else {
         return std::future::pending().await;
     };
     let mut ticks = interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut tasks = match shared.config.running_tasks {
+    let mut tasks = match shared.running_tasks {
         Some(count) => Tasks::Configured(count),
         None => Tasks::Discover,
     };
@@ -54,11 +82,11 @@ async fn sample_backlog<H>(shared: &Shared<H>) {
     }
 }
 
-fn publish_now<H>(shared: &Shared<H>) {
+fn publish_now(shared: &Reporter) {
     shared.metrics.publish(
         &shared.counters,
-        shared.messages_held(),
-        shared.config.concurrency,
+        (shared.held)(),
+        shared.concurrency,
     );
     let sampled_at = shared
         .last_backlog
@@ -164,7 +192,7 @@ pub(crate) struct BacklogSample {
 
 /// One `GetQueueAttributes` (and the task count); a failure is logged and the gauges
 /// keep their last value (the sample's age tells).
-async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
+async fn sample(shared: &Reporter, tasks: &mut Tasks) {
     match shared.backend.attributes().await {
         Ok(attributes) => {
             let running_tasks = tasks.count().await;
@@ -185,8 +213,8 @@ async fn sample<H>(shared: &Shared<H>, tasks: &mut Tasks) {
 /// The EMF record of one interval: backlog per task (when the task count is known),
 /// the messages held, and messages succeeded per second since the last record; the
 /// names and units of [`names`].
-pub(crate) fn emf_record<H: Send + Sync + 'static>(
-    shared: Arc<Shared<H>>,
+pub(crate) fn emf_record(
+    shared: Arc<Reporter>,
     settings: EmfSettings,
 ) -> impl FnMut() -> Option<EmfRecord> + Send + 'static {
     let mut last = (Instant::now(), 0u64);
@@ -209,7 +237,7 @@ pub(crate) fn emf_record<H: Send + Sync + 'static>(
         record = metric(
             record,
             names::MESSAGES_IN_FLIGHT,
-            shared.messages_held() as f64,
+            (shared.held)() as f64,
         );
         record = metric(record, names::THROUGHPUT, throughput);
         let backlog = shared

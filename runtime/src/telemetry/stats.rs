@@ -4,7 +4,7 @@ use std::process::{ExitCode, Termination};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::shutdown::StopReason;
+use crate::contract::StopReason;
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
@@ -71,6 +71,17 @@ impl RunReport {
     /// fatal error, success otherwise ([`StopReason::exit_code`]).
     pub fn exit_code(&self) -> ExitCode {
         self.stop_reason.exit_code()
+    }
+
+    /// The exit code of a binary that ran several workers
+    /// ([`spotq::run`](crate::run), [`run_all`](crate::shutdown::run_all)): failure when
+    /// any of their runs ended on a fatal error, success otherwise.
+    pub fn exit_code_of(reports: &[RunReport]) -> ExitCode {
+        if reports.iter().any(|report| report.stop_reason.is_fatal()) {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 

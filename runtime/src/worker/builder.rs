@@ -16,12 +16,13 @@ use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
-use crate::error::Error;
-use crate::shutdown::{ShutdownHandle, StopReason};
+use crate::Error;
+use crate::contract::{ShutdownHandle, StopReason};
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::{Counters, RunReport};
-use crate::worker::config::{EmfSettings, Heartbeat, RetryPolicy, WorkerConfig, config_setters};
+use crate::config::{Heartbeat, RetryPolicy, WorkerConfig, config_setters};
+use crate::telemetry::emf::EmfSettings;
 
 /// A queue consumer: pollers, a handler, and the settings that bind them.
 ///
@@ -100,7 +101,7 @@ impl<L> WorkerBuilder<L> {
 
     /// Wraps the handler in a [`tower::Layer`]: tower's `Timeout`, `ConcurrencyLimit`,
     /// `RateLimit`, `Buffer`, a `ServiceBuilder` of several, or a user's own middleware.
-    /// The handler is a [`HandlerService`](crate::HandlerService) inside them (a
+    /// The handler is a [`HandlerService`](crate::handler::HandlerService) inside them (a
     /// `Service<Message>`, or `Service<Vec<Message>>` for a batch handler). The first
     /// layer added is the outermost, as with `ServiceBuilder`.
     ///
@@ -158,7 +159,7 @@ impl<L> WorkerBuilder<L> {
 
     /// Sets a batch handler, called once per receive with all its messages (up to
     /// [`batch_size`](Self::batch_size)), and finishes the worker. Its
-    /// [`BatchOutcome`](crate::BatchOutcome) says which messages failed: those are
+    /// [`BatchOutcome`](crate::handler::BatchOutcome) says which messages failed: those are
     /// retried, the rest deleted.
     pub fn batch_handler<B: BatchHandler>(self, handler: B) -> Worker<L::Dispatch>
     where

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -18,63 +17,16 @@ use crate::api::message::Message;
 use crate::api::service::{HandlerService, ServiceHandler};
 use crate::backend::Backend;
 #[cfg(feature = "sqs")]
-use crate::backend::SqsBackend;
+use crate::backend::sqs::SqsBackend;
 use crate::engine::{PerBatch, PerMessage};
 use crate::error::{BoxError, ConfigError, Error};
-use crate::shutdown::ShutdownHandle;
+use crate::contract::ShutdownHandle;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::RunReport;
 use crate::worker::builder::Worker;
-use crate::worker::config::WorkerConfig;
+use crate::config::{QueueSource, WorkerConfig};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// Where a worker's queue comes from: a name or URL fixed in the code, or an
-/// environment variable read when the worker starts (queue URLs differ per deployment).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum QueueSource {
-    /// A queue name (resolved with `GetQueueUrl`) or URL.
-    Name(&'static str),
-    /// The environment variable that holds the queue's name or URL.
-    Env(&'static str),
-}
-
-impl QueueSource {
-    /// A queue name or URL.
-    pub const fn name(queue: &'static str) -> Self {
-        Self::Name(queue)
-    }
-
-    /// The environment variable that holds the queue's name or URL.
-    pub const fn env(variable: &'static str) -> Self {
-        Self::Env(variable)
-    }
-
-    /// The queue's name or URL; an unset or empty variable is an error that names it.
-    pub fn resolve(&self) -> Result<String, ConfigError> {
-        match *self {
-            Self::Name(queue) => Ok(queue.to_owned()),
-            Self::Env(variable) => match std::env::var(variable) {
-                Ok(queue) if !queue.trim().is_empty() => Ok(queue),
-                _ => Err(ConfigError::new(
-                    "queue",
-                    format!("env({variable})"),
-                    format!("set the environment variable `{variable}` to a queue name or URL"),
-                )),
-            },
-        }
-    }
-}
-
-impl fmt::Display for QueueSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Name(queue) => f.write_str(queue),
-            Self::Env(variable) => write!(f, "${variable}"),
-        }
-    }
-}
 
 /// A worker defined ahead of its queue: where the queue comes from, the settings and
 /// the handler. `#[spotq::worker]` generates a function returning one; [`run`] runs
@@ -435,7 +387,7 @@ impl AnyWorker {
 /// # async fn invoices(_: spotq::Message) {}
 /// use std::process::ExitCode;
 ///
-/// use spotq::{QueueSource, WorkerConfig, WorkerSpec};
+/// use spotq::{config::QueueSource, config::WorkerConfig, WorkerSpec};
 ///
 /// #[tokio::main]
 /// async fn main() -> Result<ExitCode, spotq::Error> {
@@ -444,7 +396,7 @@ impl AnyWorker {
 ///         WorkerSpec::new(QueueSource::name("invoices"), WorkerConfig::default(), invoices),
 ///     ])
 ///     .await?;
-///     Ok(spotq::exit_code(&reports))
+///     Ok(spotq::RunReport::exit_code_of(&reports))
 /// }
 /// ```
 ///
@@ -511,15 +463,4 @@ pub async fn run_all(
     }
     reports.sort_by_key(|(index, _)| *index);
     Ok(reports.into_iter().map(|(_, report)| report).collect())
-}
-
-/// The exit code of a binary that ran several workers ([`run`], [`run_all`]): failure
-/// when any of their runs ended on a fatal error, success otherwise. One worker's
-/// [`RunReport::exit_code`] says the same of one run.
-pub fn exit_code(reports: &[RunReport]) -> ExitCode {
-    if reports.iter().any(|report| report.stop_reason.is_fatal()) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -17,7 +17,7 @@
 //! use std::time::Duration;
 //!
 //! use spotq::backend::{Backend, ReceiveRequest};
-//! use spotq::embedded::EmbeddedQueue;
+//! use spotq::backend::EmbeddedQueue;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -71,7 +71,7 @@
 //! use std::time::Duration;
 //!
 //! use spotq::backend::{Backend, ReceiveRequest, SendMessage};
-//! use spotq::embedded::EmbeddedQueue;
+//! use spotq::backend::EmbeddedQueue;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -121,8 +121,8 @@ use tokio::time::Instant;
 pub use self::builder::EmbeddedQueueBuilder;
 pub use self::faults::{Faults, InjectedFaults, Operation};
 pub use self::stats::RequestStats;
-pub use crate::backend::QueueCounts;
-pub use crate::backend::SendMessage;
+use crate::backend::QueueCounts;
+use crate::backend::SendMessage;
 
 use self::builder::FIFO_SUFFIX;
 use self::ids::{HandleParts, MessageId};
@@ -132,7 +132,7 @@ use crate::backend::{
     MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveAttemptId, ReceiveRequest,
     ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
 };
-use crate::engine::waiting::Waiting;
+use crate::waiting::Waiting;
 use crate::error::BackendError;
 
 /// The default visibility timeout of a queue, as on SQS.

@@ -15,7 +15,7 @@
 //! (at info level) and asks no more.
 //!
 //! ```no_run
-//! use spotq::protection::{ProtectionConfig, TaskProtection};
+//! use spotq::ecs::protection::{ProtectionConfig, TaskProtection};
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! // `None` outside ECS, where there is no agent to ask.

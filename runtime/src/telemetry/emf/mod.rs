@@ -6,9 +6,9 @@
 //! [`spawn_emf_reporter`] prints one every interval, and a last one when told to stop.
 //!
 //! ```
-//! use spotq::emf::{EmfRecord, Unit};
+//! use spotq::telemetry::emf::{EmfRecord, Unit};
 //!
-//! # fn main() -> Result<(), spotq::emf::EmfError> {
+//! # fn main() -> Result<(), spotq::telemetry::emf::EmfError> {
 //! let line = EmfRecord::new("spotq")
 //!     .dimension("QueueName", "orders")
 //!     .dimension("ServiceName", "queue-processor")
@@ -42,7 +42,41 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ConfigError;
-use crate::worker::config::EmfSettings;
+
+/// CloudWatch Embedded Metric Format output of a worker: one JSON line per interval
+/// (on stdout, where the awslogs driver ships it to CloudWatch, which turns it into
+/// metrics with no API call).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmfSettings {
+    /// The CloudWatch namespace, e.g. `Spotq`.
+    pub namespace: String,
+    /// The `ServiceName` dimension: the ECS service the worker runs in.
+    pub service_name: String,
+    /// Time between lines, at least 1 s. 60 s matches CloudWatch's standard resolution.
+    pub interval: Duration,
+}
+
+impl EmfSettings {
+    /// A line every minute into `namespace`, for the ECS service `service_name`.
+    pub fn new(namespace: impl Into<String>, service_name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            service_name: service_name.into(),
+            interval: Duration::from_secs(60),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval < Duration::from_secs(1) {
+            return Err(ConfigError::new(
+                "emf.interval",
+                self.interval,
+                "at least 1 s",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// The most metrics one record may carry (EMF: at most 100 `MetricDefinition`s).
 pub const MAX_METRICS: usize = 100;
@@ -568,14 +602,14 @@ fn report(record: &mut impl FnMut() -> Option<EmfRecord>, out: &mut impl Write) 
 
 /// What a worker's EMF lines carry ([`WorkerBuilder::emf`](crate::WorkerBuilder::emf)),
 /// for what reads them in CloudWatch (alarms, scaling policies): in the namespace of the
-/// worker's [`EmfSettings`](crate::EmfSettings), each metric of [`METRICS`](names::METRICS)
+/// worker's [`EmfSettings`], each metric of [`METRICS`](names::METRICS)
 /// with the dimensions [`DIMENSIONS`](names::DIMENSIONS), one dimension set.
 pub mod names {
     use super::Unit;
 
     /// `QueueName`: the queue's name (not its URL).
     pub const QUEUE_NAME: &str = "QueueName";
-    /// `ServiceName`: the [`EmfSettings::service_name`](crate::EmfSettings::service_name).
+    /// `ServiceName`: the [`EmfSettings::service_name`](EmfSettings::service_name).
     pub const SERVICE_NAME: &str = "ServiceName";
     /// The dimensions of every metric, in order.
     pub const DIMENSIONS: [&str; 2] = [QUEUE_NAME, SERVICE_NAME];

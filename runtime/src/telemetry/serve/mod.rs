@@ -17,8 +17,8 @@
 //! worker's run has returned.
 //!
 //! ```no_run
-//! use spotq::Health;
-//! use spotq::serve::serve;
+//! use spotq::telemetry::health::Health;
+//! use spotq::telemetry::serve::serve;
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let health = Health::default();
@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ConfigError;
 use crate::telemetry::health::Health;
-/// The recorder [`serve`] installs, from [`spotq::prometheus`](crate::prometheus).
+/// The recorder [`serve`] installs, from [`spotq::telemetry::prometheus`](crate::telemetry::prometheus).
 pub use crate::telemetry::prometheus::install_recorder;
 use crate::telemetry::prometheus::{PrometheusHandle, RecorderError};
 

@@ -1,17 +1,71 @@
-//! Worker settings, their defaults, and their validation.
+//! A worker's settings: [`WorkerConfig`], its defaults and validation, where its queue
+//! comes from ([`QueueSource`]), and how failed messages are retried ([`RetryPolicy`],
+//! [`Backoff`]).
 //!
 //! Every setting is checked before the worker makes its first queue call; a value out of
 //! range is a [`ConfigError`] that names the setting and the allowed range.
 
+pub(crate) mod fields;
+
+use std::fmt;
 use std::time::Duration;
 
 use spotq_settings::{Invalid, check, defaults};
 
-use crate::backoff::Backoff;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
-use crate::error::ConfigError;
-use crate::worker::fields::config_fields;
+use crate::config::fields::config_fields;
+
+pub use crate::backoff::Backoff;
+pub use crate::error::ConfigError;
+
+/// Where a worker's queue comes from: a name or URL fixed in the code, or an
+/// environment variable read when the worker starts (queue URLs differ per deployment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QueueSource {
+    /// A queue name (resolved with `GetQueueUrl`) or URL.
+    Name(&'static str),
+    /// The environment variable that holds the queue's name or URL.
+    Env(&'static str),
+}
+
+impl QueueSource {
+    /// A queue name or URL.
+    pub const fn name(queue: &'static str) -> Self {
+        Self::Name(queue)
+    }
+
+    /// The environment variable that holds the queue's name or URL.
+    pub const fn env(variable: &'static str) -> Self {
+        Self::Env(variable)
+    }
+
+    /// The queue's name or URL; an unset or empty variable is an error that names it.
+    pub fn resolve(&self) -> Result<String, ConfigError> {
+        match *self {
+            Self::Name(queue) => Ok(queue.to_owned()),
+            Self::Env(variable) => match std::env::var(variable) {
+                Ok(queue) if !queue.trim().is_empty() => Ok(queue),
+                _ => Err(ConfigError::new(
+                    "queue",
+                    format!("env({variable})"),
+                    format!("set the environment variable `{variable}` to a queue name or URL"),
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for QueueSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Name(queue) => f.write_str(queue),
+            Self::Env(variable) => write!(f, "${variable}"),
+        }
+    }
+}
+
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,41 +98,6 @@ pub enum Heartbeat {
     /// Never extend: a handler that outlives the visibility timeout lets its message be
     /// received again elsewhere.
     Off,
-}
-
-/// CloudWatch Embedded Metric Format output of a worker: one JSON line per interval
-/// (on stdout, where the awslogs driver ships it to CloudWatch, which turns it into
-/// metrics with no API call).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EmfSettings {
-    /// The CloudWatch namespace, e.g. `Spotq`.
-    pub namespace: String,
-    /// The `ServiceName` dimension: the ECS service the worker runs in.
-    pub service_name: String,
-    /// Time between lines, at least 1 s. 60 s matches CloudWatch's standard resolution.
-    pub interval: Duration,
-}
-
-impl EmfSettings {
-    /// A line every minute into `namespace`, for the ECS service `service_name`.
-    pub fn new(namespace: impl Into<String>, service_name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            service_name: service_name.into(),
-            interval: Duration::from_secs(60),
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.interval < Duration::from_secs(1) {
-            return Err(ConfigError::new(
-                "emf.interval",
-                self.interval,
-                "at least 1 s",
-            ));
-        }
-        Ok(())
-    }
 }
 
 config_fields! {
@@ -135,7 +154,7 @@ config_fields! {
         /// (none running, none waiting behind its FIFO group, no delete or visibility
         /// change unsent). At least 1. Default: none, the worker runs until shutdown.
         ///
-        /// The run then ends with [`StopReason::Drained`](crate::StopReason::Drained),
+        /// The run then ends with [`StopReason::Drained`](crate::shutdown::StopReason::Drained),
         /// by the shutdown contract, and the binary exits 0
         /// ([`RunReport::exit_code`](crate::RunReport::exit_code)). With the default
         /// long poll (`wait_time` 20 s) one empty receive means no message became
@@ -144,12 +163,12 @@ config_fields! {
         /// a send delay) is invisible and held by no one: the worker may exit before it
         /// is visible again, and the next job task receives it. A queue that refuses
         /// five receives in a row (deleted, or access to it revoked) ends the run with
-        /// [`StopReason::Fatal`](crate::StopReason::Fatal): the job could never finish.
+        /// [`StopReason::Fatal`](crate::shutdown::StopReason::Fatal): the job could never finish.
         pub exit_after_empty_receives: Option<u32> => Some(u32),
         /// The longest a worker runs: this long after it started, it shuts down as on
         /// SIGTERM (stops receiving, lets running handlers go on for the grace period,
         /// releases what it still holds) and the run ends with
-        /// [`StopReason::MaxRunTime`](crate::StopReason::MaxRunTime). Above 0.
+        /// [`StopReason::MaxRunTime`](crate::shutdown::StopReason::MaxRunTime). Above 0.
         /// Default: no limit.
         pub max_run_time: Option<Duration> => Some(Duration),
         /// ECS task scale-in protection while handlers run, through the agent at
@@ -249,7 +268,7 @@ impl WorkerConfig {
     /// [`stop_timeout`](Self::stop_timeout); an error when it leaves no room to release,
     /// flush and exit before SIGKILL.
     pub fn grace_period(&self) -> Result<Duration, ConfigError> {
-        crate::shutdown::plan(self.stop_timeout, self.shutdown_grace)
+        crate::contract::plan(self.stop_timeout, self.shutdown_grace)
     }
 
     /// The settings that depend on the queue's own visibility timeout, resolved and checked.

@@ -1,4 +1,4 @@
-//! [`WorkerConfig`](crate::WorkerConfig)'s fields, declared once: `config_fields!` takes
+//! [`WorkerConfig`](crate::config::WorkerConfig)'s fields, declared once: `config_fields!` takes
 //! the struct as it is written, each field with its doc, and yields the struct and
 //! `config_setters!`, which expands, inside an `impl` of any type with a
 //! `config: WorkerConfig` field, to one builder method per field carrying the field's doc.
@@ -35,7 +35,7 @@ macro_rules! config_fields {
         macro_rules! config_setters {
             () => {
                 $(
-                    crate::worker::fields::setter!(
+                    crate::config::fields::setter!(
                         [$(#[$attr])*] $field: $ty $(=> Some($($setter)+))?
                     );
                 )*
@@ -77,7 +77,7 @@ pub(crate) use {config_fields, setter};
 mod tests {
     use std::time::Duration;
 
-    use crate::{EmbeddedQueue, Heartbeat, Message, RetryPolicy, Worker, WorkerConfig};
+    use crate::{EmbeddedQueue, config::Heartbeat, Message, config::RetryPolicy, Worker, config::WorkerConfig};
 
     #[test]
     fn each_setter_sets_its_field() {

@@ -1,48 +1,21 @@
-//! The Spot shutdown contract, in one place: its deadlines, computed once when shutdown
-//! begins, and its steps, in order.
-//!
-//! ECS sends SIGTERM, then SIGKILL `stopTimeout` later. From the first signal (or
-//! [`ShutdownHandle::begin`], or the worker's own end: its queue drained, its
-//! [maximum run time](crate::WorkerConfig::max_run_time) passed; see [`StopReason`]) a
-//! worker
-//!
-//! 1. stops receiving at once. A receive in transit is let finish (the queue may already
-//!    have handed it messages), at most for its long poll and a margin and never past
-//!    the hard deadline less [`FLUSH_ROOM`];
-//! 2. releases (visibility 0) what such a receive returns, unstarted: a worker only
-//!    receives what it can start, so nothing else waits;
-//! 3. lets running handlers go on until the grace deadline
-//!    ([`WorkerConfig::shutdown_grace`](crate::WorkerConfig::shutdown_grace)), their
-//!    heartbeats extending visibility only up to it;
-//! 4. then cancels the handlers still running and releases their messages. A second
-//!    signal ([`ShutdownHandle::now`]) does this at once; the releases go out as the
-//!    handlers drop and wait for no receive in transit. A handler that blocks its
-//!    thread is given up after [`RELEASE_WAIT`];
-//! 5. sends every pending delete and visibility change before the hard deadline, the
-//!    stop timeout less [`EXIT_MARGIN`], and returns.
-//!
-//! Retries and `RetryAfter` delays keep their whole length: the queue keeps the timer
-//! after the worker exits. A grace period that leaves less than [`ROOM`] of the stop
-//! timeout cannot keep steps 4 and 5 and fails at start, naming both settings.
+//! The shutdown contract's plan: its deadlines, computed once when shutdown begins, the
+//! stop reasons and the signal handle. The contract itself is written in the public
+//! [`shutdown`](crate::shutdown) module's docs; the engine carries out its steps
+//! (`engine::stop`) on the parts it owns.
 
 mod reason;
 mod signals;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::time::{Instant, timeout_at};
+use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tokio_util::task::TaskTracker;
 
 pub use reason::StopReason;
 pub use signals::ShutdownHandle;
 
 use crate::backend::MAX_VISIBILITY;
-use crate::engine::capacity::Capacity;
-use crate::engine::settle::Settler;
 use crate::error::ConfigError;
 use spotq_settings::limits::CAP_MARGIN;
 
@@ -150,14 +123,6 @@ pub(crate) struct Contract {
     ended: CancellationToken,
 }
 
-/// The parts of an engine the shutdown steps drive.
-#[derive(Clone, Copy)]
-pub(crate) struct Parts<'a> {
-    pub capacity: &'a Capacity,
-    pub pollers: &'a TaskTracker,
-    pub settler: &'a Settler,
-}
-
 impl Contract {
     /// The contract of a worker with this (checked) grace period and stop timeout.
     pub(crate) fn new(grace: Duration, stop_timeout: Duration) -> Self {
@@ -234,22 +199,10 @@ impl Contract {
         }
     }
 
-    /// Steps 1 to 5, once `shutdown` has fired (`immediate` when it asked for an
-    /// immediate shutdown); a later `hurry` (a second signal) cancels running handlers
-    /// at once. Returns when the worker may return.
-    pub(crate) async fn carry_out(
-        &self,
-        parts: Parts<'_>,
-        immediate: bool,
-        hurry: Pin<&mut impl Future>,
-    ) {
-        let deadlines = self.begin(immediate);
-        let finished = !immediate && let_handlers_finish(parts, &deadlines, hurry).await;
-        if !finished {
-            release_running(self, parts, &deadlines).await;
-        }
-        wait_for_receives(parts, &deadlines).await;
-        flush(parts.settler, &deadlines).await;
+    /// Step 4 begins: running handlers are given up (each releases its message as it
+    /// drops).
+    pub(crate) fn give_up_handlers(&self) {
+        self.cancel_handlers.cancel();
     }
 }
 
@@ -258,73 +211,6 @@ impl Contract {
 /// worker exits.
 pub(crate) fn retry_room(received_at: Instant, now: Instant) -> Duration {
     (received_at + MAX_VISIBILITY - CAP_MARGIN).saturating_duration_since(now)
-}
-
-/// Step 3: waits, until the grace deadline or a second signal, for receives in transit
-/// to end and every message to be settled. Whether they all were.
-async fn let_handlers_finish(
-    parts: Parts<'_>,
-    deadlines: &Deadlines,
-    hurry: Pin<&mut impl Future>,
-) -> bool {
-    tracing::info!(
-        in_flight = parts.capacity.messages_in_flight(),
-        grace = ?deadlines.grace - deadlines.began,
-        "shutdown: receiving stopped, waiting for running handlers"
-    );
-    let settled = async {
-        parts.pollers.wait().await;
-        parts.capacity.all_returned().await;
-    };
-    tokio::select! {
-        biased;
-        _ = hurry => false,
-        settled = timeout_at(deadlines.grace, settled) => settled.is_ok(),
-    }
-}
-
-/// Step 4: cancels the handlers still running; each releases its message as it drops.
-/// Waits for them until [`RELEASE_WAIT`] from now (and the release deadline); a handler
-/// that blocks its thread cannot be dropped and is given up.
-async fn release_running(contract: &Contract, parts: Parts<'_>, deadlines: &Deadlines) {
-    tracing::warn!(
-        in_flight = parts.capacity.messages_in_flight(),
-        "shutdown: releasing the messages of running handlers"
-    );
-    contract.cancel_handlers.cancel();
-    let give_up = (Instant::now() + RELEASE_WAIT).min(deadlines.release());
-    if timeout_at(give_up, parts.capacity.messages_settled())
-        .await
-        .is_err()
-    {
-        tracing::error!(
-            stuck = parts.capacity.messages_in_flight(),
-            "shutdown: handlers did not stop; their messages stay invisible until their \
-             visibility timeout"
-        );
-    }
-}
-
-/// Waits for the receives in transit when shutdown began (each poller bounds its own by
-/// [`Deadlines::receive_limit`]), so what they return is released before the flush.
-async fn wait_for_receives(parts: Parts<'_>, deadlines: &Deadlines) {
-    if timeout_at(deadlines.release(), parts.pollers.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown: a receive did not return by the release deadline");
-    }
-}
-
-/// Step 5: sends every pending delete and visibility change, until the hard deadline.
-async fn flush(settler: &Settler, deadlines: &Deadlines) {
-    if timeout_at(deadlines.hard, settler.close()).await.is_err() {
-        tracing::error!(
-            "shutdown: deletes and visibility changes still failing at the stop timeout; \
-             their messages will be received again"
-        );
-        settler.abandon();
-    }
 }
 
 #[cfg(test)]

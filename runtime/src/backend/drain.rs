@@ -2,7 +2,7 @@
 //! read the queue empty several times in a row.
 //!
 //! A worker that is to stop once its queue is drained sets
-//! [`exit_after_empty_receives`](crate::WorkerConfig::exit_after_empty_receives): its
+//! [`exit_after_empty_receives`](crate::config::WorkerConfig::exit_after_empty_receives): its
 //! own receives tell, with no extra call. [`Drained`] is for what the worker's receives
 //! cannot see: a queue that other consumers share, its delayed messages, or a program
 //! that waits for a queue without running a worker on it.
@@ -43,7 +43,7 @@ impl Drained {
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), spotq::Error> {
-    /// use spotq::{Drained, EmbeddedQueue, Message, Worker};
+    /// use spotq::{backend::Drained, EmbeddedQueue, Message, Worker};
     ///
     /// let queue = EmbeddedQueue::new("nightly");
     /// queue.send_many(["a", "b", "c"]);

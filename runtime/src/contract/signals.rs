@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tokio_util::sync::CancellationToken;
 
-use crate::shutdown::StopReason;
+use crate::contract::StopReason;
 
 /// Starts a worker's shutdown from anywhere: tests, an embedding program, a signal.
 ///

@@ -11,18 +11,18 @@ use std::process::ExitCode;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StopReason {
-    /// Run to completion: [`exit_after_empty_receives`](crate::WorkerConfig::exit_after_empty_receives)
+    /// Run to completion: [`exit_after_empty_receives`](crate::config::WorkerConfig::exit_after_empty_receives)
     /// receives in a row came back empty while the worker held no message.
     Drained,
-    /// The worker ran for [`max_run_time`](crate::WorkerConfig::max_run_time).
+    /// The worker ran for [`max_run_time`](crate::config::WorkerConfig::max_run_time).
     MaxRunTime,
     /// SIGTERM or SIGINT, through [`Worker::run`](crate::Worker::run), `spotq::run`, or
-    /// a [`ShutdownHandle`](crate::ShutdownHandle) driven by
-    /// [`on_termination_signals`](crate::ShutdownHandle::on_termination_signals).
+    /// a [`ShutdownHandle`](crate::shutdown::ShutdownHandle) driven by
+    /// [`on_termination_signals`](crate::shutdown::ShutdownHandle::on_termination_signals).
     Signal,
     /// The program asked: the future given to [`run_until`](crate::Worker::run_until)
-    /// resolved, or [`ShutdownHandle::begin`](crate::ShutdownHandle::begin) or
-    /// [`now`](crate::ShutdownHandle::now) was called.
+    /// resolved, or [`ShutdownHandle::begin`](crate::shutdown::ShutdownHandle::begin) or
+    /// [`now`](crate::shutdown::ShutdownHandle::now) was called.
     Requested,
     /// A worker running to completion could never finish: the queue refused its
     /// receives (it was deleted, or access to it was revoked) several times in a row.
