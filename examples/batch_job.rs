@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotq::engine::AnyWorker;
-use spotq::{ConfigError, EmbeddedQueue};
+use spotq::shutdown::AnyWorker;
+use spotq::{EmbeddedQueue, config::ConfigError};
 
 #[derive(Debug, Deserialize)]
 struct Job {
@@ -46,7 +46,7 @@ fn on_embedded(queue: EmbeddedQueue) -> Result<AnyWorker, ConfigError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
     let worker = match std::env::var_os("JOBS_QUEUE") {
         Some(_) => handle_job_worker().connect().await?,
         None => {
@@ -72,7 +72,7 @@ fn sample_jobs(count: u32) -> impl Iterator<Item = String> {
 
 #[cfg(test)]
 mod tests {
-    use spotq::{ShutdownHandle, StopReason};
+    use spotq::{shutdown::ShutdownHandle, shutdown::StopReason};
 
     use super::*;
 

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use spotq::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
-use spotq::{Drained, EmbeddedQueue};
+use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
+use spotq::{EmbeddedQueue, backend::Drained};
 
 #[spotq::worker(queue = env("INVOICES_QUEUE"), batch_size = 10, concurrency = 40)]
 async fn handle_invoices(invoices: Vec<SqsMessage>) -> SqsBatchResponse {
@@ -28,7 +28,7 @@ async fn handle_invoices(invoices: Vec<SqsMessage>) -> SqsBatchResponse {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
     if std::env::var_os("INVOICES_QUEUE").is_some() {
         spotq::run([handle_invoices_worker()]).await?;
         return Ok(());
@@ -59,8 +59,10 @@ async fn on_embedded_queue(invoices: u64) -> anyhow::Result<(u64, u64)> {
     .of(queue.clone());
     let report = handle_invoices_worker()
         .configure(|config| {
-            config.retry =
-                spotq::RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO));
+            config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
+                Duration::ZERO,
+                Duration::ZERO,
+            ));
         })
         .worker(queue)?
         .run_until(drained)

@@ -30,14 +30,14 @@ async fn handle_order(order: Order, cx: &Context) -> Result<(), String> {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), spotq::error::BoxError> {
-    spotq::logging::init(spotq::logging::LogFormat::Json);
+async fn main() -> Result<(), spotq::handler::BoxError> {
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::Json);
     spotq::lambda::run(handle_order_worker()).await
 }
 
 #[cfg(test)]
 mod tests {
-    use spotq::lambda_events::sqs::SqsEvent;
+    use spotq::handler::lambda_events::sqs::SqsEvent;
 
     use super::*;
 

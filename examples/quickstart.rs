@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // Failed handlers log a warning each; the summary below counts them.
-                .unwrap_or_else(|_| "warn,spotq=info,spotq::engine::dispatch=error".into()),
+                .unwrap_or_else(|_| "warn,spotq=info,spotq::handler=error".into()),
         )
         .init();
     let messages: u64 = match std::env::args().nth(1) {

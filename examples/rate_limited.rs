@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use spotq::{Drained, EmbeddedQueue, Message, Outcome, WorkerSpec};
+use spotq::{EmbeddedQueue, Message, Outcome, WorkerSpec, backend::Drained};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::limit::RateLimitLayer;
@@ -42,7 +42,7 @@ fn partner_worker() -> WorkerSpec {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
     if std::env::var_os("PARTNER_QUEUE").is_some() {
         spotq::run([partner_worker()]).await?;
         return Ok(());

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use spotq::logging::{LogFormat, init};
-use spotq::{EmfSettings, Health, Message, SqsBackend, Worker};
+use spotq::telemetry::logging::{LogFormat, init};
+use spotq::{Message, SqsBackend, Worker, telemetry::emf::EmfSettings, telemetry::health::Health};
 
 async fn handle(message: Message) -> Result<(), std::io::Error> {
     // Log ids and counts, never bodies.
@@ -31,7 +31,9 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE names the queue (name or URL)")?;
     let health = Health::default();
     // $SPOTQ_HTTP_ADDR, default 0.0.0.0:8080; a bad value stops the start, naming it.
-    let server = spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
+    let server =
+        spotq::telemetry::serve::serve(spotq::telemetry::serve::addr_from_env()?, health.clone())
+            .await?;
 
     // Standard AWS chain; AWS_ENDPOINT_URL(_SQS) points it at a local endpoint.
     let mut worker = Worker::builder(SqsBackend::from_env(&queue).await?)

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotq::{Context, Drained, EmbeddedQueue};
+use spotq::{Context, EmbeddedQueue, backend::Drained};
 
 #[derive(Debug, Deserialize)]
 struct Order {
@@ -49,7 +49,7 @@ async fn handle_order(order: Order, cx: &Context) -> Result<(), OrderError> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
     if std::env::var_os("ORDERS_QUEUE").is_some() {
         spotq::run([handle_order_worker()]).await?;
         return Ok(());
@@ -77,8 +77,10 @@ async fn on_embedded_queue(orders: u64) -> anyhow::Result<(u64, u64)> {
     let report = handle_order_worker()
         // Retry at once instead of after seconds, for the demo.
         .configure(|config| {
-            config.retry =
-                spotq::RetryPolicy::Backoff(spotq::Backoff::new(Duration::ZERO, Duration::ZERO));
+            config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
+                Duration::ZERO,
+                Duration::ZERO,
+            ));
         })
         .worker(queue)?
         .run_until(drained)

@@ -19,7 +19,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use serde_json::Value;
 use spotq::backend::{Backend, MessageAttribute, ReceiveRequest};
-use spotq::{BackendError, SendMessage, SqsBackend};
+use spotq::{SqsBackend, backend::BackendError, backend::SendMessage};
 use support::process::signal;
 use support::{counts, create_queue, send, unique};
 use tokio::time::{Instant, sleep};

@@ -267,7 +267,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
     // The port and the health path the example serves, probed by the image's binary.
     let example = code("examples/sqs_worker.rs");
     assert!(
-        example.contains("serve::serve(spotq::serve::addr_from_env()?"),
+        example.contains("serve::serve(spotq::telemetry::serve::addr_from_env()?"),
         "the example serves on $SPOTQ_HTTP_ADDR"
     );
     let port = number_after(
@@ -285,7 +285,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
     let serve = code("runtime/src/telemetry/serve/mod.rs");
     assert!(
         serve.contains("\"/health\" => Path::Health"),
-        "spotq::serve answers /health"
+        "spotq::telemetry::serve answers /health"
     );
     let command = strings(&worker["healthCheck"]["command"]);
     assert_eq!(
@@ -349,9 +349,9 @@ fn the_stop_timeout_covers_the_worker_s_grace_period_and_exit() {
         !example.contains(".shutdown_grace("),
         "the default grace applies"
     );
-    let config = spotq::WorkerConfig {
+    let config = spotq::config::WorkerConfig {
         stop_timeout: std::time::Duration::from_secs(worker_stop_timeout),
-        ..spotq::WorkerConfig::default()
+        ..spotq::config::WorkerConfig::default()
     };
     let grace = config
         .grace_period()
@@ -832,10 +832,10 @@ fn published() -> Published {
     // The record's dimensions, by the runtime's catalog: the queue's name (the backend's
     // name, not its URL) and the service.
     assert_eq!(
-        spotq::emf::names::DIMENSIONS,
+        spotq::telemetry::emf::names::DIMENSIONS,
         [
-            spotq::emf::names::QUEUE_NAME,
-            spotq::emf::names::SERVICE_NAME
+            spotq::telemetry::emf::names::QUEUE_NAME,
+            spotq::telemetry::emf::names::SERVICE_NAME
         ]
     );
     let report = code("runtime/src/telemetry/report.rs");
@@ -843,8 +843,14 @@ fn published() -> Published {
     assert!(report.contains(".dimension(names::SERVICE_NAME, settings.service_name.as_str())"));
     Published {
         dimensions: vec![
-            (spotq::emf::names::QUEUE_NAME.to_owned(), queue.clone()),
-            (spotq::emf::names::SERVICE_NAME.to_owned(), emf_service),
+            (
+                spotq::telemetry::emf::names::QUEUE_NAME.to_owned(),
+                queue.clone(),
+            ),
+            (
+                spotq::telemetry::emf::names::SERVICE_NAME.to_owned(),
+                emf_service,
+            ),
         ],
         region,
         account,
@@ -905,7 +911,7 @@ fn check_metric(
         }
         _ => {
             assert_eq!(namespace, published.namespace, "the worker's EMF namespace");
-            let (_, published_unit, _) = spotq::emf::names::METRICS
+            let (_, published_unit, _) = spotq::telemetry::emf::names::METRICS
                 .iter()
                 .find(|(metric, ..)| *metric == name)
                 .unwrap_or_else(|| panic!("the worker publishes no {name}"));
@@ -963,7 +969,10 @@ fn the_autoscaling_kit_scales_the_worker_service_on_what_the_worker_publishes() 
         env_value(&controller, "SPOTQ_CONTROLLER_BACKLOG_PER_TASK")
     );
     let metric = &tracking["CustomizedMetricSpecification"];
-    assert_eq!(metric["MetricName"], spotq::emf::names::BACKLOG_PER_TASK);
+    assert_eq!(
+        metric["MetricName"],
+        spotq::telemetry::emf::names::BACKLOG_PER_TASK
+    );
     // Every task publishes the same figure: their average is it.
     assert_eq!(metric["Statistic"], "Average");
     check_metric(

@@ -16,7 +16,7 @@ mod support;
 
 use aws_sdk_ecs::Client;
 use serde_json::json;
-use spotq::BackendError;
+use spotq::backend::BackendError;
 use spotq::ecs::{EcsError, EcsService};
 use std::time::Duration;
 

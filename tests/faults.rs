@@ -13,7 +13,10 @@ use std::time::Duration;
 use aws_sdk_sqs::error::ProvideErrorMetadata as _;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, ReceiveRequest};
-use spotq::{BackendError, Health, Heartbeat, Message, Outcome, SqsBackend, Worker};
+use spotq::{
+    Message, Outcome, SqsBackend, Worker, backend::BackendError, config::Heartbeat,
+    telemetry::health::Health,
+};
 use support::in_turn::InTurn;
 use support::process::{Settings, WorkerProcess, signal};
 use support::proxy::FaultProxy;
@@ -766,7 +769,7 @@ async fn a_continuation_stuck_in_sending_at_shutdown_releases_its_message() {
         .shutdown_grace(Duration::from_secs(1))
         .handler(move |_: Message| {
             handler_handed.fetch_add(1, Ordering::SeqCst);
-            std::future::ready(Outcome::Continue(spotq::SendMessage::new("next")))
+            std::future::ready(Outcome::Continue(spotq::backend::SendMessage::new("next")))
         })
         .run_until(async {
             until(Duration::from_secs(20), || {
@@ -942,14 +945,14 @@ async fn a_job_ends_although_a_delete_call_never_answers() {
         .wait_time(Duration::from_secs(1))
         .exit_after_empty_receives(2)
         .handler(|_: Message| async {})
-        .run_with(spotq::ShutdownHandle::new());
+        .run_with(spotq::shutdown::ShutdownHandle::new());
     let report = timeout(Duration::from_secs(120), run)
         .await
         .expect("the job ended by itself")
         .expect("the job runs");
     let stats = proxy.stats().await;
     assert_eq!(stats.faults("DeleteMessageBatch", "hang"), 1, "{stats:?}");
-    assert_eq!(report.stop_reason, spotq::StopReason::Drained);
+    assert_eq!(report.stop_reason, spotq::shutdown::StopReason::Drained);
     assert_eq!(
         (report.deleted, report.delete_failed),
         (10, 0),
@@ -1052,7 +1055,7 @@ async fn a_slow_continuation_send_neither_lets_its_message_lapse_nor_forks_the_c
                 .expect("runs")
                 .push(message.body().to_owned());
             let outcome = match message.body() {
-                "step-1" => Outcome::Continue(spotq::SendMessage::new("step-2")),
+                "step-1" => Outcome::Continue(spotq::backend::SendMessage::new("step-2")),
                 _ => Outcome::Ack,
             };
             async move { outcome }

@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::{Backoff, Message, RetryPolicy, ShutdownHandle, SqsBackend, Worker};
+use spotq::{
+    Message, SqsBackend, Worker, config::Backoff, config::RetryPolicy, shutdown::ShutdownHandle,
+};
 use support::in_turn::InTurn;
 use support::{counts, create_queue, send_to_groups, unique, until};
 use tokio::time::sleep;

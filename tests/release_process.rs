@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::{Message, ShutdownHandle, SqsBackend, Worker};
+use spotq::{Message, SqsBackend, Worker, shutdown::ShutdownHandle};
 use support::process::{Settings, WorkerProcess, signal};
 use support::{create_queue, send, unique};
 use tokio::time::{Instant, sleep};

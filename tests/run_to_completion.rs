@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use spotq::{ShutdownHandle, StopReason, Worker};
+use spotq::{Worker, shutdown::ShutdownHandle, shutdown::StopReason};
 use support::process::{Settings, WorkerProcess, signal};
 use support::{Seen, counts, create_queue, send, unique};
 use tokio::time::timeout;

@@ -17,7 +17,8 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::{Backend, EntryErrorKind, ReceiveRequest, SendMessage, VisibilityChange};
 use spotq::{
-    BackendError, Error, Heartbeat, Message, Outcome, QueueSource, SqsBackend, Worker, WorkerSpec,
+    Error, Message, Outcome, SqsBackend, Worker, WorkerSpec, backend::BackendError,
+    config::Heartbeat, config::QueueSource,
 };
 use support::in_turn::InTurn;
 use support::proxy::FaultProxy;
@@ -263,7 +264,7 @@ async fn batch_calls_report_each_entry() {
     let results = queue
         .delete_batch(&[
             again[0].receipt_handle.clone(),
-            spotq::ReceiptHandle::new("not-a-receipt-handle"),
+            spotq::backend::ReceiptHandle::new("not-a-receipt-handle"),
             received[1].receipt_handle.clone(),
         ])
         .await
@@ -344,7 +345,7 @@ async fn a_continuation_goes_through_sqs_send_then_delete() {
                     .expect("lock")
                     .push((body.clone(), message.receive_count()));
                 match body.as_str() {
-                    "part-1" => Outcome::Continue(spotq::SendMessage::new("part-2")),
+                    "part-1" => Outcome::Continue(spotq::backend::SendMessage::new("part-2")),
                     _ => Outcome::Ack,
                 }
             }
@@ -396,7 +397,7 @@ async fn on_a_fifo_queue_a_continuation_keeps_its_message_group() {
                     .expect("lock")
                     .push((message.body().to_owned(), group));
                 match message.body() {
-                    "step-1" => Outcome::Continue(spotq::SendMessage::new("step-2")),
+                    "step-1" => Outcome::Continue(spotq::backend::SendMessage::new("step-2")),
                     _ => Outcome::Ack,
                 }
             }
@@ -691,13 +692,15 @@ static BATCH_SEEN: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
     wait_time = "1s",
     retry_backoff = ("1s", "1s")
 )]
-async fn handle_batch(messages: Vec<Message>) -> spotq::lambda_events::sqs::SqsBatchResponse {
-    let mut response = spotq::lambda_events::sqs::SqsBatchResponse::default();
+async fn handle_batch(
+    messages: Vec<Message>,
+) -> spotq::handler::lambda_events::sqs::SqsBatchResponse {
+    let mut response = spotq::handler::lambda_events::sqs::SqsBatchResponse::default();
     let mut seen = BATCH_SEEN.lock().expect("lock");
     for message in messages {
         seen.push((message.body().to_owned(), message.receive_count()));
         if message.body().starts_with("bad") && message.receive_count() == 1 {
-            let mut failure = spotq::lambda_events::sqs::BatchItemFailure::default();
+            let mut failure = spotq::handler::lambda_events::sqs::BatchItemFailure::default();
             failure.item_identifier = message.id().to_owned();
             response.batch_item_failures.push(failure);
         }
@@ -730,7 +733,7 @@ async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items
         .collect();
     send(&queue, bodies.clone()).await;
 
-    let shutdown = spotq::ShutdownHandle::new();
+    let shutdown = spotq::shutdown::ShutdownHandle::new();
     let stop = shutdown.clone();
     let watcher = tokio::spawn(async move {
         until(Duration::from_secs(40), || {
@@ -743,7 +746,7 @@ async fn a_macro_batch_worker_connects_by_name_and_retries_only_its_failed_items
         .await;
         stop.begin();
     });
-    let reports = spotq::run_with([spec], shutdown)
+    let reports = spotq::shutdown::run_with([spec], shutdown)
         .await
         .expect("the spec connects to the queue by name and runs");
     watcher.await.expect("watcher");

@@ -19,8 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics::counter;
 use spotq::backend::Backend;
-use spotq::error::classify;
-use spotq::{BackendError, Backoff, SqsBackend, metric_names};
+use spotq::backend::classify;
+use spotq::{SqsBackend, backend::BackendError, config::Backoff, telemetry::names as metric_names};
 
 use crate::decision::QueueCounts;
 
@@ -54,7 +54,7 @@ impl Retryable for BackendError {
 
 impl Retry {
     /// Runs `call` until it succeeds, fails for good, or the attempts are used up
-    /// ([`spotq::retry`]); `on_error` sees every failure (for logs and error counters).
+    /// ([`spotq::backend::retry`]); `on_error` sees every failure (for logs and error counters).
     pub async fn run<T, E, F, Fut>(&self, call: F, mut on_error: impl FnMut(&E)) -> Result<T, E>
     where
         E: Retryable + fmt::Display,
@@ -65,7 +65,7 @@ impl Retry {
             on_error(error);
             error.is_retryable()
         };
-        spotq::retry(self.backoff, self.attempts, is_retryable, call).await
+        spotq::backend::retry(self.backoff, self.attempts, is_retryable, call).await
     }
 }
 

@@ -3,8 +3,8 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use spotq::logging::{LogFormat, init};
-use spotq::{Health, ShutdownHandle};
+use spotq::telemetry::logging::{LogFormat, init};
+use spotq::{shutdown::ShutdownHandle, telemetry::health::Health};
 use spotq_controller::config::{Cli, Config};
 use spotq_controller::run::Controller;
 
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
     // `/health` answers 200 while the process serves, `/ready` while its loops run;
     // `/metrics` has the figures.
     let health = Health::default();
-    let server = spotq::serve::serve(config.http_addr, health.clone()).await?;
+    let server = spotq::telemetry::serve::serve(config.http_addr, health.clone()).await?;
     tracing::info!(
         addr = %server.local_addr(),
         bindings = config.bindings.len(),

@@ -9,7 +9,7 @@
 //! ["CMD", "/usr/local/bin/spotq-healthcheck", "http://127.0.0.1:8080/health"]
 //! ```
 //!
-//! It exits 0 when the answer's status is 2xx (`spotq::serve` answers `/health` with 200
+//! It exits 0 when the answer's status is 2xx (`spotq::telemetry::serve` answers `/health` with 200
 //! while the worker is live, and 503 once a poller has been stuck for a minute), and 1
 //! otherwise: the connection is refused or times out, the status is anything else, or
 //! the answer is not HTTP. (Docker reserves exit code 2, so a bad argument exits 1 too.)
@@ -32,7 +32,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// What the binary checks without an argument: `/health` of `spotq::serve` on the port the
+/// What the binary checks without an argument: `/health` of `spotq::telemetry::serve` on the port the
 /// example worker and the task definition use.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080/health";
 

@@ -711,7 +711,7 @@ mod tests {
     /// setting and the same limit.
     #[test]
     fn the_runtime_refuses_what_the_attribute_refuses() {
-        use spotq::{Backoff, RetryPolicy, WorkerConfig};
+        use spotq::{config::Backoff, config::RetryPolicy, config::WorkerConfig};
 
         let secs = Duration::from_secs;
         let base = WorkerConfig::default;
@@ -777,7 +777,7 @@ mod tests {
                 quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
                 WorkerConfig {
                     visibility_timeout: Some(secs(30)),
-                    heartbeat: spotq::Heartbeat::Every(secs(30)),
+                    heartbeat: spotq::config::Heartbeat::Every(secs(30)),
                     ..base()
                 },
                 "shorter than the visibility timeout (30s)",

@@ -147,8 +147,8 @@ fn doc(handler: &Ident, args: &Args) -> String {
 
 fn queue(krate: &TokenStream, args: &Args) -> TokenStream {
     match args.queue.as_ref().map(|queue| &queue.value) {
-        Some(Queue::Literal(name)) => quote!(#krate::QueueSource::name(#name)),
-        Some(Queue::Env(variable)) => quote!(#krate::QueueSource::env(#variable)),
+        Some(Queue::Literal(name)) => quote!(#krate::config::QueueSource::name(#name)),
+        Some(Queue::Env(variable)) => quote!(#krate::config::QueueSource::env(#variable)),
         // `Args::parse` requires a queue; this is never reached.
         None => quote!(::core::unreachable!("`queue` is required")),
     }
@@ -198,12 +198,12 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
     }
     if let Some(heartbeat) = &args.heartbeat {
         let value = match heartbeat.value {
-            Heartbeat::Auto => quote!(#krate::Heartbeat::Auto),
+            Heartbeat::Auto => quote!(#krate::config::Heartbeat::Auto),
             Heartbeat::Every(interval) => {
                 let interval = duration(interval);
-                quote!(#krate::Heartbeat::Every(#interval))
+                quote!(#krate::config::Heartbeat::Every(#interval))
             }
-            Heartbeat::Off => quote!(#krate::Heartbeat::Off),
+            Heartbeat::Off => quote!(#krate::config::Heartbeat::Off),
         };
         fields.push(quote_spanned!(heartbeat.span=> heartbeat: #value));
     }
@@ -211,9 +211,9 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
         let value = match retry.value {
             Retry::Backoff { base, max } => {
                 let (base, max) = (duration(base), duration(max));
-                quote!(#krate::RetryPolicy::Backoff(#krate::Backoff::new(#base, #max)))
+                quote!(#krate::config::RetryPolicy::Backoff(#krate::config::Backoff::new(#base, #max)))
             }
-            Retry::VisibilityTimeout => quote!(#krate::RetryPolicy::VisibilityTimeout),
+            Retry::VisibilityTimeout => quote!(#krate::config::RetryPolicy::VisibilityTimeout),
         };
         fields.push(quote_spanned!(retry.span=> retry: #value));
     }
@@ -236,10 +236,10 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
         ));
     }
     if fields.is_empty() {
-        return quote!(<#krate::WorkerConfig as ::core::default::Default>::default());
+        return quote!(<#krate::config::WorkerConfig as ::core::default::Default>::default());
     }
     quote! {
-        #krate::WorkerConfig {
+        #krate::config::WorkerConfig {
             #(#fields,)*
             ..::core::default::Default::default()
         }
@@ -252,17 +252,17 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
 fn decoder(krate: &TokenStream, input: &Input) -> TokenStream {
     let span = input.ty().span();
     match input {
-        Input::Raw(_) => quote_spanned!(span=> #krate::input::raw),
+        Input::Raw(_) => quote_spanned!(span=> #krate::handler::input::raw),
         // No decoder of its own: the raw message's body.
         Input::Text(_) => quote_spanned! {span=>
             (|__spotq_message: #krate::Message| {
-                #krate::input::raw(__spotq_message).map(|(__spotq_message, __spotq_cx)| {
+                #krate::handler::input::raw(__spotq_message).map(|(__spotq_message, __spotq_cx)| {
                     (#krate::Message::into_body(__spotq_message), __spotq_cx)
                 })
             })
         },
-        Input::Lambda(_) => quote_spanned!(span=> #krate::input::lambda),
-        Input::Json(ty) => quote_spanned!(span=> #krate::input::json::<#ty>),
+        Input::Lambda(_) => quote_spanned!(span=> #krate::handler::input::lambda),
+        Input::Json(ty) => quote_spanned!(span=> #krate::handler::input::json::<#ty>),
     }
 }
 
@@ -302,7 +302,7 @@ fn per_message(
 ) -> TokenStream {
     let convert = convert(
         output,
-        quote!(#krate::IntoOutcome),
+        quote!(#krate::handler::IntoOutcome),
         format_ident!("into_outcome"),
     );
     let outcome = |call: TokenStream| {
@@ -351,7 +351,7 @@ fn per_message(
 }
 
 /// `WorkerSpec::batch(queue, config, closure)`: the closure decodes the messages through
-/// `spotq::input::batch`, which fails only the messages that do not decode and hands the
+/// `spotq::handler::input::batch`, which fails only the messages that do not decode and hands the
 /// rest to the handler.
 fn batch(
     krate: &TokenStream,
@@ -363,7 +363,7 @@ fn batch(
     let decode = decoder(krate, input);
     let convert = convert(
         output,
-        quote!(#krate::IntoBatchOutcome),
+        quote!(#krate::handler::IntoBatchOutcome),
         format_ident!("into_batch_outcome"),
     );
     quote! {
@@ -371,7 +371,7 @@ fn batch(
             #queue,
             #config,
             |__spotq_messages: ::std::vec::Vec<#krate::Message>| async move {
-                #krate::input::batch(__spotq_messages, #decode, |__spotq_inputs| async move {
+                #krate::handler::input::batch(__spotq_messages, #decode, |__spotq_inputs| async move {
                     let __spotq_output = #handler(__spotq_inputs).await;
                     #convert
                 })

@@ -60,11 +60,11 @@ use proc_macro::TokenStream;
 ///
 /// | first argument | the handler gets | decoded by |
 /// | --- | --- | --- |
-/// | `Message` (any path ending in `Message`) | the message as received | `spotq::input::raw` |
-/// | `String` (any path ending in `String`) | the body as it is, not decoded | `spotq::input::raw`, then `Message::into_body` |
-/// | `SqsMessage` (e.g. `spotq::lambda_events::sqs::SqsMessage`) | the Lambda event record | `spotq::input::lambda` |
-/// | any other type `T` | the body, deserialized from JSON; `T: serde::de::DeserializeOwned` | `spotq::input::json::<T>` |
-/// | `Vec<X>`, `X` one of the above | a batch: every message of one receive | `spotq::input::batch` |
+/// | `Message` (any path ending in `Message`) | the message as received | `spotq::handler::input::raw` |
+/// | `String` (any path ending in `String`) | the body as it is, not decoded | `spotq::handler::input::raw`, then `Message::into_body` |
+/// | `SqsMessage` (e.g. `spotq::handler::lambda_events::sqs::SqsMessage`) | the Lambda event record | `spotq::handler::input::lambda` |
+/// | any other type `T` | the body, deserialized from JSON; `T: serde::de::DeserializeOwned` | `spotq::handler::input::json::<T>` |
+/// | `Vec<X>`, `X` one of the above | a batch: every message of one receive | `spotq::handler::input::batch` |
 ///
 /// - A per-message handler may take a second argument, the message's `spotq::Context`
 ///   (message id, receive count, attributes, cancellation, shutdown deadline), as
@@ -74,10 +74,10 @@ use proc_macro::TokenStream;
 ///   `HandlerError::Decode`, is retried per `retry_backoff` and, after the queue's
 ///   `maxReceiveCount`, moved to its dead-letter queue. In a batch, only that message
 ///   fails; the others go to the handler.
-/// - A per-message handler returns anything `spotq::IntoOutcome`: `()`,
+/// - A per-message handler returns anything `spotq::handler::IntoOutcome`: `()`,
 ///   `Result<(), E>`, `spotq::Outcome` (ack, retry after a delay, fail, continue) or
 ///   `Result<Outcome, E>`, with `E: Into<Box<dyn Error + Send + Sync>>`. A batch handler
-///   returns anything `spotq::IntoBatchOutcome`: `()`, `spotq::BatchOutcome`,
+///   returns anything `spotq::handler::IntoBatchOutcome`: `()`, `spotq::handler::BatchOutcome`,
 ///   `SqsBatchResponse` (Lambda's `batchItemFailures`: the listed messages are retried,
 ///   the rest deleted), or a `Result` of one of those (an `Err` fails every message).
 /// - A JSON body that is itself a list goes through an alias or a newtype
@@ -121,7 +121,7 @@ use proc_macro::TokenStream;
 /// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its name or its `FifoQueue` attribute) runs each message group in order with or without this key; the key only makes a standard queue an error |
 /// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
 ///
-/// The other settings of `spotq::WorkerConfig` (stop timeout, shutdown grace, task
+/// The other settings of `spotq::config::WorkerConfig` (stop timeout, shutdown grace, task
 /// protection, …) keep their defaults; a worker that needs them is written by hand, as
 /// below, or changes its spec with `WorkerSpec::configure`.
 ///
@@ -144,7 +144,7 @@ use proc_macro::TokenStream;
 ///     let reports = spotq::run([handle_job_worker()]).await?;
 ///     // 0 once drained (or stopped by a signal, or at the maximum run time), 1 after a
 ///     // fatal error.
-///     Ok(spotq::exit_code(&reports))
+///     Ok(spotq::RunReport::exit_code_of(&reports))
 /// }
 /// ```
 ///
@@ -187,7 +187,7 @@ use proc_macro::TokenStream;
 ///
 /// A raw `Message` (or a `String` body) without a context goes to the handler as it is; a batch handler
 /// becomes `WorkerSpec::batch(queue, config, |messages| async move {
-/// spotq::input::batch(messages, decoder, handler).await })`; `fifo = true` adds
+/// spotq::handler::input::batch(messages, decoder, handler).await })`; `fifo = true` adds
 /// `.fifo(true)`. When the attribute has an error, the function is still emitted as
 /// written, with a stand-in `<name>_worker()`, so that only the error is reported.
 #[proc_macro_attribute]

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use spotq::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 use spotq::{Context, EmbeddedQueue, Message};
 use tokio::time::sleep;
 

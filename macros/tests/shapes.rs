@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use spotq::lambda_events::sqs::{SqsBatchResponse, SqsMessage};
+use spotq::handler::lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use spotq::{
-    Backoff, BatchOutcome, Context, Heartbeat, Message, Outcome, QueueSource, RetryPolicy,
-    WorkerConfig, WorkerSpec,
+    Context, Message, Outcome, WorkerSpec, config::Backoff, config::Heartbeat, config::QueueSource,
+    config::RetryPolicy, config::WorkerConfig, handler::BatchOutcome,
 };
 
 #[derive(serde::Deserialize)]

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use spotq::backend::Operation;
-use spotq::{EmbeddedQueue, Message, shutdown::ShutdownHandle, Worker};
+use spotq::{EmbeddedQueue, Message, Worker, shutdown::ShutdownHandle};
 use tokio::time::{Instant, sleep};
 
 const HELD: u64 = 1_000;

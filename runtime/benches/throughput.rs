@@ -28,7 +28,7 @@ use spotq::backend::{
     Backend, Intercept, Intercepted, QueueAttributes, ReceiptHandle, ReceiveRequest,
     ReceivedMessage,
 };
-use spotq::{backend::BackendError, EmbeddedQueue, Message, Worker};
+use spotq::{EmbeddedQueue, Message, Worker, backend::BackendError};
 use tokio::sync::Notify;
 
 #[global_allocator]
@@ -267,7 +267,8 @@ fn grouped_queue(messages: u64, fifo: bool) -> EmbeddedQueue {
     .build()
     .expect("queue");
     for n in 0..messages {
-        let message = spotq::backend::SendMessage::new(n.to_string()).group_id(format!("g{}", n % GROUPS));
+        let message =
+            spotq::backend::SendMessage::new(n.to_string()).group_id(format!("g{}", n % GROUPS));
         queue.send_with(message).expect("sent");
     }
     queue.reset_stats();

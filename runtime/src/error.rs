@@ -3,7 +3,6 @@
 use std::error::Error as StdError;
 use std::time::Duration;
 
-
 /// A boxed error from user code or a dependency.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 

@@ -94,27 +94,27 @@
 // every `crate::` path points down): leaves, the queue seam, the shutdown plan, what
 // handlers see, ECS and telemetry, settings, the engine, the worker, and last the public
 // facades (`handler`, `shutdown`) and this root.
-mod backoff;
-mod error;
-mod waiting;
-pub mod backend;
-mod contract;
 mod api;
+pub mod backend;
+mod backoff;
+pub mod config;
+mod contract;
 #[cfg(feature = "ecs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
 pub mod ecs;
-pub mod telemetry;
-pub mod config;
 mod engine;
-mod worker;
+mod error;
+pub mod handler;
 #[cfg(feature = "lambda")]
 #[cfg_attr(docsrs, doc(cfg(feature = "lambda")))]
 pub mod lambda;
+pub mod shutdown;
+pub mod telemetry;
 #[cfg(all(feature = "ecs", any(test, feature = "test-util")))]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
-pub mod handler;
-pub mod shutdown;
+mod waiting;
+mod worker;
 
 /// `#[spotq::worker]`: turns an `async fn` into a worker; see [`spotq_macros::worker`].
 #[cfg(feature = "macros")]

@@ -28,8 +28,10 @@
 //! [`run_with`] and [`run_all`] run several workers under one [`ShutdownHandle`];
 //! [`spotq::run`](crate::run) is [`run_with`] on SIGTERM/SIGINT.
 
-pub use crate::contract::{EXIT_MARGIN, FLUSH_ROOM, RELEASE_WAIT, ROOM, ShutdownHandle, StopReason};
-pub use crate::worker::spec::{AnyWorker, run_all};
+pub use crate::contract::{
+    EXIT_MARGIN, FLUSH_ROOM, RELEASE_WAIT, ROOM, ShutdownHandle, StopReason,
+};
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use crate::worker::spec::run_with;
+pub use crate::worker::spec::{AnyWorker, run_all};

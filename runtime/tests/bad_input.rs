@@ -13,8 +13,9 @@ use spotq::backend::{Backend, MessageAttribute, ReceiveRequest};
 use spotq::backend::{MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES};
 use spotq::handler::DecodeErrorKind;
 use spotq::{
-    backend::BackendError, Context, EmbeddedQueue, Error, handler::HandlerError, Outcome, config::QueueSource, config::RetryPolicy,
-    backend::SendMessage, shutdown::ShutdownHandle, config::WorkerConfig, WorkerSpec, handler::input,
+    Context, EmbeddedQueue, Error, Outcome, WorkerSpec, backend::BackendError,
+    backend::SendMessage, config::QueueSource, config::RetryPolicy, config::WorkerConfig,
+    handler::HandlerError, handler::input, shutdown::ShutdownHandle,
 };
 use tokio::time::sleep;
 use tracing_subscriber::EnvFilter;

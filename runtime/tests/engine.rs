@@ -8,14 +8,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use spotq::backend::Operation;
 use spotq::backend::{
     Backend, EntryResult, Intercept, Intercepted, QueueAttributes, ReceiptHandle, ReceiveRequest,
     ReceivedMessage, SendMessage, VisibilityChange,
 };
-use spotq::backend::Operation;
 use spotq::{
-    backend::BackendError, config::Backoff, EmbeddedQueue, Error, telemetry::health::Health, config::Heartbeat, Message, Outcome, config::RetryPolicy,
-    shutdown::ShutdownHandle, Worker,
+    EmbeddedQueue, Error, Message, Outcome, Worker, backend::BackendError, config::Backoff,
+    config::Heartbeat, config::RetryPolicy, shutdown::ShutdownHandle, telemetry::health::Health,
 };
 use tokio::time::{Instant, sleep};
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spotq::{
-    handler::BatchOutcome, EmbeddedQueue, handler::ItemFailure, Message, config::RetryPolicy, backend::SendMessage, shutdown::ShutdownHandle,
-    Worker,
+    EmbeddedQueue, Message, Worker, backend::SendMessage, config::RetryPolicy,
+    handler::BatchOutcome, handler::ItemFailure, shutdown::ShutdownHandle,
 };
 use tokio::time::sleep;
 

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use spotq::{
-    handler::BatchOutcome, EmbeddedQueue, handler::ItemFailure, Message, Outcome, config::QueueSource, config::RetryPolicy,
-    shutdown::ShutdownHandle, Worker, config::WorkerConfig, WorkerSpec, handler::input,
+    EmbeddedQueue, Message, Outcome, Worker, WorkerSpec, config::QueueSource, config::RetryPolicy,
+    config::WorkerConfig, handler::BatchOutcome, handler::ItemFailure, handler::input,
+    shutdown::ShutdownHandle,
 };
 use tokio::time::sleep;
 

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use spotq::{
-    handler::BatchOutcome, EmbeddedQueue, Message, Outcome, config::QueueSource, config::RetryPolicy, Worker, config::WorkerConfig,
-    WorkerSpec,
+    EmbeddedQueue, Message, Outcome, Worker, WorkerSpec, config::QueueSource, config::RetryPolicy,
+    config::WorkerConfig, handler::BatchOutcome,
 };
 use tokio::time::{Instant, sleep};
 use tower::limit::RateLimitLayer;

@@ -339,7 +339,9 @@ impl spotq::backend::Intercept for SilentAfterStart {
         &self.0
     }
 
-    async fn attributes(&self) -> Result<spotq::backend::QueueAttributes, spotq::backend::BackendError> {
+    async fn attributes(
+        &self,
+    ) -> Result<spotq::backend::QueueAttributes, spotq::backend::BackendError> {
         if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

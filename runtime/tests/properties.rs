@@ -30,14 +30,14 @@ use async_trait::async_trait;
 use futures_util::FutureExt as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError};
+use spotq::backend::Operation;
 use spotq::backend::{
     Backend, EntryResult, MAX_VISIBILITY, QueueAttributes, ReceiptHandle, ReceiveRequest,
     ReceivedMessage, SendMessage, VisibilityChange,
 };
-use spotq::backend::Operation;
 use spotq::{
-    backend::BackendError, config::Backoff, Context, EmbeddedQueue, Error, Message, Outcome, config::RetryPolicy,
-    shutdown::ShutdownHandle, Worker,
+    Context, EmbeddedQueue, Error, Message, Outcome, Worker, backend::BackendError,
+    config::Backoff, config::RetryPolicy, shutdown::ShutdownHandle,
 };
 use tokio::time::{Instant, sleep, sleep_until};
 

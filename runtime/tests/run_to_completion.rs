@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use spotq::backend::Operation;
 use spotq::{
-    config::Backoff, EmbeddedQueue, Error, Message, Outcome, config::RetryPolicy, backend::SendMessage, shutdown::ShutdownHandle,
-    shutdown::StopReason, Worker,
+    EmbeddedQueue, Error, Message, Outcome, Worker, backend::SendMessage, config::Backoff,
+    config::RetryPolicy, shutdown::ShutdownHandle, shutdown::StopReason,
 };
 use tokio::time::{Instant, sleep};
 
@@ -360,5 +360,8 @@ async fn several_workers_exit_non_zero_when_one_ended_on_a_fatal_error() {
     assert_eq!(reasons, [StopReason::Drained, StopReason::Fatal]);
     assert_eq!(reports[0].deleted, 2);
     assert_eq!(spotq::RunReport::exit_code_of(&reports), ExitCode::FAILURE);
-    assert_eq!(spotq::RunReport::exit_code_of(&reports[..1]), ExitCode::SUCCESS);
+    assert_eq!(
+        spotq::RunReport::exit_code_of(&reports[..1]),
+        ExitCode::SUCCESS
+    );
 }

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spotq::backend::{Backend, EntryResult, Intercept, Intercepted, SendMessage, VisibilityChange};
 use spotq::backend::Operation;
-use spotq::{backend::BackendError, EmbeddedQueue, Error, Message, Outcome, shutdown::ShutdownHandle, Worker};
+use spotq::backend::{Backend, EntryResult, Intercept, Intercepted, SendMessage, VisibilityChange};
+use spotq::{
+    EmbeddedQueue, Error, Message, Outcome, Worker, backend::BackendError, shutdown::ShutdownHandle,
+};
 use tokio::time::{Instant, sleep, sleep_until};
 
 const fn secs(secs: u64) -> Duration {

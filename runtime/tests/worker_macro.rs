@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use spotq::{EmbeddedQueue, config::Heartbeat, Message};
+use spotq::{EmbeddedQueue, Message, config::Heartbeat};
 use tokio::time::sleep;
 
 #[spotq::worker(queue = env("JOBS_QUEUE"), concurrency = 2, retry_backoff = ("0s", "0s"))]

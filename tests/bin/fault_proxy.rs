@@ -15,7 +15,7 @@
 //!
 //! - `throttle`: HTTP 400 with SQS's throttling error, `RequestThrottled` (the JSON
 //!   protocol's `__type` and `x-amzn-query-error`; XML for the query protocol), which
-//!   both the AWS SDK's retry classifier and `spotq::error::classify` treat as
+//!   both the AWS SDK's retry classifier and `spotq::backend::classify` treat as
 //!   throttling;
 //! - `500`, `503`: a server error (`InternalError`, `ServiceUnavailable`);
 //! - `reset`: the connection is closed without a response;

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use spotq::backend::Backend;
-use spotq::{Message, Outcome, ShutdownHandle, SqsBackend, Worker};
+use spotq::{Message, Outcome, SqsBackend, Worker, shutdown::ShutdownHandle};
 
 #[path = "../support/in_turn.rs"]
 mod in_turn;
@@ -52,7 +52,7 @@ fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
     let queue = std::env::var("SPOTQ_QUEUE").context("SPOTQ_QUEUE is required")?;
     let events = std::env::var("SPOTQ_EVENTS").context("SPOTQ_EVENTS is required")?;
     let events = Arc::new(Mutex::new(
@@ -85,11 +85,14 @@ async fn main() -> anyhow::Result<ExitCode> {
 
     // `SPOTQ_HTTP_ADDR` (port 0 allowed): /metrics, /health and /ready; the bound address
     // goes to the event log as `listening ADDR`.
-    let health = spotq::Health::default();
-    let server = match std::env::var_os(spotq::serve::ADDR_VAR) {
+    let health = spotq::telemetry::health::Health::default();
+    let server = match std::env::var_os(spotq::telemetry::serve::ADDR_VAR) {
         Some(_) => {
-            let server =
-                spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
+            let server = spotq::telemetry::serve::serve(
+                spotq::telemetry::serve::addr_from_env()?,
+                health.clone(),
+            )
+            .await?;
             record("listening", &server.local_addr().to_string(), None);
             Some(server)
         }

@@ -36,9 +36,11 @@ async fn handle_job(job: Job, _cx: &Context) -> Result<(), std::io::Error> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    spotq::logging::init(spotq::logging::LogFormat::from_env());
-    let health = spotq::Health::default();
-    let server = spotq::serve::serve(spotq::serve::addr_from_env()?, health.clone()).await?;
+    spotq::telemetry::logging::init(spotq::telemetry::logging::LogFormat::from_env());
+    let health = spotq::telemetry::health::Health::default();
+    let server =
+        spotq::telemetry::serve::serve(spotq::telemetry::serve::addr_from_env()?, health.clone())
+            .await?;
     spotq::run([handle_job_worker().health(health)]).await?;
     server.shutdown().await;
     Ok(())

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use spotq::backend::{
     Backend, EntryResult, Intercept, Intercepted, ReceiveRequest, ReceivedMessage,
 };
-use spotq::{BackendError, ReceiptHandle, SqsBackend};
+use spotq::{SqsBackend, backend::BackendError, backend::ReceiptHandle};
 
 /// A queue whose receives, and whose deletes, from all its clones (every worker, poller
 /// and settler that shares it) take turns.

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use spotq::backend::Backend;
-use spotq::{Handler, Message, SqsBackend};
+use spotq::{Message, SqsBackend, handler::Handler};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};

@@ -244,7 +244,7 @@ impl JobConfig {
             max_step: policy.max_step,
             count_delayed: policy.count_delayed,
             start_grace: self.start_grace,
-            retry: spotq::Backoff {
+            retry: spotq::config::Backoff {
                 base: poll_interval,
                 max: MAX_START_BACKOFF.max(poll_interval),
                 jitter: false,

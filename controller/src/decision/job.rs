@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::time::Duration;
 
-use spotq::Backoff;
+use spotq::config::Backoff;
 use tokio::time::Instant;
 
 use super::QueueCounts;

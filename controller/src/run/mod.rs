@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
-use spotq::BackendError;
+use spotq::backend::BackendError;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tokio_util::sync::CancellationToken;

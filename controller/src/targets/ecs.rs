@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::Service;
+use spotq::backend::classify;
 use spotq::ecs::{EcsError, describe_service};
-use spotq::error::classify;
 
 use super::{Target, TargetError};
 use crate::decision::ServiceCounts;

@@ -31,8 +31,8 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Failure,
     NetworkConfiguration, Tag,
 };
-use spotq::BackendError;
-use spotq::error::classify;
+use spotq::backend::BackendError;
+use spotq::backend::classify;
 
 use super::{JobTarget, OnError, Started, TargetError};
 use crate::config::{EcsJobConfig, FARGATE, FARGATE_SPOT};

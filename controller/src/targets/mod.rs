@@ -8,7 +8,7 @@ mod ecs_job;
 mod local;
 
 use async_trait::async_trait;
-use spotq::BackendError;
+use spotq::backend::BackendError;
 
 use crate::decision::ServiceCounts;
 use crate::decision::job::JobTasks;

@@ -44,11 +44,11 @@ pub use embedded::{
     EmbeddedQueueBuilder, Faults, InjectedFaults, MAX_MESSAGE_ATTRIBUTES, MAX_MESSAGE_BYTES,
     Operation, RequestStats,
 };
+pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
+pub use intercept::{Intercept, Intercepted};
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
 pub use sdk_error::classify;
-pub use fifo::{MAX_FIFO_ID_LEN, ReceiveAttemptId};
-pub use intercept::{Intercept, Intercepted};
 #[cfg(any(feature = "sqs", feature = "ecs"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqs", feature = "ecs"))))]
 pub use sdk_timeouts::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};

@@ -77,7 +77,10 @@ pub(crate) use {config_fields, setter};
 mod tests {
     use std::time::Duration;
 
-    use crate::{EmbeddedQueue, config::Heartbeat, Message, config::RetryPolicy, Worker, config::WorkerConfig};
+    use crate::{
+        EmbeddedQueue, Message, Worker, config::Heartbeat, config::RetryPolicy,
+        config::WorkerConfig,
+    };
 
     #[test]
     fn each_setter_sets_its_field() {

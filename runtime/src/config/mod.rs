@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use spotq_settings::{Invalid, check, defaults};
 
+use crate::config::fields::config_fields;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
-use crate::config::fields::config_fields;
 
 pub use crate::backoff::Backoff;
 pub use crate::error::ConfigError;
@@ -65,7 +65,6 @@ impl fmt::Display for QueueSource {
         }
     }
 }
-
 
 /// What happens to a message whose handler failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

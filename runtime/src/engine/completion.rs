@@ -14,9 +14,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::contract::StopReason;
 use crate::engine::Shared;
 use crate::error::BackendError;
-use crate::contract::StopReason;
 
 /// Receives refused in a row after which a worker running to completion gives up.
 const REFUSALS_BEFORE_FATAL: u32 = 5;

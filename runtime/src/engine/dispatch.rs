@@ -46,8 +46,6 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     fn ready(&self) -> impl Future<Output = ()> + Send + '_;
 }
 
-
-
 impl<H: Handler> Dispatch for PerMessage<H> {
     fn dispatch(shared: &Arc<Shared<Self>>, messages: Vec<Message>, slots: usize) -> usize {
         shared.capacity.hand_to_messages(messages.len());
@@ -228,4 +226,3 @@ async fn process_batch<B: BatchHandler>(shared: Arc<Shared<PerBatch<B>>>, messag
         drop(slot);
     }
 }
-

@@ -7,11 +7,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::{Instant, sleep};
 
+use crate::EmbeddedQueue;
+use crate::backend::Operation;
 use crate::backend::fifo::sha256_hex;
 use crate::backend::{
     Backend, Intercept, Intercepted, QueueAttributes, ReceiveRequest, ReceivedMessage, SendMessage,
 };
-use crate::backend::{EmbeddedQueue, Operation};
 use crate::error::BackendError;
 use crate::{Message, Outcome, Worker};
 

@@ -13,21 +13,21 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, QueueAttributes};
 use crate::backoff::{CALL_RETRY, retry};
+use crate::config::WorkerConfig;
+use crate::contract::{Contract, StopReason};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::{ProtectionReport, TaskProtection};
 use crate::engine::capacity::Capacity;
 use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
+use crate::engine::stop::{self, Parts};
 use crate::engine::{Dispatch, Shared, poll};
 use crate::error::{BackendError, Error};
-use crate::engine::stop::{self, Parts};
-use crate::contract::{Contract, StopReason};
 use crate::telemetry::emf::{EmfOutput, spawn_emf_reporter};
 use crate::telemetry::health::Health;
 use crate::telemetry::metrics::WorkerMetrics;
 use crate::telemetry::report::{BacklogSample, Reporter, emf_record, report};
 use crate::telemetry::stats::{Counters, RunReport};
-use crate::config::WorkerConfig;
 
 /// Without feature `ecs` there is no task protection: a driver that is never built.
 #[cfg(not(feature = "ecs"))]

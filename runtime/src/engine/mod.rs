@@ -21,27 +21,27 @@ mod fifo_tests;
 mod group;
 mod lifecycle;
 mod poller;
+pub(crate) mod settle;
 mod stop;
 mod task;
-pub(crate) mod settle;
 mod wrap;
 
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::config::{Resolved, WorkerConfig};
+use crate::contract::Contract;
 use crate::engine::capacity::Capacity;
 use crate::engine::completion::Completion;
 use crate::engine::settle::Settler;
-use crate::contract::Contract;
 use crate::telemetry::health::WorkerHealth;
 use crate::telemetry::metrics::WorkerMetrics;
 use crate::telemetry::stats::Counters;
-use crate::config::{Resolved, WorkerConfig};
 
 pub use dispatch::Dispatch;
-pub use task::{PerBatch, PerMessage};
 pub(crate) use lifecycle::{Engine, Setup};
 pub(crate) use poller::poll;
+pub use task::{PerBatch, PerMessage};
 pub use wrap::Wrap;
 
 /// What every task of one worker shares.

@@ -7,9 +7,9 @@ use std::pin::Pin;
 use tokio::time::{Instant, timeout_at};
 use tokio_util::task::TaskTracker;
 
+use crate::contract::{Contract, Deadlines, RELEASE_WAIT};
 use crate::engine::capacity::Capacity;
 use crate::engine::settle::Settler;
-use crate::contract::{Contract, Deadlines, RELEASE_WAIT};
 
 /// The parts of an engine the shutdown steps drive.
 #[derive(Clone, Copy)]
@@ -23,7 +23,7 @@ pub(crate) struct Parts<'a> {
 /// immediate shutdown); a later `hurry` (a second signal) cancels running handlers
 /// at once. Returns when the worker may return.
 pub(crate) async fn carry_out(
-contract: &Contract,
+    contract: &Contract,
     parts: Parts<'_>,
     immediate: bool,
     hurry: Pin<&mut impl Future>,

@@ -14,12 +14,12 @@ use tokio::time::{Instant, sleep_until};
 use crate::backend::fifo::continuation_deduplication_id;
 use crate::backend::{Backend, ReceiptHandle, SendMessage};
 use crate::backoff::{CALL_RETRY, retry};
+use crate::config::RetryPolicy;
+use crate::contract::retry_room;
 use crate::engine::Shared;
 use crate::engine::settle::ChangeKind;
 use crate::error::{BackendError, HandlerError};
-use crate::contract::retry_room;
 use crate::telemetry::stats::Counters;
-use crate::config::RetryPolicy;
 
 use crate::api::handler::Outcome;
 use crate::api::message::Message;
@@ -415,4 +415,3 @@ pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
         "a panic without a message".to_owned()
     }
 }
-

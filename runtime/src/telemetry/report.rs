@@ -83,11 +83,9 @@ async fn sample_backlog(shared: &Reporter) {
 }
 
 fn publish_now(shared: &Reporter) {
-    shared.metrics.publish(
-        &shared.counters,
-        (shared.held)(),
-        shared.concurrency,
-    );
+    shared
+        .metrics
+        .publish(&shared.counters, (shared.held)(), shared.concurrency);
     let sampled_at = shared
         .last_backlog
         .lock()
@@ -234,11 +232,7 @@ pub(crate) fn emf_record(
         let mut record = EmfRecord::new(settings.namespace.as_str())
             .dimension(names::QUEUE_NAME, shared.backend.name())
             .dimension(names::SERVICE_NAME, settings.service_name.as_str());
-        record = metric(
-            record,
-            names::MESSAGES_IN_FLIGHT,
-            (shared.held)() as f64,
-        );
+        record = metric(record, names::MESSAGES_IN_FLIGHT, (shared.held)() as f64);
         record = metric(record, names::THROUGHPUT, throughput);
         let backlog = shared
             .last_backlog

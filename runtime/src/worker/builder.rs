@@ -8,21 +8,21 @@ use std::time::Duration;
 use tower::Layer;
 use tower::layer::util::{Identity, Stack};
 
+use crate::Error;
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::api::service::ServiceHandler;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
+use crate::config::{Heartbeat, RetryPolicy, WorkerConfig, config_setters};
+use crate::contract::{ShutdownHandle, StopReason};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
-use crate::Error;
-use crate::contract::{ShutdownHandle, StopReason};
 use crate::telemetry::emf::EmfOutput;
+use crate::telemetry::emf::EmfSettings;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::{Counters, RunReport};
-use crate::config::{Heartbeat, RetryPolicy, WorkerConfig, config_setters};
-use crate::telemetry::emf::EmfSettings;
 
 /// A queue consumer: pollers, a handler, and the settings that bind them.
 ///

@@ -18,13 +18,13 @@ use crate::api::service::{HandlerService, ServiceHandler};
 use crate::backend::Backend;
 #[cfg(feature = "sqs")]
 use crate::backend::sqs::SqsBackend;
+use crate::config::{QueueSource, WorkerConfig};
+use crate::contract::ShutdownHandle;
 use crate::engine::{PerBatch, PerMessage};
 use crate::error::{BoxError, ConfigError, Error};
-use crate::contract::ShutdownHandle;
 use crate::telemetry::health::Health;
 use crate::telemetry::stats::RunReport;
 use crate::worker::builder::Worker;
-use crate::config::{QueueSource, WorkerConfig};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -2,7 +2,7 @@
 #![deny(warnings)]
 
 use spotq::Message;
-use spotq::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
+use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
 
 #[spotq::worker(queue = "batch", batch_size = 10)]
 async fn handle_batch(messages: Vec<Message>) -> SqsBatchResponse {
@@ -19,14 +19,14 @@ async fn handle_batch(messages: Vec<Message>) -> SqsBatchResponse {
 
 #[spotq::worker(queue = "batch")]
 async fn handle_records(
-    records: std::vec::Vec<spotq::lambda_events::sqs::SqsMessage>,
-) -> spotq::BatchOutcome {
+    records: std::vec::Vec<spotq::handler::lambda_events::sqs::SqsMessage>,
+) -> spotq::handler::BatchOutcome {
     let failures = records
         .into_iter()
         .filter(|record| record.body.is_none())
         .filter_map(|record| record.message_id)
-        .map(|id| spotq::ItemFailure::new(id, "no body"));
-    spotq::BatchOutcome::failures(failures)
+        .map(|id| spotq::handler::ItemFailure::new(id, "no body"));
+    spotq::handler::BatchOutcome::failures(failures)
 }
 
 fn main() {

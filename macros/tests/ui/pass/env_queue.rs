@@ -13,7 +13,7 @@ async fn handle_fifo_url(body: String) {
 
 fn main() {
     let spec = handle_worker();
-    assert_eq!(spec.queue(), &spotq::QueueSource::env("SPOTQ_UI_PASS_ORDERS_QUEUE"));
+    assert_eq!(spec.queue(), &spotq::config::QueueSource::env("SPOTQ_UI_PASS_ORDERS_QUEUE"));
     // Read when the worker starts: unset here, so resolving names the variable.
     let error = spec.queue().resolve().expect_err("unset");
     assert!(error.to_string().contains("SPOTQ_UI_PASS_ORDERS_QUEUE"), "{error}");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use spotq::{Backoff, Heartbeat, QueueSource, RetryPolicy, WorkerConfig};
+use spotq::{config::Backoff, config::Heartbeat, config::QueueSource, config::RetryPolicy, config::WorkerConfig};
 
 #[spotq::worker(
     queue = "orders.fifo",

@@ -42,9 +42,9 @@ async fn text_with_context(body: std::string::String, cx: Context) -> Outcome {
 }
 
 #[spotq::worker(queue = "text")]
-async fn texts(bodies: Vec<String>) -> spotq::BatchOutcome {
+async fn texts(bodies: Vec<String>) -> spotq::handler::BatchOutcome {
     let _ = bodies;
-    spotq::BatchOutcome::Ack
+    spotq::handler::BatchOutcome::Ack
 }
 
 fn main() {

@@ -1,7 +1,7 @@
 //! The Lambda form of a message, as an SQS-triggered Lambda function gets it.
 #![deny(warnings)]
 
-use spotq::lambda_events::sqs::SqsMessage;
+use spotq::handler::lambda_events::sqs::SqsMessage;
 
 #[spotq::worker(queue = "lambda")]
 async fn handle(record: SqsMessage) -> Result<(), String> {
@@ -13,7 +13,7 @@ async fn handle(record: SqsMessage) -> Result<(), String> {
 
 #[spotq::worker(queue = "lambda")]
 async fn handle_with_context(
-    record: spotq::lambda_events::sqs::SqsMessage,
+    record: spotq::handler::lambda_events::sqs::SqsMessage,
     cx: &spotq::Context,
 ) -> Result<(), &'static str> {
     if record.message_id.as_deref() != Some(cx.message_id()) {

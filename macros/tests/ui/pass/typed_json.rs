@@ -40,9 +40,9 @@ async fn handle_invoice(invoice: serde_json::Value) {
 }
 
 fn message(body: &str) -> spotq::Message {
-    spotq::Message::detached(spotq::ReceivedMessage {
+    spotq::Message::detached(spotq::backend::ReceivedMessage {
         message_id: "m-1".to_owned(),
-        receipt_handle: spotq::ReceiptHandle::new("r-1"),
+        receipt_handle: spotq::backend::ReceiptHandle::new("r-1"),
         body: body.to_owned(),
         md5_of_body: None,
         attributes: Default::default(),
@@ -52,11 +52,11 @@ fn message(body: &str) -> spotq::Message {
 
 fn main() {
     let spec: spotq::WorkerSpec = orders::handle_order_worker();
-    assert_eq!(spec.queue(), &spotq::QueueSource::name("orders"));
+    assert_eq!(spec.queue(), &spotq::config::QueueSource::name("orders"));
     assert_eq!(spec.config().concurrency, 32);
     assert_eq!(
         spec.config(),
-        &spotq::WorkerConfig {
+        &spotq::config::WorkerConfig {
             concurrency: 32,
             ..Default::default()
         }
@@ -64,8 +64,8 @@ fn main() {
     assert!(!spec.is_batch());
 
     let spec = handle_invoice_worker();
-    assert_eq!(spec.queue(), &spotq::QueueSource::name("invoices"));
-    assert_eq!(spec.config(), &spotq::WorkerConfig::default());
+    assert_eq!(spec.queue(), &spotq::config::QueueSource::name("invoices"));
+    assert_eq!(spec.config(), &spotq::config::WorkerConfig::default());
 
     // Several workers in one process; a future does nothing until awaited.
     let run = spotq::run([orders::handle_order_worker(), handle_invoice_worker()]);

@@ -132,8 +132,8 @@ use crate::backend::{
     MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveAttemptId, ReceiveRequest,
     ReceivedMessage, RedrivePolicy, VisibilityChange, whole_seconds,
 };
-use crate::waiting::Waiting;
 use crate::error::BackendError;
+use crate::waiting::Waiting;
 
 /// The default visibility timeout of a queue, as on SQS.
 const DEFAULT_VISIBILITY: Duration = Duration::from_secs(30);
