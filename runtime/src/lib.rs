@@ -42,26 +42,26 @@
 //! # }
 //! ```
 //!
-//! - [`Worker`] and [`WorkerConfig`]: the engine and its settings, checked before the
-//!   first queue call.
-//! - [`Handler`], [`Message`], [`Context`], [`Outcome`]: what user code sees.
-//! - [`Backend`]: the queue seam, with [`SqsBackend`] (`aws-sdk-sqs`) and
-//!   [`EmbeddedQueue`] (in-process, SQS semantics, fault injection).
-//! - [`Worker::run`]: the ECS task's main loop (SIGTERM/SIGINT); [`ShutdownHandle`] to
-//!   embed it; [`shutdown`]: the Spot shutdown contract, its steps and deadlines;
-//!   [`protection`] for task scale-in protection.
-//! - Batch jobs: [`WorkerConfig::exit_after_empty_receives`] runs a worker to
-//!   completion (it stops once its receives find the queue empty with nothing held),
-//!   [`WorkerConfig::max_run_time`] bounds a run; [`RunReport::stop_reason`] says why a
-//!   run ended ([`StopReason`]) and [`RunReport::exit_code`] / [`exit_code`] is what the
-//!   binary exits with.
-//! - [`engine`]: the machinery that appears in the types of [`Worker`] and
-//!   [`WorkerSpec`] (how handlers are called); [`retry`] and [`Backoff`]: the one retry
-//!   loop; [`input`]: decoders from a message to a handler's input; [`error`]: the
-//!   error types.
-//! - [`serve`], [`prometheus`], [`emf`], [`logging`], [`Health`], [`ecs`]: what a worker
-//!   binary exposes (`/metrics`, `/health`, `/ready`, EMF lines, JSON logs) and the task
-//!   count behind backlog per task; [`metric_names`] for programs that read `/metrics`.
+//! The root holds the user's path: the [`worker`] attribute and [`run`] (or [`Worker`]
+//! and its [`WorkerBuilder`]), what a handler sees ([`Message`], [`Context`],
+//! [`Outcome`]), the two backends ([`SqsBackend`], [`EmbeddedQueue`]), a run's
+//! [`RunReport`] and the [`Error`]. Everything else lives in a module named for its
+//! concern:
+//!
+//! - [`handler`]: the handler traits, typed inputs ([`handler::input`]), batches, tower
+//!   services and layers;
+//! - [`config`]: [`WorkerConfig`](config::WorkerConfig) and its parts, checked before
+//!   the first queue call;
+//! - [`shutdown`]: the Spot shutdown contract (its steps and deadlines), the
+//!   [`ShutdownHandle`](shutdown::ShutdownHandle), why a run stopped, and running
+//!   several workers under one shutdown;
+//! - [`backend`]: the queue seam for implementers, the embedded queue's builder and
+//!   faults, and the one retry loop of every call;
+//! - [`telemetry`]: the metric names, `/metrics` + `/health` ([`telemetry::serve`]),
+//!   CloudWatch EMF lines, health and log setup;
+//! - [`ecs`]: the task count behind backlog per task, and task scale-in protection;
+//! - [`lambda`]: the same handlers as an SQS-triggered Lambda function;
+//! - [`testing`]: stand-ins for tests of programs that embed a worker.
 //!
 //! # Features
 //!
@@ -69,24 +69,23 @@
 //! facades only, and the parts a worker binary adds are cargo features. The defaults are
 //! what a worker binary in an ECS task uses; a library that depends on spotq turns them
 //! off (`default-features = false`) and names what it needs. The engine, the embedded
-//! queue, the [`Backend`] seam, [`WorkerSpec`] and [`run_all`], [`emf`] and [`Health`]
-//! need none.
+//! queue, the [`backend`] seam, [`WorkerSpec`], EMF and health need none.
 //!
 //! | Feature | Default | What it adds |
 //! |---|---|---|
 //! | `macros` | yes | `#[spotq::worker]` |
-//! | `sqs` | yes | [`SqsBackend`] (`aws-sdk-sqs`, `aws-config`), [`WorkerSpec::connect`], [`run`] and [`run_with`] (queues by name or URL), [`error::classify`] |
-//! | `ecs` | yes | [`ecs`] (`aws-sdk-ecs`): the running-task count behind backlog per task; [`protection`] and [`WorkerConfig::task_protection`] |
-//! | `serve` | yes | [`serve`]: `/metrics`, `/health`, `/ready` (turns on `prometheus`) |
-//! | `logging` | yes | [`logging`]: the `tracing-subscriber` setup |
-//! | `prometheus` | through `serve` | [`prometheus`]: the Prometheus recorder |
-//! | `lambda` | no | [`lambda`]: the same handlers as an SQS-triggered Lambda function |
-//! | `test-util` | no | [`testing`]: a stand-in for the ECS agent (turns on `ecs`) |
+//! | `sqs` | yes | [`SqsBackend`] (`aws-sdk-sqs`, `aws-config`), [`WorkerSpec::connect`], [`run`] (queues by name or URL), `backend::classify` for SDK errors |
+//! | `ecs` | yes | [`ecs`] (`aws-sdk-ecs`): the running-task count behind backlog per task; task scale-in protection |
+//! | `serve` | yes | `telemetry::serve`: `/metrics`, `/health`, `/ready` (turns on `prometheus`) |
+//! | `logging` | yes | `telemetry::logging`: the `tracing-subscriber` setup |
+//! | `prometheus` | through `serve` | `telemetry::prometheus`: the Prometheus recorder |
+//! | `lambda` | no | `lambda`: the same handlers as an SQS-triggered Lambda function |
+//! | `test-util` | no | `testing`: a stand-in for the ECS agent (turns on `ecs`) |
 //!
 //! Without `ecs`, a worker holds no task scale-in protection and publishes backlog per
-//! task only with [`WorkerConfig::running_tasks`] set. Without `sqs`, a
+//! task only with `WorkerConfig::running_tasks` set. Without `sqs`, a
 //! `#[spotq::worker]` spec runs on any backend through [`WorkerSpec::worker`] and
-//! [`run_all`]; `spotq::run` (queues by name) is not there.
+//! `shutdown::run_all`; `spotq::run` (queues by name) is not there.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -3,7 +3,7 @@
 //!
 //! ECS sends SIGTERM, then SIGKILL `stopTimeout` later. From the first signal (or
 //! [`ShutdownHandle::begin`], or the worker's own end: its queue drained, its
-//! [maximum run time](crate::WorkerConfig::max_run_time) passed; see [`StopReason`]) a
+//! [maximum run time](crate::config::WorkerConfig::max_run_time) passed; see [`StopReason`]) a
 //! worker
 //!
 //! 1. stops receiving at once. A receive in transit is let finish (the queue may already
@@ -12,7 +12,7 @@
 //! 2. releases (visibility 0) what such a receive returns, unstarted: a worker only
 //!    receives what it can start, so nothing else waits;
 //! 3. lets running handlers go on until the grace deadline
-//!    ([`WorkerConfig::shutdown_grace`](crate::WorkerConfig::shutdown_grace)), their
+//!    ([`WorkerConfig::shutdown_grace`](crate::config::WorkerConfig::shutdown_grace)), their
 //!    heartbeats extending visibility only up to it;
 //! 4. then cancels the handlers still running and releases their messages. A second
 //!    signal ([`ShutdownHandle::now`]) does this at once; the releases go out as the

@@ -13,7 +13,7 @@
 //! A wrapper that changes a call or two of another backend (fault injection, recording)
 //! implements [`Intercept`] and runs as an [`Intercepted`].
 //!
-//! Every call spotq makes goes through one retry loop, [`retry`] with a [`Backoff`]
+//! Every call spotq makes goes through one retry loop, [`retry`] with a [`Backoff`](crate::config::Backoff)
 //! (`spotq::config::Backoff`), and an SDK failure is sorted into a [`BackendError`] by
 //! [`classify`]; programs that make their own SQS or ECS calls (`spotq-controller`) use
 //! the same. [`Drained`] waits for a queue's counts to read empty.

@@ -23,11 +23,11 @@ use crate::telemetry::stats::Counters;
 
 use crate::api::handler::Outcome;
 use crate::api::message::Message;
-/// Calls a [`Handler`] once per message, each message in its own task.
+/// Calls a [`Handler`](crate::handler::Handler) once per message, each message in its own task.
 #[derive(Debug)]
 pub struct PerMessage<H>(pub H);
 
-/// Calls a [`BatchHandler`] once per receive, with all its messages, in one task.
+/// Calls a [`BatchHandler`](crate::handler::BatchHandler) once per receive, with all its messages, in one task.
 #[derive(Debug)]
 pub struct PerBatch<B>(pub B);
 

@@ -380,7 +380,7 @@ impl AnyWorker {
 /// missing variable or queue fails the start. A worker that ends its run by itself
 /// (drained, [`max_run_time`](WorkerConfig::max_run_time)) leaves the others running;
 /// this returns once every worker has stopped, with each worker's report, in order.
-/// [`exit_code`] is what the binary exits with.
+/// [`RunReport::exit_code_of`] is what the binary exits with.
 ///
 /// ```no_run
 /// # async fn orders(_: spotq::Message) {}

@@ -61,7 +61,7 @@ impl EmbeddedQueueBuilder {
     /// Makes a FIFO queue (SQS `FifoQueue`), whose name must end in `.fifo`: every
     /// message is sent with a group, the messages of a group are handed out in order
     /// and not while one of them is in flight, and sends are deduplicated. See the
-    /// [module docs](super#fifo-queues).
+    /// [queue docs](crate::EmbeddedQueue#fifo-queues).
     pub fn fifo(mut self) -> Self {
         self.fifo = true;
         self

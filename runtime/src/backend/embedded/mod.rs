@@ -1,101 +1,5 @@
-//! An in-process queue with the semantics of an Amazon SQS standard or FIFO queue.
-//!
-//! [`EmbeddedQueue`] is the zero-setup [`Backend`] for examples, tests and benchmarks:
-//! visibility timeouts, receipt handles that go stale when a message is received
-//! again, `ApproximateReceiveCount`, delays, long polls, redrive to a dead-letter queue,
-//! FIFO message groups and approximate counts all behave as on SQS, and it refuses on
-//! send what SQS refuses:
-//! an empty body, a message over 1 MiB (body and attributes), characters outside the
-//! ones SQS allows, more than 10 message attributes. It counts every call
-//! ([`stats`](EmbeddedQueue::stats)) and can be made to fail
-//! ([`faults`](EmbeddedQueue::faults)).
-//!
-//! Every timer runs on tokio's clock, so tests can use paused time
-//! (`#[tokio::test(start_paused = true)]`) and skip a 30 s visibility timeout at once.
-//!
-//! ```
-//! use std::time::Duration;
-//!
-//! use spotq::backend::{Backend, ReceiveRequest};
-//! use spotq::backend::EmbeddedQueue;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let dead_letters = EmbeddedQueue::new("jobs-dlq");
-//! let queue = EmbeddedQueue::builder("jobs")
-//!     .visibility_timeout(Duration::from_secs(60))
-//!     .redrive(&dead_letters, 3)
-//!     .build()?;
-//!
-//! queue.send(r#"{"job": 1}"#);
-//! let request = ReceiveRequest {
-//!     max_messages: 10,
-//!     wait_time: Duration::from_secs(20),
-//!     visibility_timeout: None,
-//!     attempt_id: None,
-//! };
-//! let messages = queue.receive(request).await?;
-//! assert_eq!(messages[0].receive_count(), 1);
-//!
-//! let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
-//! for result in queue.delete_batch(&handles).await? {
-//!     result?;
-//! }
-//! assert_eq!(queue.counts().total(), 0);
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # FIFO queues
-//!
-//! [`EmbeddedQueueBuilder::fifo`] (or a name ending in `.fifo` given to
-//! [`EmbeddedQueue::new`]) makes a FIFO queue, as SQS documents them:
-//! - every message is sent with a `MessageGroupId` ([`SendMessage::group_id`]), and
-//!   with a `MessageDeduplicationId` unless the queue has content-based deduplication
-//!   (then the SHA-256 of the body stands in); a message sent with the deduplication
-//!   id of one sent in the last 5 minutes is accepted and not stored again. Delays are
-//!   the queue's only;
-//! - the messages of a group are handed out in the order they were sent, and none
-//!   while one of the group is in flight (received, and neither deleted nor back to
-//!   visible). A receive hands out as many of one group as it can, in order, before it
-//!   moves on to the next, so one receive may hold several messages of a group;
-//! - received messages carry `MessageGroupId`, `MessageDeduplicationId` and
-//!   `SequenceNumber` (increasing across the queue) among their system attributes;
-//! - a receive retried with the [`ReceiveAttemptId`] of one in the last 5 minutes
-//!   whose messages are untouched gets those messages again, with the same receipt
-//!   handles;
-//! - redrive moves a message to the (FIFO) dead-letter queue in its group's order, and
-//!   it no longer holds its group back.
-//!
-//! ```
-//! use std::time::Duration;
-//!
-//! use spotq::backend::{Backend, ReceiveRequest, SendMessage};
-//! use spotq::backend::EmbeddedQueue;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let queue = EmbeddedQueue::builder("orders.fifo")
-//!     .fifo()
-//!     .content_based_deduplication()
-//!     .build()?;
-//! for step in ["created", "paid", "shipped"] {
-//!     queue.send_with(SendMessage::new(step).group_id("order-1"))?;
-//! }
-//! let request = ReceiveRequest {
-//!     max_messages: 10,
-//!     wait_time: Duration::ZERO,
-//!     visibility_timeout: None,
-//!     attempt_id: None,
-//! };
-//! let bodies: Vec<_> = queue.receive(request).await?.into_iter().map(|m| m.body).collect();
-//! assert_eq!(bodies, ["created", "paid", "shipped"]);
-//! // The group is in flight: nothing more of it until those are deleted or visible again.
-//! queue.send_with(SendMessage::new("delivered").group_id("order-1"))?;
-//! assert!(queue.receive(request).await?.is_empty());
-//! # Ok(())
-//! # }
-//! ```
+//! The embedded queue: [`EmbeddedQueue`](crate::EmbeddedQueue), its store, FIFO rules,
+//! faults and request counts.
 
 mod builder;
 mod faults;
@@ -163,11 +67,107 @@ pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
 /// Gives each queue a distinct id, so a receipt handle of one queue is invalid on any other.
 static NEXT_QUEUE_ID: AtomicU32 = AtomicU32::new(1);
 
-/// An in-process queue with the semantics of an SQS standard or FIFO queue.
+/// An in-process queue with the semantics of an Amazon SQS standard or FIFO queue.
+///
+/// The zero-setup [`Backend`](crate::backend::Backend) for examples, tests and benchmarks:
+/// visibility timeouts, receipt handles that go stale when a message is received
+/// again, `ApproximateReceiveCount`, delays, long polls, redrive to a dead-letter queue,
+/// FIFO message groups and approximate counts all behave as on SQS, and it refuses on
+/// send what SQS refuses:
+/// an empty body, a message over 1 MiB (body and attributes), characters outside the
+/// ones SQS allows, more than 10 message attributes. It counts every call
+/// ([`stats`](Self::stats)) and can be made to fail
+/// ([`faults`](Self::faults)).
+///
+/// Every timer runs on tokio's clock, so tests can use paused time
+/// (`#[tokio::test(start_paused = true)]`) and skip a 30 s visibility timeout at once.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spotq::backend::{Backend, ReceiveRequest};
+/// use spotq::EmbeddedQueue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dead_letters = EmbeddedQueue::new("jobs-dlq");
+/// let queue = EmbeddedQueue::builder("jobs")
+///     .visibility_timeout(Duration::from_secs(60))
+///     .redrive(&dead_letters, 3)
+///     .build()?;
+///
+/// queue.send(r#"{"job": 1}"#);
+/// let request = ReceiveRequest {
+///     max_messages: 10,
+///     wait_time: Duration::from_secs(20),
+///     visibility_timeout: None,
+///     attempt_id: None,
+/// };
+/// let messages = queue.receive(request).await?;
+/// assert_eq!(messages[0].receive_count(), 1);
+///
+/// let handles: Vec<_> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+/// for result in queue.delete_batch(&handles).await? {
+///     result?;
+/// }
+/// assert_eq!(queue.counts().total(), 0);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # FIFO queues
+///
+/// [`EmbeddedQueueBuilder::fifo`](crate::backend::EmbeddedQueueBuilder::fifo) (or a name ending in `.fifo` given to
+/// [`EmbeddedQueue::new`](Self::new)) makes a FIFO queue, as SQS documents them:
+/// - every message is sent with a `MessageGroupId` ([`SendMessage::group_id`](crate::backend::SendMessage::group_id)), and
+///   with a `MessageDeduplicationId` unless the queue has content-based deduplication
+///   (then the SHA-256 of the body stands in); a message sent with the deduplication
+///   id of one sent in the last 5 minutes is accepted and not stored again. Delays are
+///   the queue's only;
+/// - the messages of a group are handed out in the order they were sent, and none
+///   while one of the group is in flight (received, and neither deleted nor back to
+///   visible). A receive hands out as many of one group as it can, in order, before it
+///   moves on to the next, so one receive may hold several messages of a group;
+/// - received messages carry `MessageGroupId`, `MessageDeduplicationId` and
+///   `SequenceNumber` (increasing across the queue) among their system attributes;
+/// - a receive retried with the [`ReceiveAttemptId`](crate::backend::ReceiveAttemptId) of one in the last 5 minutes
+///   whose messages are untouched gets those messages again, with the same receipt
+///   handles;
+/// - redrive moves a message to the (FIFO) dead-letter queue in its group's order, and
+///   it no longer holds its group back.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spotq::backend::{Backend, ReceiveRequest, SendMessage};
+/// use spotq::EmbeddedQueue;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let queue = EmbeddedQueue::builder("orders.fifo")
+///     .fifo()
+///     .content_based_deduplication()
+///     .build()?;
+/// for step in ["created", "paid", "shipped"] {
+///     queue.send_with(SendMessage::new(step).group_id("order-1"))?;
+/// }
+/// let request = ReceiveRequest {
+///     max_messages: 10,
+///     wait_time: Duration::ZERO,
+///     visibility_timeout: None,
+///     attempt_id: None,
+/// };
+/// let bodies: Vec<_> = queue.receive(request).await?.into_iter().map(|m| m.body).collect();
+/// assert_eq!(bodies, ["created", "paid", "shipped"]);
+/// // The group is in flight: nothing more of it until those are deleted or visible again.
+/// queue.send_with(SendMessage::new("delivered").group_id("order-1"))?;
+/// assert!(queue.receive(request).await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// Cheap to clone: clones share one queue. Sending is synchronous and works from any
-/// thread; receiving and the batch calls go through the [`Backend`] trait. See the
-/// [module docs](self) for an example.
+/// thread; receiving and the batch calls go through the [`Backend`] trait.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
     inner: Arc<Inner>,

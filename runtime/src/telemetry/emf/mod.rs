@@ -609,7 +609,7 @@ pub mod names {
 
     /// `QueueName`: the queue's name (not its URL).
     pub const QUEUE_NAME: &str = "QueueName";
-    /// `ServiceName`: the [`EmfSettings::service_name`](EmfSettings::service_name).
+    /// `ServiceName`: the [`EmfSettings::service_name`](super::EmfSettings::service_name).
     pub const SERVICE_NAME: &str = "ServiceName";
     /// The dimensions of every metric, in order.
     pub const DIMENSIONS: [&str; 2] = [QUEUE_NAME, SERVICE_NAME];
