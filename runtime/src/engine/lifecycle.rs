@@ -69,6 +69,32 @@ pub(crate) struct Engine<H> {
     protection: Option<JoinHandle<ProtectionReport>>,
 }
 
+/// The reporter's view of a started worker; the preflight's read of the queue is its
+/// first backlog sample, so the sample's age counts from the start.
+fn reporter<H: Dispatch>(
+    shared: &Arc<Shared<H>>,
+    metrics: Arc<WorkerMetrics>,
+    attributes: QueueAttributes,
+) -> Arc<Reporter> {
+    Arc::new(Reporter {
+        backend: Arc::clone(&shared.backend),
+        counters: Arc::clone(&shared.counters),
+        metrics,
+        held: Box::new({
+            let shared = Arc::clone(shared);
+            move || shared.messages_held()
+        }),
+        concurrency: shared.config.concurrency,
+        backlog_interval: shared.config.backlog_interval,
+        running_tasks: shared.config.running_tasks,
+        last_backlog: std::sync::Mutex::new(Some(BacklogSample {
+            attributes,
+            running_tasks: None,
+            at: Instant::now(),
+        })),
+    })
+}
+
 impl<H: Dispatch> Engine<H> {
     /// Checks every setting, reads the queue's attributes (a queue that does not exist or
     /// cannot be read fails the start), then starts pollers, reporters and protection.
@@ -121,24 +147,7 @@ impl<H: Dispatch> Engine<H> {
             metrics: Arc::clone(&metrics),
             health: health.as_ref().map(Health::attach),
         });
-        let reporter = Arc::new(Reporter {
-            backend: Arc::clone(&shared.backend),
-            counters: Arc::clone(&counters),
-            metrics,
-            held: Box::new({
-                let shared = Arc::clone(&shared);
-                move || shared.messages_held()
-            }),
-            concurrency: shared.config.concurrency,
-            backlog_interval: shared.config.backlog_interval,
-            running_tasks: shared.config.running_tasks,
-            // The preflight's read is the first sample: its age counts from the start.
-            last_backlog: std::sync::Mutex::new(Some(BacklogSample {
-                attributes,
-                running_tasks: None,
-                at: Instant::now(),
-            })),
-        });
+        let reporter = reporter(&shared, metrics, attributes);
         tracing::info!(
             queue = shared.backend.name(),
             concurrency = shared.config.concurrency,

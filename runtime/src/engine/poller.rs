@@ -1,5 +1,7 @@
 //! The receive loop.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,31 +149,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
         let received = tokio::select! {
             biased;
             () = shared.shutdown.stopping() => {
-                // A receive under way may already hold messages: SQS hands them to a
-                // request before its response arrives, and to one its client abandons.
-                // So it is let finish (as the shutdown contract allows) and what it
-                // returns is handed back unstarted.
-                if !shared.backend.receive_cancel_safe() {
-                    let limit = shared.shutdown.deadlines().map_or(started, |deadlines| {
-                        deadlines.receive_limit(started, shared.config.wait_time)
-                    });
-                    match timeout_at(limit, &mut receive).await {
-                        Ok(Ok(messages)) => {
-                            if !messages.is_empty() {
-                                tracing::info!(
-                                    messages = messages.len(),
-                                    "shutdown: releasing messages a receive returned as it stopped"
-                                );
-                            }
-                            release_unstarted(&shared, messages);
-                        }
-                        Ok(Err(error)) => tracing::debug!(%error, "the last receive failed"),
-                        Err(_elapsed) => tracing::warn!(
-                            "shutdown: a receive did not return by the deadline; messages it \
-                             may hold stay invisible until their visibility timeout"
-                        ),
-                    }
-                }
+                finish_receive(&shared, receive.as_mut(), started).await;
                 shared.capacity.give_back(slots);
                 return;
             }
@@ -191,28 +169,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                     Some(IDLE.delay(idle))
                 } else {
                     idle = 0;
-                    let mut messages = messages;
-                    if messages.len() > asked {
-                        // A retried receive (same attempt id) is answered with the whole
-                        // earlier set, which may be more than the slots free now: the
-                        // extras go back at once rather than wait out their visibility.
-                        let extra = messages.split_off(asked);
-                        tracing::info!(
-                            asked,
-                            got = asked + extra.len(),
-                            "a receive returned more messages than asked for; releasing the extras"
-                        );
-                        release_unstarted(&shared, extra);
-                    }
-                    Counters::add(&shared.counters.received, messages.len() as u64);
-                    // The message tasks own the slots they keep from here and hand them
-                    // back; the slots left over go back now.
-                    let messages = messages
-                        .into_iter()
-                        .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
-                        .collect();
-                    let kept = H::dispatch(&shared, messages, slots);
-                    shared.capacity.give_back(slots - kept);
+                    hand_out(&shared, messages, asked, slots, now);
                     None
                 }
             }
@@ -240,6 +197,70 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
             }
         }
     }
+}
+
+/// A receive under way when shutdown began may already hold messages: SQS hands them to
+/// a request before its response arrives, and to one its client abandons. So it is let
+/// finish (as the shutdown contract allows, until its limit) and what it returns is
+/// handed back unstarted.
+async fn finish_receive<H>(
+    shared: &Shared<H>,
+    receive: Pin<&mut impl Future<Output = Result<Vec<ReceivedMessage>, BackendError>>>,
+    started: Instant,
+) {
+    if !shared.backend.receive_cancel_safe() {
+        let limit = shared.shutdown.deadlines().map_or(started, |deadlines| {
+            deadlines.receive_limit(started, shared.config.wait_time)
+        });
+        match timeout_at(limit, receive).await {
+            Ok(Ok(messages)) => {
+                if !messages.is_empty() {
+                    tracing::info!(
+                        messages = messages.len(),
+                        "shutdown: releasing messages a receive returned as it stopped"
+                    );
+                }
+                release_unstarted(shared, messages);
+            }
+            Ok(Err(error)) => tracing::debug!(%error, "the last receive failed"),
+            Err(_elapsed) => tracing::warn!(
+                "shutdown: a receive did not return by the deadline; messages it \
+                     may hold stay invisible until their visibility timeout"
+            ),
+        }
+    }
+}
+
+/// Hands the messages of a receive to their tasks: the extras of a retried receive go
+/// back at once, the rest are dispatched, and the slots they do not keep go back.
+fn hand_out<H: Dispatch>(
+    shared: &Arc<Shared<H>>,
+    mut messages: Vec<ReceivedMessage>,
+    asked: usize,
+    slots: usize,
+    now: Instant,
+) {
+    if messages.len() > asked {
+        // A retried receive (same attempt id) is answered with the whole
+        // earlier set, which may be more than the slots free now: the
+        // extras go back at once rather than wait out their visibility.
+        let extra = messages.split_off(asked);
+        tracing::info!(
+            asked,
+            got = asked + extra.len(),
+            "a receive returned more messages than asked for; releasing the extras"
+        );
+        release_unstarted(shared, extra);
+    }
+    Counters::add(&shared.counters.received, messages.len() as u64);
+    // The message tasks own the slots they keep from here and hand them
+    // back; the slots left over go back now.
+    let messages = messages
+        .into_iter()
+        .map(|message| Message::new(message, Arc::clone(&shared.shutdown), now))
+        .collect();
+    let kept = H::dispatch(shared, messages, slots);
+    shared.capacity.give_back(slots - kept);
 }
 
 /// The attempt id of the receive after one that failed with `error`, if it is to be
