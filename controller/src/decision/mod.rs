@@ -341,6 +341,29 @@ impl Scaler {
             return hold(current, Reason::QueueUnreadable);
         };
 
+        let backlog = self.backlog(&queue, observation.held, backlog_per_task);
+        // Remembered during a deployment too: the streaks and the cooldown's targets
+        // are the queue's, which a rollout does not change.
+        self.remember(now, current, &backlog);
+        let (desired, reason) = if service.deployment_in_progress {
+            (current, Reason::DeploymentInProgress)
+        } else {
+            self.resize(now, current, &backlog)
+        };
+        Decision {
+            current,
+            desired,
+            reason,
+            waiting: backlog.waiting,
+            in_flight: backlog.in_flight,
+            backlog_per_task,
+            needed: backlog.needed,
+        }
+    }
+
+    /// Counts one poll's backlog from the queue's counts and the messages the workers
+    /// hold (when known), and sizes the service for it.
+    fn backlog(&self, queue: &QueueCounts, held: Option<u64>, backlog_per_task: f64) -> Backlog {
         let policy = &self.policy;
         let waiting = queue.visible
             + if policy.count_delayed {
@@ -351,86 +374,102 @@ impl Scaler {
         // What keeps a service busy: the messages its workers hold, when that is known;
         // else every message in flight (some may only wait out a retry, but that cannot
         // be told).
-        let in_flight = observation.held.unwrap_or(queue.not_visible);
-        let empty = queue.visible == 0 && queue.delayed == 0 && in_flight == 0;
-        self.empty.update(empty, now);
-        self.in_flight_only
-            .update(waiting == 0 && in_flight > 0, now);
+        let in_flight = held.unwrap_or(queue.not_visible);
         let backlog = waiting.saturating_add(in_flight);
         let needed = ceil_div(backlog, backlog_per_task);
-        let floor = policy.min.max(1);
-        let sized = needed.clamp(floor, policy.max);
         // Scale-in aims a tolerance above the need, so that the count it lands on is
         // not exceeded (by more than the tolerance) by the same noise a moment later:
         // that would be a scale-out right after the scale-in.
-        let roomy =
-            ceil_div(backlog, backlog_per_task / (1.0 + policy.tolerance)).clamp(floor, policy.max);
+        let roomy = ceil_div(backlog, backlog_per_task / (1.0 + policy.tolerance));
+        Backlog {
+            waiting,
+            in_flight,
+            empty: queue.visible == 0 && queue.delayed == 0 && in_flight == 0,
+            needed,
+            sized: needed.clamp(self.floor(), policy.max),
+            roomy: roomy.clamp(self.floor(), policy.max),
+        }
+    }
+
+    /// Keeps what later polls decide on: the empty and in-flight-only streaks, and the
+    /// scale-in targets of the cooldown.
+    fn remember(&mut self, now: Instant, current: u32, backlog: &Backlog) {
+        self.empty.update(backlog.empty, now);
+        self.in_flight_only
+            .update(backlog.waiting == 0 && backlog.in_flight > 0, now);
         if self.recent.is_empty() {
             // A controller that just started has seen no history: the count it finds
             // stands for one cooldown, as if it had been the target until now.
-            self.recent
-                .push_back((now, current.clamp(floor, policy.max)));
+            let found = current.clamp(self.floor(), self.policy.max);
+            self.recent.push_back((now, found));
         }
-        self.recent.push_back((now, roomy));
+        self.recent.push_back((now, backlog.roomy));
         while let Some(&(at, _)) = self.recent.front() {
-            if now.saturating_duration_since(at) > policy.scale_in_cooldown {
+            if now.saturating_duration_since(at) > self.policy.scale_in_cooldown {
                 self.recent.pop_front();
             } else {
                 break;
             }
         }
+    }
 
-        let decision = |desired: u32, reason: Reason| Decision {
-            current,
-            desired,
-            reason,
-            waiting,
-            in_flight,
-            backlog_per_task,
-            needed,
-        };
-        if service.deployment_in_progress {
-            return decision(current, Reason::DeploymentInProgress);
-        }
+    /// The desired count and its reason for a service that is not rolling out: rules 2
+    /// to 4 of the module docs.
+    fn resize(&self, now: Instant, current: u32, backlog: &Backlog) -> (u32, Reason) {
+        let policy = &self.policy;
         let step = policy.max_step.unwrap_or(u32::MAX).max(1);
-
         if current == 0 {
-            return if waiting > policy.activation {
-                decision(sized.min(step.max(floor)), Reason::Wake)
-            } else if self.in_flight_only.polls >= policy.in_flight_wake_polls.max(1) {
-                decision(sized.min(step.max(floor)), Reason::SustainedInFlight)
-            } else if policy.min > 0 {
-                decision(policy.min, Reason::BelowMin)
-            } else if waiting > 0 {
-                decision(0, Reason::BelowActivation)
-            } else if in_flight > 0 {
-                decision(0, Reason::InFlightNotSustained)
-            } else {
-                decision(0, Reason::Idle)
-            };
+            return self.at_zero(backlog, step);
         }
         if current < policy.min {
-            return decision(policy.min, Reason::BelowMin);
+            return (policy.min, Reason::BelowMin);
         }
         if current > policy.max {
-            return decision(policy.max, Reason::AboveMax);
+            return (policy.max, Reason::AboveMax);
         }
         if policy.min == 0
             && self
                 .empty
                 .lasted(policy.empty_polls, policy.scale_in_cooldown, now)
         {
-            return decision(0, Reason::ToZero);
+            return (0, Reason::ToZero);
         }
-        let within_tolerance = |target: u32| {
-            f64::from(target.abs_diff(current)) <= policy.tolerance * f64::from(current)
-        };
-        if sized > current {
-            if within_tolerance(sized) {
-                return decision(current, Reason::Steady);
+        if backlog.sized > current {
+            if self.within_tolerance(current, backlog.sized) {
+                return (current, Reason::Steady);
             }
-            return decision(sized.min(current.saturating_add(step)), Reason::ScaleOut);
+            return (
+                backlog.sized.min(current.saturating_add(step)),
+                Reason::ScaleOut,
+            );
         }
+        self.scale_in(current, backlog, step)
+    }
+
+    /// The desired count of a service at zero: woken (rule 2) with a first step of tasks,
+    /// raised to the minimum, or left at zero.
+    fn at_zero(&self, backlog: &Backlog, step: u32) -> (u32, Reason) {
+        let policy = &self.policy;
+        let first = backlog.sized.min(step.max(self.floor()));
+        if backlog.waiting > policy.activation {
+            (first, Reason::Wake)
+        } else if self.in_flight_only.polls >= policy.in_flight_wake_polls.max(1) {
+            (first, Reason::SustainedInFlight)
+        } else if policy.min > 0 {
+            (policy.min, Reason::BelowMin)
+        } else if backlog.waiting > 0 {
+            (0, Reason::BelowActivation)
+        } else if backlog.in_flight > 0 {
+            (0, Reason::InFlightNotSustained)
+        } else {
+            (0, Reason::Idle)
+        }
+    }
+
+    /// Whether a running service that the backlog does not need more of may scale in
+    /// (rule 3): only to the highest target of the cooldown, and not within the
+    /// tolerance.
+    fn scale_in(&self, current: u32, backlog: &Backlog, step: u32) -> (u32, Reason) {
         // The highest target of the cooldown: scale in only as far as every poll of it
         // agrees.
         let settled = self
@@ -438,27 +477,56 @@ impl Scaler {
             .iter()
             .map(|&(_, target)| target)
             .max()
-            .unwrap_or(sized);
+            .unwrap_or(backlog.sized);
         if settled >= current {
-            let reason = if sized < current {
+            let reason = if backlog.sized < current {
                 Reason::ScaleInPending
-            } else if empty {
+            } else if backlog.empty {
                 Reason::EmptyPending
             } else {
                 Reason::Steady
             };
-            return decision(current, reason);
+            return (current, reason);
         }
-        if within_tolerance(settled) {
-            let reason = if empty {
+        if self.within_tolerance(current, settled) {
+            let reason = if backlog.empty {
                 Reason::EmptyPending
             } else {
                 Reason::Steady
             };
-            return decision(current, reason);
+            return (current, reason);
         }
-        decision(settled.max(current.saturating_sub(step)), Reason::ScaleIn)
+        (settled.max(current.saturating_sub(step)), Reason::ScaleIn)
     }
+
+    /// Whether moving from `current` to `target` tasks is a change within the tolerance,
+    /// and so not worth making.
+    fn within_tolerance(&self, current: u32, target: u32) -> bool {
+        f64::from(target.abs_diff(current)) <= self.policy.tolerance * f64::from(current)
+    }
+
+    /// The fewest tasks a running service is sized to: the minimum, and at least one.
+    fn floor(&self) -> u32 {
+        self.policy.min.max(1)
+    }
+}
+
+/// One poll's backlog, as the rules count it.
+#[derive(Clone, Copy, Debug)]
+struct Backlog {
+    /// Messages waiting: visible, plus delayed when they count.
+    waiting: u64,
+    /// Messages in flight: those the workers hold when known, else the queue's
+    /// not-visible count.
+    in_flight: u64,
+    /// Whether the queue read empty: nothing visible, delayed or in flight.
+    empty: bool,
+    /// `ceil((waiting + in flight) / backlog per task)`.
+    needed: u32,
+    /// `needed` within `[max(min, 1), max]`: the count the backlog asks for.
+    sized: u32,
+    /// The count a scale-in aims at: `sized` with the tolerance as headroom.
+    roomy: u32,
 }
 
 /// `ceil(messages / per_task)` as a task count, saturating.

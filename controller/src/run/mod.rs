@@ -469,6 +469,133 @@ enum Built {
     Job(Arc<dyn JobTarget>, JobPolicy),
 }
 
+impl Built {
+    /// The target `binding` names, on `ecs` or local; a local one is also added to
+    /// `local_targets`, by binding name.
+    fn new(
+        ecs: &aws_sdk_ecs::Client,
+        binding: &Binding,
+        local_targets: &mut Vec<(String, Arc<LocalTarget>)>,
+    ) -> Self {
+        let mut local = |config: &crate::config::LocalConfig| {
+            let target = Arc::new(LocalTarget::new(config.clone()));
+            local_targets.push((binding.name.clone(), Arc::clone(&target)));
+            target
+        };
+        match &binding.target {
+            TargetConfig::Ecs { cluster, service } => {
+                Self::Service(Arc::new(EcsTarget::new(ecs.clone(), cluster, service)))
+            }
+            TargetConfig::Local(config) => Self::Service(local(config)),
+            TargetConfig::Job(job) => {
+                let policy = job.policy(&binding.policy, binding.poll_interval);
+                let target: Arc<dyn JobTarget> = match &job.runner {
+                    JobRunner::Ecs(tasks) => {
+                        Arc::new(EcsJobTarget::new(ecs.clone(), &binding.name, tasks.clone()))
+                    }
+                    JobRunner::Local(config) => local(config),
+                };
+                Self::Job(target, policy)
+            }
+        }
+    }
+}
+
+/// The SQS and ECS clients of the standard AWS configuration (which honours
+/// `AWS_ENDPOINT_URL`), every call bounded and none retried by the SDK.
+async fn aws_clients() -> (aws_sdk_sqs::Client, aws_sdk_ecs::Client) {
+    // The loop retries failed calls itself (counting each attempt); a call must not
+    // hang a binding's loop for longer than a few polls.
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_timeout(CALL_TIMEOUT)
+                .build(),
+        )
+        .load()
+        .await;
+    (
+        aws_sdk_sqs::Client::new(&aws),
+        aws_sdk_ecs::Client::new(&aws),
+    )
+}
+
+/// The binding's queue, its URL looked up (retried).
+async fn connect_queue(
+    sqs: &aws_sdk_sqs::Client,
+    binding: &Binding,
+) -> Result<SqsQueue, StartError> {
+    CALL_RETRY
+        .run(|| SqsQueue::connect(sqs.clone(), &binding.queue), |_| {})
+        .await
+        .map_err(|source| StartError::Queue {
+            binding: binding.name.clone(),
+            queue: binding.queue.clone(),
+            source,
+        })
+}
+
+/// Reads the binding's queue and target once (retried). A queue or target that does not
+/// exist (or may not be read) is a setting to fix: an error. A passing failure only
+/// leaves the first polls to retry: a warning.
+async fn read_once(binding: &Binding, queue: &SqsQueue, target: &Built) -> Result<(), StartError> {
+    match CALL_RETRY.run(|| queue.counts(), |_| {}).await {
+        Err(source) if !source.is_retryable() => {
+            return Err(StartError::Queue {
+                binding: binding.name.clone(),
+                queue: binding.queue.clone(),
+                source,
+            });
+        }
+        Err(error) => {
+            tracing::warn!(binding = %binding.name, %error, "cannot read the queue yet");
+        }
+        Ok(_) => {}
+    }
+    let read = match target {
+        Built::Service(target) => CALL_RETRY.run(|| target.counts(), |_| {}).await.err(),
+        Built::Job(target, _) => CALL_RETRY.run(|| target.tasks(), |_| {}).await.err(),
+    };
+    match read {
+        Some(source) if !source.is_retryable() => {
+            return Err(StartError::Target {
+                binding: binding.name.clone(),
+                source,
+            });
+        }
+        Some(error) => {
+            tracing::warn!(binding = %binding.name, %error, "cannot read the target yet");
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The loop of a service binding. An ECS service with a `metrics_port` has its workers
+/// read at its tasks' addresses; any other binding at its `metrics_urls`, if any.
+fn service_loop(
+    ecs: &aws_sdk_ecs::Client,
+    binding: Binding,
+    queue: Arc<dyn QueueSource>,
+    target: Arc<dyn Target>,
+    dry_run: bool,
+) -> BindingLoop {
+    let workers = match (&binding.target, binding.metrics_port) {
+        (TargetConfig::Ecs { cluster, service }, Some(port)) => Some(worker_probe(
+            &binding,
+            WorkerAddresses::Ecs(EcsTasks::new(ecs.clone(), cluster, service, port)),
+        )),
+        _ => None,
+    };
+    let binding = BindingLoop::new(binding, queue, target, dry_run);
+    match workers {
+        Some(workers) => binding.with_workers(workers),
+        None => binding,
+    }
+}
+
 impl Controller {
     /// Connects every binding (SQS and ECS clients from the standard AWS
     /// configuration, which honours `AWS_ENDPOINT_URL`), reads each queue and target
@@ -477,84 +604,14 @@ impl Controller {
     /// the loops.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         describe_metrics();
-        // The loop retries failed calls itself (counting each attempt); a call must not
-        // hang a binding's loop for longer than a few polls.
-        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(aws_config::retry::RetryConfig::disabled())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .operation_timeout(CALL_TIMEOUT)
-                    .build(),
-            )
-            .load()
-            .await;
-        let sqs = aws_sdk_sqs::Client::new(&aws);
-        let ecs = aws_sdk_ecs::Client::new(&aws);
+        let (sqs, ecs) = aws_clients().await;
         let mut loops = Vec::new();
         let mut job_loops = Vec::new();
         let mut local_targets = Vec::new();
         for binding in config.bindings {
-            let queue = CALL_RETRY
-                .run(|| SqsQueue::connect(sqs.clone(), &binding.queue), |_| {})
-                .await
-                .map_err(|source| StartError::Queue {
-                    binding: binding.name.clone(),
-                    queue: binding.queue.clone(),
-                    source,
-                })?;
-            let mut local = |config: &crate::config::LocalConfig| {
-                let target = Arc::new(LocalTarget::new(config.clone()));
-                local_targets.push((binding.name.clone(), Arc::clone(&target)));
-                target
-            };
-            let target = match &binding.target {
-                TargetConfig::Ecs { cluster, service } => {
-                    Built::Service(Arc::new(EcsTarget::new(ecs.clone(), cluster, service)))
-                }
-                TargetConfig::Local(config) => Built::Service(local(config)),
-                TargetConfig::Job(job) => {
-                    let policy = job.policy(&binding.policy, binding.poll_interval);
-                    let target: Arc<dyn JobTarget> = match &job.runner {
-                        JobRunner::Ecs(tasks) => {
-                            Arc::new(EcsJobTarget::new(ecs.clone(), &binding.name, tasks.clone()))
-                        }
-                        JobRunner::Local(config) => local(config),
-                    };
-                    Built::Job(target, policy)
-                }
-            };
-            // A queue or target that does not exist (or may not be read) is a setting to
-            // fix: stop now. A passing failure only leaves the first polls to retry.
-            match CALL_RETRY.run(|| queue.counts(), |_| {}).await {
-                Err(source) if !source.is_retryable() => {
-                    return Err(StartError::Queue {
-                        binding: binding.name.clone(),
-                        queue: binding.queue.clone(),
-                        source,
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(binding = %binding.name, %error, "cannot read the queue yet");
-                }
-                Ok(_) => {}
-            }
-            let read = match &target {
-                Built::Service(target) => CALL_RETRY.run(|| target.counts(), |_| {}).await.err(),
-                Built::Job(target, _) => CALL_RETRY.run(|| target.tasks(), |_| {}).await.err(),
-            };
-            match read {
-                Some(source) if !source.is_retryable() => {
-                    return Err(StartError::Target {
-                        binding: binding.name.clone(),
-                        source,
-                    });
-                }
-                Some(error) => {
-                    tracing::warn!(binding = %binding.name, %error, "cannot read the target yet");
-                }
-                None => {}
-            }
+            let queue = connect_queue(&sqs, &binding).await?;
+            let target = Built::new(&ecs, &binding, &mut local_targets);
+            read_once(&binding, &queue, &target).await?;
             tracing::info!(
                 binding = %binding.name,
                 queue = queue.url(),
@@ -566,23 +623,7 @@ impl Controller {
             let queue: Arc<dyn QueueSource> = Arc::new(queue);
             match target {
                 Built::Service(target) => {
-                    let workers = match (&binding.target, binding.metrics_port) {
-                        (TargetConfig::Ecs { cluster, service }, Some(port)) => Some(worker_probe(
-                            &binding,
-                            WorkerAddresses::Ecs(EcsTasks::new(
-                                ecs.clone(),
-                                cluster,
-                                service,
-                                port,
-                            )),
-                        )),
-                        _ => None,
-                    };
-                    let binding = BindingLoop::new(binding, queue, target, config.dry_run);
-                    loops.push(match workers {
-                        Some(workers) => binding.with_workers(workers),
-                        None => binding,
-                    });
+                    loops.push(service_loop(&ecs, binding, queue, target, config.dry_run));
                 }
                 Built::Job(target, policy) => {
                     job_loops.push(JobLoop::new(binding, policy, queue, target, config.dry_run));
