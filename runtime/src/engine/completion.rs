@@ -14,8 +14,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::contract::StopReason;
-use crate::engine::Shared;
+use crate::contract::{Contract, StopReason};
 use crate::error::BackendError;
 
 /// Receives refused in a row after which a worker running to completion gives up.
@@ -39,56 +38,54 @@ impl Completion {
             ..Self::default()
         }
     }
-}
 
-/// After a receive that returned `received` messages: the run ends once enough empty
-/// receives came in a row.
-pub(crate) fn received<H>(shared: &Shared<H>, received: usize) {
-    let completion = &shared.completion;
-    let Some(limit) = completion.empty_receives else {
-        return;
-    };
-    completion.refused.store(0, Ordering::Relaxed);
-    if received > 0 || !holds_nothing(shared) {
-        completion.empty.store(0, Ordering::Relaxed);
-        return;
-    }
-    let empty = completion.empty.fetch_add(1, Ordering::Relaxed) + 1;
-    if empty >= limit {
-        tracing::info!(
-            empty_receives = empty,
-            "run to completion: the queue read empty with no message held; stopping"
-        );
-        shared.shutdown.end(StopReason::Drained);
-    }
-}
-
-/// After a receive that failed with `error`: a worker running to completion ends its
-/// run once the queue has refused enough receives in a row.
-pub(crate) fn receive_failed<H>(shared: &Shared<H>, error: &BackendError) {
-    let completion = &shared.completion;
-    if completion.empty_receives.is_none() {
-        return;
-    }
-    completion.empty.store(0, Ordering::Relaxed);
-    if error.is_retryable() {
+    /// After a receive that returned `received` messages: the run ends once enough empty
+    /// receives came in a row.
+    pub(crate) fn received(
+        &self,
+        received: usize,
+        holds_nothing: impl FnOnce() -> bool,
+        shutdown: &Contract,
+    ) {
+        let completion = self;
+        let Some(limit) = completion.empty_receives else {
+            return;
+        };
         completion.refused.store(0, Ordering::Relaxed);
-        return;
+        if received > 0 || !holds_nothing() {
+            completion.empty.store(0, Ordering::Relaxed);
+            return;
+        }
+        let empty = completion.empty.fetch_add(1, Ordering::Relaxed) + 1;
+        if empty >= limit {
+            tracing::info!(
+                empty_receives = empty,
+                "run to completion: the queue read empty with no message held; stopping"
+            );
+            shutdown.end(StopReason::Drained);
+        }
     }
-    let refused = completion.refused.fetch_add(1, Ordering::Relaxed) + 1;
-    if refused >= REFUSALS_BEFORE_FATAL {
-        tracing::error!(
-            %error,
-            refused,
-            "run to completion: the queue refuses every receive, so the job cannot finish; stopping"
-        );
-        shared.shutdown.end(StopReason::Fatal);
-    }
-}
 
-/// Whether the worker holds no message: none handed to a task (running, waiting behind
-/// its group, sending its continuation) and no delete or visibility change unsent. A
-/// retry still unsent would make its message visible again.
-fn holds_nothing<H>(shared: &Shared<H>) -> bool {
-    shared.capacity.messages_in_flight() == 0 && shared.settler.is_idle()
+    /// After a receive that failed with `error`: a worker running to completion ends its
+    /// run once the queue has refused enough receives in a row.
+    pub(crate) fn receive_failed(&self, error: &BackendError, shutdown: &Contract) {
+        let completion = self;
+        if completion.empty_receives.is_none() {
+            return;
+        }
+        completion.empty.store(0, Ordering::Relaxed);
+        if error.is_retryable() {
+            completion.refused.store(0, Ordering::Relaxed);
+            return;
+        }
+        let refused = completion.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if refused >= REFUSALS_BEFORE_FATAL {
+            tracing::error!(
+                %error,
+                refused,
+                "run to completion: the queue refuses every receive, so the job cannot finish; stopping"
+            );
+            shutdown.end(StopReason::Fatal);
+        }
+    }
 }

@@ -83,4 +83,11 @@ impl<H> Shared<H> {
             .messages_in_flight()
             .saturating_add(self.settler.holding())
     }
+
+    /// Whether the worker holds no message: none handed to a task (running, waiting
+    /// behind its group, sending its continuation) and no delete or visibility change
+    /// unsent. A retry still unsent would make its message visible again.
+    pub(crate) fn holds_nothing(&self) -> bool {
+        self.capacity.messages_in_flight() == 0 && self.settler.is_idle()
+    }
 }

@@ -12,7 +12,7 @@ use crate::api::message::Message;
 use crate::backend::{ReceiveAttemptId, ReceiveRequest, ReceivedMessage};
 use crate::backoff::{Backoff, CALL_RETRY};
 use crate::engine::settle::ChangeKind;
-use crate::engine::{Dispatch, Shared, completion};
+use crate::engine::{Dispatch, Shared};
 use crate::error::BackendError;
 use crate::telemetry::stats::Counters;
 
@@ -161,7 +161,11 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 if let Some(health) = &shared.health {
                     health.receiving();
                 }
-                completion::received(&shared, messages.len());
+                shared.completion.received(
+                    messages.len(),
+                    || shared.holds_nothing(),
+                    &shared.shutdown,
+                );
                 let now = Instant::now();
                 if messages.is_empty() && now - started < EMPTY_TOO_FAST {
                     idle += 1;
@@ -179,7 +183,7 @@ pub(crate) async fn poll<H: Dispatch>(shared: Arc<Shared<H>>) {
                 Counters::add(&shared.counters.receive_errors, 1);
                 let delay = CALL_RETRY.delay(errors);
                 tracing::warn!(%error, retry_in = ?delay, "receive failed");
-                completion::receive_failed(&shared, &error);
+                shared.completion.receive_failed(&error, &shared.shutdown);
                 if errors >= UNREACHABLE_AFTER
                     && let Some(health) = &shared.health
                 {

@@ -3,14 +3,18 @@
 use std::time::Duration;
 
 use super::{
-    DEFAULT_VISIBILITY, EmbeddedQueue, MAX_DELAY, MAX_RECEIVE_COUNT, Redrive, Settings,
-    whole_seconds_within,
+    DEFAULT_VISIBILITY, EmbeddedQueue, FIFO_SUFFIX, MAX_DELAY, MAX_RECEIVE_COUNT, Redrive,
+    Settings, whole_seconds_within,
 };
 use crate::backend::MAX_VISIBILITY;
 use crate::error::ConfigError;
 
-/// The suffix of every FIFO queue's name, and of no standard queue's.
-pub(super) const FIFO_SUFFIX: &str = ".fifo";
+impl EmbeddedQueue {
+    /// Starts configuring a queue; see [`EmbeddedQueueBuilder`].
+    pub fn builder(name: impl Into<String>) -> EmbeddedQueueBuilder {
+        EmbeddedQueueBuilder::new(name.into())
+    }
+}
 
 /// Configures an [`EmbeddedQueue`]; from [`EmbeddedQueue::builder`].
 #[derive(Debug)]

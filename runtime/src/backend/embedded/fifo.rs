@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::checks::invalid_parameter;
 use super::ids::MessageId;
-use super::invalid_parameter;
 use crate::backend::fifo::{is_valid_fifo_id, sha256_hex};
 use crate::backend::{ReceiveAttemptId, SendMessage, whole_seconds};
 use crate::error::BackendError;

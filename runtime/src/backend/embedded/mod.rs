@@ -2,6 +2,7 @@
 //! faults and request counts.
 
 mod builder;
+mod checks;
 mod faults;
 mod fifo;
 #[cfg(test)]
@@ -28,7 +29,7 @@ pub use self::stats::RequestStats;
 use crate::backend::QueueCounts;
 use crate::backend::SendMessage;
 
-use self::builder::FIFO_SUFFIX;
+use self::checks::invalid_parameter;
 use self::ids::{HandleParts, MessageId};
 use self::store::{ChangeError, Delivery, Message, NewMessage, Store, UserAttributes};
 use crate::backend::{
@@ -60,6 +61,9 @@ const SEND_CHUNK: usize = 256;
 
 /// The largest message SQS accepts, body and message attributes together.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The suffix of every FIFO queue's name, and of no standard queue's.
+const FIFO_SUFFIX: &str = ".fifo";
 
 /// The most message attributes one message may carry.
 pub const MAX_MESSAGE_ATTRIBUTES: usize = 10;
@@ -263,11 +267,6 @@ impl EmbeddedQueue {
         Self {
             inner: Arc::new(inner),
         }
-    }
-
-    /// Starts configuring a queue; see [`EmbeddedQueueBuilder`].
-    pub fn builder(name: impl Into<String>) -> EmbeddedQueueBuilder {
-        EmbeddedQueueBuilder::new(name.into())
     }
 
     /// The queue's name.
@@ -987,14 +986,6 @@ fn check_message(
         ));
     }
     Ok(())
-}
-
-fn invalid_parameter(operation: &'static str, message: String) -> BackendError {
-    BackendError::Rejected {
-        operation,
-        code: "InvalidParameterValue".to_owned(),
-        message,
-    }
 }
 
 fn invalid_receipt_handle() -> EntryError {
