@@ -24,7 +24,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const BACKLOG_INTERVAL: Duration = Duration::from_secs(20);
 
 /// The receive loops for `concurrency` handlers when `pollers` is not given: one per
-/// [`MAX_BATCH`] permits, at least 1 and at most [`MAX_POLLERS`].
+/// [`MAX_BATCH`] slots, at least 1 and at most [`MAX_POLLERS`].
 pub fn pollers(concurrency: usize) -> usize {
     concurrency.div_ceil(MAX_BATCH).clamp(1, MAX_POLLERS)
 }
@@ -34,7 +34,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_poller_per_ten_permits() {
+    fn one_poller_per_ten_slots() {
         assert_eq!(pollers(0), 1);
         assert_eq!(pollers(1), 1);
         assert_eq!(pollers(10), 1);

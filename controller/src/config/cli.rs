@@ -9,7 +9,7 @@ use clap::Parser;
 
 use super::duration::parse_duration;
 use super::file::{DurationValue, FileBinding, FileJob};
-use super::{ConfigError, DEFAULT_STOP_TIMEOUT, LocalConfig};
+use super::{DEFAULT_STOP_TIMEOUT, InvalidSetting, LocalConfig};
 
 /// The command line of `spotq-controller`. Every flag has an environment fallback,
 /// `SPOTQ_CONTROLLER_<FLAG>`.
@@ -233,7 +233,7 @@ impl Cli {
     /// a `--job-*` flag is given.
     pub(super) fn binding(
         &self,
-    ) -> Result<Option<(FileBinding, Option<LocalConfig>)>, ConfigError> {
+    ) -> Result<Option<(FileBinding, Option<LocalConfig>)>, InvalidSetting> {
         let job = self.job.table();
         if self.queue.is_none()
             && self.cluster.is_none()
@@ -256,7 +256,7 @@ impl Cli {
                 let mut env = Vec::new();
                 for pair in &self.local_env {
                     let (key, value) = pair.split_once('=').ok_or_else(|| {
-                        ConfigError::new("--local-env", format!("{pair:?} is not KEY=VALUE"))
+                        InvalidSetting::new("--local-env", format!("{pair:?} is not KEY=VALUE"))
                     })?;
                     env.push((key.to_owned(), value.to_owned()));
                 }

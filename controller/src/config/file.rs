@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::InvalidSetting;
 use super::duration::{from_seconds, parse_duration};
 
 /// The whole file.
@@ -103,11 +103,11 @@ pub(super) enum DurationValue {
 impl FileConfig {
     /// Reads the file's text; an error names the file (`path`, else `--config`) and
     /// the line.
-    pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Self, ConfigError> {
+    pub(super) fn parse(text: &str, path: Option<&Path>) -> Result<Self, InvalidSetting> {
         toml::from_str(text).map_err(|error| {
             let setting =
                 path.map_or_else(|| "--config".to_owned(), |path| path.display().to_string());
-            ConfigError::new(
+            InvalidSetting::new(
                 setting,
                 error.message().to_owned() + &span_hint(text, &error),
             )
@@ -117,12 +117,12 @@ impl FileConfig {
 
 impl DurationValue {
     /// The duration, or an error naming `setting`.
-    pub(super) fn to_duration(&self, setting: &str) -> Result<Duration, ConfigError> {
+    pub(super) fn to_duration(&self, setting: &str) -> Result<Duration, InvalidSetting> {
         let duration = match self {
             Self::Seconds(seconds) => from_seconds(*seconds),
             Self::Text(text) => parse_duration(text),
         };
-        duration.map_err(|message| ConfigError::new(setting, message))
+        duration.map_err(|message| InvalidSetting::new(setting, message))
     }
 }
 

@@ -107,14 +107,14 @@ pub const MAX_START_BACKOFF: Duration = Duration::from_secs(300);
 /// A setting that is missing, malformed or out of range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid setting `{setting}`: {message}")]
-pub struct ConfigError {
+pub struct InvalidSetting {
     /// The setting: a flag (`--max`), or a path in the file (`binding[1].max`).
     pub setting: String,
     /// What is wrong with it.
     pub message: String,
 }
 
-impl ConfigError {
+impl InvalidSetting {
     fn new(setting: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             setting: setting.into(),
@@ -255,11 +255,11 @@ impl JobConfig {
 
 impl Config {
     /// Reads the file `cli.config` names (if any) and combines it with the flags.
-    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+    pub fn load(cli: &Cli) -> Result<Self, InvalidSetting> {
         let file = match &cli.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| {
-                    ConfigError::new(
+                    InvalidSetting::new(
                         "--config",
                         format!("cannot read {}: {error}", path.display()),
                     )
@@ -272,7 +272,7 @@ impl Config {
     }
 
     /// Combines the flags with the text of a config file.
-    pub fn from_parts(cli: &Cli, file: Option<&str>) -> Result<Self, ConfigError> {
+    pub fn from_parts(cli: &Cli, file: Option<&str>) -> Result<Self, InvalidSetting> {
         let file = match file {
             Some(text) => FileConfig::parse(text, cli.config.as_deref())?,
             None => FileConfig::default(),

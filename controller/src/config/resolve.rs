@@ -10,9 +10,9 @@ use std::time::Duration;
 use super::cli::ScalingFlags;
 use super::file::{FileBinding, FileJob};
 use super::{
-    Binding, ConfigError, DEFAULT_HTTP_ADDR, DEFAULT_MESSAGES_PER_TASK, DEFAULT_POLL_INTERVAL,
-    DEFAULT_START_GRACE, DEFAULT_STOP_TIMEOUT, EcsJobConfig, FARGATE_SPOT, JobConfig, JobRunner,
-    LocalConfig, MIN_POLL_INTERVAL, TargetConfig, queue_name,
+    Binding, DEFAULT_HTTP_ADDR, DEFAULT_MESSAGES_PER_TASK, DEFAULT_POLL_INTERVAL,
+    DEFAULT_START_GRACE, DEFAULT_STOP_TIMEOUT, EcsJobConfig, FARGATE_SPOT, InvalidSetting,
+    JobConfig, JobRunner, LocalConfig, MIN_POLL_INTERVAL, TargetConfig, queue_name,
 };
 use crate::decision::{BacklogTarget, Policy};
 
@@ -123,15 +123,15 @@ macro_rules! duration {
 pub(super) fn http_addr(
     flag: Option<SocketAddr>,
     file: Option<&str>,
-) -> Result<SocketAddr, ConfigError> {
+) -> Result<SocketAddr, InvalidSetting> {
     match (flag, file) {
         (Some(addr), _) => Ok(addr),
         (None, Some(text)) => text.parse().map_err(|error| {
-            ConfigError::new("http_addr", format!("{text:?} is not an address: {error}"))
+            InvalidSetting::new("http_addr", format!("{text:?} is not an address: {error}"))
         }),
         (None, None) => DEFAULT_HTTP_ADDR
             .parse()
-            .map_err(|_| ConfigError::new("http_addr", "the default does not parse")),
+            .map_err(|_| InvalidSetting::new("http_addr", "the default does not parse")),
     }
 }
 
@@ -139,7 +139,7 @@ pub(super) fn http_addr(
 /// and what it scales), only `cluster` has a default; `queue`, `name` and `service` would
 /// be every binding's, and a binding runs local processes or job tasks by its own
 /// `[binding.local]` or `[binding.job]` table, never by default.
-pub(super) fn check_defaults(defaults: &FileBinding) -> Result<(), ConfigError> {
+pub(super) fn check_defaults(defaults: &FileBinding) -> Result<(), InvalidSetting> {
     let own = [
         (
             "defaults.queue",
@@ -169,7 +169,7 @@ pub(super) fn check_defaults(defaults: &FileBinding) -> Result<(), ConfigError> 
         ),
     ];
     match own.into_iter().find(|(_, given, _)| *given) {
-        Some((setting, _, message)) => Err(ConfigError::new(setting, message)),
+        Some((setting, _, message)) => Err(InvalidSetting::new(setting, message)),
         None => Ok(()),
     }
 }
@@ -183,9 +183,9 @@ pub(super) fn check_bindings(
     resolved: &[Resolved],
     flags: &ScalingFlags,
     defaults: &FileBinding,
-) -> Result<(), ConfigError> {
+) -> Result<(), InvalidSetting> {
     if resolved.is_empty() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             "--queue",
             "no binding: give --queue with --cluster and --service (or --local-command), \
              or [[binding]] entries in a --config file",
@@ -197,7 +197,7 @@ pub(super) fn check_bindings(
     } in resolved
     {
         if !names.insert(binding.name.as_str()) {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 setting(prefix, "name"),
                 format!("{:?} names two bindings; give each a `name`", binding.name),
             ));
@@ -213,7 +213,7 @@ pub(super) fn check_bindings(
         };
         let key = (ecs_name(cluster), ecs_name(service));
         if let Some((first_prefix, first)) = services.insert(key, (prefix, binding)) {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 setting(prefix, "service"),
                 format!(
                     "{} ({:?}) scales service {:?} of cluster {:?} already: with {:?} too, the \
@@ -239,14 +239,14 @@ pub(super) fn check_bindings(
             .map(|resolved| resolved.binding.name.as_str())
             .collect();
         if given && takers.is_empty() {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 shared,
                 "no binding reads these workers: each has its own `metrics_urls` or is a \
                  job binding (which reads no workers)",
             ));
         }
         if takers.len() > 1 {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 shared,
                 format!(
                     "one list of workers for {} bindings ({takers:?}): the workers of one \
@@ -273,7 +273,7 @@ pub(super) fn binding(
     flags: &ScalingFlags,
     defaults: &FileBinding,
     local_from_flags: Option<LocalConfig>,
-) -> Result<Resolved, ConfigError> {
+) -> Result<Resolved, InvalidSetting> {
     let sources = Sources {
         prefix,
         entry,
@@ -284,7 +284,7 @@ pub(super) fn binding(
         .queue
         .clone()
         .filter(|queue| !queue.trim().is_empty())
-        .ok_or_else(|| ConfigError::new(sources.setting("queue"), "a binding needs a queue"))?;
+        .ok_or_else(|| InvalidSetting::new(sources.setting("queue"), "a binding needs a queue"))?;
     let name = entry
         .name
         .clone()
@@ -327,7 +327,7 @@ pub(super) fn binding(
 fn target(
     sources: &Sources<'_>,
     local_from_flags: Option<LocalConfig>,
-) -> Result<TargetConfig, ConfigError> {
+) -> Result<TargetConfig, InvalidSetting> {
     let entry = sources.entry;
     let local = match (&entry.local, local_from_flags) {
         (Some(local), _) => {
@@ -360,15 +360,15 @@ fn target(
             cluster: cluster.clone(),
             service: service.clone(),
         }),
-        (Some(_), Some(_), Some(_)) => Err(ConfigError::new(
+        (Some(_), Some(_), Some(_)) => Err(InvalidSetting::new(
             sources.setting("local"),
             "a binding scales an ECS service or local processes, not both",
         )),
-        (None, _, _) => Err(ConfigError::new(
+        (None, _, _) => Err(InvalidSetting::new(
             sources.setting("cluster"),
             "a binding needs an ECS cluster and service (or a local command)",
         )),
-        (Some(_), None, _) => Err(ConfigError::new(
+        (Some(_), None, _) => Err(InvalidSetting::new(
             sources.setting("service"),
             "a binding needs an ECS service with its cluster",
         )),
@@ -376,19 +376,19 @@ fn target(
 }
 
 /// A local command names a program, and its stop timeout is more than 0.
-fn check_local(sources: &Sources<'_>, local: &LocalConfig) -> Result<(), ConfigError> {
+fn check_local(sources: &Sources<'_>, local: &LocalConfig) -> Result<(), InvalidSetting> {
     if local
         .command
         .first()
         .is_none_or(|program| program.is_empty())
     {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("local.command"),
             "names no program to run",
         ));
     }
     if local.stop_timeout.is_zero() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("local.stop_timeout"),
             "must be more than 0",
         ));
@@ -403,17 +403,17 @@ fn job_target(
     job: &FileJob,
     cluster: Option<&String>,
     local: Option<LocalConfig>,
-) -> Result<TargetConfig, ConfigError> {
+) -> Result<TargetConfig, InvalidSetting> {
     let entry = sources.entry;
     if entry.service.is_some() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("service"),
             "a job binding starts standalone tasks, not a service's: leave out `service`",
         ));
     }
     let messages_per_task = job.messages_per_task.unwrap_or(DEFAULT_MESSAGES_PER_TASK);
     if messages_per_task == 0 {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("job.messages_per_task"),
             "must be at least 1",
         ));
@@ -423,7 +423,7 @@ fn job_target(
         None => DEFAULT_START_GRACE,
     };
     if start_grace.is_zero() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("job.start_grace"),
             "must be more than 0: a task ECS does not list yet would be started again",
         ));
@@ -432,7 +432,7 @@ fn job_target(
         (Some(local), None) => {
             check_local(sources, &local)?;
             if let Some((name, _)) = job.ecs_settings().into_iter().find(|(_, given)| *given) {
-                return Err(ConfigError::new(
+                return Err(InvalidSetting::new(
                     sources.setting(&format!("job.{name}")),
                     "a local job runs processes on this machine: ECS settings do not apply",
                 ));
@@ -440,14 +440,14 @@ fn job_target(
             JobRunner::Local(local)
         }
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 sources.setting("local"),
                 "a job binding runs ECS tasks in its cluster or local processes, not both",
             ));
         }
         (None, Some(cluster)) => JobRunner::Ecs(ecs_job(sources, cluster, job)?),
         (None, None) => {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 sources.setting("cluster"),
                 "a job binding needs the ECS cluster to start its tasks in (or a local command)",
             ));
@@ -467,26 +467,26 @@ fn ecs_job(
     sources: &Sources<'_>,
     cluster: &str,
     job: &FileJob,
-) -> Result<EcsJobConfig, ConfigError> {
+) -> Result<EcsJobConfig, InvalidSetting> {
     let task_definition = job
         .task_definition
         .clone()
         .filter(|name| !name.trim().is_empty())
         .ok_or_else(|| {
-            ConfigError::new(
+            InvalidSetting::new(
                 sources.setting("job.task_definition"),
                 "a job binding needs the task definition to run (family, family:revision or ARN)",
             )
         })?;
     let ids = |name: &str, prefix: &str, most: usize, values: Vec<String>| {
         if values.len() > most {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 sources.setting(name),
                 format!("at most {most}, are {}", values.len()),
             ));
         }
         match values.iter().find(|id| !id.starts_with(prefix)) {
-            Some(id) => Err(ConfigError::new(
+            Some(id) => Err(InvalidSetting::new(
                 sources.setting(name),
                 format!("{id:?} is not an id `{prefix}…`"),
             )),
@@ -500,7 +500,7 @@ fn ecs_job(
         job.subnets.clone().unwrap_or_default(),
     )?;
     if subnets.is_empty() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("job.subnets"),
             "job tasks need at least one subnet (Fargate tasks use awsvpc networking)",
         ));
@@ -516,14 +516,14 @@ fn ecs_job(
         .clone()
         .unwrap_or_else(|| FARGATE_SPOT.to_owned());
     if capacity_provider.trim().is_empty() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("job.capacity_provider"),
             "names no capacity provider",
         ));
     }
     let spot_fallback = job.spot_fallback.unwrap_or(false);
     if spot_fallback && capacity_provider != FARGATE_SPOT {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("job.spot_fallback"),
             format!(
                 "falls back from {FARGATE_SPOT} to FARGATE, but the tasks run on {capacity_provider}"
@@ -544,7 +544,7 @@ fn ecs_job(
 /// A job binding takes `max`, `max_step`, `count_delayed` and `poll_interval` of the
 /// binding's settings; a service's own settings on the entry are refused. An ECS job
 /// names its tasks by the binding's name in a tag, which limits the name's characters.
-fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), ConfigError> {
+fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), InvalidSetting> {
     let entry = sources.entry;
     let service_settings = [
         ("min", entry.min.is_some()),
@@ -561,7 +561,7 @@ fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), C
         ("metrics_port", entry.metrics_port.is_some()),
     ];
     if let Some((setting, _)) = service_settings.into_iter().find(|(_, given)| *given) {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting(setting),
             "does not apply to a job binding: its tasks are started for the backlog \
              (messages_per_task, max, max_step) and exit by themselves",
@@ -571,7 +571,7 @@ fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), C
     if matches!(job.runner, JobRunner::Ecs(_))
         && (name.chars().count() > 256 || !name.chars().all(tag_safe))
     {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("name"),
             format!(
                 "{name:?} cannot tag ECS tasks: up to 256 letters, digits, spaces and _ . : / = + - @"
@@ -582,16 +582,16 @@ fn for_a_job(sources: &Sources<'_>, job: &JobConfig, name: &str) -> Result<(), C
 }
 
 /// The fewest and the most tasks: `max` at least 1 and at least `min`.
-fn bounds(sources: &Sources<'_>) -> Result<(u32, u32), ConfigError> {
+fn bounds(sources: &Sources<'_>) -> Result<(u32, u32), InvalidSetting> {
     let base = Policy::default();
     let min = layer!(sources, min).value.unwrap_or(base.min);
     let max_layer = layer!(sources, max);
     let max = max_layer.value.unwrap_or(base.max);
     if max == 0 {
-        return Err(ConfigError::new(max_layer.name(), "must be at least 1"));
+        return Err(InvalidSetting::new(max_layer.name(), "must be at least 1"));
     }
     if min > max {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             max_layer.name(),
             format!("must be at least min ({min}), is {max}"),
         ));
@@ -602,14 +602,14 @@ fn bounds(sources: &Sources<'_>) -> Result<(u32, u32), ConfigError> {
 /// How many messages a task should have: a fixed `backlog_per_task`, or a
 /// `latency_goal` with the `message_time` and `concurrency` behind it. A binding's own
 /// choice of kind wins over the other kind from the flags or the defaults.
-fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, ConfigError> {
+fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, InvalidSetting> {
     let (entry, flags, defaults) = (sources.entry, sources.flags, sources.defaults);
     let backlog = layer!(sources, backlog_per_task);
     let latency_goal = duration!(sources, latency_goal);
     let message_time = duration!(sources, message_time);
     let concurrency = layer!(sources, concurrency);
     let both = |from: &str| {
-        ConfigError::new(
+        InvalidSetting::new(
             from.to_owned(),
             "give backlog_per_task or latency_goal, not both",
         )
@@ -630,26 +630,29 @@ fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, ConfigError> {
     match (by_latency, latency_goal, backlog.value) {
         (true, Some(goal), _) => {
             let message_time = message_time.ok_or_else(|| {
-                ConfigError::new(
+                InvalidSetting::new(
                     sources.setting("message_time"),
                     "latency_goal needs the time one message takes",
                 )
             })?;
             if goal.is_zero() {
-                return Err(ConfigError::new(
+                return Err(InvalidSetting::new(
                     sources.setting("latency_goal"),
                     "must be more than 0",
                 ));
             }
             if message_time.is_zero() {
-                return Err(ConfigError::new(
+                return Err(InvalidSetting::new(
                     sources.setting("message_time"),
                     "must be more than 0",
                 ));
             }
             let concurrency_value = concurrency.value.unwrap_or(1);
             if concurrency_value == 0 {
-                return Err(ConfigError::new(concurrency.name(), "must be at least 1"));
+                return Err(InvalidSetting::new(
+                    concurrency.name(),
+                    "must be at least 1",
+                ));
             }
             Ok(BacklogTarget::Latency {
                 goal,
@@ -659,7 +662,7 @@ fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, ConfigError> {
         }
         (_, _, Some(per_task)) => {
             if !(per_task.is_finite() && per_task > 0.0) {
-                return Err(ConfigError::new(
+                return Err(InvalidSetting::new(
                     backlog.name(),
                     format!("must be a number above 0, is {per_task}"),
                 ));
@@ -671,10 +674,10 @@ fn sizing(sources: &Sources<'_>) -> Result<BacklogTarget, ConfigError> {
 }
 
 /// How often to read the queue and the target: at least [`MIN_POLL_INTERVAL`].
-fn poll_interval(sources: &Sources<'_>) -> Result<Duration, ConfigError> {
+fn poll_interval(sources: &Sources<'_>) -> Result<Duration, InvalidSetting> {
     let poll_interval = duration!(sources, poll_interval).unwrap_or(DEFAULT_POLL_INTERVAL);
     if poll_interval < MIN_POLL_INTERVAL {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             sources.setting("poll_interval"),
             format!("must be at least {MIN_POLL_INTERVAL:?}, is {poll_interval:?}"),
         ));
@@ -684,27 +687,30 @@ fn poll_interval(sources: &Sources<'_>) -> Result<Duration, ConfigError> {
 
 /// The pace of the policy: when to wake, when and how far to scale in; the bounds and
 /// the sizing are the built-in defaults here, for [`binding`] to fill in.
-fn pace(sources: &Sources<'_>) -> Result<Policy, ConfigError> {
+fn pace(sources: &Sources<'_>) -> Result<Policy, InvalidSetting> {
     let base = Policy::default();
     let scale_in_cooldown = duration!(sources, scale_in_cooldown).unwrap_or(base.scale_in_cooldown);
     let empty_polls = layer!(sources, empty_polls);
     let empty_polls_value = empty_polls.value.unwrap_or(base.empty_polls);
     if empty_polls_value == 0 {
-        return Err(ConfigError::new(empty_polls.name(), "must be at least 1"));
+        return Err(InvalidSetting::new(
+            empty_polls.name(),
+            "must be at least 1",
+        ));
     }
     let max_step = layer!(sources, max_step);
     if max_step.value == Some(0) {
-        return Err(ConfigError::new(max_step.name(), "must be at least 1"));
+        return Err(InvalidSetting::new(max_step.name(), "must be at least 1"));
     }
     let wake_polls = layer!(sources, in_flight_wake_polls);
     let wake_polls_value = wake_polls.value.unwrap_or(base.in_flight_wake_polls);
     if wake_polls_value == 0 {
-        return Err(ConfigError::new(wake_polls.name(), "must be at least 1"));
+        return Err(InvalidSetting::new(wake_polls.name(), "must be at least 1"));
     }
     let tolerance = layer!(sources, tolerance);
     let tolerance_value = tolerance.value.unwrap_or(base.tolerance);
     if !(0.0..1.0).contains(&tolerance_value) {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             tolerance.name(),
             format!("must be at least 0 and below 1, is {tolerance_value}"),
         ));
@@ -729,7 +735,7 @@ fn pace(sources: &Sources<'_>) -> Result<Policy, ConfigError> {
 fn metrics_urls(
     sources: &Sources<'_>,
     target: &TargetConfig,
-) -> Result<(Vec<String>, Option<&'static str>), ConfigError> {
+) -> Result<(Vec<String>, Option<&'static str>), InvalidSetting> {
     let flags = &sources.flags.metrics_urls;
     let (metrics_urls, shared, setting) = match (&sources.entry.metrics_urls, target) {
         (Some(own), _) => (own.clone(), None, sources.setting(METRICS_URLS)),
@@ -750,7 +756,7 @@ fn metrics_urls(
     };
     for url in &metrics_urls {
         if !url.starts_with("http://") {
-            return Err(ConfigError::new(
+            return Err(InvalidSetting::new(
                 setting,
                 format!("{url:?} is not an http:// URL"),
             ));
@@ -766,7 +772,7 @@ fn metrics_port(
     sources: &Sources<'_>,
     target: &TargetConfig,
     metrics_urls: &[String],
-) -> Result<Option<u16>, ConfigError> {
+) -> Result<Option<u16>, InvalidSetting> {
     let port = layer!(sources, metrics_port);
     let Some(value) = port.value else {
         return Ok(None);
@@ -775,16 +781,19 @@ fn metrics_port(
         return Ok(None);
     }
     if value == 0 {
-        return Err(ConfigError::new(port.name(), "must be a port, 1 to 65535"));
+        return Err(InvalidSetting::new(
+            port.name(),
+            "must be a port, 1 to 65535",
+        ));
     }
     if matches!(target, TargetConfig::Local(_)) {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             port.name(),
             "finds the tasks of an ECS service; give local workers' metrics_urls instead",
         ));
     }
     if !metrics_urls.is_empty() {
-        return Err(ConfigError::new(
+        return Err(InvalidSetting::new(
             port.name(),
             "give metrics_urls or metrics_port, not both",
         ));

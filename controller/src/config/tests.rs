@@ -10,7 +10,7 @@ fn cli(args: &[&str]) -> Cli {
     Cli::try_parse_from(argv).expect("valid flags")
 }
 
-fn error(args: &[&str], file: Option<&str>) -> ConfigError {
+fn error(args: &[&str], file: Option<&str>) -> InvalidSetting {
     Config::from_parts(&cli(args), file).expect_err("invalid")
 }
 
@@ -194,7 +194,7 @@ fn every_flag_has_an_environment_fallback() {
 #[test]
 fn a_bad_setting_fails_naming_it() {
     let ecs = ["--queue", "q", "--cluster", "c", "--service", "s"];
-    let cases: Vec<(ConfigError, &str)> = vec![
+    let cases: Vec<(InvalidSetting, &str)> = vec![
         (error(&[], None), "--queue"),
         (error(&["--queue", "q"], None), "--cluster"),
         (
@@ -667,7 +667,7 @@ fn a_bad_job_setting_fails_naming_it() {
         "--job-subnets",
         "subnet-1",
     ];
-    let cases: Vec<(ConfigError, &str)> = vec![
+    let cases: Vec<(InvalidSetting, &str)> = vec![
         (
             error(
                 &[],

@@ -94,7 +94,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: Message) -> impl Future<Output = Outcome> + Send + 'static;
 
     /// Resolves once the handler can take another message. The poller waits for it
-    /// before it takes permits and receives, so a handler that is not ready (a rate
+    /// before it takes slots and receives, so a handler that is not ready (a rate
     /// limit, say) holds receiving back instead of leaving messages received and
     /// waiting. Plain functions are always ready; a [`ServiceHandler`] is ready when
     /// its service is.

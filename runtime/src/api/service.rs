@@ -9,7 +9,7 @@
 //! The engine calls a service one message at a time under a lock (tower's `poll_ready`
 //! then `call`, which need `&mut`), so a service need not be `Clone`; the lock is held
 //! only while the service gets ready and is called, never while its future runs. Before
-//! a poller takes permits it waits for the service to be ready: a layer that holds
+//! a poller takes slots it waits for the service to be ready: a layer that holds
 //! messages back (a rate limit) holds receiving back, and the messages of a receive
 //! that wait for their turn are heartbeated like running ones.
 //!
@@ -131,7 +131,7 @@ impl<S> ServiceHandler<S> {
     }
 
     /// Resolves once no request handed to the service waits for it and the service is
-    /// ready: what the poller waits for before it takes permits. Without the first
+    /// ready: what the poller waits for before it takes slots. Without the first
     /// part, a poller would find the service ready again before the messages it just
     /// received had taken that readiness. A service that fails to get ready is left to
     /// fail the next message, which asks again.

@@ -110,11 +110,11 @@ config_fields! {
     pub struct WorkerConfig {
         /// Handlers running at once, at least 1. Default 16.
         pub concurrency: usize,
-        /// Receive loops, 1 to `concurrency`. Default: one per 10 permits of concurrency,
+        /// Receive loops, 1 to `concurrency`. Default: one per 10 slots of concurrency,
         /// at most 16.
         pub pollers: Option<usize> => Some(usize),
         /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for
-        /// more than the free permits.
+        /// more than the free slots.
         pub batch_size: usize,
         /// Long-poll wait per receive, whole seconds, at most 20 s. Default 20 s.
         pub wait_time: Duration,
@@ -131,8 +131,8 @@ config_fields! {
         /// to 5 min.
         pub retry: RetryPolicy,
         /// How long a partial batch waits to fill: deletes and visibility changes waiting
-        /// for more entries, and, while every permit is in use, a poller waiting for more
-        /// permits to come back before it receives. At most 1 s. Default 5 ms.
+        /// for more entries, and, while every slot is in use, a poller waiting for more
+        /// slots to come back before it receives. At most 1 s. Default 5 ms.
         pub flush_interval: Duration,
         /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
         /// Default 30 s, as on Fargate; set 120 s for Spot tasks.

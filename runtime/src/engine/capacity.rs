@@ -1,4 +1,4 @@
-//! Permits: the bound on handlers in flight.
+//! Slots: the bound on handlers in flight.
 //!
 //! A counter of free slots rather than a `tokio::sync::Semaphore`: pollers take several
 //! slots at once and message tasks hand theirs back with one atomic add, so the hot path
@@ -19,7 +19,7 @@ pub(crate) struct Capacity {
     free: AtomicUsize,
     /// Slots handed to messages (the rest of the taken ones belong to pollers waiting on
     /// a receive).
-    held: AtomicUsize,
+    in_tasks: AtomicUsize,
     /// Tasks waiting in `take` or `all_returned`: a slot handed back wakes them only then,
     /// so the hot path of a busy worker is one atomic add.
     waiting: AtomicUsize,
@@ -35,7 +35,7 @@ impl Capacity {
         Self {
             total,
             free: AtomicUsize::new(total),
-            held: AtomicUsize::new(0),
+            in_tasks: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             groups_waiting: AtomicUsize::new(0),
             returned: Notify::new(),
@@ -119,33 +119,33 @@ impl Capacity {
 
     /// Hands `n` taken slots to messages: each comes back through a [`Slot`].
     pub(crate) fn hand_to_messages(&self, n: usize) {
-        self.held.fetch_add(n, Ordering::Relaxed);
+        self.in_tasks.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// One message handed to a task that keeps its slot (a [`Permit`]) is settled.
+    /// One message handed to a task that keeps its slot (a [`GroupSlot`]) is settled.
     pub(crate) fn message_settled(&self) {
-        self.held.fetch_sub(1, Ordering::Relaxed);
+        self.in_tasks.fetch_sub(1, Ordering::Relaxed);
         if self.waiting.load(Ordering::SeqCst) > 0 {
             self.returned.notify_waiters();
         }
     }
 
-    /// Messages being handled. A long poll on an idle queue holds slots but no message,
+    /// Messages handed to tasks and not yet settled. A long poll on an idle queue holds slots but no message,
     /// so this is not [`in_use`](Self::in_use).
-    pub(crate) fn messages_in_flight(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+    pub(crate) fn messages_in_tasks(&self) -> usize {
+        self.in_tasks.load(Ordering::Relaxed)
     }
 
-    /// Resolves once at most `limit` messages are held.
-    pub(crate) async fn held_at_most(&self, limit: usize) {
-        self.wait_until(|| usize::from(self.messages_in_flight() <= limit))
+    /// Resolves once at most `limit` messages are in tasks.
+    pub(crate) async fn in_tasks_at_most(&self, limit: usize) {
+        self.wait_until(|| usize::from(self.messages_in_tasks() <= limit))
             .await;
     }
 
     /// Resolves once no message is being handled (every slot handed to a message came
     /// back), while pollers may still hold theirs. Only one task may wait here.
     pub(crate) async fn messages_settled(&self) {
-        self.wait_until(|| usize::from(self.messages_in_flight() == 0))
+        self.wait_until(|| usize::from(self.messages_in_tasks() == 0))
             .await;
     }
 
@@ -182,9 +182,9 @@ impl Drop for GroupWaiting<'_> {
 /// handed back when the task ends. Each of its messages is settled with
 /// [`Capacity::message_settled`].
 #[derive(Debug)]
-pub(crate) struct Permit<'a>(pub(crate) &'a Capacity);
+pub(crate) struct GroupSlot<'a>(pub(crate) &'a Capacity);
 
-impl Drop for Permit<'_> {
+impl Drop for GroupSlot<'_> {
     fn drop(&mut self) {
         self.0.give_back(1);
     }
@@ -196,7 +196,7 @@ pub(crate) struct Slot<'a>(pub(crate) &'a Capacity);
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.held.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_tasks.fetch_sub(1, Ordering::Relaxed);
         self.0.give_back(1);
     }
 }

@@ -41,7 +41,7 @@ pub trait Dispatch: Send + Sync + Sized + 'static {
     }
 
     /// Resolves once the handler can take more messages; pollers wait for it before
-    /// they take permits.
+    /// they take slots.
     #[doc(hidden)]
     fn ready(&self) -> impl Future<Output = ()> + Send + '_;
 }

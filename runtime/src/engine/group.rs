@@ -31,7 +31,7 @@ use futures_util::FutureExt;
 use crate::api::handler::{Handler, Outcome};
 use crate::api::message::Message;
 use crate::engine::Shared;
-use crate::engine::capacity::Permit;
+use crate::engine::capacity::GroupSlot;
 use crate::engine::task::{
     Clock, Delivery, Ending, PerMessage, Settled, Verdict, finish, release, start, supervise,
 };
@@ -91,13 +91,13 @@ async fn process_group<H: Handler>(
         return;
     };
     let mut clock = Clock::new(&shared, first.received_at);
-    let permit = if slotted {
-        Some(Permit(&shared.capacity))
+    let slot = if slotted {
+        Some(GroupSlot(&shared.capacity))
     } else {
         wait_for_slot(&shared, &mut deliveries, &mut clock).await
     };
     let mut cause = "shutdown began while the group waited for a slot";
-    if permit.is_some() {
+    if slot.is_some() {
         for message in messages {
             if shared.shutdown.deadlines().is_some() {
                 // Shutdown began: this message and the rest go back unstarted.
@@ -130,7 +130,7 @@ async fn process_group<H: Handler>(
         release(&shared, delivery);
         shared.capacity.message_settled();
     }
-    drop(permit);
+    drop(slot);
 }
 
 /// Waits for a slot, the group's messages heartbeated meanwhile (the wait is no handler
@@ -140,7 +140,7 @@ async fn wait_for_slot<'a, H>(
     shared: &'a Shared<H>,
     deliveries: &mut VecDeque<Delivery>,
     clock: &mut Clock,
-) -> Option<Permit<'a>> {
+) -> Option<GroupSlot<'a>> {
     clock.started = None;
     let slot = async {
         tokio::select! {
@@ -151,7 +151,7 @@ async fn wait_for_slot<'a, H>(
     };
     tokio::pin!(slot);
     match supervise(shared, slot, deliveries.make_contiguous(), clock).await {
-        Ending::Returned(true) => Some(Permit(&shared.capacity)),
+        Ending::Returned(true) => Some(GroupSlot(&shared.capacity)),
         _ => None,
     }
 }

@@ -180,7 +180,7 @@ impl<H: Dispatch> Engine<H> {
         let protection = protection.map(|protection| {
             let shared = Arc::clone(&shared);
             let stop = protection_stop.clone();
-            tokio::spawn(protection.run(move || shared.capacity.messages_in_flight(), stop))
+            tokio::spawn(protection.run(move || shared.capacity.messages_in_tasks(), stop))
         });
         Ok(Self {
             started,

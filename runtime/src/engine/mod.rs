@@ -1,5 +1,5 @@
 //! The engine: pollers that receive only what they can start, one task per message, and
-//! a settle loop that batches deletes and visibility changes.
+//! the settler, which batches their deletes and visibility changes.
 //!
 //! Its public items are the machinery that appears in the types of
 //! [`Worker`](crate::Worker) and [`WorkerSpec`](crate::WorkerSpec): how handlers are
@@ -7,7 +7,7 @@
 //! wrap them ([`Wrap`]) and the boxed handlers of a spec. User code names them rarely
 //! and implements none of them.
 //!
-//! Permits bound the handlers in flight. A poller first takes one permit (waiting if all
+//! Slots bound the handlers in flight. A poller first takes one slot (waiting if all
 //! are in use), then as many more as are free, up to the batch size, and asks the queue
 //! for that many messages: a message is never received that cannot start at once, so no
 //! received message waits while its visibility clock runs. Each message runs in its own
@@ -80,7 +80,7 @@ impl<H> Shared<H> {
         // A message counts in the capacity until its task has handed it to the settler,
         // so it is never missing from both (it may be in both for a moment).
         self.capacity
-            .messages_in_flight()
+            .messages_in_tasks()
             .saturating_add(self.settler.holding())
     }
 
@@ -88,6 +88,6 @@ impl<H> Shared<H> {
     /// behind its group, sending its continuation) and no delete or visibility change
     /// unsent. A retry still unsent would make its message visible again.
     pub(crate) fn holds_nothing(&self) -> bool {
-        self.capacity.messages_in_flight() == 0 && self.settler.is_idle()
+        self.capacity.messages_in_tasks() == 0 && self.settler.is_idle()
     }
 }

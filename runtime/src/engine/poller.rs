@@ -46,7 +46,7 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Opt
         turn = shared.poller_turn.lock() => turn,
     };
     // A handler that is not ready (a layer's rate limit, say) holds receiving back here,
-    // before any permit is taken.
+    // before any slot is taken.
     tokio::select! {
         biased;
         () = shared.shutdown.stopping() => return None,
@@ -57,7 +57,7 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Opt
             biased;
             () = shared.shutdown.stopping() => None,
             taken = async {
-                shared.capacity.held_at_most(group_room(shared)).await;
+                shared.capacity.in_tasks_at_most(group_room(shared)).await;
                 shared.capacity.take(batch).await
             } => Some(taken),
         };
@@ -75,7 +75,7 @@ async fn take_slots<H: Dispatch>(shared: &Shared<H>, serial_groups: bool) -> Opt
 /// receive kept them waking each other on one thread while the others parked.
 fn group_slots_now<H: Dispatch>(shared: &Shared<H>, batch: usize) -> Option<usize> {
     if shared.shutdown.deadlines().is_some()
-        || shared.capacity.messages_in_flight() > group_room(shared)
+        || shared.capacity.messages_in_tasks() > group_room(shared)
     {
         return None;
     }

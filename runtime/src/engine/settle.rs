@@ -83,11 +83,11 @@ pub(crate) struct Settler {
     change_call_ended: Notify,
     /// When [`close`](Self::close) was first called.
     closed_at: std::sync::OnceLock<Instant>,
-    /// Entries handed to batch calls and not yet settled: deletes, visibility changes.
-    unsettled: [AtomicU64; 2],
+    /// Entries handed to batch calls and not yet finished (applied, or given up): deletes, visibility changes.
+    unfinished: [AtomicU64; 2],
     /// Retries and releases not yet applied or given up: each pending one carries a
     /// [`Holding`] of this count. (Deletes need none: they are never superseded, so the
-    /// pending batch and `unsettled` count them exactly.)
+    /// pending batch and `unfinished` count them exactly.)
     holding: Arc<AtomicUsize>,
     /// Set by [`abandon`](Settler::abandon): what a call in flight answers later is not
     /// counted again (it was counted as failed).
@@ -275,7 +275,7 @@ impl Settler {
             flush_deletes: Notify::new(),
             change_call_ended: Notify::new(),
             closed_at: std::sync::OnceLock::new(),
-            unsettled: [AtomicU64::new(0), AtomicU64::new(0)],
+            unfinished: [AtomicU64::new(0), AtomicU64::new(0)],
             holding: Arc::new(AtomicUsize::new(0)),
             abandoned: AtomicBool::new(false),
             closed: CancellationToken::new(),
@@ -455,23 +455,23 @@ impl Settler {
     }
 
     /// Whether nothing is left to send: no entry gathering for a batch, and none in a
-    /// batch call not yet settled.
+    /// batch call not yet finished.
     pub(crate) fn is_idle(&self) -> bool {
         let pending = self.lock();
         pending.deletes.entries.is_empty()
             && pending.changes.entries.is_empty()
             && self
-                .unsettled
+                .unfinished
                 .iter()
                 .all(|entries| entries.load(Ordering::Acquire) == 0)
     }
 
-    /// Counts every entry not yet settled as failed: the worker gives up on them (its
+    /// Counts every entry not yet finished as failed: the worker gives up on them (its
     /// stop timeout is at hand). Their messages will be received again.
     pub(crate) fn abandon(&self) {
         self.abandoned.store(true, Ordering::Release);
-        let deletes = self.unsettled[0].swap(0, Ordering::AcqRel);
-        let changes = self.unsettled[1].swap(0, Ordering::AcqRel);
+        let deletes = self.unfinished[0].swap(0, Ordering::AcqRel);
+        let changes = self.unfinished[1].swap(0, Ordering::AcqRel);
         Counters::add(&self.counters.delete_failed, deletes);
         Counters::add(&self.counters.visibility_failed, changes);
         if deletes + changes > 0 {
@@ -483,7 +483,7 @@ impl Settler {
         }
     }
 
-    /// A change call ended: `done[i]` tells whether change `i` is settled (applied, or
+    /// A change call ended: `done[i]` tells whether change `i` is done (applied, or
     /// given up) rather than to be sent again.
     fn unclaim(self: &Arc<Self>, changes: &[Change], done: &[bool]) {
         let mut resends = Vec::new();
@@ -538,7 +538,7 @@ impl Settler {
     pub(crate) fn holding(&self) -> usize {
         let pending_deletes = self.lock().deletes.entries.len();
         let deletes =
-            usize::try_from(self.unsettled[0].load(Ordering::Acquire)).unwrap_or(usize::MAX);
+            usize::try_from(self.unfinished[0].load(Ordering::Acquire)).unwrap_or(usize::MAX);
         pending_deletes
             .saturating_add(deletes)
             .saturating_add(self.holding.load(Ordering::Relaxed))
@@ -570,7 +570,7 @@ impl Settler {
     /// sent before the lock is let go, so they are always counted in one place or the
     /// other.
     fn send(self: &Arc<Self>, batch: Batch) {
-        self.unsettled[batch.kind()].fetch_add(batch.len() as u64, Ordering::AcqRel);
+        self.unfinished[batch.kind()].fetch_add(batch.len() as u64, Ordering::AcqRel);
         self.calls.spawn(batch.send(Arc::clone(self)));
     }
 
@@ -616,7 +616,7 @@ enum Batch {
 }
 
 impl Batch {
-    /// The index of this batch's kind in [`Settler::unsettled`].
+    /// The index of this batch's kind in [`Settler::unfinished`].
     fn kind(&self) -> usize {
         match self {
             Self::Delete(..) => 0,
@@ -705,7 +705,7 @@ impl Batch {
         let mut accounted = self.len();
         let kind = self.kind();
         self.attempts(&settler, &mut accounted).await;
-        settler.unsettled[kind]
+        settler.unfinished[kind]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
                 Some(left.saturating_sub(accounted as u64))
             })
@@ -1214,7 +1214,7 @@ mod tests {
         assert_eq!(
             counters.visibility_failed.load(Ordering::Relaxed),
             2,
-            "both unanswered changes are counted as failed"
+            "both unfinished changes are counted as failed"
         );
     }
 }

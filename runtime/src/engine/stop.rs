@@ -45,7 +45,7 @@ async fn let_handlers_finish(
     hurry: Pin<&mut impl Future>,
 ) -> bool {
     tracing::info!(
-        in_flight = parts.capacity.messages_in_flight(),
+        in_flight = parts.capacity.messages_in_tasks(),
         grace = ?deadlines.grace - deadlines.began,
         "shutdown: receiving stopped, waiting for running handlers"
     );
@@ -65,7 +65,7 @@ async fn let_handlers_finish(
 /// that blocks its thread cannot be dropped and is given up.
 async fn release_running(contract: &Contract, parts: Parts<'_>, deadlines: &Deadlines) {
     tracing::warn!(
-        in_flight = parts.capacity.messages_in_flight(),
+        in_flight = parts.capacity.messages_in_tasks(),
         "shutdown: releasing the messages of running handlers"
     );
     contract.give_up_handlers();
@@ -75,7 +75,7 @@ async fn release_running(contract: &Contract, parts: Parts<'_>, deadlines: &Dead
         .is_err()
     {
         tracing::error!(
-            stuck = parts.capacity.messages_in_flight(),
+            stuck = parts.capacity.messages_in_tasks(),
             "shutdown: handlers did not stop; their messages stay invisible until their \
              visibility timeout"
         );

@@ -106,7 +106,7 @@ impl<L> WorkerBuilder<L> {
     /// layer added is the outermost, as with `ServiceBuilder`.
     ///
     /// A layer that is not ready holds receiving back: pollers wait for the service to
-    /// be ready before they take permits, so a rate limit of N messages a second keeps
+    /// be ready before they take slots, so a rate limit of N messages a second keeps
     /// the worker to N a second without messages piling up received and waiting (the
     /// few of one receive that wait for their turn are heartbeated). A layer's error
     /// (tower's `Elapsed`, say) fails the message.

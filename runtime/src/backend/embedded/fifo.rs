@@ -148,11 +148,11 @@ impl Fifo {
     }
 }
 
-/// One message of a group: its slot, and its sequence number, which tells the entry of
-/// a live message from one whose message is gone (and whose slot may hold another).
+/// One message of a group: its index, and its sequence number, which tells the entry of
+/// a live message from one whose message is gone (and whose index may hold another).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
-    pub(super) slot: usize,
+    pub(super) index: usize,
     pub(super) sequence: u64,
 }
 
@@ -316,7 +316,7 @@ impl Deduplication {
 /// One message a receive handed out: enough to hand it out again unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Handed {
-    pub(super) slot: usize,
+    pub(super) index: usize,
     /// The receive's token: the receipt handle stays the same.
     pub(super) token: u64,
     /// The message's stamp after the receive; any change since gives it a new one.
@@ -376,10 +376,10 @@ mod tests {
         Arc::from(name)
     }
 
-    fn entry(slot: usize) -> Entry {
+    fn entry(index: usize) -> Entry {
         Entry {
-            slot,
-            sequence: slot as u64,
+            index,
+            sequence: index as u64,
         }
     }
 
@@ -445,7 +445,7 @@ mod tests {
         let start = Instant::now();
         let id = ReceiveAttemptId::random();
         let handed = vec![Handed {
-            slot: 0,
+            index: 0,
             token: 1,
             stamp: 1,
         }];

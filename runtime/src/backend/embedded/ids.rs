@@ -2,15 +2,15 @@
 //!
 //! Both are rendered from numbers the store already holds, so neither needs a lookup
 //! table: a message id from the queue it was first sent to and a sequence number, a
-//! receipt handle from the queue, the message's slot in the store and the token of one
+//! receipt handle from the queue, the message's index in the store and the token of one
 //! receive. Tokens are never reused within a queue, which is what makes an old handle
-//! stale once the message is received again, deleted, or its slot reused.
+//! stale once the message is received again, deleted, or its index reused.
 
 use std::sync::Arc;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Hex digits in a receipt handle: queue id (8), slot (16), receive token (16).
+/// Hex digits in a receipt handle: queue id (8), index (16), receive token (16).
 const HANDLE_LEN: usize = 8 + 16 + 16;
 
 /// The id of a message, stable across receives and kept when the message is moved to
@@ -45,13 +45,13 @@ impl MessageId {
     }
 }
 
-/// What a receipt handle names: one receive of the message in one slot of one queue.
+/// What a receipt handle names: one receive of the message in one index of one queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct HandleParts {
     /// The queue that handed out the handle.
     pub(super) queue: u32,
-    /// The message's slot in that queue's store.
-    pub(super) slot: usize,
+    /// The message's index in that queue's store.
+    pub(super) index: usize,
     /// The token of the receive; the handle is current while the message holds it.
     pub(super) token: u64,
 }
@@ -61,7 +61,7 @@ impl HandleParts {
     pub(super) fn render(self) -> Arc<str> {
         let mut buf = [0_u8; HANDLE_LEN];
         write_hex(&mut buf[..8], u64::from(self.queue));
-        write_hex(&mut buf[8..24], self.slot as u64);
+        write_hex(&mut buf[8..24], self.index as u64);
         write_hex(&mut buf[24..], self.token);
         // Every byte is an ASCII hex digit, so the lossy branch is never taken; it only
         // spares a panic path. Going through `&str` makes this the one allocation.
@@ -78,9 +78,13 @@ impl HandleParts {
             return None;
         }
         let queue = u32::try_from(read_hex(&bytes[..8])?).ok()?;
-        let slot = usize::try_from(read_hex(&bytes[8..24])?).ok()?;
+        let index = usize::try_from(read_hex(&bytes[8..24])?).ok()?;
         let token = read_hex(&bytes[24..])?;
-        Some(Self { queue, slot, token })
+        Some(Self {
+            queue,
+            index,
+            token,
+        })
     }
 }
 
@@ -121,7 +125,7 @@ mod tests {
     fn handle_round_trips() {
         let parts = HandleParts {
             queue: 7,
-            slot: 123_456,
+            index: 123_456,
             token: u64::MAX - 1,
         };
         let handle = parts.render();
@@ -133,7 +137,7 @@ mod tests {
     fn foreign_strings_are_not_handles() {
         let valid = HandleParts {
             queue: 1,
-            slot: 2,
+            index: 2,
             token: 3,
         }
         .render();

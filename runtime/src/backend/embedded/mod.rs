@@ -31,7 +31,7 @@ use crate::backend::SendMessage;
 
 use self::checks::invalid_parameter;
 use self::ids::{HandleParts, MessageId};
-use self::store::{ChangeError, Delivery, Message, NewMessage, Store, UserAttributes};
+use self::store::{ChangeError, HandedOut, NewMessage, Store, StoredMessage, UserAttributes};
 use crate::backend::{
     Backend, EntryError, EntryErrorKind, EntryResult, MAX_BATCH, MAX_VISIBILITY, MAX_WAIT,
     MessageAttribute, QueueAttributes, ReceiptHandle, ReceiveAttemptId, ReceiveRequest,
@@ -574,12 +574,12 @@ impl Inner {
         }
     }
 
-    fn accept_dead_letters(&self, messages: Vec<Message>) {
+    fn accept_dead_letters(&self, messages: Vec<StoredMessage>) {
         self.lock().accept_dead_letters(messages);
         self.wake();
     }
 
-    fn deliver(&self, delivery: Delivery) -> ReceivedMessage {
+    fn deliver(&self, delivery: HandedOut) -> ReceivedMessage {
         // Cloning a prebuilt map copies its table without hashing a key again; only the
         // values differ per message. Hashing four keys was a tenth of a receive's cost.
         let mut attributes = self.attribute_template.clone();
@@ -600,7 +600,7 @@ impl Inner {
         }
         let handle = HandleParts {
             queue: self.id,
-            slot: delivery.slot,
+            index: delivery.index,
             token: delivery.token,
         };
         ReceivedMessage {
@@ -724,7 +724,7 @@ impl Backend for EmbeddedQueue {
         let mut results = Vec::with_capacity(handles.len());
         // Deleted messages are dropped after the lock is released: freeing their bodies
         // is work other callers need not wait for.
-        let mut deleted: [Option<Message>; MAX_BATCH] = Default::default();
+        let mut deleted: [Option<StoredMessage>; MAX_BATCH] = Default::default();
         {
             let mut store = inner.lock();
             store.stats.delete_batch_calls += 1;
@@ -736,7 +736,7 @@ impl Backend for EmbeddedQueue {
                 }
                 *removed = inner
                     .locate(handle)
-                    .and_then(|parts| store.delete(now, parts.slot, parts.token));
+                    .and_then(|parts| store.delete(now, parts.index, parts.token));
                 results.push(match removed {
                     Some(_) => Ok(()),
                     None => Err(invalid_receipt_handle()),
@@ -781,7 +781,7 @@ impl Backend for EmbeddedQueue {
                     continue;
                 };
                 results.push(
-                    match store.change_visibility(now, parts.slot, parts.token, timeout) {
+                    match store.change_visibility(now, parts.index, parts.token, timeout) {
                         Ok(woke) => {
                             wake |= woke;
                             Ok(())
@@ -833,7 +833,7 @@ impl Backend for EmbeddedQueue {
 }
 
 /// A FIFO system attribute of a delivery; empty for a message without a tag.
-fn fifo_attribute(delivery: &Delivery, value: impl FnOnce(&fifo::Tag) -> String) -> String {
+fn fifo_attribute(delivery: &HandedOut, value: impl FnOnce(&fifo::Tag) -> String) -> String {
     delivery.fifo.as_deref().map(value).unwrap_or_default()
 }
 

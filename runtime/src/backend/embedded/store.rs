@@ -1,7 +1,7 @@
 //! The message store of one embedded queue: the SQS state machine, without locks,
 //! clocks or async. The queue holds it behind one mutex and passes `now` in.
 //!
-//! A message is delayed, visible, or in flight. Messages live in a slab (`slots`, with
+//! A message is delayed, visible, or in flight. Messages live in a slab (`entries`, with
 //! a free list); two indexes point into it: `ready`, the visible messages oldest first,
 //! and `timers`, a min-heap of the deadlines of delayed and in-flight messages. Every
 //! state change gives the message a fresh `stamp`; an index entry whose stamp no longer
@@ -11,7 +11,7 @@
 //!
 //! A FIFO queue leaves `ready` empty: its visible messages are ordered by their groups
 //! (see [`super::fifo`]), and its receives serve groups instead (`store/fifo.rs`).
-//! Everything else is shared: states, slots, timers, stamps, counts.
+//! Everything else is shared: states, entries, timers, stamps, counts.
 
 mod fifo;
 
@@ -47,7 +47,7 @@ pub(super) struct NewMessage {
 }
 
 /// A message held by the store.
-pub(super) struct Message {
+pub(super) struct StoredMessage {
     id: MessageId,
     body: Arc<str>,
     attributes: UserAttributes,
@@ -80,14 +80,14 @@ enum State {
 
 /// What a receive takes out of the store to build a
 /// [`ReceivedMessage`](crate::backend::ReceivedMessage) after the lock is released.
-pub(super) struct Delivery {
+pub(super) struct HandedOut {
     pub(super) id: MessageId,
     pub(super) body: Arc<str>,
     pub(super) attributes: UserAttributes,
     pub(super) sent_at_ms: u64,
     pub(super) first_received_at_ms: u64,
     pub(super) receive_count: u32,
-    pub(super) slot: usize,
+    pub(super) index: usize,
     pub(super) token: u64,
     pub(super) fifo: Option<Arc<Tag>>,
 }
@@ -107,9 +107,9 @@ type Timer = Reverse<(Instant, u64, usize)>;
 /// The state machine. See the module docs.
 #[derive(Default)]
 pub(super) struct Store {
-    slots: Vec<Option<Message>>,
+    entries: Vec<Option<StoredMessage>>,
     free: Vec<usize>,
-    /// `(slot, stamp)` of visible messages, in the order they became visible.
+    /// `(index, stamp)` of visible messages, in the order they became visible.
     ready: VecDeque<(usize, u64)>,
     timers: BinaryHeap<Timer>,
     /// The last stamp handed out; stamps double as receive tokens, so neither repeats.
@@ -152,7 +152,7 @@ impl Store {
                 .record(now, &send.deduplication_id, message.id);
             fifo.tag(send.group, send.deduplication_id)
         });
-        let slot = self.insert(Message {
+        let index = self.insert(StoredMessage {
             id: message.id,
             body: message.body,
             attributes: message.attributes,
@@ -164,18 +164,18 @@ impl Store {
             state,
             fifo: tag.clone(),
         });
-        self.join_group(tag.as_ref(), slot, deadline.is_none());
+        self.join_group(tag.as_ref(), index, deadline.is_none());
         match deadline {
             None => {
                 self.counts.visible += 1;
                 if self.fifo.is_none() {
-                    self.ready.push_back((slot, stamp));
+                    self.ready.push_back((index, stamp));
                 }
                 true
             }
             Some(deadline) => {
                 self.counts.delayed += 1;
-                self.schedule(deadline, stamp, slot)
+                self.schedule(deadline, stamp, index)
             }
         }
     }
@@ -195,8 +195,8 @@ impl Store {
         visibility: Duration,
         max_receive_count: Option<u32>,
         attempt: Option<ReceiveAttemptId>,
-        out: &mut Vec<Delivery>,
-        dead_letters: &mut Vec<Message>,
+        out: &mut Vec<HandedOut>,
+        dead_letters: &mut Vec<StoredMessage>,
     ) -> bool {
         if self.fifo.is_some() {
             return self.receive_fifo(
@@ -213,14 +213,14 @@ impl Store {
         self.promote(now);
         let mut wake = false;
         while out.len() < max {
-            let Some((slot, stamp)) = self.ready.pop_front() else {
+            let Some((index, stamp)) = self.ready.pop_front() else {
                 break;
             };
-            let Some(message) = live_mut(&mut self.slots, slot, stamp) else {
+            let Some(message) = live_mut(&mut self.entries, index, stamp) else {
                 continue;
             };
             if max_receive_count.is_some_and(|max| message.receive_count >= max) {
-                if let Some(message) = self.remove(slot) {
+                if let Some(message) = self.remove(index) {
                     self.counts.visible -= 1;
                     self.stats.messages_dead_lettered += 1;
                     dead_letters.push(message);
@@ -230,10 +230,10 @@ impl Store {
             self.last_stamp += 1;
             let token = self.last_stamp;
             hand_out(message, token, now, now_ms);
-            out.push(delivery(message, slot, token));
+            out.push(delivery(message, index, token));
             self.counts.visible -= 1;
             self.counts.not_visible += 1;
-            wake |= self.schedule(now + visibility, token, slot);
+            wake |= self.schedule(now + visibility, token, index);
         }
         self.stats.messages_received += out.len() as u64;
         self.compact_ready();
@@ -244,7 +244,7 @@ impl Store {
     /// their id, body, attributes and sent time, and a fresh receive count. On a FIFO
     /// queue they keep their group and deduplication id, in the order they came, with
     /// sequence numbers of this queue.
-    pub(super) fn accept_dead_letters(&mut self, messages: Vec<Message>) {
+    pub(super) fn accept_dead_letters(&mut self, messages: Vec<StoredMessage>) {
         for message in messages {
             let stamp = self.next_stamp();
             let tag = self.fifo.as_mut().map(|fifo| {
@@ -257,7 +257,7 @@ impl Store {
                 };
                 fifo.tag(group, deduplication_id)
             });
-            let slot = self.insert(Message {
+            let index = self.insert(StoredMessage {
                 first_received_at_ms: 0,
                 receive_count: 0,
                 receipt: None,
@@ -267,19 +267,24 @@ impl Store {
                 ..message
             });
             self.counts.visible += 1;
-            self.join_group(tag.as_ref(), slot, true);
+            self.join_group(tag.as_ref(), index, true);
             if self.fifo.is_none() {
-                self.ready.push_back((slot, stamp));
+                self.ready.push_back((index, stamp));
             }
         }
     }
 
     /// Deletes the message if `token` is its current receive; returns it so the caller
     /// can drop it (and free its body) after releasing the lock.
-    pub(super) fn delete(&mut self, now: Instant, slot: usize, token: u64) -> Option<Message> {
+    pub(super) fn delete(
+        &mut self,
+        now: Instant,
+        index: usize,
+        token: u64,
+    ) -> Option<StoredMessage> {
         self.promote(now);
-        self.current(slot, token)?;
-        let message = self.remove(slot)?;
+        self.current(index, token)?;
+        let message = self.remove(index)?;
         match message.state {
             State::Visible => self.counts.visible -= 1,
             State::InFlight => self.counts.not_visible -= 1,
@@ -300,19 +305,19 @@ impl Store {
     pub(super) fn change_visibility(
         &mut self,
         now: Instant,
-        slot: usize,
+        index: usize,
         token: u64,
         timeout: Duration,
     ) -> Result<bool, ChangeError> {
         self.promote(now);
         let receipt = self
-            .current(slot, token)
+            .current(index, token)
             .ok_or(ChangeError::InvalidHandle)?;
         if now.saturating_duration_since(receipt.at) + timeout > MAX_VISIBILITY {
             return Err(ChangeError::PastCap);
         }
         let stamp = self.next_stamp();
-        let Some(message) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(message) = self.entries.get_mut(index).and_then(Option::as_mut) else {
             return Err(ChangeError::InvalidHandle);
         };
         let was = message.state;
@@ -330,7 +335,7 @@ impl Store {
                 &mut self.ready,
                 &mut self.fifo,
                 message,
-                slot,
+                index,
                 was_in_flight,
             );
             true
@@ -340,7 +345,7 @@ impl Store {
             if let (Some(fifo), Some(tag), State::Visible) = (&mut self.fifo, &message.fifo, was) {
                 fifo.groups.hidden(&tag.group);
             }
-            self.schedule(now + timeout, stamp, slot)
+            self.schedule(now + timeout, stamp, index)
         };
         self.compact_timers();
         self.compact_ready();
@@ -356,8 +361,8 @@ impl Store {
     /// The earliest deadline at which a message may become visible.
     pub(super) fn next_deadline(&mut self) -> Option<Instant> {
         // Drop stale tops so a long poll does not wake for a message already deleted.
-        while let Some(&Reverse((at, stamp, slot))) = self.timers.peek() {
-            if is_live(&self.slots, slot, stamp) {
+        while let Some(&Reverse((at, stamp, index))) = self.timers.peek() {
+            if is_live(&self.entries, index, stamp) {
                 return Some(at);
             }
             self.timers.pop();
@@ -367,12 +372,12 @@ impl Store {
 
     /// Makes every message whose delay or visibility timeout has passed visible.
     fn promote(&mut self, now: Instant) {
-        while let Some(&Reverse((at, stamp, slot))) = self.timers.peek() {
+        while let Some(&Reverse((at, stamp, index))) = self.timers.peek() {
             if at > now {
                 break;
             }
             self.timers.pop();
-            let Some(message) = live_mut(&mut self.slots, slot, stamp) else {
+            let Some(message) = live_mut(&mut self.entries, index, stamp) else {
                 continue;
             };
             self.last_stamp += 1;
@@ -392,27 +397,27 @@ impl Store {
                 &mut self.ready,
                 &mut self.fifo,
                 message,
-                slot,
+                index,
                 was_in_flight,
             );
         }
     }
 
     /// On a FIFO queue, lists a message that just entered the store in its group.
-    fn join_group(&mut self, tag: Option<&Arc<Tag>>, slot: usize, visible: bool) {
+    fn join_group(&mut self, tag: Option<&Arc<Tag>>, index: usize, visible: bool) {
         if let (Some(fifo), Some(tag)) = (&mut self.fifo, tag) {
             let entry = Entry {
-                slot,
+                index,
                 sequence: tag.sequence,
             };
             fifo.groups.add(&tag.group, entry, visible);
         }
     }
 
-    /// The receipt of the message in `slot` if `token` is its current receive.
-    fn current(&self, slot: usize, token: u64) -> Option<Receipt> {
-        self.slots
-            .get(slot)
+    /// The receipt of the message in `index` if `token` is its current receive.
+    fn current(&self, index: usize, token: u64) -> Option<Receipt> {
+        self.entries
+            .get(index)
             .and_then(Option::as_ref)
             .and_then(|message| message.receipt)
             .filter(|receipt| receipt.token == token)
@@ -420,12 +425,12 @@ impl Store {
 
     /// Adds a deadline; returns whether it is now the earliest, which a long poll
     /// sleeping until the previous earliest would otherwise miss.
-    fn schedule(&mut self, at: Instant, stamp: u64, slot: usize) -> bool {
+    fn schedule(&mut self, at: Instant, stamp: u64, index: usize) -> bool {
         let earliest = self
             .timers
             .peek()
             .is_none_or(|&Reverse((first, _, _))| at < first);
-        self.timers.push(Reverse((at, stamp, slot)));
+        self.timers.push(Reverse((at, stamp, index)));
         earliest
     }
 
@@ -434,28 +439,28 @@ impl Store {
         self.last_stamp
     }
 
-    fn insert(&mut self, message: Message) -> usize {
+    fn insert(&mut self, message: StoredMessage) -> usize {
         match self.free.pop() {
-            Some(slot) => {
-                if let Some(free) = self.slots.get_mut(slot) {
+            Some(index) => {
+                if let Some(free) = self.entries.get_mut(index) {
                     *free = Some(message);
-                    return slot;
+                    return index;
                 }
-                // The free list only holds slots below `slots.len()`; if that ever broke,
+                // The free list only holds entries below `entries.len()`; if that ever broke,
                 // appending still stores the message correctly.
-                self.slots.push(Some(message));
-                self.slots.len() - 1
+                self.entries.push(Some(message));
+                self.entries.len() - 1
             }
             None => {
-                self.slots.push(Some(message));
-                self.slots.len() - 1
+                self.entries.push(Some(message));
+                self.entries.len() - 1
             }
         }
     }
 
-    fn remove(&mut self, slot: usize) -> Option<Message> {
-        let message = self.slots.get_mut(slot)?.take()?;
-        self.free.push(slot);
+    fn remove(&mut self, index: usize) -> Option<StoredMessage> {
+        let message = self.entries.get_mut(index)?.take()?;
+        self.free.push(index);
         Some(message)
     }
 
@@ -465,9 +470,9 @@ impl Store {
     fn compact_timers(&mut self) {
         let live = (self.counts.not_visible + self.counts.delayed) as usize;
         if self.timers.len() > 2 * live + COMPACT_SLACK {
-            let slots = &self.slots;
+            let entries = &self.entries;
             self.timers
-                .retain(|&Reverse((_, stamp, slot))| is_live(slots, slot, stamp));
+                .retain(|&Reverse((_, stamp, index))| is_live(entries, index, stamp));
         }
     }
 
@@ -476,9 +481,9 @@ impl Store {
     fn compact_ready(&mut self) {
         let live = self.counts.visible as usize;
         if self.ready.len() > 2 * live + COMPACT_SLACK {
-            let slots = &self.slots;
+            let entries = &self.entries;
             self.ready
-                .retain(|&(slot, stamp)| is_live(slots, slot, stamp));
+                .retain(|&(index, stamp)| is_live(entries, index, stamp));
         }
     }
 
@@ -494,18 +499,18 @@ impl Store {
 fn made_visible(
     ready: &mut VecDeque<(usize, u64)>,
     fifo: &mut Option<Fifo>,
-    message: &Message,
-    slot: usize,
+    message: &StoredMessage,
+    index: usize,
     was_in_flight: bool,
 ) {
     match (fifo, &message.fifo) {
         (Some(fifo), Some(tag)) => fifo.groups.became_visible(&tag.group, was_in_flight),
-        _ => ready.push_back((slot, message.stamp)),
+        _ => ready.push_back((index, message.stamp)),
     }
 }
 
 /// Moves a visible message in flight under a new receive.
-fn hand_out(message: &mut Message, token: u64, now: Instant, now_ms: u64) {
+fn hand_out(message: &mut StoredMessage, token: u64, now: Instant, now_ms: u64) {
     message.receive_count = message.receive_count.saturating_add(1);
     if message.receipt.is_none() {
         message.first_received_at_ms = now_ms;
@@ -515,34 +520,38 @@ fn hand_out(message: &mut Message, token: u64, now: Instant, now_ms: u64) {
     message.state = State::InFlight;
 }
 
-/// What a receive of the message in `slot` under `token` hands out.
-fn delivery(message: &Message, slot: usize, token: u64) -> Delivery {
-    Delivery {
+/// What a receive of the message in `index` under `token` hands out.
+fn delivery(message: &StoredMessage, index: usize, token: u64) -> HandedOut {
+    HandedOut {
         id: message.id,
         body: Arc::clone(&message.body),
         attributes: message.attributes.clone(),
         sent_at_ms: message.sent_at_ms,
         first_received_at_ms: message.first_received_at_ms,
         receive_count: message.receive_count,
-        slot,
+        index,
         token,
         fifo: message.fifo.clone(),
     }
 }
 
-/// The message in `slot` if the index entry with `stamp` still describes it. A free
+/// The message in `index` if the index entry with `stamp` still describes it. A free
 /// function over the slab, so callers can still update the store's other fields.
-fn live_mut(slots: &mut [Option<Message>], slot: usize, stamp: u64) -> Option<&mut Message> {
-    slots
-        .get_mut(slot)
+fn live_mut(
+    entries: &mut [Option<StoredMessage>],
+    index: usize,
+    stamp: u64,
+) -> Option<&mut StoredMessage> {
+    entries
+        .get_mut(index)
         .and_then(Option::as_mut)
         .filter(|message| message.stamp == stamp)
 }
 
-/// Whether the index entry with `stamp` still describes the message in `slot`.
-fn is_live(slots: &[Option<Message>], slot: usize, stamp: u64) -> bool {
-    slots
-        .get(slot)
+/// Whether the index entry with `stamp` still describes the message in `index`.
+fn is_live(entries: &[Option<StoredMessage>], index: usize, stamp: u64) -> bool {
+    entries
+        .get(index)
         .and_then(Option::as_ref)
         .is_some_and(|message| message.stamp == stamp)
 }
@@ -566,7 +575,7 @@ mod tests {
         }
     }
 
-    fn receive(store: &mut Store, now: Instant, max: usize, visibility: u64) -> Vec<Delivery> {
+    fn receive(store: &mut Store, now: Instant, max: usize, visibility: u64) -> Vec<HandedOut> {
         let mut out = Vec::new();
         let mut dead = Vec::new();
         store.receive(
@@ -590,7 +599,7 @@ mod tests {
         for seq in 0..rounds as u64 {
             store.push(message(seq, Duration::ZERO), now);
             for delivery in receive(&mut store, now, 1, 30) {
-                assert!(store.delete(now, delivery.slot, delivery.token).is_some());
+                assert!(store.delete(now, delivery.index, delivery.token).is_some());
             }
         }
         let (ready, timers) = store.index_sizes();
@@ -619,7 +628,7 @@ mod tests {
             for delivery in &held {
                 let hide = store.change_visibility(
                     now,
-                    delivery.slot,
+                    delivery.index,
                     delivery.token,
                     Duration::from_secs(0),
                 );
@@ -643,14 +652,14 @@ mod tests {
         let [old] = first.as_slice() else {
             panic!("expected one delivery");
         };
-        assert!(store.delete(now, old.slot, old.token).is_some());
+        assert!(store.delete(now, old.index, old.token).is_some());
         store.push(message(2, Duration::ZERO), now);
         let second = receive(&mut store, now, 1, 30);
         let [new] = second.as_slice() else {
             panic!("expected one delivery");
         };
-        assert_eq!(new.slot, old.slot, "the test relies on slot reuse");
-        assert!(store.delete(now, old.slot, old.token).is_none());
+        assert_eq!(new.index, old.index, "the test relies on index reuse");
+        assert!(store.delete(now, old.index, old.token).is_none());
         assert_eq!(store.counts(now).not_visible, 1);
     }
 }

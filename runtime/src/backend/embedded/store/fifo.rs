@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Delivery, Message, State, Store, delivery, hand_out};
+use super::{HandedOut, State, Store, StoredMessage, delivery, hand_out};
 use crate::backend::embedded::fifo::Handed;
 use crate::backend::{MAX_VISIBILITY, ReceiveAttemptId};
 
@@ -25,8 +25,8 @@ impl Store {
         visibility: Duration,
         max_receive_count: Option<u32>,
         attempt: Option<ReceiveAttemptId>,
-        out: &mut Vec<Delivery>,
-        dead_letters: &mut Vec<Message>,
+        out: &mut Vec<HandedOut>,
+        dead_letters: &mut Vec<StoredMessage>,
     ) -> bool {
         self.promote(now);
         let replayed = attempt.and_then(|id| self.replay(now, id, visibility, out));
@@ -48,7 +48,7 @@ impl Store {
                     let handed = out
                         .iter()
                         .map(|delivery| Handed {
-                            slot: delivery.slot,
+                            index: delivery.index,
                             token: delivery.token,
                             // A receive stamps a message with its token.
                             stamp: delivery.token,
@@ -75,8 +75,8 @@ impl Store {
         max: usize,
         visibility: Duration,
         max_receive_count: Option<u32>,
-        out: &mut Vec<Delivery>,
-        dead_letters: &mut Vec<Message>,
+        out: &mut Vec<HandedOut>,
+        dead_letters: &mut Vec<StoredMessage>,
     ) -> bool {
         let mut wake = false;
         while out.len() < max {
@@ -91,8 +91,8 @@ impl Store {
                     break;
                 };
                 let Some(message) = self
-                    .slots
-                    .get_mut(entry.slot)
+                    .entries
+                    .get_mut(entry.index)
                     .and_then(Option::as_mut)
                     .filter(|message| {
                         message
@@ -114,7 +114,7 @@ impl Store {
                     break;
                 }
                 if max_receive_count.is_some_and(|max| message.receive_count >= max) {
-                    if let Some(message) = self.remove(entry.slot) {
+                    if let Some(message) = self.remove(entry.index) {
                         self.counts.visible -= 1;
                         self.stats.messages_dead_lettered += 1;
                         dead_letters.push(message);
@@ -125,11 +125,11 @@ impl Store {
                 self.last_stamp += 1;
                 let token = self.last_stamp;
                 hand_out(message, token, now, now_ms);
-                out.push(delivery(message, entry.slot, token));
+                out.push(delivery(message, entry.index, token));
                 group.handed_out();
                 self.counts.visible -= 1;
                 self.counts.not_visible += 1;
-                wake |= self.schedule(now + visibility, token, entry.slot);
+                wake |= self.schedule(now + visibility, token, entry.index);
                 index += 1;
             }
             if let Some(fifo) = self.fifo.as_mut() {
@@ -147,13 +147,13 @@ impl Store {
         now: Instant,
         id: ReceiveAttemptId,
         visibility: Duration,
-        out: &mut Vec<Delivery>,
+        out: &mut Vec<HandedOut>,
     ) -> Option<bool> {
         let (at, mut handed) = self.fifo.as_mut()?.attempts.take(now, id)?;
         // Every change of state gives a message a new stamp, and stamps never repeat.
         let untouched = handed.iter().all(|handed| {
-            self.slots
-                .get(handed.slot)
+            self.entries
+                .get(handed.index)
                 .and_then(Option::as_ref)
                 .is_some_and(|message| message.stamp == handed.stamp)
         });
@@ -163,15 +163,15 @@ impl Store {
         let mut wake = false;
         for handed in &mut handed {
             let stamp = self.next_stamp();
-            let Some(message) = self.slots.get_mut(handed.slot).and_then(Option::as_mut) else {
+            let Some(message) = self.entries.get_mut(handed.index).and_then(Option::as_mut) else {
                 continue;
             };
             message.stamp = stamp;
             handed.stamp = stamp;
             let received_at = message.receipt.map_or(now, |receipt| receipt.at);
             let room = MAX_VISIBILITY.saturating_sub(now.saturating_duration_since(received_at));
-            out.push(delivery(message, handed.slot, handed.token));
-            wake |= self.schedule(now + visibility.min(room), stamp, handed.slot);
+            out.push(delivery(message, handed.index, handed.token));
+            wake |= self.schedule(now + visibility.min(room), stamp, handed.index);
         }
         self.stats.replayed_receives += 1;
         if let Some(fifo) = self.fifo.as_mut() {
