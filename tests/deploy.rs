@@ -4,8 +4,8 @@
 //! its grace period and exit margin; the services use the capacity providers the Spot
 //! contract needs; the job task definition runs the batch job on the worker's queue;
 //! and the IAM policies grant exactly the calls the code makes, on the queue, the
-//! service, the job task definition and the roles the other files name. The README's
-//! deploy steps use these files and no others.
+//! service, the job task definition and the roles the other files name. The kit's
+//! manual, `deploy/README.md`, uses these files and no others in its steps.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -208,14 +208,15 @@ fn dockerfile_health_check(stage: &str) -> Vec<String> {
     strings(&serde_json::from_str(exec).expect("exec form (a JSON array)"))
 }
 
-/// Every file below `deploy/`, as a path below it (`autoscaling/wake-alarm.json`).
+/// Every file of the kit below `deploy/`, as a path below it
+/// (`autoscaling/wake-alarm.json`): all but its manual, `deploy/README.md`.
 fn deploy_files() -> Vec<String> {
     fn walk(dir: &Path, prefix: &str, files: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
             let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
             if entry.path().is_dir() {
                 walk(&entry.path(), &format!("{name}/"), files);
-            } else {
+            } else if name != "README.md" {
                 files.push(name);
             }
         }
@@ -227,26 +228,26 @@ fn deploy_files() -> Vec<String> {
 }
 
 #[test]
-fn every_deploy_file_parses_and_the_readme_uses_each() {
-    let readme = read("README.md");
+fn every_deploy_file_parses_and_the_manual_uses_each() {
+    let manual = read("deploy/README.md");
     let files = deploy_files();
     assert!(files.len() >= 14, "{files:?}");
     for file in &files {
         assert!(file.ends_with(".json"), "{file}");
         json(&format!("deploy/{file}"));
         assert!(
-            readme.contains(&format!("file://deploy/{file}")),
-            "the README's deploy steps do not use deploy/{file}"
+            manual.contains(&format!("file://deploy/{file}")),
+            "deploy/README.md's steps do not use deploy/{file}"
         );
     }
-    for mention in readme.split("file://deploy/").skip(1) {
+    for mention in manual.split("file://deploy/").skip(1) {
         let file: String = mention
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || ['-', '.', '/'].contains(c))
             .collect();
         assert!(
             files.contains(&file),
-            "the README uses a missing deploy/{file}"
+            "deploy/README.md uses a missing deploy/{file}"
         );
     }
 }
@@ -767,14 +768,14 @@ fn the_controller_policy_grants_exactly_the_calls_the_controller_makes() {
         Some(cluster_arn.as_str())
     );
     // The job binding that would use these: the controller's own flags, named as the
-    // README's deploy steps name them.
-    let readme = read("README.md");
+    // deploy steps (deploy/README.md) name them.
+    let manual = read("deploy/README.md");
     assert!(
-        readme.contains(&format!(
+        manual.contains(&format!(
             "SPOTQ_CONTROLLER_JOB_TASK_DEFINITION={}",
             job["family"].as_str().expect("family")
         )),
-        "the README's deploy steps show the job binding"
+        "deploy/README.md's steps show the job binding"
     );
 }
 
@@ -987,8 +988,8 @@ fn the_autoscaling_kit_scales_the_worker_service_on_what_the_worker_publishes() 
         let alarm = json(&format!("deploy/autoscaling/{alarm}.json"));
         let policy = json(&format!("deploy/autoscaling/{policy}.json"));
         assert_eq!(policy["PolicyType"], "StepScaling");
-        // The alarm's action is this policy (its id is the placeholder the README's
-        // commands replace with the ARN put-scaling-policy prints).
+        // The alarm's action is this policy (its id is the placeholder the deploy
+        // steps replace with the ARN put-scaling-policy prints).
         let actions = strings(&alarm["AlarmActions"]);
         assert_eq!(actions.len(), 1, "{actions:?}");
         let (prefix, suffix) = policy_arn_shape(&published, &policy);

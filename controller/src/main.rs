@@ -1,5 +1,6 @@
 //! `spotq-controller`: scales ECS services (or local worker processes) with their SQS
-//! queues, down to zero. See `spotq-controller --help`, and the README.
+//! queues, down to zero. See `spotq-controller --help`, and its manual,
+//! `controller/README.md`.
 
 use anyhow::Context as _;
 use clap::Parser;

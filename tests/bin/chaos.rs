@@ -311,7 +311,7 @@ fn seconds(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
-/// The one table (Markdown, so it pastes into a README as printed).
+/// The one table (Markdown, so it pastes into docs/testing.md as printed).
 fn table(settings: &run::Settings, outcome: &run::Outcome) -> String {
     let f = &outcome.figures;
     let rows: Vec<(&str, String, String)> = vec![
