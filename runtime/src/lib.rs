@@ -133,3 +133,9 @@ pub use worker::spec::WorkerSpec;
 #[cfg(feature = "sqs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqs")))]
 pub use worker::spec::run;
+
+/// The README's program, compiled as a doc test so the README cannot drift from the
+/// crate it describes.
+#[cfg(all(doctest, feature = "macros", feature = "sqs", feature = "logging"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

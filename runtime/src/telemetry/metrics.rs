@@ -45,7 +45,7 @@ pub mod names {
     pub const RECEIVE_ERRORS: &str = "spotq_receive_errors_total";
     /// `spotq_handler_duration_seconds` (histogram): Time from receive to the handler's outcome.
     pub const HANDLER_DURATION_SECONDS: &str = "spotq_handler_duration_seconds";
-    /// `spotq_messages_in_flight` (gauge): Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or being settled).
+    /// `spotq_messages_in_flight` (gauge): Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or with its delete or visibility change not yet applied).
     pub const MESSAGES_IN_FLIGHT: &str = "spotq_messages_in_flight";
     /// `spotq_concurrency` (gauge): Handlers allowed at once.
     pub const CONCURRENCY: &str = "spotq_concurrency";
@@ -148,7 +148,7 @@ pub(crate) const CATALOG: &[(&str, &str, Option<Unit>, &str)] = &[
         names::MESSAGES_IN_FLIGHT,
         "gauge",
         Some(Unit::Count),
-        "Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or being settled).",
+        "Messages the worker holds: received and not yet deleted, released or put back for a retry (running, waiting in a FIFO group, or with its delete or visibility change not yet applied).",
     ),
     (
         names::CONCURRENCY,

@@ -195,16 +195,9 @@ impl<H: Dispatch> Worker<H> {
     }
 
     /// Runs the worker until `shutdown` resolves, then shuts down by the
-    /// [shutdown contract](crate::shutdown):
-    ///
-    /// 1. stops receiving at once; a receive under way is let finish (its long-poll wait
-    ///    plus a margin) and the messages it returns are released unstarted;
-    /// 2. lets running handlers go on until the grace period ends, extending their
-    ///    messages' visibility only up to that deadline;
-    /// 3. then cancels the handlers still running and releases their messages
-    ///    (visibility 0) so another worker receives them at once;
-    /// 4. sends every pending delete and visibility change, and returns before the stop
-    ///    timeout.
+    /// [shutdown contract](crate::shutdown): receiving stops, running handlers get the
+    /// grace period, and every message still held goes back to the queue before the stop
+    /// timeout.
     ///
     /// Settings are checked before any queue call; a queue that cannot be read at start
     /// (missing, access denied) is an error. After the start, queue errors are retried

@@ -57,9 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ConfigError;
 use crate::telemetry::health::Health;
-/// The recorder [`serve`] installs, from [`spotq::telemetry::prometheus`](crate::telemetry::prometheus).
-pub use crate::telemetry::prometheus::install_recorder;
-use crate::telemetry::prometheus::{PrometheusHandle, RecorderError};
+use crate::telemetry::prometheus::{PrometheusHandle, RecorderError, install_recorder};
 
 /// The content type of the Prometheus text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
