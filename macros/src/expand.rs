@@ -401,13 +401,13 @@ mod tests {
         assert!(
             text.contains("# [must_use] pub fn handle_order_worker () -> :: spotq :: WorkerSpec")
         );
-        assert!(text.contains(":: spotq :: QueueSource :: name (\"orders\")"));
+        assert!(text.contains(":: spotq :: config :: QueueSource :: name (\"orders\")"));
         assert!(text.contains("concurrency : 32usize"));
-        assert!(text.contains(":: spotq :: input :: json :: < Order > (__spotq_message)"));
+        assert!(text.contains(":: spotq :: handler :: input :: json :: < Order > (__spotq_message)"));
         assert!(text.contains(
             "let __spotq_output = handle_order (__spotq_input , & __spotq_cx) . await ;"
         ));
-        assert!(text.contains(":: spotq :: IntoOutcome :: into_outcome (__spotq_output)"));
+        assert!(text.contains(":: spotq :: handler :: IntoOutcome :: into_outcome (__spotq_output)"));
         assert!(!text.contains("compile_error"));
     }
 
@@ -425,7 +425,7 @@ mod tests {
         );
         assert!(!text.contains("input ::"), "{text}");
         assert!(text.contains(
-            "< :: spotq :: WorkerConfig as :: core :: default :: Default > :: default ()"
+            "< :: spotq :: config :: WorkerConfig as :: core :: default :: Default > :: default ()"
         ));
     }
 
@@ -448,7 +448,7 @@ mod tests {
             ),
         );
         assert!(
-            text.contains(":: spotq :: input :: raw (__spotq_message) . map"),
+            text.contains(":: spotq :: handler :: input :: raw (__spotq_message) . map"),
             "{text}"
         );
         assert!(
@@ -471,7 +471,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(
-            "my :: spotq :: input :: batch (__spotq_messages , my :: spotq :: input :: lambda , | __spotq_inputs |"
+            "my :: spotq :: handler :: input :: batch (__spotq_messages , my :: spotq :: handler :: input :: lambda , | __spotq_inputs |"
         ));
         assert!(text.contains(". fifo (true)"));
     }
@@ -484,7 +484,7 @@ mod tests {
                 async fn handle(b: String) -> Result<(), MyError> {}
             ),
         );
-        assert!(text.contains("< Result < () , MyError > as :: spotq :: IntoOutcome > :: into_outcome (__spotq_output)"), "{text}");
+        assert!(text.contains("< Result < () , MyError > as :: spotq :: handler :: IntoOutcome > :: into_outcome (__spotq_output)"), "{text}");
         // `impl Trait` cannot be named: left to inference.
         let text = expand(
             quote!(queue = "q"),
@@ -493,7 +493,7 @@ mod tests {
             ),
         );
         assert!(
-            text.contains(":: spotq :: IntoBatchOutcome :: into_batch_outcome (__spotq_output)"),
+            text.contains(":: spotq :: handler :: IntoBatchOutcome :: into_batch_outcome (__spotq_output)"),
             "{text}"
         );
     }
