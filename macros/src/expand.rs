@@ -403,11 +403,15 @@ mod tests {
         );
         assert!(text.contains(":: spotq :: config :: QueueSource :: name (\"orders\")"));
         assert!(text.contains("concurrency : 32usize"));
-        assert!(text.contains(":: spotq :: handler :: input :: json :: < Order > (__spotq_message)"));
+        assert!(
+            text.contains(":: spotq :: handler :: input :: json :: < Order > (__spotq_message)")
+        );
         assert!(text.contains(
             "let __spotq_output = handle_order (__spotq_input , & __spotq_cx) . await ;"
         ));
-        assert!(text.contains(":: spotq :: handler :: IntoOutcome :: into_outcome (__spotq_output)"));
+        assert!(
+            text.contains(":: spotq :: handler :: IntoOutcome :: into_outcome (__spotq_output)")
+        );
         assert!(!text.contains("compile_error"));
     }
 
@@ -493,7 +497,9 @@ mod tests {
             ),
         );
         assert!(
-            text.contains(":: spotq :: handler :: IntoBatchOutcome :: into_batch_outcome (__spotq_output)"),
+            text.contains(
+                ":: spotq :: handler :: IntoBatchOutcome :: into_batch_outcome (__spotq_output)"
+            ),
             "{text}"
         );
     }

@@ -167,16 +167,16 @@ use proc_macro::TokenStream;
 /// #[must_use]
 /// fn handle_order_worker() -> ::spotq::WorkerSpec {
 ///     ::spotq::WorkerSpec::new(
-///         ::spotq::QueueSource::env("ORDERS_QUEUE"),
-///         ::spotq::WorkerConfig {
+///         ::spotq::config::QueueSource::env("ORDERS_QUEUE"),
+///         ::spotq::config::WorkerConfig {
 ///             concurrency: 32,
 ///             visibility_timeout: Some(std::time::Duration::from_secs(120)),
 ///             ..Default::default()
 ///         },
 ///         |message: ::spotq::Message| async move {
-///             match ::spotq::input::json::<Order>(message) {
+///             match ::spotq::handler::input::json::<Order>(message) {
 ///                 Ok((input, cx)) => {
-///                     ::spotq::IntoOutcome::into_outcome(handle_order(input, &cx).await)
+///                     ::spotq::handler::IntoOutcome::into_outcome(handle_order(input, &cx).await)
 ///                 }
 ///                 Err(error) => ::spotq::Outcome::Fail(error),
 ///             }

@@ -20,6 +20,6 @@ async fn handle_batch(orders: Vec<u64>) {
 
 fn main() {
     let spec: facade::WorkerSpec = handle_worker();
-    assert_eq!(spec.config().heartbeat, queue_workers::Heartbeat::Off);
+    assert_eq!(spec.config().heartbeat, queue_workers::config::Heartbeat::Off);
     assert!(handle_batch_worker().is_batch());
 }
