@@ -2,16 +2,29 @@
 //!
 //! A handler is a service over the message: [`HandlerService`] turns a [`Handler`] (an
 //! `async fn`) into one, [`ServiceHandler`] turns any service back into a handler, so a
-//! worker takes `tower`'s middleware ([`Timeout`], [`ConcurrencyLimit`], [`RateLimit`],
-//! [`Buffer`]) and a user's own, through
+//! worker takes `tower`'s middleware ([`Timeout`], [`ConcurrencyLimit`], [`RateLimit`]
+//! behind a [`Buffer`]) and a user's own, through
 //! [`WorkerBuilder::layer`](crate::WorkerBuilder::layer).
 //!
-//! The engine calls a service one message at a time under a lock (tower's `poll_ready`
-//! then `call`, which need `&mut`), so a service need not be `Clone`; the lock is held
-//! only while the service gets ready and is called, never while its future runs. Before
-//! a poller takes permits it waits for the service to be ready: a layer that holds
-//! messages back (a rate limit) holds receiving back, and the messages of a receive
-//! that wait for their turn are heartbeated like running ones.
+//! The service is cloned per call, as tower's users (`tower::buffer`, axum) do: the
+//! instance a poller got ready is the one the next message is called on, and a clone
+//! takes its place; every other message gets ready on a clone of its own. Calls never
+//! wait for each other, neither while their service gets ready nor while it runs: a
+//! service that sets something up per call while it gets ready (a pooled connection,
+//! say) does that for the messages of a receive side by side.
+//!
+//! So the service must be `Clone`, as every tower middleware is when what it wraps is.
+//! One that is not (tower's [`RateLimit`], which keeps its window in the instance) goes
+//! behind a [`Buffer`], which is: `ServiceBuilder::new().buffer(1).rate_limit(5,
+//! Duration::from_secs(1))`. The buffer's task calls the rate limit one request at a
+//! time, and with a bound of 1 the buffer is ready only once the rate limit has taken
+//! all but the request it waits with; a larger bound lets that many more messages wait
+//! in the buffer, received and heartbeated.
+//!
+//! Before a poller takes permits it waits until every message already handed to the
+//! service has got ready and been called, and then for the service to be ready: a layer
+//! that holds messages back (a rate limit) holds receiving back, and the messages of a
+//! receive that wait for their turn are heartbeated like running ones.
 //!
 //! [`Timeout`]: https://docs.rs/tower/latest/tower/timeout/struct.Timeout.html
 //! [`ConcurrencyLimit`]: https://docs.rs/tower/latest/tower/limit/struct.ConcurrencyLimit.html
@@ -21,10 +34,11 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::mem;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use tokio::sync::Notify;
 use tower::Service;
@@ -91,40 +105,84 @@ impl<B: BatchHandler> Service<Vec<Message>> for HandlerService<B> {
 }
 
 /// A [`tower::Service`] as a handler: a service over [`Message`] is a [`Handler`], one
-/// over `Vec<Message>` a [`BatchHandler`]. Its response is what a handler may return
-/// ([`IntoOutcome`], [`IntoBatchOutcome`]); its error (a layer's, e.g. tower's timeout)
-/// fails the message or the batch, as does an error from `poll_ready`.
+/// over `Vec<Message>` a [`BatchHandler`], when it is `Clone` (it is cloned per call;
+/// see [the module docs](self) for a service that is not). Its response is what a
+/// handler may return ([`IntoOutcome`], [`IntoBatchOutcome`]); its error (a layer's,
+/// e.g. tower's timeout) fails the message or the batch, as does an error from
+/// `poll_ready`.
 pub struct ServiceHandler<S> {
-    service: Arc<tokio::sync::Mutex<S>>,
+    next: Mutex<Next<S>>,
+    /// Held by the poller that waits for `next` to get ready, so pollers wait one at a
+    /// time: a service keeps one waker, and a second poller (or one that only looks,
+    /// with a waker that does nothing) would take the first's place in it. Calls never
+    /// take it.
+    readying: tokio::sync::Mutex<()>,
     queue: Arc<Queue>,
+}
+
+/// The instance the next request is called on.
+struct Next<S> {
+    service: S,
+    /// The poller waiting for `service` to get ready. A request that takes `service`
+    /// wakes it, so that it polls the clone left in its place: the instance taken wakes
+    /// the request's task from then on.
+    poller: Option<Waker>,
 }
 
 impl<S> ServiceHandler<S> {
     /// The service as a handler.
     pub fn new(service: S) -> Self {
         Self {
-            service: Arc::new(tokio::sync::Mutex::new(service)),
+            next: Mutex::new(Next {
+                service,
+                poller: None,
+            }),
+            readying: tokio::sync::Mutex::new(()),
             queue: Arc::default(),
         }
+    }
+
+    /// The lock is held only for a clone or one `poll_ready`, never across an await. A
+    /// panic in either (the service's code) fails one message, not every later one too:
+    /// poisoning is ignored, and the instance is used as the panic left it.
+    fn next(&self) -> MutexGuard<'_, Next<S>> {
+        self.next.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the instance the next request is called on (the one a poller may have got
+    /// ready), leaving a clone in its place.
+    fn take(&self) -> S
+    where
+        S: Clone,
+    {
+        let (service, poller) = {
+            let mut next = self.next();
+            let clone = next.service.clone();
+            (mem::replace(&mut next.service, clone), next.poller.take())
+        };
+        if let Some(poller) = poller {
+            poller.wake();
+        }
+        service
     }
 
     /// Calls the service for one request, which counts as waiting from now (when the
     /// poller hands it over) until the service has taken it.
     fn call<R>(&self, request: R) -> impl Future<Output = Result<S::Response, BoxError>> + use<S, R>
     where
-        S: Service<R>,
+        S: Service<R> + Clone,
         S::Error: Into<BoxError>,
     {
-        let service = Arc::clone(&self.service);
         let waiting = Waiting::new(&self.queue);
+        let mut service = self.take();
         async move {
-            let future = {
-                let mut service = service.lock().await;
-                poll_fn(|cx| service.poll_ready(cx))
-                    .await
-                    .map_err(Into::into)?;
-                service.call(request)
-            };
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            let future = service.call(request);
+            // Called once: what the instance holds (a buffer's sender) goes now, not
+            // when the call ends.
+            drop(service);
             drop(waiting);
             future.await.map_err(Into::into)
         }
@@ -140,9 +198,15 @@ impl<S> ServiceHandler<S> {
         S: Service<R>,
     {
         self.queue.drained().await;
-        let mut service = self.service.lock().await;
+        let _readying = self.readying.lock().await;
         // The error is the next call's: it fails that message.
-        let _ready = poll_fn(|cx| service.poll_ready(cx)).await;
+        let _ready = poll_fn(|cx| {
+            let mut next = self.next();
+            let polled = next.service.poll_ready(cx);
+            next.poller = polled.is_pending().then(|| cx.waker().clone());
+            polled
+        })
+        .await;
     }
 }
 
@@ -193,7 +257,7 @@ impl Drop for Waiting {
 #[diagnostic::do_not_recommend]
 impl<S> Handler for ServiceHandler<S>
 where
-    S: Service<Message> + Send + 'static,
+    S: Service<Message> + Clone + Send + 'static,
     S::Response: IntoOutcome,
     S::Error: Into<BoxError>,
     S::Future: Send,
@@ -216,7 +280,7 @@ where
 #[diagnostic::do_not_recommend]
 impl<S> BatchHandler for ServiceHandler<S>
 where
-    S: Service<Vec<Message>> + Send + 'static,
+    S: Service<Vec<Message>> + Clone + Send + 'static,
     S::Response: IntoBatchOutcome,
     S::Error: Into<BoxError>,
     S::Future: Send,
