@@ -6,6 +6,7 @@
 //! waited on; a user's middleware sees every message and its outcome; a layer's error
 //! fails the message; batch handlers and worker specs take layers too.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -410,6 +411,74 @@ async fn a_layers_error_fails_the_message_which_comes_back() {
     assert_eq!(report.failed, 1, "the timeout layer's error failed it");
     assert_eq!(report.succeeded, 1);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
+}
+
+/// Fails to get ready the first `failures` times any of its clones is asked.
+#[derive(Clone)]
+struct Unready<S> {
+    inner: S,
+    failures: Arc<AtomicUsize>,
+}
+
+impl<S> Service<Message> for Unready<S>
+where
+    S: Service<Message, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = &'static str;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, &'static str>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+        let failing = self
+            .failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if failing {
+            return Poll::Ready(Err("not ready"));
+        }
+        self.inner.poll_ready(cx).map_err(|never| match never {})
+    }
+
+    fn call(&mut self, message: Message) -> Self::Future {
+        let call = self.inner.call(message);
+        Box::pin(async move { call.await.map_err(|never| match never {}) })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_that_fails_to_get_ready_fails_the_message_which_comes_back() {
+    let queue = EmbeddedQueue::new("unready");
+    queue.send("once");
+    let failures = Arc::new(AtomicUsize::new(4));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let unready = {
+        let failures = Arc::clone(&failures);
+        layer_fn(move |inner| Unready {
+            inner,
+            failures: Arc::clone(&failures),
+        })
+    };
+    let report = Worker::builder(queue.clone())
+        .retry(no_backoff())
+        .layer(unready)
+        .handler(move |_message: Message| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            async {}
+        })
+        .run_until(drained(queue.clone()))
+        .await
+        .expect("run");
+    // The pollers' asking takes some of the failures (a poller leaves a failure to the
+    // next message); the rest fail the message, which comes back until one call finds
+    // the service ready.
+    assert!(report.failed >= 1, "{report:?}");
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(calls.load(Ordering::Relaxed), 1, "the handler ran once");
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(start_paused = true)]

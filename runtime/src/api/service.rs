@@ -8,10 +8,12 @@
 //!
 //! The service is cloned per call, as tower's users (`tower::buffer`, axum) do: the
 //! instance a poller got ready is the one the next message is called on, and a clone
-//! takes its place; every other message gets ready on a clone of its own. Calls never
-//! wait for each other, neither while their service gets ready nor while it runs: a
-//! service that sets something up per call while it gets ready (a pooled connection,
-//! say) does that for the messages of a receive side by side.
+//! takes its place; every other message gets ready on a clone of its own. A message
+//! whose instance is ready at once is called as it is handed over, as a plain handler
+//! is; one whose instance is not gets ready in its own task. Calls never wait for each
+//! other, neither while their service gets ready nor while it runs: a service that
+//! sets something up per call while it gets ready (a pooled connection, say) does that
+//! for the messages of a receive side by side.
 //!
 //! So the service must be `Clone`, as every tower middleware is when what it wraps is.
 //! One that is not (tower's [`RateLimit`], which keeps its window in the instance) goes
@@ -166,24 +168,40 @@ impl<S> ServiceHandler<S> {
         service
     }
 
-    /// Calls the service for one request, which counts as waiting from now (when the
-    /// poller hands it over) until the service has taken it.
+    /// Calls the service for one request: at once when the instance taken is ready (the
+    /// one a poller got ready is), so the message's task holds only the call's future;
+    /// otherwise in that task once it is ready, the request counting as waiting until
+    /// then.
     fn call<R>(&self, request: R) -> impl Future<Output = Result<S::Response, BoxError>> + use<S, R>
     where
         S: Service<R> + Clone,
         S::Error: Into<BoxError>,
     {
-        let waiting = Waiting::new(&self.queue);
         let mut service = self.take();
+        // A look without a waker: a service that is not ready yet is polled again, with
+        // the task's, before anything waits for it.
+        let ready = service.poll_ready(&mut Context::from_waker(Waker::noop()));
+        let started = match ready {
+            Poll::Ready(Ok(())) => Started::Called(service.call(request)),
+            Poll::Ready(Err(error)) => Started::Failed(error.into()),
+            Poll::Pending => {
+                let waiting = Waiting::new(&self.queue);
+                // Boxed, so the tasks of calls made at once have no room for the
+                // instance and the request.
+                Started::Waiting(Box::pin(async move {
+                    poll_fn(|cx| service.poll_ready(cx)).await?;
+                    let future = service.call(request);
+                    drop(waiting);
+                    Ok::<_, S::Error>(future)
+                }))
+            }
+        };
         async move {
-            poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            let future = service.call(request);
-            // Called once: what the instance holds (a buffer's sender) goes now, not
-            // when the call ends.
-            drop(service);
-            drop(waiting);
+            let future = match started {
+                Started::Called(future) => future,
+                Started::Failed(error) => return Err(error),
+                Started::Waiting(getting_ready) => getting_ready.await.map_err(Into::into)?,
+            };
             future.await.map_err(Into::into)
         }
     }
@@ -208,6 +226,16 @@ impl<S> ServiceHandler<S> {
         })
         .await;
     }
+}
+
+/// How a call to the service began.
+enum Started<F, G> {
+    /// The service was ready: the call's future.
+    Called(F),
+    /// It failed to get ready.
+    Failed(BoxError),
+    /// It was not ready yet: getting it ready and calling it.
+    Waiting(Pin<Box<G>>),
 }
 
 impl<S> fmt::Debug for ServiceHandler<S> {
