@@ -15,13 +15,11 @@
 //! sets something up per call while it gets ready (a pooled connection, say) does that
 //! for the messages of a receive side by side.
 //!
-//! So the service must be `Clone`, as every tower middleware is when what it wraps is.
-//! One that is not (tower's [`RateLimit`], which keeps its window in the instance) goes
-//! behind a [`Buffer`], which is: `ServiceBuilder::new().buffer(1).rate_limit(5,
-//! Duration::from_secs(1))`. The buffer's task calls the rate limit one request at a
-//! time, and with a bound of 1 the buffer is ready only once the rate limit has taken
-//! all but the request it waits with; a larger bound lets that many more messages wait
-//! in the buffer, received and heartbeated.
+//! So the service must be `Clone`, as every tower middleware is when what it wraps is;
+//! one that is not (tower's [`RateLimit`]) goes behind a [`Buffer`] of one, whose task
+//! calls it one request at a time ([`ServiceHandler`] says why a bound of 1). Rust
+//! cannot pick a path by whether a type is `Clone`, and a second path that locks would
+//! be that buffer without its task.
 //!
 //! Before a poller takes permits it waits until every message already handed to the
 //! service has got ready and been called, and then for the service to be ready: a layer
@@ -107,11 +105,20 @@ impl<B: BatchHandler> Service<Vec<Message>> for HandlerService<B> {
 }
 
 /// A [`tower::Service`] as a handler: a service over [`Message`] is a [`Handler`], one
-/// over `Vec<Message>` a [`BatchHandler`], when it is `Clone` (it is cloned per call;
-/// see [the module docs](self) for a service that is not). Its response is what a
-/// handler may return ([`IntoOutcome`], [`IntoBatchOutcome`]); its error (a layer's,
-/// e.g. tower's timeout) fails the message or the batch, as does an error from
-/// `poll_ready`.
+/// over `Vec<Message>` a [`BatchHandler`]. Its response is what a handler may return
+/// ([`IntoOutcome`], [`IntoBatchOutcome`]); its error (a layer's, e.g. tower's timeout)
+/// fails the message or the batch, as does an error from `poll_ready`.
+///
+/// The service is cloned per call, as tower's users do, so it must be `Clone`: the
+/// instance a poller got ready is called for the next message and a clone takes its
+/// place, and every other message gets ready on a clone of its own, side by side. A
+/// service that is not `Clone` (tower's `RateLimit`, which keeps its window in the
+/// instance) goes behind tower's `Buffer`, which is:
+/// `ServiceBuilder::new().buffer(1).rate_limit(5, Duration::from_secs(1))`. With a bound
+/// of 1 the buffer is ready only once the rate limit has taken all but the request it
+/// waits with, so a poller, which waits for the service to be ready before it takes
+/// permits, still waits for the rate; a larger bound lets that many more messages wait
+/// in the buffer, received and heartbeated.
 pub struct ServiceHandler<S> {
     next: Mutex<Next<S>>,
     /// Held by the poller that waits for `next` to get ready, so pollers wait one at a
