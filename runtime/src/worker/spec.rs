@@ -225,8 +225,9 @@ impl WorkerSpec {
 
     /// Wraps a per-message handler in a [`tower::Layer`], as
     /// [`WorkerBuilder::layer`](crate::WorkerBuilder::layer) does (the service it makes
-    /// is cloned per call); the first layer added is the outermost. On a batch spec this is a configuration error, reported when
-    /// the worker starts: use [`batch_layer`](Self::batch_layer).
+    /// is cloned per call); the first layer added is the outermost. On a batch spec this
+    /// is a configuration error, reported when the worker starts: use
+    /// [`batch_layer`](Self::batch_layer).
     pub fn layer<L, S>(mut self, layer: L) -> Self
     where
         L: Layer<HandlerService<BoxedHandler>, Service = S>,
