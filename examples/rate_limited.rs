@@ -1,7 +1,7 @@
-//! A worker held to a partner API's rate limit, with tower layers: tower's
-//! `RateLimitLayer` (the worker starts at most 5 messages a second, and receives no
-//! more than it can start at that rate) and a timing middleware of a few lines. The
-//! layers go on the `WorkerSpec` that `#[spotq::worker]` generates.
+//! A worker held to a partner API's rate limit, with tower layers: tower's rate limit
+//! (the worker starts at most 5 messages a second, and receives no more than it can
+//! start at that rate) behind a buffer of one, and a timing middleware of a few lines.
+//! The layers go on the `WorkerSpec` that `#[spotq::worker]` generates.
 //!
 //! Run with: `cargo run --features sqs --example rate_limited` (on the embedded queue),
 //! or `PARTNER_QUEUE=partner-calls cargo run --features sqs --example rate_limited` for
@@ -12,7 +12,6 @@ use std::time::Duration;
 use spotq::{EmbeddedQueue, Message, Outcome, WorkerSpec, backend::Drained};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
-use tower::limit::RateLimitLayer;
 
 /// Calls per second the partner allows.
 const RATE: u64 = 5;
@@ -25,11 +24,15 @@ async fn call_partner(message: Message) -> Result<(), std::num::ParseIntError> {
 }
 
 /// The worker with its layers: the rate limit outermost, then the timing middleware
-/// (a user's own: it logs each call's time and outcome).
+/// (a user's own: it logs each call's time and outcome). The worker clones the service
+/// per call and the rate limit is not `Clone` (its window is in the instance): a buffer
+/// before it is, and with a bound of 1 it is ready only once the rate limit has taken
+/// all but the call it waits with, so receiving still waits for the rate.
 fn partner_worker() -> WorkerSpec {
     call_partner_worker().layer(
         ServiceBuilder::new()
-            .layer(RateLimitLayer::new(RATE, Duration::from_secs(1)))
+            .buffer(1)
+            .rate_limit(RATE, Duration::from_secs(1))
             .map_future(|call| async move {
                 let started = Instant::now();
                 let outcome: Result<Outcome, _> = call.await;

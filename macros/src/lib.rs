@@ -50,9 +50,9 @@ use proc_macro::TokenStream;
 /// `EmbeddedQueue` in a test.
 ///
 /// Tower layers (a rate limit, a timeout, a user's middleware) go on the spec, not in
-/// the attribute: `handle_order_worker().layer(RateLimitLayer::new(50,
-/// Duration::from_secs(1)))` for a per-message handler, `.batch_layer(...)` for a batch
-/// handler (`spotq::WorkerSpec::layer`).
+/// the attribute: `handle_order_worker().layer(ServiceBuilder::new().buffer(1)
+/// .rate_limit(50, Duration::from_secs(1)))` for a per-message handler,
+/// `.batch_layer(...)` for a batch handler (`spotq::WorkerSpec::layer`).
 ///
 /// # Handler shapes
 ///

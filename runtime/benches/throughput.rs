@@ -7,7 +7,9 @@
 //!   the 10 in one batch, and repeat: the least work any consumer can do per message;
 //! - **task loop**: the same, but each message's handler runs in a task of its own, as
 //!   any consumer that runs handlers concurrently must;
-//! - **spotq engine**: a `Worker` with permits, one task per message, batched settling.
+//! - **spotq engine**: a `Worker` with permits, one task per message, batched settling;
+//! - **layered engine**: the same worker with a layer that adds nothing, so the handler
+//!   is called as a tower service (`ServiceHandler`): the cost of that path alone.
 //!
 //! Then FIFO, on queues of 100 groups at concurrency 64: the FIFO queue's group-serial
 //! dispatch with a no-op handler against the standard queue's (the same messages and
@@ -16,7 +18,7 @@
 //! longer: the nominal bound of 12,800 msgs/s is printed too), with the standard
 //! queue's figure and a loop of 64 tasks that only sleep beside it.
 //!
-//! Run with: `cargo bench -p spotq --bench throughput [-- MESSAGES] [--only bare|engine]`
+//! Run with: `cargo bench -p spotq --bench throughput [-- MESSAGES] [--only bare|engine|layered]`
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use spotq::backend::{
 };
 use spotq::{EmbeddedQueue, Message, Worker, backend::BackendError};
 use tokio::sync::Notify;
+use tower::layer::util::Identity;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -133,14 +136,16 @@ async fn task_loop(messages: u64) -> Run {
     .await
 }
 
-async fn engine(messages: u64) -> Run {
-    engine_on(filled_queue(messages), false, messages, 512, Some(2), None).await
+async fn engine(messages: u64, layered: bool) -> Run {
+    let queue = filled_queue(messages);
+    engine_on(queue, false, messages, 512, Some(2), None, layered).await
 }
 
 /// A `Worker` with `concurrency` permits drains `queue` of its `messages` (taking a
 /// FIFO queue for a standard one when `as_standard`), each handler sleeping `work`
 /// (none: a no-op, which counts the message in the call and returns a ready future, so
-/// its task carries no timer).
+/// its task carries no timer). A `layered` no-op handler is called through a layer that
+/// adds nothing: as a tower service.
 async fn engine_on(
     queue: EmbeddedQueue,
     as_standard: bool,
@@ -148,6 +153,7 @@ async fn engine_on(
     concurrency: usize,
     pollers: Option<usize>,
     work: Option<Duration>,
+    layered: bool,
 ) -> Run {
     let handled = Arc::new(AtomicU64::new(0));
     let busy_nanos = Arc::new(AtomicU64::new(0));
@@ -173,14 +179,20 @@ async fn engine_on(
     let until = async move { all_handled.notified().await };
     let report = match work {
         None => {
-            builder
-                .handler(move |message: Message| {
-                    black_box(message.body());
-                    count();
-                    async {}
-                })
-                .run_until(until)
-                .await
+            let handler = move |message: Message| {
+                black_box(message.body());
+                count();
+                async {}
+            };
+            if layered {
+                builder
+                    .layer(Identity::new())
+                    .handler(handler)
+                    .run_until(until)
+                    .await
+            } else {
+                builder.handler(handler).run_until(until).await
+            }
         }
         Some(work) => {
             let count = Arc::new(count);
@@ -359,6 +371,7 @@ fn fifo_runs(runtime: &tokio::runtime::Runtime, messages: u64, only: Option<&str
                         FIFO_CONCURRENCY,
                         None,
                         work,
+                        false,
                     ))
                 }
             };
@@ -424,9 +437,9 @@ fn main() {
         "{:<14} {:>5} {:>10} {:>12} {:>13}",
         "run", "round", "seconds", "msgs/s", "requests/msg"
     );
-    let mut best = [0.0f64; 3];
+    let mut best = [0.0f64; 4];
     for round in 1..=ROUNDS {
-        for (index, name) in ["bare loop", "task loop", "spotq engine"]
+        for (index, name) in ["bare loop", "task loop", "spotq engine", "layered engine"]
             .into_iter()
             .enumerate()
         {
@@ -437,7 +450,8 @@ fn main() {
                 match index {
                     0 => bare_loop(messages).await,
                     1 => task_loop(messages).await,
-                    _ => engine(messages).await,
+                    2 => engine(messages, false).await,
+                    _ => engine(messages, true).await,
                 }
             });
             let rate = messages as f64 / run.seconds;
@@ -451,13 +465,15 @@ fn main() {
     }
     println!();
     println!(
-        "best: bare loop {:.0} msgs/s, task loop {:.0} msgs/s, engine {:.0} msgs/s",
-        best[0], best[1], best[2]
+        "best: bare loop {:.0} msgs/s, task loop {:.0} msgs/s, engine {:.0} msgs/s, \
+         layered engine {:.0} msgs/s",
+        best[0], best[1], best[2], best[3]
     );
     println!(
-        "engine/bare = {:.2}, engine/task loop = {:.2}",
+        "engine/bare = {:.2}, engine/task loop = {:.2}, layered engine/engine = {:.2}",
         best[2] / best[0],
-        best[2] / best[1]
+        best[2] / best[1],
+        best[3] / best[2]
     );
     fifo_runs(&runtime, messages.min(100_000), only.as_deref());
 }

@@ -19,8 +19,11 @@ use crate::error::BoxError;
     message = "these layers do not wrap a `{D}`",
     note = "a per-message worker's layers must take a `tower::Service<spotq::Message>`, \
             a batch worker's a `tower::Service<Vec<spotq::Message>>`; the service they \
-            make must be `Send + 'static` with a `Send` future, respond with what a \
-            handler may return and fail with an error that converts into `BoxError`"
+            make must be `Clone + Send + 'static` with a `Send` future, respond with what a \
+            handler may return and fail with an error that converts into `BoxError`",
+    note = "the service is cloned per call: a layer whose service is not `Clone` (tower's \
+            `RateLimit`) goes behind `tower::buffer::BufferLayer`, e.g. \
+            `ServiceBuilder::new().buffer(1).rate_limit(..)`"
 )]
 pub trait Wrap<D> {
     /// The handler the worker calls.
@@ -50,7 +53,7 @@ impl<H, Inner, Outer, S> Wrap<PerMessage<H>> for Stack<Inner, Outer>
 where
     H: Handler,
     Self: Layer<HandlerService<H>, Service = S>,
-    S: Service<Message> + Send + 'static,
+    S: Service<Message> + Clone + Send + 'static,
     S::Response: IntoOutcome,
     S::Error: Into<BoxError>,
     S::Future: Send,
@@ -68,7 +71,7 @@ impl<B, Inner, Outer, S> Wrap<PerBatch<B>> for Stack<Inner, Outer>
 where
     B: BatchHandler,
     Self: Layer<HandlerService<B>, Service = S>,
-    S: Service<Vec<Message>> + Send + 'static,
+    S: Service<Vec<Message>> + Clone + Send + 'static,
     S::Response: IntoBatchOutcome,
     S::Error: Into<BoxError>,
     S::Future: Send,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tower::Layer;
 use tower::layer::util::{Identity, Stack};
 
+use crate::Error;
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::api::service::ServiceHandler;
@@ -18,7 +19,6 @@ use crate::contract::{ShutdownHandle, StopReason};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
-use crate::error::Error;
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::emf::EmfSettings;
 use crate::telemetry::health::Health;
@@ -100,10 +100,14 @@ impl<L> WorkerBuilder<L> {
     }
 
     /// Wraps the handler in a [`tower::Layer`]: tower's `Timeout`, `ConcurrencyLimit`,
-    /// `RateLimit`, `Buffer`, a `ServiceBuilder` of several, or a user's own middleware.
-    /// The handler is a [`HandlerService`](crate::handler::HandlerService) inside them (a
-    /// `Service<Message>`, or `Service<Vec<Message>>` for a batch handler). The first
-    /// layer added is the outermost, as with `ServiceBuilder`.
+    /// `Buffer`, a `ServiceBuilder` of several, or a user's own middleware. The handler
+    /// is a [`HandlerService`](crate::handler::HandlerService) inside them (a `Service<Message>`,
+    /// or `Service<Vec<Message>>` for a batch handler). The first layer added is the
+    /// outermost, as with `ServiceBuilder`.
+    ///
+    /// The service the layers make is cloned per call, so it must be `Clone`; one that
+    /// is not (tower's `RateLimit`) goes behind a `Buffer`, as below
+    /// ([`ServiceHandler`](crate::handler::ServiceHandler) says why a bound of 1).
     ///
     /// A layer that is not ready holds receiving back: pollers wait for the service to
     /// be ready before they take slots, so a rate limit of N messages a second keeps
@@ -115,14 +119,16 @@ impl<L> WorkerBuilder<L> {
     /// use std::time::Duration;
     ///
     /// use spotq::{EmbeddedQueue, Message, Worker};
+    /// use tower::ServiceBuilder;
     ///
     /// async fn handle(_message: Message) {}
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // Inside the runtime: tower's rate limit starts a timer when it is made.
+    /// // Inside the runtime: the buffer spawns its task, and tower's rate limit starts a
+    /// // timer, when they are made.
     /// let worker = Worker::builder(EmbeddedQueue::new("jobs"))
-    ///     .layer(tower::limit::RateLimitLayer::new(50, Duration::from_secs(1)))
+    ///     .layer(ServiceBuilder::new().buffer(1).rate_limit(50, Duration::from_secs(1)))
     ///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(30)))
     ///     .handler(handle);
     /// # drop(worker);

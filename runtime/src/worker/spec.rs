@@ -176,13 +176,14 @@ impl WorkerSpec {
     }
 
     /// Wraps a per-message handler in a [`tower::Layer`], as
-    /// [`WorkerBuilder::layer`](crate::WorkerBuilder::layer) does; the first layer added
-    /// is the outermost. On a batch spec this is a configuration error, reported when
-    /// the worker starts: use [`batch_layer`](Self::batch_layer).
+    /// [`WorkerBuilder::layer`](crate::WorkerBuilder::layer) does (the service it makes
+    /// is cloned per call); the first layer added is the outermost. On a batch spec this
+    /// is a configuration error, reported when the worker starts: use
+    /// [`batch_layer`](Self::batch_layer).
     pub fn layer<L, S>(mut self, layer: L) -> Self
     where
         L: Layer<HandlerService<BoxedHandler>, Service = S>,
-        S: Service<Message> + Send + 'static,
+        S: Service<Message> + Clone + Send + 'static,
         S::Response: IntoOutcome,
         S::Error: Into<BoxError>,
         S::Future: Send,
@@ -206,7 +207,7 @@ impl WorkerSpec {
     pub fn batch_layer<L, S>(mut self, layer: L) -> Self
     where
         L: Layer<HandlerService<BoxedBatchHandler>, Service = S>,
-        S: Service<Vec<Message>> + Send + 'static,
+        S: Service<Vec<Message>> + Clone + Send + 'static,
         S::Response: IntoBatchOutcome,
         S::Error: Into<BoxError>,
         S::Future: Send,
