@@ -12,6 +12,7 @@ pub const FORMAT_VAR: &str = "SPOTQ_LOG_FORMAT";
 
 /// How log lines look.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]

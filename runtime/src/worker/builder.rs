@@ -8,7 +8,6 @@ use std::time::Duration;
 use tower::Layer;
 use tower::layer::util::{Identity, Stack};
 
-use crate::Error;
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::api::service::ServiceHandler;
@@ -19,6 +18,7 @@ use crate::contract::{ShutdownHandle, StopReason};
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 use crate::engine::{Dispatch, Engine, PerBatch, PerMessage, Setup, Wrap};
+use crate::error::Error;
 use crate::telemetry::emf::EmfOutput;
 use crate::telemetry::emf::EmfSettings;
 use crate::telemetry::health::Health;

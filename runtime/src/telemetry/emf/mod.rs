@@ -96,6 +96,7 @@ const METADATA_MEMBER: &str = "_aws";
 
 /// The unit of a metric: the units CloudWatch accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Unit {
     /// `Seconds`.
     Seconds,
@@ -196,6 +197,7 @@ impl fmt::Display for Unit {
 
 /// What kind of member a rejected name belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NameKind {
     /// A dimension's name.
     Dimension,
