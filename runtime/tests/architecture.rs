@@ -1020,3 +1020,67 @@ fn a_circle_of_two_files_is_found_and_a_parents_reexport_is_no_dependency() {
         [["m/a.rs", "m/b.rs", "m/mod.rs"]]
     );
 }
+
+/// The names `lib.rs` makes public at the crate root: each `pub mod` and each name a
+/// `pub use` binds (with or without `pub(crate)`: only a bare `pub` counts), whatever
+/// their `cfg`.
+fn root_names(lib: &str) -> BTreeSet<String> {
+    let tokens = without_test_items(&tokenize(&blank_comments_and_literals(lib)));
+    let mut names = BTreeSet::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let bare_pub = i > 0 && tokens[i - 1].ident() == Some("pub");
+        if !bare_pub {
+            continue;
+        }
+        match token.ident() {
+            Some("mod") => {
+                if let Some(name) = tokens.get(i + 1).and_then(Token::ident) {
+                    names.insert(name.to_string());
+                }
+            }
+            Some("use") => {
+                let mut at = i + 1;
+                let mut leaves = Vec::new();
+                use_tree(&tokens, &mut at, Vec::new(), &mut leaves);
+                names.extend(leaves.into_iter().filter_map(|leaf| leaf.binds));
+            }
+            _ => {}
+        }
+    }
+    names
+}
+
+#[test]
+fn the_crate_root_is_the_users_path_in_twenty_names_or_fewer() {
+    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
+        .expect("runtime/src/lib.rs");
+    let names = root_names(&lib);
+    // The parser finds what is there: the names every user writes are among them.
+    for expected in [
+        "Worker",
+        "Message",
+        "Outcome",
+        "EmbeddedQueue",
+        "backend",
+        "handler",
+    ] {
+        assert!(
+            names.contains(expected),
+            "{expected} not found at the root: {names:?}"
+        );
+    }
+    assert!(
+        names.len() <= 20,
+        "{} names at the crate root (at most 20): {names:?}",
+        names.len()
+    );
+}
+
+#[test]
+fn root_names_counts_modules_and_the_names_uses_bind() {
+    let lib = "pub mod a;\nmod hidden;\npub(crate) use hidden::X;\n\
+               pub use b::{C, d::E as F};\n#[cfg(feature = \"x\")]\npub use g::H;\n\
+               // pub use not::This;\n";
+    let names: Vec<_> = root_names(lib).into_iter().collect();
+    assert_eq!(names, ["C", "F", "H", "a"]);
+}
