@@ -40,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // Failed handlers log a warning each; the summary below counts them.
-                .unwrap_or_else(|_| "warn,spotq=info,spotq::handler=error".into()),
+                // Failed handlers log a warning each (target `spotq::engine::task`, the
+                // module of a message's task); the summary below counts them.
+                .unwrap_or_else(|_| "warn,spotq=info,spotq::engine::task=error".into()),
         )
         .init();
     let messages: u64 = match std::env::args().nth(1) {
