@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use spotq::EmbeddedQueue;
+use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
 use spotq::testing::run_until_drained;
 
 #[spotq::worker(queue = env("INVOICES_QUEUE"), batch_size = 10, concurrency = 40)]

@@ -80,7 +80,12 @@ fn run_command(example: &Example) -> String {
         .find_map(|line| line.strip_prefix("//! Run with: "))
         .unwrap_or_else(|| panic!("{}: a `//! Run with:` line in its header", example.path));
     first_code(run_with)
-        .unwrap_or_else(|| panic!("{}: `Run with:` gives the command in backticks", example.path))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: `Run with:` gives the command in backticks",
+                example.path
+            )
+        })
         .to_owned()
 }
 
@@ -110,9 +115,11 @@ fn every_example_opens_with_the_command_that_runs_it() {
         let command = run_command(&example);
         assert!(
             command.contains("cargo ")
-                && command.split_whitespace().collect::<Vec<_>>().windows(2).any(
-                    |pair| pair == ["--example", example.name.as_str()]
-                ),
+                && command
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .windows(2)
+                    .any(|pair| pair == ["--example", example.name.as_str()]),
             "{}: `{command}` runs it",
             example.name
         );
@@ -124,7 +131,11 @@ fn every_example_opens_with_the_command_that_runs_it() {
             );
         }
         if example.features.is_empty() {
-            assert!(!command.contains("--features"), "{}: `{command}`", example.name);
+            assert!(
+                !command.contains("--features"),
+                "{}: `{command}`",
+                example.name
+            );
         }
     }
 }
@@ -138,8 +149,14 @@ fn the_index_lists_every_example_once_in_order_with_its_command() {
         .collect();
     let examples = examples();
     let listed: Vec<&str> = lines.iter().filter_map(|line| first_code(line)).collect();
-    let names: Vec<&str> = examples.iter().map(|example| example.name.as_str()).collect();
-    assert_eq!(listed, names, "examples/README.md lists the examples in order");
+    let names: Vec<&str> = examples
+        .iter()
+        .map(|example| example.name.as_str())
+        .collect();
+    assert_eq!(
+        listed, names,
+        "examples/README.md lists the examples in order"
+    );
     for (line, example) in lines.iter().zip(&examples) {
         assert!(
             line.contains(&format!("]({})", example.path)),

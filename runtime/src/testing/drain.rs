@@ -98,14 +98,9 @@ impl sealed::Sealed for AnyWorker {
 impl Runnable for WorkerSpec {}
 
 impl sealed::Sealed for WorkerSpec {
-    fn run_until_drained(
-        self,
-        queue: EmbeddedQueue,
-    ) -> impl Future<Output = Result<RunReport, Error>> + Send {
-        async move {
-            let worker = self.worker(queue.clone())?;
-            worker.run_until(drained(queue)).await
-        }
+    async fn run_until_drained(self, queue: EmbeddedQueue) -> Result<RunReport, Error> {
+        let worker = self.worker(queue.clone())?;
+        worker.run_until(drained(queue)).await
     }
 }
 
