@@ -1,8 +1,8 @@
 # spotq images: a static (musl) binary on `scratch` with CA certificates, a health probe
 # and a non-root user; the binary is PID 1 and handles SIGTERM itself.
 #
-#   docker build -t orders-worker .                                 # examples/sqs_worker.rs
-#   docker build --build-arg WORKER=quickstart -t quickstart .       # another example
+#   docker build -t orders-worker .                                 # examples/basic-sqs-worker.rs
+#   docker build --build-arg WORKER=advanced-batch-job -t job .     # another example
 #   docker build --build-arg WORKER_PACKAGE=orders --build-arg WORKER_KIND=bin \
 #     --build-arg WORKER=orders -t orders .                          # a [[bin]] target
 #   docker build --target controller -t spotq-controller .
@@ -32,7 +32,7 @@ ENV RUSTFLAGS="-C strip=symbols"
 FROM toolchain AS build-worker
 # The worker: an example of this workspace (`WORKER_KIND=example`) or a [[bin]] target
 # (`WORKER_KIND=bin`) of the package WORKER_PACKAGE.
-ARG WORKER=sqs_worker
+ARG WORKER=basic-sqs-worker
 # The cargo features the worker needs: the examples on SQS need the examples' `sqs`
 # (empty for a [[bin]] of a package of your own that needs none).
 ARG WORKER_FEATURES=spotq-examples/sqs
@@ -86,7 +86,7 @@ COPY --from=worker-binaries --chmod=0444 /out/ca-certificates.crt /etc/ssl/certs
 COPY --from=worker-binaries --chmod=0555 /out/spotq-healthcheck /out/worker /usr/local/bin/
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
-# /metrics, /health and /ready (examples/sqs_worker.rs serves them on $SPOTQ_HTTP_ADDR,
+# /metrics, /health and /ready (examples/basic-sqs-worker.rs serves them on $SPOTQ_HTTP_ADDR,
 # default 0.0.0.0:8080; a task that moves them probes the new port in its health check).
 EXPOSE 8080
 STOPSIGNAL SIGTERM

@@ -266,7 +266,7 @@ fn the_worker_task_definition_matches_the_worker_it_runs() {
     assert_eq!(worker["essential"], true);
 
     // The port and the health path the example serves, probed by the image's binary.
-    let example = code("examples/sqs_worker.rs");
+    let example = code("examples/basic-sqs-worker.rs");
     assert!(
         example.contains("serve::serve(spotq::telemetry::serve::addr_from_env()?"),
         "the example serves on $SPOTQ_HTTP_ADDR"
@@ -337,7 +337,7 @@ fn the_stop_timeout_covers_the_worker_s_grace_period_and_exit() {
     assert_eq!(stop_timeout, 120, "Fargate's longest, all of Spot's notice");
 
     // The example plans its shutdown for this stop timeout...
-    let example = code("examples/sqs_worker.rs");
+    let example = code("examples/basic-sqs-worker.rs");
     let worker_stop_timeout = number_after(
         &example,
         ".stop_timeout(Duration::from_secs(",
@@ -627,7 +627,7 @@ fn the_worker_policy_grants_exactly_the_calls_the_worker_makes() {
 }
 
 #[test]
-fn the_job_task_definition_runs_the_batch_job_on_the_worker_s_queue() {
+fn the_job_task_definition_runs_the_job_example_on_the_worker_s_queue() {
     let task = json("deploy/batch-job-task-definition.json");
     let worker_task = json("deploy/worker-task-definition.json");
     assert_eq!(task["networkMode"], "awsvpc");
@@ -646,7 +646,7 @@ fn the_job_task_definition_runs_the_batch_job_on_the_worker_s_queue() {
 
     // The batch job runs to completion, then exits with its run's exit code: a task a
     // job binding starts ends by itself.
-    let example = code("examples/batch_job.rs");
+    let example = code("examples/advanced-batch-job.rs");
     assert!(
         example.contains("exit_after_empty_receives = ")
             && example.contains("Ok(report.exit_code())")
@@ -816,7 +816,7 @@ fn published() -> Published {
     let env = environment(container(&task));
     let (region, account, queue) = queue_url_parts(env_value(&env, "SPOTQ_QUEUE"));
     // The example turns EMF on with these two variables, as namespace and ServiceName.
-    let example = code("examples/sqs_worker.rs");
+    let example = code("examples/basic-sqs-worker.rs");
     for needle in [
         "std::env::var(\"SPOTQ_EMF_NAMESPACE\")",
         "std::env::var(\"SPOTQ_EMF_SERVICE\")",

@@ -3,17 +3,9 @@
 //! the partial failures of a batch.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse};
-use spotq::{Context, EmbeddedQueue, Message};
-use tokio::time::sleep;
-
-async fn drained(queues: Vec<EmbeddedQueue>) {
-    while queues.iter().any(|queue| queue.counts().total() > 0) {
-        sleep(Duration::from_millis(100)).await;
-    }
-}
+use spotq::{Context, EmbeddedQueue, Message, testing::run_until_drained};
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -47,12 +39,7 @@ async fn typed_handler_retries_failures_and_dead_letters_bodies_that_do_not_deco
 
     let spec = handle_order_worker();
     assert_eq!(spec.config().concurrency, 4);
-    let report = spec
-        .worker(queue.clone())
-        .expect("settings are valid")
-        .run_until(drained(vec![queue.clone()]))
-        .await
-        .expect("worker runs");
+    let report = run_until_drained(spec, &queue).await.expect("worker runs");
 
     let mut handled = ORDERS.lock().expect("lock").clone();
     handled.sort_unstable();
@@ -91,12 +78,7 @@ async fn batch_handler_retries_only_the_items_it_names() {
 
     let spec = handle_batch_worker();
     assert!(spec.is_batch());
-    let report = spec
-        .worker(queue.clone())
-        .expect("settings are valid")
-        .run_until(drained(vec![queue.clone()]))
-        .await
-        .expect("worker runs");
+    let report = run_until_drained(spec, &queue).await.expect("worker runs");
 
     let batches = BATCHES.lock().expect("lock").clone();
     let mut seen: Vec<&str> = batches.iter().flatten().map(String::as_str).collect();
@@ -133,10 +115,7 @@ async fn typed_batch_fails_only_the_bodies_that_do_not_decode() {
         .expect("queue");
     queue.send_many(["{\"cents\": 5}", "{\"cents\": 7}", "{\"cents\": \"seven\"}"]);
 
-    let report = book_worker()
-        .worker(queue.clone())
-        .expect("settings are valid")
-        .run_until(drained(vec![queue.clone()]))
+    let report = run_until_drained(book_worker(), &queue)
         .await
         .expect("worker runs");
 
@@ -165,10 +144,7 @@ async fn a_string_handler_gets_the_body_as_it_is() {
     // (an empty body SQS refuses, and so does the embedded queue).
     queue.send_many(["plain text", "{\"id\": 1}", " "]);
 
-    let report = handle_text_worker()
-        .worker(queue.clone())
-        .expect("settings are valid")
-        .run_until(drained(vec![queue.clone()]))
+    let report = run_until_drained(handle_text_worker(), &queue)
         .await
         .expect("worker runs");
 

@@ -22,20 +22,12 @@
 //! let queue = EmbeddedQueue::builder("jobs").redrive(&dead_letters, 3).build()?;
 //! queue.send_many(["1", "2", "three"]);
 //!
-//! let drained = {
-//!     let queue = queue.clone();
-//!     async move {
-//!         while queue.counts().total() > 0 {
-//!             tokio::time::sleep(Duration::from_millis(10)).await;
-//!         }
-//!     }
-//! };
-//! let report = Worker::builder(queue)
+//! let worker = Worker::builder(queue.clone())
 //!     .concurrency(8)
 //!     .retry_backoff(Duration::ZERO, Duration::ZERO)
-//!     .handler(handle)
-//!     .run_until(drained)
-//!     .await?;
+//!     .handler(handle);
+//! // Until the queue holds no message; `worker.run()` runs until SIGTERM instead.
+//! let report = spotq::testing::run_until_drained(worker, &queue).await?;
 //! assert_eq!(report.deleted, 2);
 //! assert_eq!(dead_letters.counts().visible, 1); // "three" failed 3 times
 //! # Ok(())
@@ -61,7 +53,8 @@
 //!   CloudWatch EMF lines, health and log setup;
 //! - [`ecs`]: the task count behind backlog per task, and task scale-in protection;
 //! - [`lambda`]: the same handlers as an SQS-triggered Lambda function;
-//! - [`testing`]: stand-ins for tests of programs that embed a worker.
+//! - [`testing`]: running a worker on the embedded queue until it is drained, and a
+//!   stand-in for the ECS agent.
 //!
 //! # Features
 //!
@@ -69,7 +62,8 @@
 //! facades only, and the parts a worker binary adds are cargo features. The defaults are
 //! what a worker binary in an ECS task uses; a library that depends on spotq turns them
 //! off (`default-features = false`) and names what it needs. The engine, the embedded
-//! queue, the [`backend`] seam, [`WorkerSpec`], EMF and health need none.
+//! queue and [`testing::run_until_drained`], the [`backend`] seam, [`WorkerSpec`], EMF
+//! and health need none.
 //!
 //! | Feature | Default | What it adds |
 //! |---|---|---|
@@ -80,7 +74,7 @@
 //! | `logging` | yes | `telemetry::logging`: the `tracing-subscriber` setup |
 //! | `prometheus` | through `serve` | `telemetry::prometheus`: the Prometheus recorder |
 //! | `lambda` | no | `lambda`: the same handlers as an SQS-triggered Lambda function |
-//! | `test-util` | no | `testing`: a stand-in for the ECS agent (turns on `ecs`) |
+//! | `test-util` | no | `testing::AgentStandIn`: a stand-in for the ECS agent (turns on `ecs`) |
 //!
 //! Without `ecs`, a worker holds no task scale-in protection and publishes backlog per
 //! task only with `WorkerConfig::running_tasks` set. Without `sqs`, a
@@ -109,8 +103,6 @@ pub mod handler;
 pub mod lambda;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(all(feature = "ecs", any(test, feature = "test-util")))]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
 mod waiting;
 mod worker;

@@ -15,9 +15,8 @@ use spotq::handler::DecodeErrorKind;
 use spotq::{
     Context, EmbeddedQueue, Error, Outcome, WorkerSpec, backend::BackendError,
     backend::SendMessage, config::QueueSource, config::RetryPolicy, config::WorkerConfig,
-    handler::HandlerError, handler::input, shutdown::ShutdownHandle,
+    handler::HandlerError, handler::input, shutdown::ShutdownHandle, testing::run_until_drained,
 };
-use tokio::time::sleep;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 
@@ -138,12 +137,6 @@ fn no_backoff() -> RetryPolicy {
     RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
 }
 
-async fn drained(queue: EmbeddedQueue) {
-    while queue.counts().total() > 0 {
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Every body in `queue`, taking them (the queue is not read by anyone else).
 async fn bodies(queue: &EmbeddedQueue) -> BTreeSet<String> {
     let mut bodies = BTreeSet::new();
@@ -180,11 +173,8 @@ async fn bodies_that_do_not_decode_are_dead_lettered_and_never_logged() {
     queue.send_many((0..30).map(|id| format!(r#"{{"id":{id},"amount_cents":100}}"#)));
     let bad: BTreeSet<String> = bad_bodies().into_iter().collect();
     let ids: BTreeSet<String> = bad.iter().map(|body| queue.send(body.clone())).collect();
-    let report = handle_order_worker()
-        .configure(|config| config.retry = no_backoff())
-        .worker(queue.clone())
-        .expect("bind")
-        .run_until(drained(queue.clone()))
+    let worker = handle_order_worker().configure(|config| config.retry = no_backoff());
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -230,11 +220,8 @@ async fn a_batch_s_bodies_that_do_not_decode_are_never_logged() {
         .expect("queue");
     queue.send_many((0..9).map(|number| format!(r#"{{"number":{number}}}"#)));
     let id = queue.send(format!(r#"{{"number":"{SECRET}"}}"#));
-    let report = handle_invoices_worker()
-        .configure(|config| config.retry = no_backoff())
-        .worker(queue.clone())
-        .expect("bind")
-        .run_until(drained(queue.clone()))
+    let worker = handle_invoices_worker().configure(|config| config.retry = no_backoff());
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -437,7 +424,7 @@ async fn a_continuation_the_queue_refuses_fails_its_message_which_is_dead_letter
         .build()
         .expect("queue");
     queue.send_many(["ok-1", "refused", "ok-2"]);
-    let report = spotq::Worker::builder(queue.clone())
+    let worker = spotq::Worker::builder(queue.clone())
         .retry(no_backoff())
         .handler(|message: spotq::Message| async move {
             match message.body() {
@@ -445,8 +432,8 @@ async fn a_continuation_the_queue_refuses_fails_its_message_which_is_dead_letter
                 "refused" => Outcome::Continue(SendMessage::new("")),
                 _ => Outcome::Ack,
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 

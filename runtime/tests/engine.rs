@@ -16,15 +16,9 @@ use spotq::backend::{
 use spotq::{
     EmbeddedQueue, Error, Message, Outcome, Worker, backend::BackendError, config::Backoff,
     config::Heartbeat, config::RetryPolicy, shutdown::ShutdownHandle, telemetry::health::Health,
+    testing::run_until_drained,
 };
 use tokio::time::{Instant, sleep};
-
-/// Resolves once the queue holds no message in any state.
-async fn drained(queue: EmbeddedQueue) {
-    while queue.counts().total() > 0 {
-        sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Records the virtual instant of every handler call, per body.
 #[derive(Clone, Default)]
@@ -64,7 +58,7 @@ async fn each_successful_message_is_deleted_exactly_once() {
     queue.send_many((0..500).map(|n| n.to_string()));
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(32)
         .handler(move |message: Message| {
             let recorder = recorder.clone();
@@ -72,8 +66,8 @@ async fn each_successful_message_is_deleted_exactly_once() {
                 recorder.record(&message);
                 sleep(Duration::from_millis(fastrand::u64(1..50))).await;
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -112,7 +106,7 @@ async fn failures_back_off_then_reach_the_dead_letter_queue() {
         max: Duration::from_secs(30),
         jitter: false,
     };
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(RetryPolicy::Backoff(backoff))
         .handler(move |message: Message| {
             let recorder = recorder.clone();
@@ -120,8 +114,8 @@ async fn failures_back_off_then_reach_the_dead_letter_queue() {
                 recorder.record(&message);
                 Err::<(), _>(format!("cannot handle attempt {}", message.receive_count()))
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -150,7 +144,7 @@ async fn leaving_failures_to_the_visibility_timeout_changes_nothing() {
     queue.send("flaky");
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(RetryPolicy::VisibilityTimeout)
         .handler(move |message: Message| {
             let recorder = recorder.clone();
@@ -162,8 +156,8 @@ async fn leaving_failures_to_the_visibility_timeout_changes_nothing() {
                     Outcome::Ack
                 }
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -184,7 +178,7 @@ async fn heartbeats_keep_a_handler_running_five_visibility_timeouts() {
     let calls = Calls::default();
     let recorder = calls.clone();
     // Several pollers stand ready to receive the message again should it ever lapse.
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(8)
         .pollers(4)
         .handler(move |message: Message| {
@@ -193,8 +187,8 @@ async fn heartbeats_keep_a_handler_running_five_visibility_timeouts() {
                 recorder.record(&message);
                 sleep(Duration::from_secs(50)).await;
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -218,7 +212,7 @@ async fn without_heartbeats_a_lapsed_message_is_received_again_and_its_stale_del
     queue.send("slow");
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(4)
         .pollers(2)
         .heartbeat(Heartbeat::Off)
@@ -230,8 +224,8 @@ async fn without_heartbeats_a_lapsed_message_is_received_again_and_its_stale_del
                     sleep(Duration::from_secs(25)).await;
                 }
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker survives a stale receipt");
 
@@ -340,7 +334,7 @@ async fn never_more_handlers_or_received_messages_than_permits() {
     let running = Arc::new(AtomicUsize::new(0));
     let max_running = Arc::new(AtomicUsize::new(0));
     let (handler_running, handler_max) = (Arc::clone(&running), Arc::clone(&max_running));
-    Worker::builder(Arc::clone(&backend))
+    let worker = Worker::builder(Arc::clone(&backend))
         .concurrency(7)
         .pollers(3)
         .handler(move |_message: Message| {
@@ -357,8 +351,8 @@ async fn never_more_handlers_or_received_messages_than_permits() {
                 // The handler is done with its message before its permit is returned.
                 held.fetch_sub(1, Ordering::SeqCst);
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -381,10 +375,10 @@ async fn never_more_handlers_or_received_messages_than_permits() {
 async fn deletes_are_batched() {
     let queue = EmbeddedQueue::new("batched");
     queue.send_many((0..1000).map(|n| n.to_string()));
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(100)
-        .handler(|_message: Message| async {})
-        .run_until(drained(queue.clone()))
+        .handler(|_message: Message| async {});
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -406,7 +400,7 @@ async fn panics_and_timeouts_are_failures_not_crashes() {
     queue.send_many(["panic", "hang", "fine"].map(str::to_owned));
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(4)
         .handler_timeout(Duration::from_secs(5))
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
@@ -421,8 +415,8 @@ async fn panics_and_timeouts_are_failures_not_crashes() {
                     _ => {}
                 }
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker keeps running");
 
@@ -449,10 +443,10 @@ async fn queue_errors_are_retried_with_backoff() {
     queue.faults().fail_next(Operation::DeleteBatch, 2);
     queue.faults().throttle_next(Operation::DeleteBatch, 1);
     queue.faults().fail_next_entries(Operation::DeleteBatch, 5);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(20)
-        .handler(|_message: Message| async {})
-        .run_until(drained(queue.clone()))
+        .handler(|_message: Message| async {});
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -633,21 +627,20 @@ async fn a_continuation_is_sent_before_the_original_is_deleted() {
     queue.send("step:1");
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
-        .handler(move |message: Message| {
-            let recorder = recorder.clone();
-            async move {
-                recorder.record(&message);
-                assert_eq!(message.receive_count(), 1, "continuations start afresh");
-                let step: u32 = message.body()["step:".len()..].parse().expect("step");
-                if step < 3 {
-                    Outcome::Continue(SendMessage::new(format!("step:{}", step + 1)))
-                } else {
-                    Outcome::Ack
-                }
+    let worker = Worker::builder(queue.clone()).handler(move |message: Message| {
+        let recorder = recorder.clone();
+        async move {
+            recorder.record(&message);
+            assert_eq!(message.receive_count(), 1, "continuations start afresh");
+            let step: u32 = message.body()["step:".len()..].parse().expect("step");
+            if step < 3 {
+                Outcome::Continue(SendMessage::new(format!("step:{}", step + 1)))
+            } else {
+                Outcome::Ack
             }
-        })
-        .run_until(drained(queue.clone()))
+        }
+    });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -671,7 +664,7 @@ async fn a_continuation_that_cannot_be_sent_deletes_nothing() {
     queue.faults().reject_next(Operation::Send, 1);
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(1))
         .handler(move |message: Message| {
             let recorder = recorder.clone();
@@ -683,8 +676,8 @@ async fn a_continuation_that_cannot_be_sent_deletes_nothing() {
                     Outcome::Ack
                 }
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -1012,13 +1005,11 @@ async fn messages_beyond_what_a_receive_asked_for_are_released_at_once() {
         late: Duration::ZERO,
         at_least: 10,
     });
-    let report = Worker::builder(backend)
+    let worker = Worker::builder(backend)
         .concurrency(2)
         .pollers(1)
-        .handler(|_: Message| async {})
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        .handler(|_: Message| async {});
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 20);
     assert!(report.released > 0, "the extras were released: {report:?}");
     // Released, not left to their 600 s visibility timeout.

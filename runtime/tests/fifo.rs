@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use spotq::{
-    EmbeddedQueue, Message, Worker, backend::SendMessage, config::RetryPolicy,
-    handler::BatchOutcome, handler::ItemFailure, shutdown::ShutdownHandle,
+    EmbeddedQueue, Message, RunReport, Worker, backend::SendMessage, config::RetryPolicy,
+    handler::BatchOutcome, handler::ItemFailure, shutdown::ShutdownHandle, testing::Runnable,
+    testing::run_until_drained,
 };
 use tokio::time::sleep;
 
@@ -99,17 +100,15 @@ impl Calls {
     }
 }
 
-/// Resolves once the queue is empty; fails the test if it is not within an hour (of
-/// paused time): messages that keep failing would otherwise keep it busy for ever.
-async fn drained(queue: EmbeddedQueue) {
-    let empty = async {
-        while queue.counts().total() > 0 {
-            sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(3600), empty)
+/// Runs `worker` until the queue is empty; fails the test if it is not within an hour
+/// (of paused time): messages that keep failing would otherwise keep it busy for ever.
+async fn drain_within_an_hour(
+    worker: impl Runnable,
+    queue: &EmbeddedQueue,
+) -> Result<RunReport, spotq::Error> {
+    tokio::time::timeout(Duration::from_secs(3600), run_until_drained(worker, queue))
         .await
-        .unwrap_or_else(|_| panic!("not drained in an hour: {:?}", queue.counts()));
+        .unwrap_or_else(|_| panic!("not drained in an hour: {:?}", queue.counts()))
 }
 
 #[tokio::test(start_paused = true)]
@@ -119,7 +118,7 @@ async fn groups_run_in_order_one_message_at_a_time_and_in_parallel_across_groups
     let calls = Calls::default();
     let recorder = calls.clone();
     fastrand::seed(7);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(64)
         .handler(move |message: Message| {
             let calls = recorder.clone();
@@ -129,10 +128,8 @@ async fn groups_run_in_order_one_message_at_a_time_and_in_parallel_across_groups
                 sleep(work).await;
                 calls.end(&group);
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 1000);
     let per_group = calls.per_group();
     assert_eq!(per_group.len(), 100);
@@ -155,7 +152,7 @@ async fn failing_in_the_middle(panics: bool) -> HashMap<String, Vec<usize>> {
     fill(&queue, 3, 8);
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(8)
         .retry(no_backoff())
         .handler(move |message: Message| {
@@ -173,10 +170,8 @@ async fn failing_in_the_middle(panics: bool) -> HashMap<String, Vec<usize>> {
                 }
                 Ok(())
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 24);
     assert_eq!(report.failed, 1);
     calls.per_group()
@@ -202,23 +197,20 @@ async fn a_retry_after_holds_its_group_until_it_comes_back() {
     fill(&queue, 1, 4);
     let calls = Calls::default();
     let recorder = calls.clone();
-    Worker::builder(queue.clone())
-        .handler(move |message: Message| {
-            let calls = recorder.clone();
-            let (group, n) = calls.begin(message.body());
-            let first = message.receive_count() == 1;
-            async move {
-                calls.end(&group);
-                if n == 1 && first {
-                    spotq::Outcome::RetryAfter(Duration::from_secs(5))
-                } else {
-                    spotq::Outcome::Ack
-                }
+    let worker = Worker::builder(queue.clone()).handler(move |message: Message| {
+        let calls = recorder.clone();
+        let (group, n) = calls.begin(message.body());
+        let first = message.receive_count() == 1;
+        async move {
+            calls.end(&group);
+            if n == 1 && first {
+                spotq::Outcome::RetryAfter(Duration::from_secs(5))
+            } else {
+                spotq::Outcome::Ack
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        }
+    });
+    drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(calls.per_group()["g0"], vec![0, 1, 1, 2, 3]);
 }
 
@@ -259,9 +251,8 @@ async fn shutdown_mid_group_hands_the_rest_of_the_group_on_in_order() {
     );
 
     // The next task takes each group from its first unprocessed message.
-    Worker::builder(queue.clone())
-        .handler(handler(calls.clone()))
-        .run_until(drained(queue.clone()))
+    let worker = Worker::builder(queue.clone()).handler(handler(calls.clone()));
+    drain_within_an_hour(worker, &queue)
         .await
         .expect("next task");
     for group in ["g0", "g1"] {
@@ -279,7 +270,7 @@ async fn a_failed_batch_item_holds_back_the_items_of_its_group_behind_it() {
     fill(&queue, 2, 3);
     let batches = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
     let recorder = Arc::clone(&batches);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(no_backoff())
         .batch_handler(move |messages: Vec<Message>| {
             let bodies: Vec<String> = messages.iter().map(|m| m.body().to_owned()).collect();
@@ -291,10 +282,8 @@ async fn a_failed_batch_item_holds_back_the_items_of_its_group_behind_it() {
                 .map(|m| ItemFailure::new(m.id(), "g0:1 fails once"));
             let outcome = BatchOutcome::failures(failures.collect::<Vec<_>>());
             async move { outcome }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(report.failed, 1);
     assert_eq!(report.released, 1, "g0:2 was held back, not deleted");
     // g0:0 and g0:1 ran in order, then g0:1 and g0:2 again after the retry; g1 ran once.
@@ -330,7 +319,7 @@ async fn groups_beyond_the_free_slots_wait_heartbeated_for_one() {
     let recorder = calls.clone();
     let receive_counts = Arc::new(Mutex::new(Vec::new()));
     let counts = Arc::clone(&receive_counts);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(2)
         .handler(move |message: Message| {
             let calls = recorder.clone();
@@ -340,10 +329,8 @@ async fn groups_beyond_the_free_slots_wait_heartbeated_for_one() {
                 sleep(Duration::from_secs(1)).await;
                 calls.end(&group);
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 10);
     assert_eq!(calls.per_group().len(), 10);
     assert!(calls.most.load(Ordering::SeqCst) <= 2, "two slots");
@@ -385,10 +372,9 @@ async fn what_the_worker_holds_stays_within_one_batch_per_slot_while_receives_ov
         .concurrency(4)
         .pollers(4)
         .batch_size(10)
-        .handler(|_message: Message| sleep(Duration::from_millis(200)))
-        .run_until(drained(queue.clone()));
+        .handler(|_message: Message| sleep(Duration::from_millis(200)));
     let report = tokio::select! {
-        report = worker => report.expect("run"),
+        report = drain_within_an_hour(worker, &queue) => report.expect("run"),
         () = watch => unreachable!("the watch never ends"),
     };
     assert_eq!(report.succeeded, 400);
@@ -412,14 +398,12 @@ async fn a_group_waiting_for_a_slot_gets_it_before_a_poller() {
     let queue = fifo_queue("waiting.fifo");
     fill(&queue, 10, 1);
     let started = tokio::time::Instant::now();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(2)
         .pollers(2)
         .wait_time(Duration::from_secs(20))
-        .handler(|_message: Message| sleep(Duration::from_secs(1)))
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        .handler(|_message: Message| sleep(Duration::from_secs(1)));
+    let report = drain_within_an_hour(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 10);
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
@@ -441,14 +425,10 @@ async fn heartbeats_off_fail_the_start_on_a_fifo_queue_with_a_per_message_handle
     );
     assert_eq!(queue.counts().visible, 3, "nothing received");
     // A batch handler runs a receive's messages at once: no message waits behind another.
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .heartbeat(spotq::config::Heartbeat::Off)
-        .batch_handler(|_: Vec<Message>| async { BatchOutcome::Ack })
-        .run_until(async {
-            while queue.counts().total() > 0 {
-                sleep(Duration::from_millis(100)).await;
-            }
-        })
+        .batch_handler(|_: Vec<Message>| async { BatchOutcome::Ack });
+    let report = drain_within_an_hour(worker, &queue)
         .await
         .expect("a batch handler may run without heartbeats");
     assert_eq!(report.deleted, 3);
@@ -461,7 +441,7 @@ async fn a_group_s_wait_for_a_slot_is_not_counted_against_the_handler_timeout() 
     fill(&queue, 10, 1);
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(1)
         .handler_timeout(Duration::from_secs(5))
         .handler(move |message: Message| {
@@ -471,8 +451,8 @@ async fn a_group_s_wait_for_a_slot_is_not_counted_against_the_handler_timeout() 
                 sleep(Duration::from_secs(2)).await;
                 recorder.end(&group);
             }
-        })
-        .run_until(drained(queue.clone()))
+        });
+    let report = drain_within_an_hour(worker, &queue)
         .await
         .expect("worker runs");
     assert_eq!(report.received, 10, "each group received once: {report:?}");
@@ -492,15 +472,14 @@ async fn a_group_s_next_message_waits_until_the_delete_of_the_one_before_is_appl
         .reject_next(spotq::backend::Operation::DeleteBatch, 1);
     let calls = Calls::default();
     let recorder = calls.clone();
-    let report = Worker::builder(queue.clone())
-        .handler(move |message: Message| {
-            let recorder = recorder.clone();
-            async move {
-                let (group, _) = recorder.begin(message.body());
-                recorder.end(&group);
-            }
-        })
-        .run_until(drained(queue.clone()))
+    let worker = Worker::builder(queue.clone()).handler(move |message: Message| {
+        let recorder = recorder.clone();
+        async move {
+            let (group, _) = recorder.begin(message.body());
+            recorder.end(&group);
+        }
+    });
+    let report = drain_within_an_hour(worker, &queue)
         .await
         .expect("worker runs");
     let runs = calls.per_group().remove("g0").expect("g0 ran");

@@ -11,7 +11,7 @@ use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, Sqs
 use spotq::{
     EmbeddedQueue, Message, Outcome, Worker, WorkerSpec, config::QueueSource, config::RetryPolicy,
     config::WorkerConfig, handler::BatchOutcome, handler::ItemFailure, handler::input,
-    shutdown::ShutdownHandle,
+    shutdown::ShutdownHandle, testing::run_until_drained,
 };
 use tokio::time::sleep;
 
@@ -57,7 +57,7 @@ async fn a_batch_handlers_failed_items_are_retried_and_the_rest_deleted() {
     let seen = Seen::default();
     let batches = Arc::new(Mutex::new(Vec::new()));
     let (recorder, sizes) = (seen.clone(), Arc::clone(&batches));
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(20)
         .retry(no_backoff())
         .batch_handler(move |messages: Vec<Message>| {
@@ -76,8 +76,8 @@ async fn a_batch_handlers_failed_items_are_retried_and_the_rest_deleted() {
                 }
                 response
             }
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -109,7 +109,7 @@ async fn a_failure_naming_a_message_outside_the_batch_fails_the_whole_batch() {
     queue.send_many(["a", "b", "c"]);
     let seen = Seen::default();
     let recorder = seen.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(10)
         .retry(no_backoff())
         .batch_handler(move |messages: Vec<Message>| {
@@ -122,8 +122,8 @@ async fn a_failure_naming_a_message_outside_the_batch_fails_the_whole_batch() {
                     BatchOutcome::Ack
                 }
             }
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -141,7 +141,7 @@ async fn a_failure_naming_a_message_outside_the_batch_fails_the_whole_batch() {
 async fn a_panicking_or_timed_out_batch_fails_every_message_and_the_worker_goes_on() {
     let queue = EmbeddedQueue::new("panics");
     queue.send_many(["panic", "hang"]);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .batch_size(1)
         .concurrency(2)
         .handler_timeout(Duration::from_secs(5))
@@ -153,8 +153,8 @@ async fn a_panicking_or_timed_out_batch_fails_every_message_and_the_worker_goes_
                 "hang" if first => sleep(Duration::from_secs(3600)).await,
                 _ => {}
             }
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker survives");
 
@@ -170,7 +170,7 @@ async fn a_long_batch_keeps_all_its_messages_invisible() {
     queue.send_many((0..5).map(|n| n.to_string()));
     let seen = Seen::default();
     let recorder = seen.clone();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(10)
         .pollers(3)
         .batch_handler(move |messages: Vec<Message>| {
@@ -179,8 +179,8 @@ async fn a_long_batch_keeps_all_its_messages_invisible() {
                 messages.iter().for_each(|message| seen.saw(message.body()));
                 sleep(Duration::from_secs(50)).await;
             }
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -212,7 +212,7 @@ async fn a_body_that_does_not_decode_is_dead_lettered_and_blocks_nothing() {
     queue.send("not json");
     let handled = Arc::new(Mutex::new(Vec::new()));
     let ids = Arc::clone(&handled);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(8)
         .retry(no_backoff())
         .handler(move |message: Message| {
@@ -226,8 +226,8 @@ async fn a_body_that_does_not_decode_is_dead_lettered_and_blocks_nothing() {
                     Err(error) => Outcome::Fail(error),
                 }
             }
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -283,17 +283,16 @@ async fn lambda_records_carry_the_message() {
         .expect("send");
     let records = Arc::new(Mutex::new(Vec::<SqsMessage>::new()));
     let recorder = Arc::clone(&records);
-    Worker::builder(queue.clone())
-        .handler(move |message: Message| {
-            let recorder = Arc::clone(&recorder);
-            async move {
-                let (record, cx) = input::lambda(message)?;
-                assert_eq!(record.message_id.as_deref(), Some(cx.message_id()));
-                recorder.lock().expect("lock").push(record);
-                Ok::<(), spotq::handler::HandlerError>(())
-            }
-        })
-        .run_until(drained(vec![queue.clone()]))
+    let worker = Worker::builder(queue.clone()).handler(move |message: Message| {
+        let recorder = Arc::clone(&recorder);
+        async move {
+            let (record, cx) = input::lambda(message)?;
+            assert_eq!(record.message_id.as_deref(), Some(cx.message_id()));
+            recorder.lock().expect("lock").push(record);
+            Ok::<(), spotq::handler::HandlerError>(())
+        }
+    });
+    run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 
@@ -381,7 +380,7 @@ async fn a_spec_checks_its_queue_source_and_fifo_flag() {
 async fn a_handler_that_panics_before_its_future_exists_fails_only_its_message() {
     let queue = EmbeddedQueue::new("early-panic");
     queue.send_many((0..20).map(|n| n.to_string()));
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(4)
         .retry(no_backoff())
         .handler(|message: Message| {
@@ -391,15 +390,15 @@ async fn a_handler_that_panics_before_its_future_exists_fails_only_its_message()
                 "panic in the call"
             );
             async {}
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("the poller survives");
     assert_eq!((report.failed, report.deleted), (1, 20));
 
     let queue = EmbeddedQueue::new("early-panic-batch");
     queue.send_many((0..20).map(|n| n.to_string()));
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(4)
         .retry(no_backoff())
         .batch_handler(|messages: Vec<Message>| {
@@ -408,8 +407,8 @@ async fn a_handler_that_panics_before_its_future_exists_fails_only_its_message()
                 "panic in the call"
             );
             async {}
-        })
-        .run_until(drained(vec![queue.clone()]))
+        });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("the worker survives");
     assert_eq!((report.failed, report.deleted), (20, 20));

@@ -16,18 +16,12 @@ use std::time::Duration;
 
 use spotq::{
     EmbeddedQueue, Message, Outcome, Worker, WorkerSpec, backend::SendMessage, config::QueueSource,
-    config::RetryPolicy, config::WorkerConfig, handler::BatchOutcome,
+    config::RetryPolicy, config::WorkerConfig, handler::BatchOutcome, testing::run_until_drained,
 };
 use tokio::time::{Instant, Sleep, sleep, timeout};
 use tower::layer::layer_fn;
 use tower::timeout::TimeoutLayer;
 use tower::{Layer, Service, ServiceBuilder, service_fn};
-
-async fn drained(queue: EmbeddedQueue) {
-    while queue.counts().total() > 0 {
-        sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn no_backoff() -> RetryPolicy {
     RetryPolicy::Backoff(spotq::config::Backoff::new(Duration::ZERO, Duration::ZERO))
@@ -91,7 +85,7 @@ async fn a_rate_limit_holds_the_worker_to_its_rate_and_holds_receiving_back() {
         })
     };
     let began = Instant::now();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(64)
         // The rate limit is not `Clone`: a buffer of one before it is, and ready only
         // once the rate limit has taken all but the request it waits with.
@@ -103,10 +97,8 @@ async fn a_rate_limit_holds_the_worker_to_its_rate_and_holds_receiving_back() {
         .handler(move |message: Message| {
             recorder.record(&message);
             async {}
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     sampler.abort();
 
     assert_eq!(report.succeeded, 60);
@@ -190,17 +182,15 @@ async fn the_messages_of_a_receive_get_ready_side_by_side() {
     let starts = Starts::default();
     let recorder = starts.clone();
     let began = Instant::now();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(20)
         .batch_size(10)
         .layer(layer_fn(Warmup::new))
         .handler(move |message: Message| {
             recorder.record(&message);
             async {}
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 20);
     let at: Vec<_> = starts.all().iter().map(|&(at, _)| at).collect();
     assert_eq!(at.len(), 20, "every message once");
@@ -290,16 +280,15 @@ async fn on_a_fifo_queue_a_poller_that_looks_does_not_take_the_place_of_one_that
     }
     let starts = Starts::default();
     let recorder = starts.clone();
-    let run = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(20)
         .pollers(2)
         .layer(layer_fn(Warmup::new))
         .handler(move |message: Message| {
             recorder.record(&message);
             async {}
-        })
-        .run_until(drained(queue.clone()));
-    let report = timeout(Duration::from_secs(60), run)
+        });
+    let report = timeout(Duration::from_secs(60), run_until_drained(worker, &queue))
         .await
         .unwrap_or_else(|_elapsed| {
             panic!(
@@ -367,7 +356,7 @@ async fn a_users_middleware_sees_every_message_and_its_outcome() {
     let queue = EmbeddedQueue::new("tallied");
     queue.send_many((0..30).map(|n| n.to_string()));
     let tally = Tally::default();
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(no_backoff())
         .layer(tally.clone())
         .handler(|message: Message| async move {
@@ -378,10 +367,8 @@ async fn a_users_middleware_sees_every_message_and_its_outcome() {
             } else {
                 Ok(())
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 30);
     assert_eq!(report.failed, 10);
     assert_eq!(tally.seen.load(Ordering::Relaxed), 40);
@@ -394,7 +381,7 @@ async fn a_layers_error_fails_the_message_which_comes_back() {
     queue.send("slow once");
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&calls);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(no_backoff())
         .layer(TimeoutLayer::new(Duration::from_secs(1)))
         .handler(move |message: Message| {
@@ -404,10 +391,8 @@ async fn a_layers_error_fails_the_message_which_comes_back() {
                     sleep(Duration::from_secs(5)).await;
                 }
             }
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.failed, 1, "the timeout layer's error failed it");
     assert_eq!(report.succeeded, 1);
     assert_eq!(calls.load(Ordering::Relaxed), 2);
@@ -462,16 +447,14 @@ async fn a_service_that_fails_to_get_ready_fails_the_message_which_comes_back() 
             failures: Arc::clone(&failures),
         })
     };
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .retry(no_backoff())
         .layer(unready)
         .handler(move |_message: Message| {
             counter.fetch_add(1, Ordering::Relaxed);
             async {}
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     // The pollers' asking takes some of the failures (a poller leaves a failure to the
     // next message); the rest fail the message, which comes back until one call finds
     // the service ready.
@@ -485,21 +468,19 @@ async fn a_service_that_fails_to_get_ready_fails_the_message_which_comes_back() 
 async fn a_service_is_a_handler_and_a_batch_handler_takes_layers() {
     let queue = EmbeddedQueue::new("served");
     queue.send_many((0..20).map(|n| n.to_string()));
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .layer(ServiceBuilder::new().concurrency_limit(4))
         .service(service_fn(|message: Message| async move {
             message.body().parse::<u32>().map(|_| Outcome::Ack)
-        }))
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        }));
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 20);
 
     let queue = EmbeddedQueue::new("batched");
     queue.send_many((0..20).map(|n| n.to_string()));
     let batches = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&batches);
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .batch_size(10)
         .layer(tower::layer::layer_fn(move |inner| {
             let counted = Arc::clone(&counted);
@@ -511,10 +492,8 @@ async fn a_service_is_a_handler_and_a_batch_handler_takes_layers() {
         .batch_handler(|messages: Vec<Message>| async move {
             assert!(!messages.is_empty());
             BatchOutcome::Ack
-        })
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+        });
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 20);
     assert!(batches.load(Ordering::Relaxed) >= 2);
 }
@@ -530,12 +509,8 @@ async fn a_spec_takes_a_layer_of_its_kind_and_names_a_misfit() {
         |_message: Message| async {},
     )
     .layer(tally.clone());
-    let report = spec
-        .worker(queue.clone())
-        .expect("worker")
-        .run_until(drained(queue.clone()))
-        .await
-        .expect("run");
+    let worker = spec.worker(queue.clone()).expect("worker");
+    let report = run_until_drained(worker, &queue).await.expect("run");
     assert_eq!(report.succeeded, 10);
     assert_eq!(tally.seen.load(Ordering::Relaxed), 10);
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics_util::CompositeKey;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use spotq::backend::Backend as _;
-use spotq::{EmbeddedQueue, Message, Outcome, Worker};
+use spotq::{EmbeddedQueue, Message, Outcome, Worker, testing::run_until_drained};
 use tokio::time::sleep;
 
 type Snapshot = Vec<(
@@ -57,15 +57,7 @@ async fn a_run_is_counted_with_bounded_labels() {
 
     let queue = EmbeddedQueue::new("jobs");
     queue.send_many((0..100).map(|n| n.to_string()));
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .name("billing")
         .concurrency(8)
         .running_tasks(2)
@@ -78,8 +70,8 @@ async fn a_run_is_counted_with_bounded_labels() {
             } else {
                 Outcome::Ack
             }
-        })
-        .run_until(drained)
+        });
+    run_until_drained(worker, &queue)
         .await
         .expect("worker runs");
 

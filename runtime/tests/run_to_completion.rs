@@ -14,6 +14,7 @@ use spotq::backend::Operation;
 use spotq::{
     EmbeddedQueue, Error, Message, Outcome, Worker, backend::SendMessage, config::Backoff,
     config::RetryPolicy, shutdown::ShutdownHandle, shutdown::StopReason,
+    testing::run_until_drained,
 };
 use tokio::time::{Instant, sleep};
 
@@ -299,20 +300,11 @@ async fn a_worker_that_runs_until_shutdown_keeps_retrying_refused_receives() {
     queue.faults().reject_next(Operation::Receive, 8);
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&handled);
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
-    let report = Worker::builder(queue.clone())
-        .handler(move |_: Message| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async {}
-        })
-        .run_until(drained)
+    let worker = Worker::builder(queue.clone()).handler(move |_: Message| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async {}
+    });
+    let report = run_until_drained(worker, &queue)
         .await
         .expect("the worker runs");
 

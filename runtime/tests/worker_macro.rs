@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use spotq::{EmbeddedQueue, Message, config::Heartbeat};
-use tokio::time::sleep;
+use spotq::{EmbeddedQueue, Message, config::Heartbeat, testing::run_until_drained};
 
 #[spotq::worker(queue = env("JOBS_QUEUE"), concurrency = 2, retry_backoff = ("0s", "0s"))]
 async fn handle_job(message: Message) -> Result<(), String> {
@@ -23,22 +22,9 @@ async fn a_macro_worker_runs_on_the_embedded_queue() {
         .build()
         .expect("queue");
     queue.send_many(["1", "bad", "2"]);
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
     let spec = handle_job_worker();
     assert_eq!(spec.config().concurrency, 2);
-    let report = spec
-        .worker(queue.clone())
-        .expect("settings are valid")
-        .run_until(drained)
-        .await
-        .expect("worker runs");
+    let report = run_until_drained(spec, &queue).await.expect("worker runs");
     assert_eq!(report.deleted, 2);
     assert_eq!(dead_letters.counts().visible, 1);
 }

@@ -6,7 +6,7 @@
 //! messages at once, 2 s each) with one poller: a receive takes what is visible at once,
 //! and one that finds nothing while the task holds nothing is an empty receive after a
 //! 20 s long poll (spotq's default `wait_time`). Two empty receives in a row and the task
-//! exits by itself, as `examples/batch_job.rs` (`exit_after_empty_receives = 2`), which
+//! exits by itself, as `examples/advanced-batch-job.rs` (`exit_after_empty_receives = 2`), which
 //! `deploy/batch-job-task-definition.json` runs, does. While several tasks poll, each
 //! tick's visible messages go to them in a seeded random order, as SQS hands a message
 //! to one of the consumers waiting on it. A task costs from its start to its exit.
@@ -62,7 +62,7 @@ use super::{
 
 /// How long after its start `ListTasks` first lists a task: uniform in this range.
 const LIST_LAG: (f64, f64) = (5.0, 15.0);
-/// Empty receives in a row after which a task exits (`examples/batch_job.rs`).
+/// Empty receives in a row after which a task exits (`examples/advanced-batch-job.rs`).
 const EMPTY_RECEIVES: u32 = 2;
 /// The long poll of a task's receive: spotq's default `wait_time`.
 const WAIT_TIME: f64 = 20.0;

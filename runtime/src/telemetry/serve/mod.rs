@@ -31,7 +31,7 @@
 //!
 //! A worker binary reads the address from the environment with [`addr_from_env`]:
 //! `SPOTQ_HTTP_ADDR`, default `0.0.0.0:8080`, so a task definition can move it without
-//! a rebuild (`examples/sqs_worker.rs` does this).
+//! a rebuild (`examples/basic-sqs-worker.rs` does this).
 //!
 //! The container health check is then `["CMD-SHELL", "curl -f
 //! http://localhost:9090/health || exit 1"]` (the image needs `curl`). A task that is

@@ -2,14 +2,15 @@
 //! Lambda's `SqsBatchResponse` to say which messages failed. The listed ones are retried
 //! (and dead-lettered after the queue's `maxReceiveCount`), the rest deleted.
 //!
-//! Run with: `cargo run --features sqs --example batch_partial` (on the embedded queue),
-//! or `INVOICES_QUEUE=invoices cargo run --features sqs --example batch_partial` for an
-//! SQS queue, until SIGTERM.
+//! Run with: `cargo run --features sqs --example advanced-batch-partial` (on the embedded
+//! queue), or `INVOICES_QUEUE=invoices cargo run --features sqs --example
+//! advanced-batch-partial` for an SQS queue, until SIGTERM.
 
 use std::time::Duration;
 
+use spotq::EmbeddedQueue;
 use spotq::handler::lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsMessage};
-use spotq::{EmbeddedQueue, backend::Drained};
+use spotq::testing::run_until_drained;
 
 #[spotq::worker(queue = env("INVOICES_QUEUE"), batch_size = 10, concurrency = 40)]
 async fn handle_invoices(invoices: Vec<SqsMessage>) -> SqsBatchResponse {
@@ -52,21 +53,14 @@ async fn on_embedded_queue(invoices: u64) -> anyhow::Result<(u64, u64)> {
             (n * 100).to_string()
         }
     }));
-    let drained = Drained {
-        interval: Duration::from_millis(50),
-        empty_reads: 1,
-    }
-    .of(queue.clone());
-    let report = handle_invoices_worker()
-        .configure(|config| {
-            config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
-                Duration::ZERO,
-                Duration::ZERO,
-            ));
-        })
-        .worker(queue)?
-        .run_until(drained)
-        .await?;
+    // Retry at once instead of after seconds, for the demo.
+    let worker = handle_invoices_worker().configure(|config| {
+        config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
+            Duration::ZERO,
+            Duration::ZERO,
+        ));
+    });
+    let report = run_until_drained(worker, &queue).await?;
     Ok((report.deleted, dead_letters.counts().visible))
 }
 

@@ -6,8 +6,9 @@
 //! stops the same way (`max_run_time`); a queue that refuses its receives (deleted, or
 //! access revoked) makes it exit 1.
 //!
-//! Run with: `cargo run --features sqs --example batch_job` (on the embedded queue), or
-//! `JOBS_QUEUE=jobs cargo run --features sqs --example batch_job` for an SQS queue.
+//! Run with: `cargo run --features sqs --example advanced-batch-job` (on the embedded
+//! queue), or `JOBS_QUEUE=jobs cargo run --features sqs --example advanced-batch-job` for
+//! an SQS queue.
 
 use std::process::ExitCode;
 use std::time::Duration;

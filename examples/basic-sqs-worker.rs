@@ -3,7 +3,7 @@
 //! `0.0.0.0:8080`), and the Spot shutdown contract on SIGTERM. With
 //! `SPOTQ_EMF_NAMESPACE` and `SPOTQ_EMF_SERVICE`, CloudWatch EMF lines on stdout too.
 //!
-//! Run with: `SPOTQ_QUEUE=orders cargo run --features sqs --example sqs_worker`
+//! Run with: `SPOTQ_QUEUE=orders cargo run --features sqs --example basic-sqs-worker`
 //! (against a local endpoint: add `AWS_ENDPOINT_URL=http://127.0.0.1:5055` and test
 //! credentials, e.g. after `scripts/moto.sh start`).
 

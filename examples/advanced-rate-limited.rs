@@ -3,13 +3,14 @@
 //! start at that rate) behind a buffer of one, and a timing middleware of a few lines.
 //! The layers go on the `WorkerSpec` that `#[spotq::worker]` generates.
 //!
-//! Run with: `cargo run --features sqs --example rate_limited` (on the embedded queue),
-//! or `PARTNER_QUEUE=partner-calls cargo run --features sqs --example rate_limited` for
-//! an SQS queue, until SIGTERM.
+//! Run with: `cargo run --features sqs --example advanced-rate-limited` (on the embedded
+//! queue), or `PARTNER_QUEUE=partner-calls cargo run --features sqs --example
+//! advanced-rate-limited` for an SQS queue, until SIGTERM.
 
 use std::time::Duration;
 
-use spotq::{EmbeddedQueue, Message, Outcome, WorkerSpec, backend::Drained};
+use spotq::testing::run_until_drained;
+use spotq::{EmbeddedQueue, Message, Outcome, WorkerSpec};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 
@@ -60,13 +61,8 @@ async fn main() -> anyhow::Result<()> {
 async fn on_embedded_queue(orders: u64) -> anyhow::Result<(u64, Duration)> {
     let queue = EmbeddedQueue::new("partner-calls");
     queue.send_many((0..orders).map(|n| n.to_string()));
-    let drained = Drained {
-        interval: Duration::from_millis(50),
-        empty_reads: 1,
-    }
-    .of(queue.clone());
     let started = Instant::now();
-    let report = partner_worker().worker(queue)?.run_until(drained).await?;
+    let report = run_until_drained(partner_worker(), &queue).await?;
     Ok((report.succeeded, started.elapsed()))
 }
 

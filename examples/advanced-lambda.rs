@@ -2,7 +2,7 @@
 //! that fail are reported in `batchItemFailures` (enable `ReportBatchItemFailures` on the
 //! event source mapping), so Lambda deletes the rest.
 //!
-//! Run with: `cargo lambda watch --features lambda --example lambda_function` and
+//! Run with: `cargo lambda watch --features lambda --example advanced-lambda` and
 //! `cargo lambda invoke --data-file examples/fixtures/sqs_event.json`, or build it for
 //! the `provided.al2023` runtime. Outside Lambda it exits with an error: there is no
 //! runtime API to poll.

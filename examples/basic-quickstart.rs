@@ -4,11 +4,12 @@
 //! does simulated work and fails a few, and prints what happened: processed, retried,
 //! dead-lettered, throughput, and the queue requests each message cost.
 //!
-//! Run with: `cargo run --release --example quickstart [-- MESSAGES]`
+//! Run with: `cargo run --release --example basic-quickstart [-- MESSAGES]`
 
 use std::time::Duration;
 
 use anyhow::Context as _;
+use spotq::testing::run_until_drained;
 use spotq::{EmbeddedQueue, Message, Outcome, Worker};
 use tokio::time::{Instant, sleep};
 
@@ -39,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // Failed handlers log a warning each; the summary below counts them.
-                .unwrap_or_else(|_| "warn,spotq=info,spotq::handler=error".into()),
+                // Failed handlers log a warning each (target `spotq::engine::task`, the
+                // module of a message's task); the summary below counts them.
+                .unwrap_or_else(|_| "warn,spotq=info,spotq::engine::task=error".into()),
         )
         .init();
     let messages: u64 = match std::env::args().nth(1) {
@@ -56,21 +58,14 @@ async fn main() -> anyhow::Result<()> {
     queue.send_many((1..=messages).map(|n| n.to_string()));
     println!("queued {messages} messages on the embedded queue");
 
-    let started = Instant::now();
-    let drained = {
-        let queue = queue.clone();
-        async move {
-            while queue.counts().total() > 0 {
-                sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    let report = Worker::builder(queue.clone())
+    let worker = Worker::builder(queue.clone())
         .concurrency(256)
         .retry_backoff(Duration::from_secs(1), Duration::from_secs(2))
-        .handler(handle)
-        .run_until(drained)
-        .await?;
+        .handler(handle);
+    let started = Instant::now();
+    // A worker binary runs until SIGTERM (`worker.run()`); this one until the queue holds
+    // no message.
+    let report = run_until_drained(worker, &queue).await?;
     let elapsed = started.elapsed();
 
     let stats = queue.stats();

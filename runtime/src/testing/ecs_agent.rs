@@ -1,5 +1,3 @@
-//! Test helpers for code that runs a spotq worker (feature `test-util`).
-//!
 //! A stand-in for the ECS agent's task-protection endpoint, on 127.0.0.1: it records
 //! each request and answers as told. Point `$ECS_AGENT_URI` (or
 //! [`TaskProtection::new`](crate::ecs::protection::TaskProtection::new)) at

@@ -4,15 +4,16 @@
 //! ends in the dead-letter queue through the queue's redrive policy, like an order the
 //! handler rejects.
 //!
-//! Run with: `cargo run --features sqs --example typed_json` (on the embedded queue: no
-//! AWS account, no server), or `ORDERS_QUEUE=orders cargo run --features sqs --example
-//! typed_json` for an SQS queue (standard AWS configuration; `AWS_ENDPOINT_URL` for a
-//! local endpoint), until SIGTERM.
+//! Run with: `cargo run --features sqs --example basic-typed-json` (on the embedded
+//! queue: no AWS account, no server), or `ORDERS_QUEUE=orders cargo run --features sqs
+//! --example basic-typed-json` for an SQS queue (standard AWS configuration;
+//! `AWS_ENDPOINT_URL` for a local endpoint), until SIGTERM.
 
 use std::time::Duration;
 
 use serde::Deserialize;
-use spotq::{Context, EmbeddedQueue, backend::Drained};
+use spotq::testing::run_until_drained;
+use spotq::{Context, EmbeddedQueue};
 
 #[derive(Debug, Deserialize)]
 struct Order {
@@ -69,22 +70,14 @@ async fn on_embedded_queue(orders: u64) -> anyhow::Result<(u64, u64)> {
     queue.send_many((1..=orders).map(|id| format!(r#"{{"id":{id},"amount_cents":1250}}"#)));
     queue.send(r#"{"id":0,"amount_cents":0}"#);
     queue.send("not an order");
-    let drained = Drained {
-        interval: Duration::from_millis(50),
-        empty_reads: 1,
-    }
-    .of(queue.clone());
-    let report = handle_order_worker()
-        // Retry at once instead of after seconds, for the demo.
-        .configure(|config| {
-            config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
-                Duration::ZERO,
-                Duration::ZERO,
-            ));
-        })
-        .worker(queue)?
-        .run_until(drained)
-        .await?;
+    // Retry at once instead of after seconds, for the demo.
+    let worker = handle_order_worker().configure(|config| {
+        config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
+            Duration::ZERO,
+            Duration::ZERO,
+        ));
+    });
+    let report = run_until_drained(worker, &queue).await?;
     Ok((report.deleted, dead_letters.counts().visible))
 }
 
