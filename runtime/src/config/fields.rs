@@ -66,11 +66,11 @@ macro_rules! declare {
 
         impl WorkerConfig {
             /// Runs the table's check of every field that has one.
-            fn check_each(&self) -> Result<(), ConfigError> {
-                let others = Others {
+            fn check_each(&self) -> Result<(), crate::config::ConfigError> {
+                let others = spotq_settings::Others {
                     concurrency: self.concurrency,
                     visibility_timeout: self.visibility_timeout,
-                    heartbeat_off: self.heartbeat == Heartbeat::Off,
+                    heartbeat_off: self.heartbeat == crate::config::Heartbeat::Off,
                 };
                 $(
                     $(#[cfg(feature = $feature)])?

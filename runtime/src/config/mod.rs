@@ -10,9 +10,10 @@ pub(crate) mod fields;
 use std::fmt;
 use std::time::Duration;
 
+use spotq_settings::{Checked, Invalid, check, defaults};
+
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
-use spotq_settings::{Checked, Invalid, Others, check, defaults};
 
 pub use crate::backoff::Backoff;
 pub use crate::error::ConfigError;
