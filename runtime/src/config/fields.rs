@@ -15,8 +15,9 @@
 //!   that converts.
 //!
 //! The table's types, defaults and checks name what is in scope where they expand: the
-//! config module imports them for the struct, and the file of the `impl` that invokes
-//! `config_setters!` for the setters (`Duration`, `Heartbeat`, …).
+//! config module, where `declare!` expands, has them (and `ConfigError` and `Heartbeat`,
+//! which `check_each` names), and the file of the `impl` that invokes `config_setters!`
+//! imports them for the setters (`Duration`, `Heartbeat`, …).
 
 /// Declares `WorkerConfig`, its `Default`, `check_each` and `config_setters!` from the
 /// table of settings.
@@ -66,11 +67,11 @@ macro_rules! declare {
 
         impl WorkerConfig {
             /// Runs the table's check of every field that has one.
-            fn check_each(&self) -> Result<(), crate::config::ConfigError> {
+            fn check_each(&self) -> Result<(), ConfigError> {
                 let others = spotq_settings::Others {
                     concurrency: self.concurrency,
                     visibility_timeout: self.visibility_timeout,
-                    heartbeat_off: self.heartbeat == crate::config::Heartbeat::Off,
+                    heartbeat_off: self.heartbeat == Heartbeat::Off,
                 };
                 $(
                     $(#[cfg(feature = $feature)])?
