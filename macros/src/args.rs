@@ -1,33 +1,32 @@
 //! The attribute's arguments: parsed into [`Args`], every value kept with the span of the
 //! token it came from, then checked against the limits SQS and the runtime set, so that a
 //! compile error points at the offending literal.
+//!
+//! The keys that set a worker's settings come from spotq-settings' table: which keys
+//! there are and how each value is written ([`SETTINGS`]), and each setting's check
+//! (`for_each_setting!`, the same function `WorkerConfig::validate` runs). `queue`, `fifo`
+//! and `crate` are the attribute's own.
 
 use std::time::Duration;
 
 use proc_macro2::{Span, TokenStream};
-use spotq_settings::{Invalid, check, defaults, duration};
+use spotq_settings::{Checked, Invalid, Others, SETTINGS, Setting, Syntax, defaults, duration};
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;
 use syn::spanned::Spanned as _;
 use syn::{Expr, ExprCall, ExprLit, ExprTuple, Ident, Lit, LitStr, Token};
 
-/// Every key the attribute knows, in the order the documentation lists them.
-pub(crate) const KEYS: [&str; 14] = [
-    "queue",
-    "concurrency",
-    "pollers",
-    "batch_size",
-    "wait_time",
-    "visibility_timeout",
-    "handler_timeout",
-    "heartbeat",
-    "retry_backoff",
-    "exit_after_empty_receives",
-    "max_run_time",
-    "name",
-    "fifo",
-    "crate",
-];
+/// Every key the attribute knows, in the order the documentation lists them: `queue`,
+/// the keys of the table's settings, then `fifo` and `crate`.
+pub(crate) fn keys() -> impl Iterator<Item = &'static str> {
+    let settings = SETTINGS
+        .iter()
+        .filter_map(|setting| setting.attribute)
+        .map(|attribute| attribute.key);
+    std::iter::once("queue")
+        .chain(settings)
+        .chain(["fifo", "crate"])
+}
 
 /// A value and the span of the tokens it was written with.
 #[derive(Clone)]
@@ -51,7 +50,7 @@ pub(crate) enum Queue {
     Env(LitStr),
 }
 
-/// `heartbeat = …`.
+/// A value of [`Syntax::Heartbeat`]: `heartbeat = …`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Heartbeat {
     /// `heartbeat = true`: every half visibility timeout (the runtime's default).
@@ -62,7 +61,7 @@ pub(crate) enum Heartbeat {
     Off,
 }
 
-/// `retry_backoff = …`.
+/// A value of [`Syntax::Backoff`]: `retry_backoff = …`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Retry {
     /// `retry_backoff = ("1s", "5m")`: base and cap of the exponential backoff.
@@ -71,21 +70,34 @@ pub(crate) enum Retry {
     VisibilityTimeout,
 }
 
-/// The arguments of one `#[worker(...)]`, each `None` where the attribute left it out.
+/// The value of a setting's key, as its [`Syntax`] writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// [`Syntax::Count`]; its type is the field's, which checks it.
+    Count(u64),
+    /// [`Syntax::Duration`].
+    Duration(Duration),
+    /// [`Syntax::Text`].
+    Text(String),
+    /// [`Syntax::Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// [`Syntax::Backoff`].
+    Backoff(Retry),
+}
+
+/// A setting of the table that the attribute sets.
+#[derive(Clone)]
+pub(crate) struct Given {
+    pub setting: &'static Setting,
+    pub value: Spanned<Value>,
+}
+
+/// The arguments of one `#[worker(...)]`.
 #[derive(Default)]
 pub(crate) struct Args {
     pub queue: Option<Spanned<Queue>>,
-    pub concurrency: Option<Spanned<usize>>,
-    pub pollers: Option<Spanned<usize>>,
-    pub batch_size: Option<Spanned<usize>>,
-    pub wait_time: Option<Spanned<Duration>>,
-    pub visibility_timeout: Option<Spanned<Duration>>,
-    pub handler_timeout: Option<Spanned<Duration>>,
-    pub heartbeat: Option<Spanned<Heartbeat>>,
-    pub retry: Option<Spanned<Retry>>,
-    pub exit_after_empty_receives: Option<Spanned<u32>>,
-    pub max_run_time: Option<Spanned<Duration>>,
-    pub name: Option<Spanned<String>>,
+    /// The settings given, in the order written.
+    pub settings: Vec<Given>,
     pub fifo: Option<Spanned<bool>>,
     pub crate_path: Option<Spanned<syn::Path>>,
 }
@@ -108,23 +120,40 @@ impl Args {
         Ok(args)
     }
 
-    /// The concurrency the worker gets.
-    pub(crate) fn effective_concurrency(&self) -> usize {
-        self.concurrency
-            .as_ref()
-            .map_or(defaults::CONCURRENCY, |concurrency| concurrency.value)
+    /// The value given for the setting `name` (the field's name: `retry`, not
+    /// `retry_backoff`).
+    pub(crate) fn given(&self, name: &str) -> Option<&Spanned<Value>> {
+        self.settings
+            .iter()
+            .find(|given| given.setting.name == name)
+            .map(|given| &given.value)
+    }
+
+    /// What the checks read of the other settings: the values given, or the defaults.
+    fn others(&self) -> Others {
+        let value = |name| self.given(name).map(|given| &given.value);
+        Others {
+            concurrency: value("concurrency")
+                .and_then(Checked::checked)
+                .unwrap_or(defaults::CONCURRENCY),
+            visibility_timeout: value("visibility_timeout").and_then(Checked::checked),
+            heartbeat_off: value("heartbeat") == Some(&Value::Heartbeat(Heartbeat::Off)),
+        }
     }
 
     fn set(&mut self, key: &Ident, value: Expr) -> syn::Result<()> {
         let name = key.unraw().to_string();
         let span = value.span();
+        let duplicate = || {
+            syn::Error::new_spanned(
+                key,
+                format!("duplicate `{name}`: each key may be given once"),
+            )
+        };
         macro_rules! once {
             ($field:ident, $parse:expr) => {{
                 if self.$field.is_some() {
-                    return Err(syn::Error::new_spanned(
-                        key,
-                        format!("duplicate `{name}`: each key may be given once"),
-                    ));
+                    return Err(duplicate());
                 }
                 self.$field = Some(Spanned::new($parse, span));
                 Ok(())
@@ -132,28 +161,27 @@ impl Args {
         }
         match name.as_str() {
             "queue" => once!(queue, queue(&value)?),
-            "concurrency" => once!(concurrency, integer(&value, "concurrency")?),
-            "pollers" => once!(pollers, integer(&value, "pollers")?),
-            "batch_size" => once!(batch_size, integer(&value, "batch_size")?),
-            "wait_time" => once!(wait_time, duration_value(&value, "wait_time")?),
-            "visibility_timeout" => once!(
-                visibility_timeout,
-                duration_value(&value, "visibility_timeout")?
-            ),
-            "handler_timeout" => {
-                once!(handler_timeout, duration_value(&value, "handler_timeout")?)
-            }
-            "heartbeat" => once!(heartbeat, heartbeat(&value)?),
-            "retry_backoff" => once!(retry, retry(&value)?),
-            "exit_after_empty_receives" => once!(
-                exit_after_empty_receives,
-                integer(&value, "exit_after_empty_receives")?
-            ),
-            "max_run_time" => once!(max_run_time, duration_value(&value, "max_run_time")?),
-            "name" => once!(name, string(&value, "name")?.value()),
             "fifo" => once!(fifo, boolean(&value, "fifo")?),
             "crate" => once!(crate_path, string(&value, "crate")?.parse::<syn::Path>()?),
-            _ => Err(unknown_key(key, &name)),
+            _ => {
+                let Some((setting, syntax)) = SETTINGS.iter().find_map(|setting| {
+                    let attribute = setting
+                        .attribute
+                        .filter(|attribute| attribute.key == name)?;
+                    Some((setting, attribute.syntax))
+                }) else {
+                    return Err(unknown_key(key, &name));
+                };
+                if self.given(setting.name).is_some() {
+                    return Err(duplicate());
+                }
+                let value = parse_value(&value, &name, syntax)?;
+                self.settings.push(Given {
+                    setting,
+                    value: Spanned::new(value, span),
+                });
+                Ok(())
+            }
         }
     }
 
@@ -179,65 +207,115 @@ impl Args {
                 ),
             ));
         }
-        // The limits are spotq-settings' checks, the ones `WorkerConfig::validate` runs.
-        let mut report = |span: Span, result: Result<(), Invalid>| {
-            if let Err(invalid) = result {
-                errors.at(span, invalid);
+        let others = self.others();
+        for given in &self.settings {
+            if let Err(invalid) = check_setting(given.setting.name, &given.value.value, &others) {
+                errors.at(given.value.span, invalid);
             }
-        };
-        if let Some(concurrency) = &self.concurrency {
-            report(concurrency.span, check::concurrency(concurrency.value));
-        }
-        if let Some(pollers) = &self.pollers {
-            let concurrency = self.effective_concurrency();
-            report(pollers.span, check::pollers(pollers.value, concurrency));
-        }
-        if let Some(batch_size) = &self.batch_size {
-            report(batch_size.span, check::batch_size(batch_size.value));
-        }
-        if let Some(wait) = &self.wait_time {
-            report(wait.span, check::wait_time(wait.value));
-        }
-        let visibility = self.visibility_timeout.as_ref().map(|visibility| {
-            report(visibility.span, check::visibility_timeout(visibility.value));
-            visibility.value
-        });
-        if let Some(timeout) = &self.handler_timeout {
-            let heartbeat_off = self
-                .heartbeat
-                .as_ref()
-                .is_some_and(|heartbeat| heartbeat.value == Heartbeat::Off);
-            let result = check::handler_timeout(timeout.value).and_then(|()| match visibility {
-                Some(visibility) if heartbeat_off => {
-                    check::handler_timeout_without_heartbeat(timeout.value, visibility)
-                }
-                _ => Ok(()),
-            });
-            report(timeout.span, result);
-        }
-        if let Some(heartbeat) = &self.heartbeat
-            && let Heartbeat::Every(interval) = heartbeat.value
-        {
-            report(heartbeat.span, check::heartbeat(interval, visibility));
-        }
-        if let Some(retry) = &self.retry
-            && let Retry::Backoff { base, max } = retry.value
-        {
-            report(retry.span, check::retry_backoff(base, max));
-        }
-        if let Some(receives) = &self.exit_after_empty_receives {
-            report(
-                receives.span,
-                check::exit_after_empty_receives(receives.value),
-            );
-        }
-        if let Some(limit) = &self.max_run_time {
-            report(limit.span, check::max_run_time(limit.value));
-        }
-        if let Some(name) = &self.name {
-            report(name.span, check::name(&name.value));
         }
     }
+}
+
+/// `check_setting`, from the table: the check of a setting on the value the attribute
+/// gave it, with what it reads of the others.
+macro_rules! checks {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty $(=> Some($($setter:tt)+))? {
+            $(feature: $feature:literal,)?
+            default: $default:expr, shown as $shown:literal,
+            allowed: $allowed:literal,
+            $(check: $check:expr,)?
+            $(attribute: $key:ident = $example:tt as $syntax:ident,)?
+        }
+    )*) => {
+        fn check_setting(name: &str, value: &Value, others: &Others) -> Result<(), Invalid> {
+            $(
+                check_key!(name, value, others, $name [$($key)?] $(, $check)?);
+            )*
+            Ok(())
+        }
+    };
+}
+
+/// One setting's part of `check_setting`: nothing for a setting that is not a key, or
+/// has no check (the builder's settings may name the runtime's types).
+macro_rules! check_key {
+    ($name:expr, $value:expr, $others:expr, $setting:ident [] $(, $check:expr)?) => {};
+    ($name:expr, $value:expr, $others:expr, $setting:ident [$key:ident]) => {};
+    ($name:expr, $value:expr, $others:expr, $setting:ident [$key:ident], $check:expr) => {
+        if $name == stringify!($setting) {
+            let check: fn(_, &Others) -> Result<(), Invalid> = $check;
+            return match Checked::checked($value) {
+                Some(value) => check(value, $others),
+                None => Ok(()),
+            };
+        }
+    };
+}
+
+spotq_settings::for_each_setting!(checks);
+
+/// A count's check takes the field's type; a number the type cannot hold is left to the
+/// compiler, which refuses the literal in the expansion.
+impl Checked<'_, usize> for Value {
+    fn checked(&self) -> Option<usize> {
+        match *self {
+            Self::Count(count) => usize::try_from(count).ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Checked<'_, u32> for Value {
+    fn checked(&self) -> Option<u32> {
+        match *self {
+            Self::Count(count) => u32::try_from(count).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// A duration, or a heartbeat's interval (`true` and `false` have nothing to check).
+impl Checked<'_, Duration> for Value {
+    fn checked(&self) -> Option<Duration> {
+        match *self {
+            Self::Duration(duration) | Self::Heartbeat(Heartbeat::Every(duration)) => {
+                Some(duration)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Checked<'a, &'a str> for Value {
+    fn checked(&'a self) -> Option<&'a str> {
+        match self {
+            Self::Text(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// A retry backoff's first delay and cap (`false` has nothing to check).
+impl Checked<'_, (Duration, Duration)> for Value {
+    fn checked(&self) -> Option<(Duration, Duration)> {
+        match *self {
+            Self::Backoff(Retry::Backoff { base, max }) => Some((base, max)),
+            _ => None,
+        }
+    }
+}
+
+/// A value written as `syntax` says, for the key `key`.
+fn parse_value(value: &Expr, key: &str, syntax: Syntax) -> syn::Result<Value> {
+    Ok(match syntax {
+        Syntax::Count => Value::Count(integer(value, key)?),
+        Syntax::Duration => Value::Duration(duration_value(value, key)?),
+        Syntax::Text => Value::Text(string(value, key)?.value()),
+        Syntax::Heartbeat => Value::Heartbeat(heartbeat(value, key)?),
+        Syntax::Backoff => Value::Backoff(retry(value, key)?),
+    })
 }
 
 /// `key = value, key = value, ...`
@@ -264,9 +342,11 @@ fn parse_pairs(input: ParseStream<'_>) -> syn::Result<Vec<(Ident, Expr)>> {
 }
 
 fn unknown_key(key: &Ident, name: &str) -> syn::Error {
-    let known = KEYS.map(|key| format!("`{key}`")).join(", ");
-    let closest = KEYS
-        .iter()
+    let known = keys()
+        .map(|key| format!("`{key}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let closest = keys()
         .map(|candidate| (edit_distance(name, candidate), candidate))
         .min()
         .filter(|(distance, _)| *distance <= 2);
@@ -396,42 +476,47 @@ fn queue(value: &Expr) -> syn::Result<Queue> {
     Ok(queue)
 }
 
-fn heartbeat(value: &Expr) -> syn::Result<Heartbeat> {
+fn heartbeat(value: &Expr, key: &str) -> syn::Result<Heartbeat> {
     match literal(value) {
         Some(Lit::Str(text)) => Ok(Heartbeat::Every(duration_literal(text)?)),
         Some(Lit::Bool(boolean)) if boolean.value => Ok(Heartbeat::Auto),
         Some(Lit::Bool(_)) => Ok(Heartbeat::Off),
         _ => Err(syn::Error::new_spanned(
             value,
-            "`heartbeat` takes an interval (`heartbeat = \"20s\"`), `false` for none, \
-             or `true` for every half visibility timeout (the default)",
+            format!(
+                "`{key}` takes an interval (`{key} = \"20s\"`), `false` for none, \
+                 or `true` for every half visibility timeout (the default)"
+            ),
         )),
     }
 }
 
-fn retry(value: &Expr) -> syn::Result<Retry> {
-    const EXPECTED: &str = "`retry_backoff` takes the first delay and the cap, \
-                            e.g. `retry_backoff = (\"1s\", \"5m\")`, or `false` to leave \
-                            a failed message until its visibility timeout lapses";
+fn retry(value: &Expr, key: &str) -> syn::Result<Retry> {
+    let expected = || {
+        format!(
+            "`{key}` takes the first delay and the cap, e.g. `{key} = (\"1s\", \"5m\")`, or \
+             `false` to leave a failed message until its visibility timeout lapses"
+        )
+    };
     if let Some(Lit::Bool(boolean)) = literal(value) {
         if boolean.value {
-            return Err(syn::Error::new_spanned(boolean, EXPECTED));
+            return Err(syn::Error::new_spanned(boolean, expected()));
         }
         return Ok(Retry::VisibilityTimeout);
     }
     let Expr::Tuple(ExprTuple { elems, .. }) = value else {
-        return Err(syn::Error::new_spanned(value, EXPECTED));
+        return Err(syn::Error::new_spanned(value, expected()));
     };
     let durations = elems
         .iter()
         .map(|element| match literal(element) {
             Some(Lit::Str(text)) => duration_literal(text),
-            _ => Err(syn::Error::new_spanned(element, EXPECTED)),
+            _ => Err(syn::Error::new_spanned(element, expected())),
         })
         .collect::<syn::Result<Vec<_>>>()?;
     match durations[..] {
         [base, max] => Ok(Retry::Backoff { base, max }),
-        _ => Err(syn::Error::new_spanned(value, EXPECTED)),
+        _ => Err(syn::Error::new_spanned(value, expected())),
     }
 }
 
@@ -477,6 +562,11 @@ mod tests {
         }
     }
 
+    /// The value given for a setting (by its field's name).
+    fn value(args: &Args, setting: &str) -> Option<Value> {
+        args.given(setting).map(|given| given.value.clone())
+    }
+
     #[test]
     fn every_key() {
         let args = parse(quote! {
@@ -499,41 +589,54 @@ mod tests {
         assert!(
             matches!(&args.queue, Some(Spanned { value: Queue::Env(var), .. }) if var.value() == "ORDERS_QUEUE")
         );
-        assert_eq!(args.concurrency.map(|c| c.value), Some(32));
-        assert_eq!(args.pollers.map(|c| c.value), Some(4));
-        assert_eq!(args.batch_size.map(|c| c.value), Some(5));
-        assert_eq!(
-            args.wait_time.map(|c| c.value),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            args.visibility_timeout.map(|c| c.value),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            args.handler_timeout.map(|c| c.value),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            args.heartbeat.map(|c| c.value),
-            Some(Heartbeat::Every(Duration::from_secs(30)))
-        );
-        assert_eq!(
-            args.retry.map(|c| c.value),
-            Some(Retry::Backoff {
-                base: Duration::from_secs(2),
-                max: Duration::from_secs(600)
-            })
-        );
-        assert_eq!(args.exit_after_empty_receives.map(|c| c.value), Some(3));
-        assert_eq!(
-            args.max_run_time.map(|c| c.value),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(args.name.map(|c| c.value).as_deref(), Some("orders"));
+        let secs = |secs| Value::Duration(Duration::from_secs(secs));
+        let expected = [
+            ("concurrency", Value::Count(32)),
+            ("pollers", Value::Count(4)),
+            ("batch_size", Value::Count(5)),
+            ("wait_time", secs(10)),
+            ("visibility_timeout", secs(120)),
+            ("handler_timeout", secs(90)),
+            (
+                "heartbeat",
+                Value::Heartbeat(Heartbeat::Every(Duration::from_secs(30))),
+            ),
+            (
+                "retry",
+                Value::Backoff(Retry::Backoff {
+                    base: Duration::from_secs(2),
+                    max: Duration::from_secs(600),
+                }),
+            ),
+            ("exit_after_empty_receives", Value::Count(3)),
+            ("max_run_time", secs(3600)),
+            ("name", Value::Text("orders".to_owned())),
+        ];
+        for (setting, expected) in expected {
+            assert_eq!(value(&args, setting), Some(expected), "{setting}");
+        }
         assert_eq!(args.fifo.map(|c| c.value), Some(true));
         let path = args.crate_path.expect("crate").value;
         assert_eq!(quote!(#path).to_string(), ":: my_spotq");
+    }
+
+    /// Every key of the table's settings, and only those, besides the attribute's own.
+    #[test]
+    fn the_keys_are_the_table_s() {
+        let keys: Vec<_> = keys().collect();
+        assert_eq!(keys.first(), Some(&"queue"));
+        assert_eq!(keys[keys.len() - 2..], ["fifo", "crate"]);
+        let table: Vec<_> = SETTINGS
+            .iter()
+            .filter_map(|setting| setting.attribute.map(|attribute| attribute.key))
+            .collect();
+        assert_eq!(keys[1..keys.len() - 2], table);
+        // A setting the builder alone sets is not a key.
+        let message = error(quote!(queue = "q", stop_timeout = "2m"));
+        assert!(
+            message.starts_with("unknown key `stop_timeout`"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -542,8 +645,8 @@ mod tests {
         assert!(
             matches!(&args.queue, Some(Spanned { value: Queue::Literal(name), .. }) if name.value() == "orders")
         );
-        assert!(args.concurrency.is_none() && args.heartbeat.is_none() && args.retry.is_none());
-        assert_eq!(args.effective_concurrency(), 16);
+        assert!(args.settings.is_empty());
+        assert_eq!(args.others().concurrency, 16);
         // A trailing comma is fine.
         parse(quote!(
             queue = "https://sqs.eu-west-1.amazonaws.com/1/orders",
@@ -561,10 +664,19 @@ mod tests {
             retry_backoff = false
         ))
         .expect("valid");
-        assert_eq!(args.heartbeat.map(|h| h.value), Some(Heartbeat::Off));
-        assert_eq!(args.retry.map(|r| r.value), Some(Retry::VisibilityTimeout));
+        assert_eq!(
+            value(&args, "heartbeat"),
+            Some(Value::Heartbeat(Heartbeat::Off))
+        );
+        assert_eq!(
+            value(&args, "retry"),
+            Some(Value::Backoff(Retry::VisibilityTimeout))
+        );
         let args = parse(quote!(queue = "q", heartbeat = true)).expect("valid");
-        assert_eq!(args.heartbeat.map(|h| h.value), Some(Heartbeat::Auto));
+        assert_eq!(
+            value(&args, "heartbeat"),
+            Some(Value::Heartbeat(Heartbeat::Auto))
+        );
         assert!(error(quote!(queue = "q", retry_backoff = true)).contains("the first delay"));
     }
 
@@ -581,6 +693,9 @@ mod tests {
             "{message}"
         );
         assert!(error(quote!(queue = "q", queue = "r")).contains("duplicate `queue`"));
+        assert!(
+            error(quote!(queue = "q", pollers = 1, pollers = 2)).contains("duplicate `pollers`")
+        );
         assert!(error(quote!(queue = "q", fifo)).contains("expected `fifo = ...`"));
     }
 
@@ -687,19 +802,21 @@ mod tests {
         ))
         .expect("valid");
         assert_eq!(
-            args.handler_timeout.map(|timeout| timeout.value),
-            Some(Duration::from_millis(1_500))
+            value(&args, "handler_timeout"),
+            Some(Value::Duration(Duration::from_millis(1_500)))
         );
         assert_eq!(
-            args.heartbeat.map(|heartbeat| heartbeat.value),
-            Some(Heartbeat::Every(Duration::from_millis(60_500)))
+            value(&args, "heartbeat"),
+            Some(Value::Heartbeat(Heartbeat::Every(Duration::from_millis(
+                60_500
+            ))))
         );
         assert_eq!(
-            args.retry.map(|retry| retry.value),
-            Some(Retry::Backoff {
+            value(&args, "retry"),
+            Some(Value::Backoff(Retry::Backoff {
                 base: Duration::from_millis(250),
                 max: Duration::from_secs(90)
-            })
+            }))
         );
         let message = error(quote!(queue = "q", handler_timeout = "1.0005s"));
         assert!(message.contains("finer than a millisecond"), "{message}");
@@ -707,121 +824,45 @@ mod tests {
         assert!(message.contains("only the last part"), "{message}");
     }
 
-    /// The attribute and `WorkerConfig::validate` refuse the same values, naming the same
-    /// setting and the same limit.
+    /// The attribute and `WorkerConfig::validate` run the table's one check of each
+    /// setting; what is left to pin is that both read the other settings alike.
     #[test]
     fn the_runtime_refuses_what_the_attribute_refuses() {
-        use spotq::{config::Backoff, config::RetryPolicy, config::WorkerConfig};
+        use spotq::config::{Heartbeat, WorkerConfig};
 
         let secs = Duration::from_secs;
-        let base = WorkerConfig::default;
         let cases = [
-            (
-                quote!(queue = "q", batch_size = 11),
-                WorkerConfig {
-                    batch_size: 11,
-                    ..base()
-                },
-                "1 to 10",
-            ),
-            (
-                quote!(queue = "q", concurrency = 0),
-                WorkerConfig {
-                    concurrency: 0,
-                    ..base()
-                },
-                "at least 1",
-            ),
             (
                 quote!(queue = "q", concurrency = 4, pollers = 5),
                 WorkerConfig {
                     concurrency: 4,
                     pollers: Some(5),
-                    ..base()
+                    ..WorkerConfig::default()
                 },
                 "1 to `concurrency` (4)",
             ),
             (
-                quote!(queue = "q", wait_time = "21s"),
-                WorkerConfig {
-                    wait_time: secs(21),
-                    ..base()
-                },
-                "at most 20s",
-            ),
-            (
-                quote!(queue = "q", wait_time = "1.5s"),
-                WorkerConfig {
-                    wait_time: Duration::from_millis(1_500),
-                    ..base()
-                },
-                "whole seconds",
-            ),
-            (
-                quote!(queue = "q", visibility_timeout = "13h"),
-                WorkerConfig {
-                    visibility_timeout: Some(secs(13 * 3600)),
-                    ..base()
-                },
-                "1s to 12h",
-            ),
-            (
-                quote!(queue = "q", handler_timeout = "0s"),
-                WorkerConfig {
-                    handler_timeout: Some(Duration::ZERO),
-                    ..base()
-                },
-                "above 0s and at most 11h59m",
-            ),
-            (
-                quote!(queue = "q", visibility_timeout = "30s", heartbeat = "30s"),
+                quote!(
+                    queue = "q",
+                    visibility_timeout = "30s",
+                    handler_timeout = "30s",
+                    heartbeat = false
+                ),
                 WorkerConfig {
                     visibility_timeout: Some(secs(30)),
-                    heartbeat: spotq::config::Heartbeat::Every(secs(30)),
-                    ..base()
+                    handler_timeout: Some(secs(30)),
+                    heartbeat: Heartbeat::Off,
+                    ..WorkerConfig::default()
                 },
-                "shorter than the visibility timeout (30s)",
-            ),
-            (
-                quote!(queue = "q", retry_backoff = ("1m", "30s")),
-                WorkerConfig {
-                    retry: RetryPolicy::Backoff(Backoff::new(secs(60), secs(30))),
-                    ..base()
-                },
-                "at most the cap, `retry_backoff.max` (30s)",
-            ),
-            (
-                quote!(queue = "q", name = ""),
-                WorkerConfig {
-                    name: Some(String::new()),
-                    ..base()
-                },
-                "non-empty",
-            ),
-            (
-                quote!(queue = "q", exit_after_empty_receives = 0),
-                WorkerConfig {
-                    exit_after_empty_receives: Some(0),
-                    ..base()
-                },
-                "at least 1",
-            ),
-            (
-                quote!(queue = "q", max_run_time = "0s"),
-                WorkerConfig {
-                    max_run_time: Some(Duration::ZERO),
-                    ..base()
-                },
-                "above 0s",
+                "shorter than the visibility timeout (30s) when heartbeats are off",
             ),
         ];
         for (tokens, config, limit) in cases {
-            let text = tokens.to_string();
+            let runtime = config.validate().expect_err("refused");
             let attribute = error(tokens);
-            let runtime = config.validate().expect_err(&text);
             let rule = format!("`{}` must be {limit}", runtime.setting);
-            assert!(attribute.starts_with(&rule), "{text}: {attribute}");
-            assert!(runtime.allowed.starts_with(limit), "{text}: {runtime}");
+            assert!(attribute.starts_with(&rule), "{attribute}");
+            assert!(runtime.allowed.starts_with(limit), "{runtime}");
         }
     }
 

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use proc_macro2::{Span, TokenStream, TokenTree};
+use proc_macro2::{Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens as _, format_ident, quote, quote_spanned};
+use spotq_settings::SETTINGS;
 use syn::spanned::Spanned as _;
 use syn::{Ident, ItemFn, Type};
 
-use crate::args::{Args, Heartbeat, Queue, Retry};
+use crate::args::{Args, Heartbeat, Queue, Retry, Value};
 use crate::shape::{self, ContextArg, Input, Kind, Shape};
 
 /// The whole expansion of `#[worker(args)] item`; on any error, the item as written, a
@@ -165,76 +166,20 @@ fn duration(value: Duration) -> TokenStream {
     }
 }
 
-/// `WorkerConfig { key: value, ..Default::default() }` with the keys the attribute set.
+/// `WorkerConfig { field: value, ..Default::default() }` with the settings the attribute
+/// set, in the table's order, each spanned at its value.
 fn config(krate: &TokenStream, args: &Args) -> TokenStream {
-    let mut fields = Vec::new();
-    if let Some(concurrency) = &args.concurrency {
-        let value = concurrency.value;
-        fields.push(quote_spanned!(concurrency.span=> concurrency: #value));
-    }
-    if let Some(pollers) = &args.pollers {
-        let value = pollers.value;
-        fields.push(quote_spanned!(pollers.span=> pollers: ::core::option::Option::Some(#value)));
-    }
-    if let Some(batch_size) = &args.batch_size {
-        let value = batch_size.value;
-        fields.push(quote_spanned!(batch_size.span=> batch_size: #value));
-    }
-    if let Some(wait) = &args.wait_time {
-        let value = duration(wait.value);
-        fields.push(quote_spanned!(wait.span=> wait_time: #value));
-    }
-    if let Some(visibility) = &args.visibility_timeout {
-        let value = duration(visibility.value);
-        fields.push(quote_spanned!(visibility.span=>
-            visibility_timeout: ::core::option::Option::Some(#value)
-        ));
-    }
-    if let Some(timeout) = &args.handler_timeout {
-        let value = duration(timeout.value);
-        fields.push(quote_spanned!(timeout.span=>
-            handler_timeout: ::core::option::Option::Some(#value)
-        ));
-    }
-    if let Some(heartbeat) = &args.heartbeat {
-        let value = match heartbeat.value {
-            Heartbeat::Auto => quote!(#krate::config::Heartbeat::Auto),
-            Heartbeat::Every(interval) => {
-                let interval = duration(interval);
-                quote!(#krate::config::Heartbeat::Every(#interval))
-            }
-            Heartbeat::Off => quote!(#krate::config::Heartbeat::Off),
-        };
-        fields.push(quote_spanned!(heartbeat.span=> heartbeat: #value));
-    }
-    if let Some(retry) = &args.retry {
-        let value = match retry.value {
-            Retry::Backoff { base, max } => {
-                let (base, max) = (duration(base), duration(max));
-                quote!(#krate::config::RetryPolicy::Backoff(#krate::config::Backoff::new(#base, #max)))
-            }
-            Retry::VisibilityTimeout => quote!(#krate::config::RetryPolicy::VisibilityTimeout),
-        };
-        fields.push(quote_spanned!(retry.span=> retry: #value));
-    }
-    if let Some(receives) = &args.exit_after_empty_receives {
-        let value = receives.value;
-        fields.push(quote_spanned!(receives.span=>
-            exit_after_empty_receives: ::core::option::Option::Some(#value)
-        ));
-    }
-    if let Some(limit) = &args.max_run_time {
-        let value = duration(limit.value);
-        fields.push(quote_spanned!(limit.span=>
-            max_run_time: ::core::option::Option::Some(#value)
-        ));
-    }
-    if let Some(name) = &args.name {
-        let value = &name.value;
-        fields.push(quote_spanned!(name.span=>
-            name: ::core::option::Option::Some(::std::string::String::from(#value))
-        ));
-    }
+    let fields = SETTINGS.iter().filter_map(|setting| {
+        let given = args.given(setting.name)?;
+        let field = Ident::new(setting.name, given.span);
+        let value = value(krate, &given.value, given.span);
+        Some(if setting.optional {
+            quote_spanned!(given.span=> #field: ::core::option::Option::Some(#value))
+        } else {
+            quote_spanned!(given.span=> #field: #value)
+        })
+    });
+    let fields: Vec<TokenStream> = fields.collect();
     if fields.is_empty() {
         return quote!(<#krate::config::WorkerConfig as ::core::default::Default>::default());
     }
@@ -242,6 +187,33 @@ fn config(krate: &TokenStream, args: &Args) -> TokenStream {
         #krate::config::WorkerConfig {
             #(#fields,)*
             ..::core::default::Default::default()
+        }
+    }
+}
+
+/// A value as the field holds it: a count as a literal of the field's type, a duration,
+/// a `String`, the runtime's `Heartbeat` or `RetryPolicy`.
+fn value(krate: &TokenStream, value: &Value, span: Span) -> TokenStream {
+    match value {
+        Value::Count(count) => {
+            let mut literal = Literal::u64_unsuffixed(*count);
+            literal.set_span(span);
+            literal.into_token_stream()
+        }
+        Value::Duration(value) => duration(*value),
+        Value::Text(text) => quote!(::std::string::String::from(#text)),
+        Value::Heartbeat(Heartbeat::Auto) => quote!(#krate::config::Heartbeat::Auto),
+        Value::Heartbeat(Heartbeat::Every(interval)) => {
+            let interval = duration(*interval);
+            quote!(#krate::config::Heartbeat::Every(#interval))
+        }
+        Value::Heartbeat(Heartbeat::Off) => quote!(#krate::config::Heartbeat::Off),
+        Value::Backoff(Retry::Backoff { base, max }) => {
+            let (base, max) = (duration(*base), duration(*max));
+            quote!(#krate::config::RetryPolicy::Backoff(#krate::config::Backoff::new(#base, #max)))
+        }
+        Value::Backoff(Retry::VisibilityTimeout) => {
+            quote!(#krate::config::RetryPolicy::VisibilityTimeout)
         }
     }
 }
@@ -402,7 +374,7 @@ mod tests {
             text.contains("# [must_use] pub fn handle_order_worker () -> :: spotq :: WorkerSpec")
         );
         assert!(text.contains(":: spotq :: config :: QueueSource :: name (\"orders\")"));
-        assert!(text.contains("concurrency : 32usize"));
+        assert!(text.contains("concurrency : 32 ,"), "{text}");
         assert!(
             text.contains(":: spotq :: handler :: input :: json :: < Order > (__spotq_message)")
         );

@@ -9,6 +9,57 @@ mod shape;
 
 use proc_macro::TokenStream;
 
+/// The attribute's key table, for its docs: the attribute's own keys, and between them
+/// one row per key of spotq-settings' table of settings (its example, its default and
+/// what it allows). One string, so that no doc line breaks the table.
+macro_rules! key_table {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident: $ty:ty $(=> Some($($setter:tt)+))? {
+            $(feature: $feature:literal,)?
+            default: $default:expr, shown as $shown:literal,
+            allowed: $allowed:literal,
+            $(check: $check:expr,)?
+            $(attribute: $key:ident = $example:tt as $syntax:ident,)?
+        }
+    )*) => {
+        concat!(
+            "| key | default | allowed |\n",
+            "| --- | --- | --- |\n",
+            "| `queue = \"orders\"` or `queue = env(\"ORDERS_QUEUE\")` | required | a queue name \
+             or URL, or an environment variable holding one, read when the worker starts (an \
+             unset variable stops the start with an error naming it) |\n",
+            $(key_row!([$($key = $example)?] $shown, $allowed),)*
+            "| `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in \
+             `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its \
+             name or its `FifoQueue` attribute) runs each message group in order with or \
+             without this key; the key only makes a standard queue an error |\n",
+            "| `crate = \"my_spotq\"` | `\"::spotq\"` | the path to the `spotq` crate, when it \
+             is renamed or re-exported |",
+        )
+    };
+}
+
+/// One row of `key_table!`; none for a setting the builder alone sets.
+macro_rules! key_row {
+    ([] $shown:literal, $allowed:literal) => {
+        ""
+    };
+    ([$key:ident = $example:tt] $shown:literal, $allowed:literal) => {
+        concat!(
+            "| `",
+            stringify!($key),
+            " = ",
+            stringify!($example),
+            "` | ",
+            $shown,
+            " | ",
+            $allowed,
+            " |\n"
+        )
+    };
+}
+
 /// Makes an `async fn` the handler of an SQS worker.
 ///
 /// ```no_run
@@ -104,22 +155,15 @@ use proc_macro::TokenStream;
 /// that depends on the queue (its own visibility timeout, whether an `env` queue is
 /// FIFO) is checked when the worker starts, before its first receive.
 ///
-/// | key | default | limit |
-/// | --- | --- | --- |
-/// | `queue = "orders"` or `queue = env("ORDERS_QUEUE")` | required | a queue name or URL, or an environment variable holding one, read when the worker starts (an unset variable stops the start with an error naming it) |
-/// | `concurrency = 32` | 16 | at least 1: handlers running at once |
-/// | `pollers = 2` | one per 10 of `concurrency`, at most 16 | 1 to `concurrency`: receive loops |
-/// | `batch_size = 10` | 10 | 1 to 10: messages asked for per receive |
-/// | `wait_time = "20s"` | `"20s"` | `"0s"` to `"20s"`, whole seconds: the long poll |
-/// | `visibility_timeout = "2m"` | the queue's own | `"1s"` to `"12h"`, whole seconds: asked for on each receive |
-/// | `handler_timeout = "5m"` | none | above `"0s"`, at most `"11h59m"` (heartbeats stop 1 m short of SQS's 12 h cap); with `heartbeat = false`, shorter than `visibility_timeout` |
-/// | `heartbeat = "20s"`, `false` or `true` | `true`: every half visibility timeout | an interval shorter than `visibility_timeout`; `false` never extends the visibility |
-/// | `retry_backoff = ("1s", "5m")` or `false` | `("1s", "5m")` | the first delay and the cap, base ≤ cap ≤ `"12h"`: a failed message becomes visible again after a jittered delay doubling per receive; `false` leaves it until its visibility timeout lapses |
-/// | `exit_after_empty_receives = 2` | none: the worker runs until shutdown | at least 1: run to completion, for a batch job (a standalone ECS task): the worker shuts down by itself once that many receives in a row came back empty while it held no message, and the run ends with `StopReason::Drained` (exit code 0) |
-/// | `max_run_time = "1h"` | none | above `"0s"`: the worker shuts down by itself, as on SIGTERM, once it has run this long (`StopReason::MaxRunTime`) |
-/// | `name = "orders"` | the queue's name | not empty: the `worker` label of the metrics |
-/// | `fifo = true` | `false` | the queue must be FIFO: a literal `queue` must end in `.fifo`; an `env` queue is checked when the worker starts. A FIFO queue (by its name or its `FifoQueue` attribute) runs each message group in order with or without this key; the key only makes a standard queue an error |
-/// | `crate = "my_spotq"` | `"::spotq"` | the path to the `spotq` crate, when it is renamed or re-exported |
+#[doc = spotq_settings::for_each_setting!(key_table)]
+///
+/// Every key but `queue`, `fifo` and `crate` sets the `spotq::config::WorkerConfig` field
+/// of its name (`retry_backoff` sets `retry`), whose doc says what it does; the rows
+/// come from the same table as the field. Whole numbers are written as they are and
+/// durations as strings; `heartbeat` also takes `true` (every half visibility timeout)
+/// and `false` (never extend the visibility); `retry_backoff` takes the first delay and
+/// the cap of a jittered backoff that doubles with each receive, or `false` (leave a
+/// failed message until its visibility timeout lapses).
 ///
 /// The other settings of `spotq::config::WorkerConfig` (stop timeout, shutdown grace, task
 /// protection, …) keep their defaults; a worker that needs them is written by hand, as

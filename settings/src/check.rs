@@ -1,6 +1,11 @@
 //! One check per setting, shared by the `#[spotq::worker]` macro (at compile time, on the
 //! literal written) and `WorkerConfig::validate` (at start): the same value fails both,
 //! against the same limit, with the same words.
+//!
+//! Each entry of the [table](crate::for_each_setting) names its check as a function of
+//! the setting's value ([`Checked`] says how a field or a key gives it) and of what it
+//! reads of the other settings ([`Others`]); the runtime and the attribute run that one
+//! function.
 
 use std::fmt;
 use std::time::Duration;
@@ -71,6 +76,54 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// What the check of one setting reads of the others. `WorkerConfig::validate` fills it
+/// from the config; the attribute from its keys, a key left out counting as its default
+/// (and the queue's own visibility timeout as unknown until the worker starts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Others {
+    /// `concurrency`: `pollers` may not exceed it.
+    pub concurrency: usize,
+    /// `visibility_timeout`, where set: a heartbeat interval must be shorter, and so must
+    /// a handler timeout without heartbeats.
+    pub visibility_timeout: Option<Duration>,
+    /// `heartbeat` is off: nothing extends the visibility of a running handler's message.
+    pub heartbeat_off: bool,
+}
+
+/// A setting's value as its check takes it: a number or a duration as it is, the value
+/// inside an `Option`, a string as `&str`. The runtime implements it for its own types
+/// (a heartbeat gives its interval, a retry backoff its base and cap), the attribute for
+/// the values it parses.
+pub trait Checked<'a, T> {
+    /// The value to check; `None` when there is nothing to check (an option left unset,
+    /// a heartbeat that is not an interval).
+    fn checked(&'a self) -> Option<T>;
+}
+
+impl<T: Copy> Checked<'_, T> for T {
+    fn checked(&self) -> Option<T> {
+        Some(*self)
+    }
+}
+
+impl<T: Copy> Checked<'_, T> for Option<T> {
+    fn checked(&self) -> Option<T> {
+        *self
+    }
+}
+
+impl<'a, T> Checked<'a, &'a T> for Option<T> {
+    fn checked(&'a self) -> Option<&'a T> {
+        self.as_ref()
+    }
+}
+
+impl<'a> Checked<'a, &'a str> for Option<String> {
+    fn checked(&'a self) -> Option<&'a str> {
+        self.as_deref()
+    }
+}
+
 /// `concurrency`: handlers running at once, at least 1.
 pub fn concurrency(concurrency: usize) -> Result<(), Invalid> {
     if concurrency == 0 {
@@ -128,8 +181,10 @@ pub fn visibility_timeout(visibility: Duration) -> Result<(), Invalid> {
     )
 }
 
-/// `handler_timeout`: above 0, at most [`MAX_HANDLER_TIMEOUT`].
-pub fn handler_timeout(timeout: Duration) -> Result<(), Invalid> {
+/// `handler_timeout`: above 0, at most [`MAX_HANDLER_TIMEOUT`]; with heartbeats off,
+/// shorter than the visibility timeout where that is known
+/// ([`handler_timeout_without_heartbeat`]).
+pub fn handler_timeout(timeout: Duration, others: &Others) -> Result<(), Invalid> {
     if timeout.is_zero() || timeout > MAX_HANDLER_TIMEOUT {
         return Err(Invalid::duration(
             "handler_timeout",
@@ -141,7 +196,12 @@ pub fn handler_timeout(timeout: Duration) -> Result<(), Invalid> {
              1m short of that",
         ));
     }
-    Ok(())
+    match others.visibility_timeout {
+        Some(visibility) if others.heartbeat_off => {
+            handler_timeout_without_heartbeat(timeout, visibility)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `heartbeat` off on a FIFO queue whose messages run one at a time per group: refused.

@@ -1,9 +1,12 @@
-//! The settings of a spotq worker, declared once: their limits, their defaults, one
-//! check per setting, and the one syntax every part of spotq writes durations in.
+//! The settings of a spotq worker, declared once: the [table](for_each_setting) of every
+//! setting (its type, default, limit, check, doc and attribute key), their limits, their
+//! defaults, one check per setting, and the one syntax every part of spotq writes
+//! durations in.
 //!
-//! The `#[spotq::worker]` macro checks its arguments with [`check`] when the crate
-//! compiles, `spotq::WorkerConfig::validate` checks the same settings with the same
-//! functions when a worker starts, and `spotq-controller` reads its durations with
+//! The runtime declares `spotq::config::WorkerConfig` and the builder's setters from the
+//! table; the `#[spotq::worker]` macro takes its keys from it and checks its arguments
+//! with the table's checks when the crate compiles, `WorkerConfig::validate` runs the
+//! same checks when a worker starts, and `spotq-controller` reads its durations with
 //! [`duration`].
 //!
 //! ```
@@ -24,6 +27,8 @@ pub mod check;
 pub mod defaults;
 pub mod duration;
 pub mod limits;
+pub mod table;
 
-pub use check::Invalid;
+pub use check::{Checked, Invalid, Others};
 pub use duration::DurationError;
+pub use table::{Attribute, SETTINGS, Setting, Syntax};

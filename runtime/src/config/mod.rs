@@ -10,9 +10,8 @@ pub(crate) mod fields;
 use std::fmt;
 use std::time::Duration;
 
-use spotq_settings::{Invalid, check, defaults};
+use spotq_settings::{Checked, Invalid, check, defaults};
 
-use crate::config::fields::config_fields;
 #[cfg(feature = "ecs")]
 use crate::ecs::protection::ProtectionConfig;
 
@@ -99,165 +98,36 @@ pub enum Heartbeat {
     Off,
 }
 
-config_fields! {
-    /// The settings of one worker. Build it through [`Worker::builder`](crate::Worker::builder),
-    /// whose setters carry the docs below, or write it with `..Default::default()`.
-    ///
-    /// The limits are spotq-settings' checks, the ones the `#[spotq::worker]` attribute
-    /// runs on its arguments: [`validate`](Self::validate) refuses what the attribute
-    /// refuses, with the same words.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct WorkerConfig {
-        /// Handlers running at once, at least 1. Default 16.
-        pub concurrency: usize,
-        /// Receive loops, 1 to `concurrency`. Default: one per 10 slots of concurrency,
-        /// at most 16.
-        pub pollers: Option<usize> => Some(usize),
-        /// Messages asked for per receive, 1 to 10. Default 10. A poller never asks for
-        /// more than the free slots.
-        pub batch_size: usize,
-        /// Long-poll wait per receive, whole seconds, at most 20 s. Default 20 s.
-        pub wait_time: Duration,
-        /// Visibility timeout asked for on receive, whole seconds from 1 s to 12 h.
-        /// Default: the queue's own.
-        pub visibility_timeout: Option<Duration> => Some(Duration),
-        /// Time a handler may run before it counts as failed, above 0 and at most 12 h.
-        /// With heartbeats off, shorter than the visibility timeout. Default: none.
-        pub handler_timeout: Option<Duration> => Some(Duration),
-        /// How long-running handlers keep their messages invisible. Default: every half
-        /// visibility timeout.
-        pub heartbeat: Heartbeat,
-        /// What happens to a message whose handler failed. Default: a backoff from 1 s
-        /// to 5 min.
-        pub retry: RetryPolicy,
-        /// How long a partial batch waits to fill: deletes and visibility changes waiting
-        /// for more entries, and, while every slot is in use, a poller waiting for more
-        /// slots to come back before it receives. At most 1 s. Default 5 ms.
-        pub flush_interval: Duration,
-        /// The time between SIGTERM and SIGKILL (ECS `stopTimeout`), 3 s to 120 s.
-        /// Default 30 s, as on Fargate; set 120 s for Spot tasks.
-        pub stop_timeout: Duration,
-        /// How long running handlers may continue after shutdown begins. It must leave
-        /// 3 s of the stop timeout for releasing the messages of the handlers still
-        /// running, flushing and exiting ([`shutdown::ROOM`](crate::shutdown::ROOM)).
-        /// Default: the stop timeout less 5 s (less half of it, when that is shorter, but
-        /// never less than 3 s).
-        pub shutdown_grace: Option<Duration> => Some(Duration),
-        /// Released messages become visible again after a random delay up to this (whole
-        /// seconds), so that many stopping tasks do not hand a burst to one survivor.
-        /// At most 60 s. Default 0: visible at once.
-        pub release_jitter: Duration,
-        /// Run to completion, for batch jobs (a standalone ECS task started for a
-        /// backlog, which costs nothing once it exits): the worker shuts down by itself
-        /// once this many receives in a row came back empty while it held no message
-        /// (none running, none waiting behind its FIFO group, no delete or visibility
-        /// change unsent). At least 1. Default: none, the worker runs until shutdown.
-        ///
-        /// The run then ends with [`StopReason::Drained`](crate::shutdown::StopReason::Drained),
-        /// by the shutdown contract, and the binary exits 0
-        /// ([`RunReport::exit_code`](crate::RunReport::exit_code)). With the default
-        /// long poll (`wait_time` 20 s) one empty receive means no message became
-        /// visible for 20 s; short polls (`wait_time` 0) sample only some of SQS's
-        /// servers, so ask for more of them. A message waiting out a retry backoff (or
-        /// a send delay) is invisible and held by no one: the worker may exit before it
-        /// is visible again, and the next job task receives it. A queue that refuses
-        /// five receives in a row (deleted, or access to it revoked) ends the run with
-        /// [`StopReason::Fatal`](crate::shutdown::StopReason::Fatal): the job could never finish.
-        pub exit_after_empty_receives: Option<u32> => Some(u32),
-        /// The longest a worker runs: this long after it started, it shuts down as on
-        /// SIGTERM (stops receiving, lets running handlers go on for the grace period,
-        /// releases what it still holds) and the run ends with
-        /// [`StopReason::MaxRunTime`](crate::shutdown::StopReason::MaxRunTime). Above 0.
-        /// Default: no limit.
-        pub max_run_time: Option<Duration> => Some(Duration),
-        /// ECS task scale-in protection while handlers run, through the agent at
-        /// `$ECS_AGENT_URI` (nothing happens where that is unset). `None` turns it off.
-        /// Default: on, with [`ProtectionConfig::default`]. Feature `ecs`: without it
-        /// there is no setting, and no protection.
-        #[cfg(feature = "ecs")]
-        #[cfg_attr(docsrs, doc(cfg(feature = "ecs")))]
-        pub task_protection: Option<ProtectionConfig>,
-        /// The `worker` label of the metrics, not empty. Default: the queue's name.
-        pub name: Option<String> => Some(impl Into<String>),
-        /// How often the backlog sampler reads the queue's approximate counts
-        /// (`GetQueueAttributes`, one call each time). 1 s to 1 h; `None` turns it off.
-        /// Default 20 s.
-        pub backlog_interval: Option<Duration>,
-        /// Tasks sharing the queue, for `spotq_backlog_per_task`. Without it, a worker in
-        /// an ECS service reads its service's running count (task metadata, then
-        /// `ecs:DescribeTasks` and `ecs:DescribeServices`; feature `ecs`); elsewhere the
-        /// gauge is not published.
-        pub running_tasks: Option<u64> => Some(u64),
+// `WorkerConfig`: one field per setting of spotq-settings' table, with its doc, its
+// default and its check; and the builder's setters (`config_setters!`). See `fields`.
+spotq_settings::for_each_setting!(crate::config::fields::declare);
+
+/// A heartbeat's check takes its interval; `Auto` and `Off` have nothing to check.
+impl Checked<'_, Duration> for Heartbeat {
+    fn checked(&self) -> Option<Duration> {
+        match *self {
+            Self::Every(interval) => Some(interval),
+            Self::Auto | Self::Off => None,
+        }
     }
 }
 
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            concurrency: defaults::CONCURRENCY,
-            pollers: None,
-            batch_size: defaults::BATCH_SIZE,
-            wait_time: defaults::WAIT_TIME,
-            visibility_timeout: None,
-            handler_timeout: None,
-            heartbeat: Heartbeat::Auto,
-            retry: RetryPolicy::default(),
-            flush_interval: defaults::FLUSH_INTERVAL,
-            stop_timeout: defaults::STOP_TIMEOUT,
-            shutdown_grace: None,
-            release_jitter: Duration::ZERO,
-            exit_after_empty_receives: None,
-            max_run_time: None,
-            #[cfg(feature = "ecs")]
-            task_protection: Some(ProtectionConfig::default()),
-            name: None,
-            backlog_interval: Some(defaults::BACKLOG_INTERVAL),
-            running_tasks: None,
+/// A retry policy's check takes its backoff's first delay and cap.
+impl Checked<'_, (Duration, Duration)> for RetryPolicy {
+    fn checked(&self) -> Option<(Duration, Duration)> {
+        match *self {
+            Self::Backoff(backoff) => Some((backoff.base, backoff.max)),
+            Self::VisibilityTimeout => None,
         }
     }
 }
 
 impl WorkerConfig {
     /// Checks every setting that does not depend on the queue, with the checks the
-    /// `#[spotq::worker]` attribute runs on its arguments.
+    /// `#[spotq::worker]` attribute runs on its arguments, and the shutdown contract's
+    /// check of the stop timeout and the grace period together.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check::concurrency(self.concurrency)?;
-        if let Some(pollers) = self.pollers {
-            check::pollers(pollers, self.concurrency)?;
-        }
-        check::batch_size(self.batch_size)?;
-        check::wait_time(self.wait_time)?;
-        if let Some(visibility) = self.visibility_timeout {
-            check::visibility_timeout(visibility)?;
-        }
-        if let Some(timeout) = self.handler_timeout {
-            check::handler_timeout(timeout)?;
-        }
-        if let Heartbeat::Every(interval) = self.heartbeat {
-            check::heartbeat(interval, self.visibility_timeout)?;
-        }
-        if let RetryPolicy::Backoff(backoff) = self.retry {
-            check::retry_backoff(backoff.base, backoff.max)?;
-        }
-        check::flush_interval(self.flush_interval)?;
-        check::release_jitter(self.release_jitter)?;
-        if let Some(receives) = self.exit_after_empty_receives {
-            check::exit_after_empty_receives(receives)?;
-        }
-        if let Some(limit) = self.max_run_time {
-            check::max_run_time(limit)?;
-        }
-        if let Some(interval) = self.backlog_interval {
-            check::backlog_interval(interval)?;
-        }
-        #[cfg(feature = "ecs")]
-        if let Some(protection) = &self.task_protection {
-            protection.validate()?;
-        }
-        if let Some(name) = &self.name {
-            check::name(name)?;
-        }
-        check::stop_timeout(self.stop_timeout)?;
+        self.check_each()?;
         self.grace_period()?;
         Ok(())
     }

@@ -8,6 +8,13 @@ const fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
 }
 
+/// Nothing known of the other settings but the default concurrency.
+const ALONE: Others = Others {
+    concurrency: 16,
+    visibility_timeout: None,
+    heartbeat_off: false,
+};
+
 /// The setting a failed check names, or `None` for a value that passes.
 fn named(result: Result<(), Invalid>) -> Option<&'static str> {
     result.err().map(|invalid| invalid.setting)
@@ -38,15 +45,21 @@ fn each_limit_is_allowed_and_one_past_it_is_not() {
             Some("visibility_timeout"),
         ),
         (visibility_timeout(ms(1_500)), Some("visibility_timeout")),
-        (handler_timeout(ms(1)), None),
-        (handler_timeout(MAX_HANDLER_TIMEOUT), None),
-        (handler_timeout(Duration::ZERO), Some("handler_timeout")),
+        (handler_timeout(ms(1), &ALONE), None),
+        (handler_timeout(MAX_HANDLER_TIMEOUT, &ALONE), None),
         (
-            handler_timeout(MAX_HANDLER_TIMEOUT + ms(1)),
+            handler_timeout(Duration::ZERO, &ALONE),
+            Some("handler_timeout"),
+        ),
+        (
+            handler_timeout(MAX_HANDLER_TIMEOUT + ms(1), &ALONE),
             Some("handler_timeout"),
         ),
         // Heartbeats stop a minute short of the cap: the handler must too.
-        (handler_timeout(MAX_VISIBILITY), Some("handler_timeout")),
+        (
+            handler_timeout(MAX_VISIBILITY, &ALONE),
+            Some("handler_timeout"),
+        ),
         (heartbeat(ms(1), None), None),
         (heartbeat(Duration::ZERO, None), Some("heartbeat")),
         (retry_backoff(Duration::ZERO, MAX_VISIBILITY), None),
@@ -111,6 +124,24 @@ fn settings_that_depend_on_the_visibility_timeout() {
         named(handler_timeout_without_heartbeat(secs(30), secs(30))),
         Some("handler_timeout")
     );
+    // The same rule, where the handler timeout's check knows the others.
+    let off = |visibility| Others {
+        visibility_timeout: visibility,
+        heartbeat_off: true,
+        ..ALONE
+    };
+    assert_eq!(handler_timeout(secs(29), &off(Some(secs(30)))), Ok(()));
+    assert_eq!(
+        named(handler_timeout(secs(30), &off(Some(secs(30))))),
+        Some("handler_timeout")
+    );
+    // Without a visibility timeout of its own, the queue's is checked at start.
+    assert_eq!(handler_timeout(secs(30), &off(None)), Ok(()));
+    let on = Others {
+        visibility_timeout: Some(secs(30)),
+        ..ALONE
+    };
+    assert_eq!(handler_timeout(secs(30), &on), Ok(()));
 }
 
 #[test]
