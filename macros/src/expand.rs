@@ -234,6 +234,10 @@ fn decoder(krate: &TokenStream, input: &Input) -> TokenStream {
             })
         },
         Input::Lambda(_) => quote_spanned!(span=> #krate::handler::input::lambda),
+        Input::Sns { inner, .. } => quote_spanned!(span=> #krate::handler::input::sns::<#inner>),
+        Input::EventBridge { inner, .. } => {
+            quote_spanned!(span=> #krate::handler::input::event_bridge::<#inner>)
+        }
         Input::Json(ty) => quote_spanned!(span=> #krate::handler::input::json::<#ty>),
     }
 }

@@ -114,6 +114,8 @@ macro_rules! key_row {
 /// | `Message` (any path ending in `Message`) | the message as received | `spotq::handler::input::raw` |
 /// | `String` (any path ending in `String`) | the body as it is, not decoded | `spotq::handler::input::raw`, then `Message::into_body` |
 /// | `SqsMessage` (e.g. `spotq::handler::lambda_events::sqs::SqsMessage`) | the Lambda event record | `spotq::handler::input::lambda` |
+/// | `Sns<T>` (`spotq::handler::input::Sns`) | an SNS notification, wrapped or raw: `T` from the published message, with topic ARN, subject and attributes | `spotq::handler::input::sns::<T>` |
+/// | `EventBridge<T>` (`spotq::handler::input::EventBridge`) | an EventBridge event: `T` from its `detail`, with source, detail-type and time | `spotq::handler::input::event_bridge::<T>` |
 /// | any other type `T` | the body, deserialized from JSON; `T: serde::de::DeserializeOwned` | `spotq::handler::input::json::<T>` |
 /// | `Vec<X>`, `X` one of the above | a batch: every message of one receive | `spotq::handler::input::batch` |
 ///

@@ -5,8 +5,10 @@
 //! - first argument `Vec<X>`: a batch handler, each `X` read as below;
 //! - a type whose last path segment is `Message` (`Message`, `spotq::Message`): the raw
 //!   message; `String`: the body as it is; `SqsMessage`
-//!   (`aws_lambda_events::sqs::SqsMessage`): the Lambda event form; any other type: a
-//!   JSON body deserialized into it;
+//!   (`aws_lambda_events::sqs::SqsMessage`): the Lambda event form; `Sns<T>` and
+//!   `EventBridge<T>` (`spotq::handler::input::Sns`): the envelope of an SNS
+//!   notification or an EventBridge event, `T` decoded from what it wraps; any other
+//!   type: a JSON body deserialized into it;
 //! - an optional second argument whose last path segment is `Context`, by reference or by
 //!   value (per-message handlers only).
 //!
@@ -27,6 +29,10 @@ pub(crate) enum Input {
     Text(Type),
     /// `SqsMessage`: the `aws_lambda_events` form, as a Lambda handler gets it.
     Lambda(Type),
+    /// `Sns<T>`: an SNS notification (or a raw delivery), `T` from its message.
+    Sns { ty: Type, inner: Type },
+    /// `EventBridge<T>`: an EventBridge event, `T` from its `detail`.
+    EventBridge { ty: Type, inner: Type },
     /// Any other type: the body, deserialized from JSON.
     Json(Type),
 }
@@ -34,7 +40,12 @@ pub(crate) enum Input {
 impl Input {
     /// The type as the user wrote it, for spans.
     pub(crate) fn ty(&self) -> &Type {
-        let (Self::Raw(ty) | Self::Text(ty) | Self::Lambda(ty) | Self::Json(ty)) = self;
+        let (Self::Raw(ty)
+        | Self::Text(ty)
+        | Self::Lambda(ty)
+        | Self::Sns { ty, .. }
+        | Self::EventBridge { ty, .. }
+        | Self::Json(ty)) = self;
         ty
     }
 }
@@ -191,6 +202,11 @@ fn vec_element(ty: &Type) -> Option<&Type> {
     if segment.ident != "Vec" {
         return None;
     }
+    only_type_argument(segment)
+}
+
+/// `X` of `Name<X>`: the segment's one type argument.
+fn only_type_argument(segment: &syn::PathSegment) -> Option<&Type> {
     let PathArguments::AngleBracketed(arguments) = &segment.arguments else {
         return None;
     };
@@ -245,9 +261,40 @@ fn input(ty: &Type) -> syn::Result<Input> {
             Some(segment) if segment.ident == "SqsMessage" && segment.arguments.is_none() => {
                 Input::Lambda(ty.clone())
             }
+            Some(segment) if segment.ident == "Sns" || segment.ident == "EventBridge" => {
+                return envelope(ty, segment);
+            }
             _ => Input::Json(ty.clone()),
         }),
     }
+}
+
+/// `Sns<T>` or `EventBridge<T>`: the envelope and the type inside it.
+fn envelope(ty: &Type, segment: &syn::PathSegment) -> syn::Result<Input> {
+    let name = &segment.ident;
+    let (what, example) = if name == "Sns" {
+        ("the type of the SNS message", "Sns<Order>")
+    } else {
+        ("the type of the event's detail", "EventBridge<OrderPlaced>")
+    };
+    let Some(inner) = only_type_argument(segment) else {
+        return Err(syn::Error::new_spanned(
+            ty,
+            format!("`{name}` takes one type argument, {what}: `{example}`"),
+        ));
+    };
+    if let Type::Reference(_) = inner {
+        return Err(syn::Error::new_spanned(
+            inner,
+            format!("`{name}` owns what it wraps: take `{example}`, not a reference inside"),
+        ));
+    }
+    let (ty, inner) = (ty.clone(), inner.clone());
+    Ok(if name == "Sns" {
+        Input::Sns { ty, inner }
+    } else {
+        Input::EventBridge { ty, inner }
+    })
 }
 
 fn context(arg: &FnArg) -> syn::Result<ContextArg> {
@@ -293,6 +340,8 @@ mod tests {
             Input::Raw(_) => "raw",
             Input::Text(_) => "text",
             Input::Lambda(_) => "lambda",
+            Input::Sns { .. } => "sns",
+            Input::EventBridge { .. } => "eventbridge",
             Input::Json(_) => "json",
         };
         (name, input.ty().to_token_stream().to_string())
@@ -361,6 +410,27 @@ mod tests {
                 "lambda",
                 "aws_lambda_events :: sqs :: SqsMessage",
             ),
+            (
+                quote!(
+                    async fn f(order: Sns<Order>) {}
+                ),
+                "sns",
+                "Sns < Order >",
+            ),
+            (
+                quote!(
+                    async fn f(order: spotq::handler::input::Sns<Vec<u8>>) {}
+                ),
+                "sns",
+                "spotq :: handler :: input :: Sns < Vec < u8 > >",
+            ),
+            (
+                quote!(
+                    async fn f(event: EventBridge<Change>) {}
+                ),
+                "eventbridge",
+                "EventBridge < Change >",
+            ),
         ];
         for (item, kind, ty) in cases {
             let shape = read_shape(item).expect("valid");
@@ -397,6 +467,20 @@ mod tests {
                 ),
                 "lambda",
                 "SqsMessage",
+            ),
+            (
+                quote!(
+                    async fn f(orders: Vec<Sns<Order>>) {}
+                ),
+                "sns",
+                "Sns < Order >",
+            ),
+            (
+                quote!(
+                    async fn f(events: Vec<EventBridge<Change>>) {}
+                ),
+                "eventbridge",
+                "EventBridge < Change >",
             ),
         ];
         for (item, kind, ty) in cases {

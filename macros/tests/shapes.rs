@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use spotq::handler::input::{EventBridge, Sns};
 use spotq::handler::lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use spotq::{
     Context, Message, Outcome, WorkerSpec, config::Backoff, config::Heartbeat, config::QueueSource,
@@ -80,6 +81,33 @@ async fn batch_json(orders: Vec<Order>) {
     let _ = orders.iter().map(|order| order.id).sum::<u64>();
 }
 
+#[spotq::worker(queue = "sns")]
+async fn sns(order: Sns<Order>) {
+    let _ = (order.id, order.topic_arn());
+}
+
+#[spotq::worker(queue = "sns")]
+async fn sns_with_context(order: spotq::handler::input::Sns<Order>, cx: &Context) {
+    let _ = (order.subject(), cx.receive_count());
+}
+
+#[spotq::worker(queue = "events")]
+async fn event_bridge(event: EventBridge<Order>) -> Result<(), String> {
+    let _ = (event.source(), event.detail.id);
+    Ok(())
+}
+
+#[spotq::worker(queue = "batch")]
+async fn batch_sns(orders: Vec<Sns<Order>>) {
+    let _ = orders.iter().map(|order| order.id).sum::<u64>();
+}
+
+#[spotq::worker(queue = "batch")]
+async fn batch_event_bridge(events: Vec<EventBridge<Order>>) -> BatchOutcome {
+    let _ = events.len();
+    BatchOutcome::Ack
+}
+
 #[spotq::worker(
     queue = env("EVERY_KEY_QUEUE"),
     concurrency = 20,
@@ -100,7 +128,7 @@ async fn every_key(order: Order) {
 
 #[test]
 fn each_shape_becomes_a_spec_of_its_kind() {
-    let per_message: [fn() -> WorkerSpec; 8] = [
+    let per_message: [fn() -> WorkerSpec; 11] = [
         json_worker,
         json_with_context_worker,
         raw_worker,
@@ -108,6 +136,9 @@ fn each_shape_becomes_a_spec_of_its_kind() {
         text_worker,
         lambda_worker,
         lambda_with_context_worker,
+        sns_worker,
+        sns_with_context_worker,
+        event_bridge_worker,
         every_key_worker,
     ];
     for spec in per_message {
@@ -115,11 +146,13 @@ fn each_shape_becomes_a_spec_of_its_kind() {
         assert!(!spec.is_batch(), "{spec:?}");
         assert!(spec.handler().is_some());
     }
-    let batches: [fn() -> WorkerSpec; 4] = [
+    let batches: [fn() -> WorkerSpec; 6] = [
         batch_raw_worker,
         batch_text_worker,
         batch_lambda_worker,
         batch_json_worker,
+        batch_sns_worker,
+        batch_event_bridge_worker,
     ];
     for spec in batches {
         let spec = spec();

@@ -171,6 +171,11 @@ impl HandlerError {
 pub struct DecodeError {
     kind: DecodeErrorKind,
     input_type: &'static str,
+    /// The part of an envelope the error is in (`the SNS notification's `Message``), or
+    /// for [`DecodeErrorKind::Envelope`] the envelope the body is not.
+    within: Option<&'static str>,
+    /// Why a body is not its envelope, in words that never quote it.
+    reason: Option<String>,
     line: usize,
     column: usize,
     detail: String,
@@ -186,6 +191,10 @@ pub enum DecodeErrorKind {
     Eof,
     /// Valid JSON of the wrong shape: a wrong type, a missing field, an unknown variant.
     Data,
+    /// Not the envelope the input type unwraps: a body that names a `TopicArn` but is
+    /// not an SNS notification (an SNS `SubscriptionConfirmation`, a required field
+    /// missing), or one that is not an EventBridge event.
+    Envelope,
 }
 
 impl DecodeError {
@@ -200,9 +209,36 @@ impl DecodeError {
         Self {
             kind,
             input_type,
+            within: None,
+            reason: None,
             line: error.line(),
             column: error.column(),
             detail: error.to_string(),
+        }
+    }
+
+    /// The same error, found inside an envelope's `place`.
+    pub(crate) fn inside(mut self, place: &'static str) -> Self {
+        self.within = Some(place);
+        self
+    }
+
+    /// A body meant for `input_type` inside `envelope` that is not that envelope, for
+    /// `reason` (which must not quote the body); `error` is the parse's, if one failed.
+    pub(crate) fn envelope(
+        envelope: &'static str,
+        input_type: &'static str,
+        reason: String,
+        error: Option<&serde_json::Error>,
+    ) -> Self {
+        Self {
+            kind: DecodeErrorKind::Envelope,
+            input_type,
+            within: Some(envelope),
+            line: error.map_or(0, serde_json::Error::line),
+            column: error.map_or(0, serde_json::Error::column),
+            detail: error.map_or_else(|| reason.clone(), ToString::to_string),
+            reason: Some(reason),
         }
     }
 
@@ -216,7 +252,14 @@ impl DecodeError {
         self.input_type
     }
 
-    /// The line of the body where decoding stopped, from 1.
+    /// The part of an envelope the error is in (for [`DecodeErrorKind::Envelope`]: the
+    /// envelope the body is not), e.g. ``the SNS notification's `Message` ``.
+    pub fn within(&self) -> Option<&'static str> {
+        self.within
+    }
+
+    /// The line of the body where decoding stopped, from 1 (0: the body parsed, but was
+    /// not what it claims).
     pub fn line(&self) -> usize {
         self.line
     }
@@ -239,12 +282,25 @@ impl std::fmt::Display for DecodeError {
             DecodeErrorKind::Syntax => "the body is not valid JSON",
             DecodeErrorKind::Eof => "the body ends early",
             DecodeErrorKind::Data => "the JSON does not fit",
+            DecodeErrorKind::Envelope => {
+                let envelope = self.within.unwrap_or("its envelope");
+                let reason = self.reason.as_deref().unwrap_or("it does not parse");
+                write!(
+                    f,
+                    "the body is not {envelope}: {reason} (input type `{}`)",
+                    self.input_type
+                )?;
+                if self.line > 0 {
+                    write!(f, " at line {} column {}", self.line, self.column)?;
+                }
+                return Ok(());
+            }
         };
-        write!(
-            f,
-            "{what} (input type `{}`) at line {} column {}",
-            self.input_type, self.line, self.column
-        )
+        write!(f, "{what} (input type `{}`", self.input_type)?;
+        if let Some(place) = self.within {
+            write!(f, ", in {place}")?;
+        }
+        write!(f, ") at line {} column {}", self.line, self.column)
     }
 }
 
@@ -254,6 +310,8 @@ impl std::fmt::Debug for DecodeError {
         f.debug_struct("DecodeError")
             .field("kind", &self.kind)
             .field("input_type", &self.input_type)
+            .field("within", &self.within)
+            .field("reason", &self.reason)
             .field("line", &self.line)
             .field("column", &self.column)
             .finish_non_exhaustive()

@@ -1,6 +1,10 @@
 //! What a handler takes: decoders from a [`Message`] to a handler's input.
 //!
 //! `#[spotq::worker]` expands to these, and a hand-written handler can use them too.
+//! Besides the message itself ([`raw`]), a JSON body ([`json`]) and Lambda's form
+//! ([`lambda`]), two inputs unwrap what other AWS services wrap a message in before it
+//! reaches the queue: [`Sns<T>`] (an SNS topic's notification, raw delivery or not)
+//! and [`EventBridge<T>`] (an EventBridge rule's event).
 //! Each returns the input and the message's [`Context`]; a decoder that fails returns
 //! [`HandlerError::Decode`], a failure of that one message: counted, retried per the
 //! retry policy and, after the queue's `maxReceiveCount`, moved to the dead-letter queue
@@ -34,6 +38,8 @@ use std::future::Future;
 use aws_lambda_events::encodings::Base64Data;
 use aws_lambda_events::sqs::{SqsMessage, SqsMessageAttribute};
 use serde::de::DeserializeOwned;
+
+pub use crate::api::envelope::{EventBridge, Sns, event_bridge, sns};
 
 use crate::api::batch::{BatchOutcome, IntoBatchOutcome, ItemFailure};
 use crate::api::message::{Context, Message};

@@ -3,6 +3,7 @@
 //! [`Outcome`](crate::Outcome), batch handlers, handlers as tower services, and the input decoders.
 
 pub(crate) mod batch;
+mod envelope;
 pub(crate) mod handler;
 pub mod input;
 pub(crate) mod message;

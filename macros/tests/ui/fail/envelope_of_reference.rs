@@ -1,0 +1,8 @@
+use spotq::handler::input::Sns;
+
+#[spotq::worker(queue = "orders")]
+async fn handle(order: Sns<&str>) {
+    let _ = order;
+}
+
+fn main() {}
