@@ -52,11 +52,14 @@ fn recording(queue: SqsBackend, log: &Log) -> spotq::shutdown::AnyWorker {
             spotq::Outcome::Ack
         }
     };
-    let spec = WorkerSpec::new(
-        spotq::config::QueueSource::name("unused"),
-        spotq::config::WorkerConfig::default(),
-        handler,
-    );
+    // Short long polls and backoff, so that a run ends soon after its last message.
+    let mut config = spotq::config::WorkerConfig::default();
+    config.wait_time = Duration::from_secs(1);
+    config.retry = spotq::config::RetryPolicy::Backoff(spotq::config::Backoff::new(
+        Duration::ZERO,
+        Duration::ZERO,
+    ));
+    let spec = WorkerSpec::new(spotq::config::QueueSource::name("unused"), config, handler);
     spec.worker(queue).expect("binds")
 }
 
