@@ -235,10 +235,7 @@ fn wrapped<T: DeserializeOwned>(
 ) -> Result<(Sns<T>, Context), HandlerError> {
     let input_type = std::any::type_name::<T>();
     if notification.sns_message_type != "Notification" {
-        let reason = format!(
-            "its `Type` is {:?}, not \"Notification\"",
-            notification.sns_message_type
-        );
+        let reason = not_a_notification(&notification.sns_message_type);
         return Err(decode(DecodeError::envelope(
             SNS_NOTIFICATION,
             input_type,
@@ -314,17 +311,21 @@ fn sns_envelope_error(
         .ok()
         .and_then(|kind| kind.kind)
     {
-        Some(kind) if kind == "SubscriptionConfirmation" => {
-            "it is an SNS SubscriptionConfirmation \
-             (a subscription from another account is confirmed by visiting its SubscribeURL)"
-                .to_owned()
-        }
-        Some(kind) if kind != "Notification" => {
-            format!("its `Type` is {kind:?}, not \"Notification\"")
-        }
+        Some(kind) if kind != "Notification" => not_a_notification(&kind),
         _ => "it names a `TopicArn` but lacks a notification's fields".to_owned(),
     };
     DecodeError::envelope(SNS_NOTIFICATION, input_type, reason, Some(error))
+}
+
+/// Why an SNS message of type `kind` is not a notification (a `SubscriptionConfirmation`
+/// says what to do about it).
+fn not_a_notification(kind: &str) -> String {
+    if kind == "SubscriptionConfirmation" {
+        return "it is an SNS SubscriptionConfirmation (a subscription from another account \
+                is confirmed by visiting its SubscribeURL)"
+            .to_owned();
+    }
+    format!("its `Type` is {kind:?}, not \"Notification\"")
 }
 
 /// The SQS message attributes of a raw delivery, written as SNS writes them.
